@@ -278,6 +278,9 @@ def set_path(data: dict, path: list[str], value: Any) -> dict:
         node = node[k]
     if value is None:
         node.pop(path[-1], None)
+    elif path[-1] == "kind" and node.get("kind") not in (None, value):
+        node.clear()  # switching a component's kind drops the old kind's settings
+        node["kind"] = value
     elif isinstance(value, dict) and isinstance(node.get(path[-1]), dict) and "kind" not in value:
         node[path[-1]] = deep_merge(node[path[-1]], value)
     else:
@@ -340,7 +343,7 @@ def format_validation_error(cls: type[BaseModel], data: Any, err: ValidationErro
     lines = [f"invalid {cls.__name__}:"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             parent = [str(p) for p in e["loc"][:-1] if not (isinstance(p, str) and p in _UNION_TAGS)]
             try:
@@ -367,3 +370,20 @@ def write_config(cfg: BaseModel, folder: str | Path, name: str = "config.json") 
         f.write(dump_config(cfg))
     os.replace(tmp, folder / name)
     return folder / name
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m alarm.config [--preset NAME] [key=value ...]`: validate a model config and print it."""
+    import argparse
+
+    from alarm.cli import add_config_args, config_from_args
+
+    parser = argparse.ArgumentParser(prog="python -m alarm.config", description=main.__doc__)
+    add_config_args(parser, "model", "tiny")
+    args = parser.parse_args(argv)
+    args.print_config = True
+    config_from_args(args, ModelConfig, "model")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Every environment variable this project reads, declared once (name -> lazy getter).
+
+Infrastructure settings live here; model and job behaviour lives in the typed configs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """ALARM_CACHE: where tiny checkpoints and fetched s3:// checkpoints are kept (default ~/.cache/alarm)."""
+    return Path(os.environ.get("ALARM_CACHE") or Path.home() / ".cache" / "alarm")
+
+
+def s3_endpoint_url() -> str | None:
+    """ALARM_S3_ENDPOINT_URL (or AWS_ENDPOINT_URL): an S3-compatible endpoint, e.g. a local moto/minio server."""
+    return os.environ.get("ALARM_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE: resolve hub ids from the local hub cache only."""
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def s3_storage_options() -> dict:
+    """fsspec/s3fs options built from the environment; credentials come from the usual AWS variables."""
+    url = s3_endpoint_url()
+    return {"client_kwargs": {"endpoint_url": url}} if url else {}
