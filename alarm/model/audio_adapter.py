@@ -1,0 +1,211 @@
+"""AudioAdapter: the only trainable module (layer mixing, adapters, fusion, audio start/end vectors).
+
+Frozen encoders and the LLM are not its children: it takes tapped encoder states and returns LLM input vectors
+already wrapped as [audio_start] + tokens + [audio_end], plus the length bookkeeping that goes with them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from alarm.config import ModelConfig
+from alarm.model.adapters import ADAPTERS, LayerMix
+from alarm.model.fusion import FUSIONS
+from alarm.types import lengths_to_mask
+
+
+class AudioAdapter(nn.Module):
+    """Layer mixing + adapter per encoder, a fusion, and the learned audio separators.
+
+    Args:
+        adapters: encoder name -> adapter (see alarm.model.adapters.Adapter).
+        fusion: a fusion (see alarm.model.fusion.Fusion) expecting exactly these encoders.
+        mix: encoder name -> LayerMix over that encoder's tapped layers.
+        d_llm: the LLM hidden size D_llm.
+        separator_init_std: init std of `audio_start` / `audio_end` (reference: randn, std 1).
+
+    Raises:
+        ValueError: the key sets of `adapters`, `mix` and `fusion.encoders` differ.
+
+    Shapes:
+        states {enc: (L, B, T, D_enc)}, lens {enc: (B,)} -> embeds (B, S, D_llm), lens (B,)
+        with S_i = fused tokens (min 1) + 2.
+    """
+
+    def __init__(
+        self,
+        adapters: dict[str, nn.Module],
+        fusion: nn.Module,
+        mix: dict[str, LayerMix],
+        d_llm: int,
+        separator_init_std: float = 1.0,
+    ):
+        super().__init__()
+        fusion_keys = set(getattr(fusion, "encoders", ()))
+        if not (set(adapters) == set(mix) == fusion_keys):
+            raise ValueError(
+                f"AudioAdapter needs the same encoders everywhere: adapters {sorted(adapters)}, layer mixes "
+                f"{sorted(mix)}, fusion {sorted(fusion_keys)}; fix the encoders section or fusion.main/fusion.order"
+            )
+        self.mix = nn.ModuleDict(mix)
+        self.adapters = nn.ModuleDict(adapters)
+        self.fusion = fusion
+        self.d_llm = d_llm
+        self.audio_start = nn.Parameter(torch.randn(d_llm) * separator_init_std)
+        self.audio_end = nn.Parameter(torch.randn(d_llm) * separator_init_std)
+        self.frozen: set[str] = set()
+
+    @property
+    def encoders(self) -> tuple[str, ...]:
+        return tuple(self.adapters)
+
+    # --------------------------------------------------------------------------------------------------------
+    # freezing
+
+    def freeze_adapter(self, enc: str) -> None:
+        """Freeze `enc`'s layer mix and adapter: no gradients, and eval mode even under `train()` (fixes D10)."""
+        if enc not in self.adapters:
+            raise KeyError(f"no adapter for encoder {enc!r}; this AudioAdapter has {sorted(self.adapters)}")
+        for module in (self.mix[enc], self.adapters[enc]):
+            module.requires_grad_(False)
+            module.eval()
+        self.frozen.add(enc)
+
+    def train(self, mode: bool = True) -> AudioAdapter:
+        super().train(mode)
+        for enc in self.frozen:  # frozen BatchNorm statistics must never drift
+            self.mix[enc].eval()
+            self.adapters[enc].eval()
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def named_trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        return ((n, p) for n, p in self.named_parameters() if p.requires_grad)
+
+    # --------------------------------------------------------------------------------------------------------
+    # lengths
+
+    def output_lengths(self, enc_lens: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Positions per item S_i (audio tokens + 2 separators) from the encoders' output lengths."""
+        lens = {k: self.adapters[k].output_lengths(enc_lens[k]) for k in self.encoders}
+        return self.fusion.output_lengths(lens).clamp(min=1) + 2
+
+    # --------------------------------------------------------------------------------------------------------
+    # forward
+
+    def _check_inputs(self, states: dict[str, torch.Tensor], lens: dict[str, torch.Tensor]) -> None:
+        if set(states) != set(self.encoders) or set(lens) != set(self.encoders):
+            raise ValueError(
+                f"AudioAdapter expects states and lens for encoders {sorted(self.encoders)}, found states "
+                f"{sorted(states)} and lens {sorted(lens)}"
+            )
+        for k, x in states.items():
+            d_enc = getattr(self.adapters[k], "d_enc", x.shape[-1])
+            L = self.mix[k].logits.numel()
+            if x.dim() != 4 or x.shape[0] != L or x.shape[-1] != d_enc or lens[k].shape != (x.shape[1],):
+                raise ValueError(
+                    f"encoder {k}: expected states (L={L}, B, T, D={d_enc}) and lens (B,), found "
+                    f"{tuple(x.shape)} and {tuple(lens[k].shape)}; check encoders.{k}.layers and "
+                    f"encoders.{k}.hidden_size"
+                )
+
+    def forward(
+        self, states: dict[str, torch.Tensor], lens: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_inputs(states, lens)
+        streams, stream_lens = {}, {}
+        for k in self.encoders:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and k not in self.frozen):
+                x = self.mix[k](states[k])  # (B, T, D_enc)
+                streams[k], stream_lens[k] = self.adapters[k](x, lens[k])  # (B, T', D_k)
+        fused, fused_lens = self.fusion(streams, stream_lens)  # (B, T_f, D_llm)
+        return self.wrap(fused, fused_lens)
+
+    def wrap(self, fused: torch.Tensor, fused_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[audio_start] + each item's first max(len, 1) tokens + [audio_end], right-padded with zeros."""
+        B, _, D = fused.shape
+        n = fused_lens.clamp(min=1)
+        T = int(n.max())
+        if T > fused.shape[1]:
+            raise ValueError(f"fusion returned {fused.shape[1]} frames but lengths up to {T}")
+        dt = fused.dtype
+        body = fused[:, :T] * lengths_to_mask(n, T)[..., None].to(dt)  # (B, T, D)
+        out = torch.cat([self.audio_start.to(dt).expand(B, 1, D), body, fused.new_zeros(B, 1, D)], 1)  # (B, S, D)
+        end_at = torch.arange(T + 2, device=fused.device)[None, :] == (n + 1)[:, None]  # (B, S)
+        out = torch.where(end_at[..., None], self.audio_end.to(dt), out)
+        return out, n + 2
+
+    @staticmethod
+    def split(embeds: torch.Tensor, lens: torch.Tensor) -> list[torch.Tensor]:
+        """(B, S, D) + (B,) -> one (S_i, D) tensor per item."""
+        return [embeds[i, : int(n)] for i, n in enumerate(lens.tolist())]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# building
+
+
+def build_audio_adapter(cfg: ModelConfig, enc_dims: dict[str, int] | None = None) -> AudioAdapter:
+    """AudioAdapter for `cfg` with fresh weights (freezing is applied when trained weights are loaded).
+
+    Args:
+        cfg: the model config.
+        enc_dims: D_enc per encoder; defaults to `encoders.<enc>.hidden_size`.
+    """
+    d_llm = cfg.llm.hidden_size
+    enc_dims = enc_dims or {k: e.hidden_size for k, e in cfg.encoders.items()}
+    mix, adapters, dims = {}, {}, {}
+    for k, e in cfg.encoders.items():
+        mix[k] = LayerMix(len(e.layers))
+        adapters[k] = ADAPTERS[e.adapter.kind](e.adapter, enc_dims[k], d_llm)
+        dims[k] = adapters[k].out_dim
+    fusion = FUSIONS[cfg.fusion.kind](cfg.fusion, dims, d_llm)
+    return AudioAdapter(adapters, fusion, mix, d_llm, cfg.separator_init_std)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# token counts from durations (pure arithmetic; must agree with the encoders' output_lengths)
+
+
+def _fbank_frames(samples: int) -> int:
+    """Frames of a 25 ms / 10 ms fbank (snip edges) at 16 kHz after padding 160 samples on each side."""
+    return max(0, 1 + (samples + 320 - 400) // 160)
+
+
+# encoder -> (input sample rate, encoder output frames from the clip's sample count); method §3.2
+ENCODER_FRAMES: dict[str, tuple[int, Callable[[int], int]]] = {
+    "whisper": (16000, lambda n: (n // 160) // 2),  # mel frames // 2 (50 Hz)
+    "w2vbert": (16000, lambda n: _fbank_frames(n) // 2),  # SeamlessM4T fbank stacked ×2 (50 Hz)
+    "muq": (24000, lambda n: n // 960),  # 25 Hz
+    "sslam": (16000, lambda n: _fbank_frames(n) // 2),  # Kaldi fbank frames // 2 (nominal 50 Hz)
+}
+
+
+def encoder_frames(enc: str, duration_s: float) -> int:
+    """Encoder output frames for a clip of `duration_s` seconds."""
+    sr, frames = ENCODER_FRAMES[enc]
+    return frames(round(duration_s * sr))
+
+
+def audio_token_count(cfg: ModelConfig, duration_s: float) -> int:
+    """LLM positions S_i for one clip: fused audio tokens (min 1) + the two audio separators.
+
+    25 tokens/s: 30 s -> 752 with sum / cross_attention, 814 with perceiver (3 × 20 latents + 2 cond separators).
+    """
+    lens = {}
+    for k, e in cfg.encoders.items():
+        n = encoder_frames(k, duration_s)
+        lens[k] = (n + 1) // 2 if e.adapter.kind == "downsample" else n  # Downsample.output_lengths
+    f = cfg.fusion
+    if f.kind == "sum":
+        tokens = max(lens.values())
+    elif f.kind == "cross_attention":
+        tokens = lens[f.main]
+    else:
+        tokens = lens[f.main] + len(f.order) * f.num_latents + 2
+    return max(tokens, 1) + 2

@@ -1,0 +1,236 @@
+"""AudioAdapter: composition, wrapping with audio separators, length bookkeeping (25 tokens/s), freezing, sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alarm.config import ModelConfig
+from alarm.model.adapters import LayerMix
+from alarm.model.audio_adapter import AudioAdapter, audio_token_count, build_audio_adapter, encoder_frames
+from alarm.model.fusion import SumFusion
+
+torch.set_num_threads(1)
+
+DURATIONS = [0.3, 10.0, 31.0, 59.9]
+
+TINY_ENCODERS = {
+    "whisper": {"checkpoint": "tiny://whisper", "hidden_size": 16, "layers": [1, 2],
+                "adapter": {"kind": "downsample", "width": 32, "norm": "batch"}},
+    "w2vbert": {"checkpoint": "tiny://w2vbert", "hidden_size": 24, "layers": [0, 1, 2],
+                "adapter": {"kind": "downsample", "width": 24, "norm": "layer"}},
+    "muq": {"checkpoint": "tiny://muq", "hidden_size": 24, "layers": [1, 2],
+            "adapter": {"kind": "mlp", "width": 32}},
+    "sslam": {"checkpoint": "tiny://sslam", "hidden_size": 16, "layers": [0, 1],
+              "adapter": {"kind": "downsample", "width": 32, "norm": "layer"}},
+}
+TINY_FUSIONS = {
+    "sum": {"kind": "sum"},
+    "cross_attention": {"kind": "cross_attention", "d_model": 16, "num_heads": 2, "ffn_dim": 32},
+    "perceiver": {"kind": "perceiver", "num_latents": 20, "latent_dim": 16, "cross_heads": 2, "self_heads": 2,
+                  "self_layers": 2, "self_repeats": 2},
+}
+
+
+def tiny_cfg(fusion: str, encoders=("whisper", "w2vbert", "muq", "sslam"), **enc_overrides) -> ModelConfig:
+    encs = {k: dict(TINY_ENCODERS[k]) for k in encoders}
+    if fusion == "perceiver":
+        for k in encoders[1:]:
+            encs[k]["adapter"] = {"kind": "identity"}
+    for k, extra in enc_overrides.items():
+        encs[k].update(extra)
+    return ModelConfig.model_validate({
+        "name": f"tiny-{fusion}", "llm": {"checkpoint": "tiny://qwen3", "hidden_size": 32, "vocab_size": 64},
+        "encoders": encs, "fusion": TINY_FUSIONS[fusion],
+    })
+
+
+def full_cfg(fusion: str) -> ModelConfig:
+    encs = {
+        "whisper": {"hidden_size": 1280, "layers": [7, 15, 23, 31], "adapter": {"kind": "downsample", "norm": "batch"}},
+        "w2vbert": {"hidden_size": 1024, "layers": [6, 10, 15, 20, 24], "adapter": {"kind": "downsample"}},
+        "muq": {"hidden_size": 1024, "layers": [4, 8, 12], "adapter": {"kind": "mlp"}},
+        "sslam": {"hidden_size": 768, "layers": [3, 7, 11], "adapter": {"kind": "downsample"}},
+    }
+    if fusion == "sum":
+        encs = {"whisper": encs["whisper"]}
+    if fusion == "perceiver":
+        for k in ("w2vbert", "muq", "sslam"):
+            encs[k]["adapter"] = {"kind": "identity"}
+    return ModelConfig.model_validate({
+        "name": f"full-{fusion}", "llm": {"checkpoint": "Qwen/Qwen3-4B-Thinking-2507", "hidden_size": 2560,
+                                          "vocab_size": 151936},
+        "encoders": {k: {"checkpoint": k, **v} for k, v in encs.items()}, "fusion": {"kind": fusion},
+    })
+
+
+def encoder_batch(cfg: ModelConfig, durations=DURATIONS, seed=0):
+    """Random tapped states (L, B, T, D) and lengths at each encoder's real output rate."""
+    g = torch.Generator().manual_seed(seed)
+    states, lens = {}, {}
+    for k, e in cfg.encoders.items():
+        n = torch.tensor([encoder_frames(k, d) for d in durations])
+        states[k] = torch.randn(len(e.layers), len(durations), int(n.max()), e.hidden_size, generator=g)
+        lens[k] = n
+    return states, lens
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# token counts
+
+
+def test_every_encoder_reaches_25_tokens_per_second_after_its_adapter():
+    cfg = full_cfg("cross_attention")
+    for k in cfg.encoders:
+        frames = encoder_frames(k, 30.0)
+        assert frames == (750 if k == "muq" else 1500)
+    adapter = build_audio_adapter(tiny_cfg("cross_attention"))
+    for k in cfg.encoders:
+        n = torch.tensor([encoder_frames(k, 30.0), encoder_frames(k, 60.0)])
+        assert adapter.adapters[k].output_lengths(n).tolist() == [750, 1500]
+
+
+def test_audio_token_count_matches_the_method():
+    assert audio_token_count(full_cfg("sum"), 30.0) == 752
+    assert audio_token_count(full_cfg("sum"), 60.0) == 1502
+    assert audio_token_count(full_cfg("cross_attention"), 30.0) == 752
+    assert audio_token_count(full_cfg("cross_attention"), 60.0) == 1502
+    assert audio_token_count(full_cfg("perceiver"), 30.0) == 814
+    assert audio_token_count(full_cfg("perceiver"), 60.0) == 1564
+    assert audio_token_count(full_cfg("sum"), 0.0) == 3  # min one token
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# forward
+
+
+@pytest.mark.parametrize("fusion", ["sum", "cross_attention", "perceiver"])
+def test_forward_wraps_and_counts(fusion):
+    torch.manual_seed(0)
+    cfg = tiny_cfg(fusion)
+    adapter = build_audio_adapter(cfg).eval()
+    states, lens = encoder_batch(cfg)
+    with torch.no_grad():
+        embeds, out_lens = adapter(states, lens)
+    expected = [audio_token_count(cfg, d) for d in DURATIONS]
+    assert out_lens.tolist() == expected == adapter.output_lengths(lens).tolist()
+    extra = 64 if fusion == "perceiver" else 2
+    assert expected[1] == 250 + extra and expected[3] == 1498 + extra
+    assert embeds.shape == (4, max(expected), 32)
+    for i, n in enumerate(expected):
+        assert torch.equal(embeds[i, 0], adapter.audio_start)
+        assert torch.equal(embeds[i, n - 1], adapter.audio_end)
+        assert torch.all(embeds[i, n:] == 0)
+    parts = adapter.split(embeds, out_lens)
+    assert [p.shape for p in parts] == [(n, 32) for n in expected]
+
+
+@pytest.mark.parametrize("fusion", ["sum", "cross_attention", "perceiver"])
+def test_forward_is_padding_invariant(fusion):
+    torch.manual_seed(0)
+    cfg = tiny_cfg(fusion)
+    adapter = build_audio_adapter(cfg).eval()
+    durations = [0.3, 3.1, 1.7]
+    states, lens = encoder_batch(cfg, durations, seed=4)
+    with torch.no_grad():
+        embeds, out_lens = adapter(states, lens)
+        for i in range(len(durations)):
+            alone, alone_lens = adapter(
+                {k: s[:, i : i + 1, : int(lens[k][i])] for k, s in states.items()},
+                {k: n[i : i + 1] for k, n in lens.items()},
+            )
+            assert int(alone_lens) == int(out_lens[i])
+            torch.testing.assert_close(embeds[i, : int(out_lens[i])], alone[0], atol=1e-5, rtol=1e-4)
+
+
+def test_single_encoder_gradients_reach_layer_mix_and_separators():
+    cfg = tiny_cfg("sum", encoders=("whisper",))
+    adapter = build_audio_adapter(cfg).train()
+    states, lens = encoder_batch(cfg, [1.0, 0.5])
+    embeds, _ = adapter(states, lens)
+    embeds.square().sum().backward()
+    assert adapter.mix["whisper"].logits.grad.abs().sum() > 0
+    assert adapter.audio_start.grad.abs().sum() > 0 and adapter.audio_end.grad.abs().sum() > 0
+    assert adapter.adapters["whisper"].conv1.weight.grad.abs().sum() > 0
+
+
+def test_key_sets_must_match():
+    with pytest.raises(ValueError, match=r"adapters \['muq', 'whisper'\].*fusion \['whisper'\]"):
+        AudioAdapter({"whisper": torch.nn.Identity(), "muq": torch.nn.Identity()}, SumFusion(["whisper"]),
+                     {"whisper": LayerMix(2), "muq": LayerMix(2)}, 32)
+
+
+def test_forward_rejects_wrong_states():
+    cfg = tiny_cfg("sum", encoders=("whisper",))
+    adapter = build_audio_adapter(cfg)
+    states, lens = encoder_batch(cfg, [1.0])
+    with pytest.raises(ValueError, match="encoders.whisper.hidden_size"):
+        adapter({"whisper": states["whisper"][..., :8]}, lens)
+    with pytest.raises(ValueError, match=r"found states \[\]"):
+        adapter({}, lens)
+
+
+def test_separator_init_std():
+    cfg = tiny_cfg("sum", encoders=("whisper",)).model_copy(update={"separator_init_std": 0.01})
+    adapter = build_audio_adapter(cfg)
+    assert float(adapter.audio_start.detach().abs().max()) < 0.1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# freezing
+
+
+def test_frozen_adapter_stays_eval_and_batchnorm_does_not_drift():
+    cfg = tiny_cfg("cross_attention")
+    adapter = build_audio_adapter(cfg)
+    adapter.freeze_adapter("whisper")
+    adapter.train()
+    bn = adapter.adapters["whisper"].norm1
+    mean, var, count = bn.running_mean.clone(), bn.running_var.clone(), int(bn.num_batches_tracked)
+    assert not adapter.adapters["whisper"].training and not adapter.mix["whisper"].training
+    assert adapter.fusion.training and adapter.adapters["w2vbert"].training
+    states, lens = encoder_batch(cfg, [1.0, 0.6])
+    for _ in range(3):
+        embeds, _ = adapter(states, lens)
+        embeds.sum().backward()
+    assert torch.equal(bn.running_mean, mean) and torch.equal(bn.running_var, var)
+    assert int(bn.num_batches_tracked) == count
+    assert all(p.grad is None for p in adapter.adapters["whisper"].parameters())
+    assert adapter.mix["whisper"].logits.grad is None
+    assert adapter.fusion.out_proj.weight.grad.abs().sum() > 0
+    trainable = {id(p) for p in adapter.trainable_parameters()}
+    assert not any(id(p) in trainable for p in adapter.adapters["whisper"].parameters())
+    assert id(adapter.audio_start) in trainable and id(adapter.fusion.out_proj.weight) in trainable
+    # an unfrozen BatchNorm adapter does update its statistics in train mode
+    other = build_audio_adapter(cfg).train()
+    other(states, lens)
+    assert int(other.adapters["whisper"].norm1.num_batches_tracked) == 1
+
+
+def test_freeze_unknown_encoder():
+    adapter = build_audio_adapter(tiny_cfg("sum", encoders=("whisper",)))
+    with pytest.raises(KeyError, match="muq"):
+        adapter.freeze_adapter("muq")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sizes at full scale (built on the meta device: no memory, no init cost)
+
+
+def count(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_full_size_parameter_counts_match_the_method():
+    with torch.device("meta"):
+        ca = build_audio_adapter(full_cfg("cross_attention"))
+        p = build_audio_adapter(full_cfg("perceiver"))
+    per_adapter = {k: count(ca.mix[k]) + count(ca.adapters[k]) for k in ca.encoders}
+    estimates = {"whisper": 18.63e6, "w2vbert": 17.31e6, "sslam": 18.10e6, "muq": 4.72e6}
+    for k, est in estimates.items():
+        assert abs(per_adapter[k] - est) / est < 0.01, (k, per_adapter[k])
+    assert per_adapter == {"whisper": 18_625_028, "w2vbert": 17_313_285, "sslam": 18_100_739, "muq": 4_723_203}
+    assert abs(count(ca.fusion) - 63.5e6) / 63.5e6 < 0.01 and count(ca.fusion) == 63_503_872
+    p_fusion = count(p.fusion) + sum(count(p.mix[k]) for k in ("w2vbert", "muq", "sslam"))
+    assert abs(p_fusion - 81.2e6) / 81.2e6 < 0.01 and count(p.fusion) == 81_228_288
+    assert count(ca) == sum(per_adapter.values()) + count(ca.fusion) + 2 * 2560
