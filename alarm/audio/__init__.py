@@ -1,0 +1,1 @@
+"""Audio in: decode (`decode`), cached polyphase resampling (`resample`), per-encoder front-ends (`features`)."""
