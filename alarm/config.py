@@ -64,7 +64,7 @@ class IdentityAdapterConfig(Strict):
 
 
 AdapterConfig = Annotated[
-    Union[DownsampleAdapterConfig, MLPAdapterConfig, IdentityAdapterConfig], Field(discriminator="kind")
+    DownsampleAdapterConfig | MLPAdapterConfig | IdentityAdapterConfig, Field(discriminator="kind")
 ]
 
 
@@ -135,7 +135,7 @@ class PerceiverFusionConfig(Strict):
 
 
 FusionConfig = Annotated[
-    Union[SumFusionConfig, CrossAttentionFusionConfig, PerceiverFusionConfig], Field(discriminator="kind")
+    SumFusionConfig | CrossAttentionFusionConfig | PerceiverFusionConfig, Field(discriminator="kind")
 ]
 
 

@@ -179,27 +179,34 @@ def _fbank_frames(samples: int) -> int:
 
 # encoder -> (input sample rate, encoder output frames from the clip's sample count); method §3.2
 ENCODER_FRAMES: dict[str, tuple[int, Callable[[int], int]]] = {
-    "whisper": (16000, lambda n: (n // 160) // 2),  # mel frames // 2 (50 Hz)
+    "whisper": (16000, lambda n: -(-n // 160) // 2),  # valid mel frames ceil(n/160), // 2 (50 Hz)
     "w2vbert": (16000, lambda n: _fbank_frames(n) // 2),  # SeamlessM4T fbank stacked ×2 (50 Hz)
     "muq": (24000, lambda n: n // 960),  # 25 Hz
     "sslam": (16000, lambda n: _fbank_frames(n) // 2),  # Kaldi fbank frames // 2 (nominal 50 Hz)
 }
 
 
-def encoder_frames(enc: str, duration_s: float) -> int:
-    """Encoder output frames for a clip of `duration_s` seconds."""
+def encoder_frames(enc: str, duration_s: float, sample_rate: int | None = None) -> int:
+    """Encoder output frames for a clip of `duration_s` seconds (decoded at `sample_rate`, if known).
+
+    With `sample_rate` the count is exact: the clip has round(duration_s * sample_rate) samples and the
+    resampler returns ceil(N * sr / sample_rate) of them at the encoder's rate `sr`.
+    """
     sr, frames = ENCODER_FRAMES[enc]
-    return frames(round(duration_s * sr))
+    if sample_rate is None:
+        return frames(round(duration_s * sr))
+    n = round(duration_s * sample_rate)
+    return frames(-(-n * sr // sample_rate))
 
 
-def audio_token_count(cfg: ModelConfig, duration_s: float) -> int:
+def audio_token_count(cfg: ModelConfig, duration_s: float, sample_rate: int | None = None) -> int:
     """LLM positions S_i for one clip: fused audio tokens (min 1) + the two audio separators.
 
     25 tokens/s: 30 s -> 752 with sum / cross_attention, 814 with perceiver (3 × 20 latents + 2 cond separators).
     """
     lens = {}
     for k, e in cfg.encoders.items():
-        n = encoder_frames(k, duration_s)
+        n = encoder_frames(k, duration_s, sample_rate)
         lens[k] = (n + 1) // 2 if e.adapter.kind == "downsample" else n  # Downsample.output_lengths
     f = cfg.fusion
     if f.kind == "sum":

@@ -1,0 +1,335 @@
+"""The four frozen encoders on tiny checkpoints (real on-disk formats): shapes, chunking, masks, freezing,
+loading errors, deterministic tiny builds, and the full-size architectures on the meta device."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from alarm.errors import CheckpointError, CheckpointMismatch
+from alarm.model.encoders import (
+    ENCODERS,
+    TINY_BUILDERS,
+    Encoder,
+    build_encoder_meta,
+    load_encoder,
+)
+
+torch.set_num_threads(1)
+KINDS = sorted(ENCODERS)
+DURATIONS = [0.3, 10.0, 31.0, 59.9]  # seconds: odd lengths, 1-3 chunks
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    for kind in KINDS:
+        TINY_BUILDERS[kind](root / kind, 0)
+    return {kind: root / kind for kind in KINDS}
+
+
+@pytest.fixture(scope="module")
+def encoders(tiny_dirs):
+    return {k: load_encoder(k, tiny_dirs[k], ENCODERS[k].tiny_layers, hidden_size=16) for k in KINDS}
+
+
+def batch(kind: str, durations: list[float], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random features of the right shape, right-padded to a chunk multiple (no audio module needed)."""
+    spec = ENCODERS[kind]
+    lens = torch.tensor([round(d * spec.input_rate) for d in durations])
+    T = math.ceil(int(lens.max()) / spec.chunk) * spec.chunk
+    g = torch.Generator().manual_seed(seed)
+    shape = (len(durations), T) if spec.feature_dim is None else (len(durations), T, spec.feature_dim)
+    feats = torch.randn(shape, generator=g)
+    valid = torch.arange(T)[None, :] < lens[:, None]
+    feats = feats * (valid if spec.feature_dim is None else valid[..., None])  # zero padding (pad_sequence)
+    return feats, lens
+
+
+def expected_out_lens(kind: str, lens: torch.Tensor) -> torch.Tensor:
+    return {"whisper": lens // 2, "w2vbert": lens, "muq": lens // 960, "sslam": lens // 2}[kind]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# shapes and chunking
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shapes_and_lengths_on_odd_durations(encoders, kind):
+    enc = encoders[kind]
+    assert isinstance(enc, Encoder)
+    feats, lens = batch(kind, DURATIONS)
+    states, out_lens = enc(feats, lens)
+    want = expected_out_lens(kind, lens)
+    assert out_lens.dtype == torch.int64 and out_lens.tolist() == want.tolist()
+    assert torch.equal(enc.output_lengths(lens), out_lens)
+    L = len(ENCODERS[kind].tiny_layers)
+    assert states.shape == (L, len(DURATIONS), int(want.max()), 16)  # (L, B, T, D), trimmed to the longest
+    assert torch.isfinite(states).all()
+    assert not states.requires_grad
+
+
+def test_rates_match_the_reference_table():
+    # 30 s of audio: (3000, 128) / (1500, 160) / 720000 / (3072, 128) in -> 1500 / 1500 / 750 / 1536 out
+    for kind, n_in, n_out in [("whisper", 3000, 1500), ("w2vbert", 1500, 1500), ("muq", 720_000, 750),
+                              ("sslam", 3072, 1536)]:
+        assert expected_out_lens(kind, torch.tensor([n_in])).item() == n_out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_layers_come_back_in_the_order_given(tiny_dirs, encoders, kind):
+    layers = ENCODERS[kind].tiny_layers
+    rev = load_encoder(kind, tiny_dirs[kind], layers[::-1])
+    feats, lens = batch(kind, [0.3, 10.0])
+    a, _ = encoders[kind](feats, lens)
+    b, _ = rev(feats, lens)
+    torch.testing.assert_close(a, b.flip(0))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_chunks_are_encoded_independently(encoders, kind):
+    spec, enc = ENCODERS[kind], encoders[kind]
+    feats, lens = batch(kind, [(2 * spec.chunk) / spec.input_rate])  # exactly two full chunks
+    other = feats.clone()
+    other[:, spec.chunk:] = torch.randn_like(other[:, spec.chunk:])  # new audio in chunk 2 only
+    a, _ = enc(feats, lens)
+    b, _ = enc(other, lens)
+    t1 = a.shape[2] // 2  # outputs of chunk 1
+    torch.testing.assert_close(a[:, :, :t1], b[:, :, :t1], rtol=0, atol=1e-6)
+    assert not torch.allclose(a[:, :, t1:], b[:, :, t1:])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_padding_chunks_past_the_longest_item_are_skipped(encoders, kind):
+    enc = encoders[kind]
+    feats, lens = batch(kind, [10.0, 0.3])
+    padded = torch.cat([feats, torch.zeros_like(feats)], dim=1)  # an extra all-padding chunk
+    a, la = enc(feats, lens)
+    b, lb = enc(padded, lens)
+    assert torch.equal(la, lb)
+    torch.testing.assert_close(a, b)
+
+
+def test_w2vbert_outputs_do_not_depend_on_batch_padding(encoders):
+    enc = encoders["w2vbert"]
+    long_feats, long_lens = batch("w2vbert", [59.9, 14.0], seed=1)
+    alone_feats, alone_lens = long_feats[1:2, :1500], long_lens[1:2]  # the 14 s item, padded to one chunk
+    together, _ = enc(long_feats, long_lens)
+    alone, _ = enc(alone_feats, alone_lens)
+    n = int(alone_lens[0])
+    torch.testing.assert_close(together[:, 1, :n], alone[:, 0, :n], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_inputs_not_padded_to_the_chunk_are_rejected(encoders, kind):
+    spec = ENCODERS[kind]
+    feats, lens = batch(kind, [0.3])
+    with pytest.raises(ValueError, match=f"multiple of {spec.chunk}"):
+        encoders[kind](feats[:, : spec.chunk - 1], torch.clamp(lens, max=spec.chunk - 1))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# frozen
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_frozen_and_eval_even_after_train(encoders, kind):
+    enc = encoders[kind]
+    enc.train()
+    assert not enc.training and not any(m.training for m in enc.modules())
+    assert not any(p.requires_grad for p in enc.parameters())
+    with torch.enable_grad():
+        states, _ = enc(*batch(kind, [0.3]))
+    assert not states.requires_grad and not states.is_inference()  # usable as input to trainable adapters
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# tiny checkpoints
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_tiny_build_is_deterministic(tmp_path, kind):
+    TINY_BUILDERS[kind](tmp_path / "a", 0)
+    TINY_BUILDERS[kind](tmp_path / "b", 0)
+    TINY_BUILDERS[kind](tmp_path / "c", 1)
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert "config.json" in names and "model.safetensors" in names
+    assert names == sorted(p.name for p in (tmp_path / "b").iterdir())
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    a = (tmp_path / "a" / "model.safetensors").read_bytes()
+    assert a != (tmp_path / "c" / "model.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_tiny_spec_matches_its_checkpoint(encoders, kind):
+    spec = ENCODERS[kind]
+    meta = build_encoder_meta(kind, tiny=True)
+    loaded = encoders[kind]
+    assert meta.layers == loaded.layers == spec.tiny_layers and loaded.chunk == spec.chunk
+    shapes = {k: v.shape for k, v in loaded.state_dict().items()}
+    assert {k: v.shape for k, v in meta.state_dict().items()} == shapes
+
+
+def test_whisper_model_folder_without_the_conditional_generation_prefix_loads(tmp_path, tiny_dirs, encoders):
+    # a WhisperModel checkpoint names the encoder "encoder.*" instead of "model.encoder.*"
+    folder = tmp_path / "whisper_model"
+    folder.mkdir()
+    (folder / "config.json").write_bytes((tiny_dirs["whisper"] / "config.json").read_bytes())
+    state = load_file(tiny_dirs["whisper"] / "model.safetensors")
+    save_file({k.removeprefix("model."): v for k, v in state.items()}, folder / "model.safetensors")
+    enc = load_encoder("whisper", folder, ENCODERS["whisper"].tiny_layers)
+    feats, lens = batch("whisper", [10.0])
+    torch.testing.assert_close(enc(feats, lens)[0], encoders["whisper"](feats, lens)[0])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# load errors
+
+
+def test_missing_folder(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(CheckpointError, match="nowhere") as e:
+        load_encoder("whisper", missing, [1])
+    assert not isinstance(e.value, CheckpointMismatch)
+    assert "config.json" in str(e.value) and "model.safetensors" in str(e.value)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_missing_weight_file(tmp_path, tiny_dirs, kind):
+    folder = tmp_path / kind
+    folder.mkdir()
+    (folder / "config.json").write_bytes((tiny_dirs[kind] / "config.json").read_bytes())
+    with pytest.raises(CheckpointError, match="model.safetensors") as e:
+        load_encoder(kind, folder, ENCODERS[kind].tiny_layers)
+    assert not isinstance(e.value, CheckpointMismatch) and str(folder) in str(e.value)
+
+
+def test_missing_config(tmp_path, tiny_dirs):
+    folder = tmp_path / "noconfig"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes((tiny_dirs["sslam"] / "model.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="config.json"):
+        load_encoder("sslam", folder, [0])
+
+
+def test_unreadable_weight_file(tmp_path, tiny_dirs):
+    folder = tmp_path / "garbage"
+    folder.mkdir()
+    (folder / "config.json").write_bytes((tiny_dirs["muq"] / "config.json").read_bytes())
+    (folder / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load_encoder("muq", folder, [1])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_wrong_hidden_size(tiny_dirs, kind):
+    with pytest.raises(CheckpointMismatch, match="hidden_size") as e:
+        load_encoder(kind, tiny_dirs[kind], ENCODERS[kind].tiny_layers, ENCODERS[kind].hidden_size)
+    assert str(tiny_dirs[kind]) in str(e.value) and "16" in str(e.value)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_layer_index_out_of_range(tiny_dirs, kind):
+    n_states = max(ENCODERS[kind].tiny_layers) + 1  # tiny layers tap up to the last hidden state
+    with pytest.raises(CheckpointMismatch, match=rf"{n_states} hidden states") as e:
+        load_encoder(kind, tiny_dirs[kind], [0, n_states])
+    assert str(tiny_dirs[kind]) in str(e.value) and f"encoders.{kind}.layers" in str(e.value)
+
+
+def _rewrite(src: Path, dst: Path, edit) -> None:
+    dst.mkdir()
+    for p in src.iterdir():
+        if p.name != "model.safetensors":
+            (dst / p.name).write_bytes(p.read_bytes())
+    save_file(edit(load_file(src / "model.safetensors")), dst / "model.safetensors")
+
+
+def _used_key(state: dict, kind: str) -> str:
+    marks = {"whisper": "encoder.layers.1.fc1.weight", "w2vbert": "encoder.layers.0.ffn1.output_dense.weight",
+             "muq": "model.conformer.layers.1.conv_module.depthwise_conv.weight",
+             "sslam": "model.blocks.1.mlp.fc1.weight"}
+    return next(k for k in sorted(state) if k.endswith(marks[kind]))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_renamed_key(tmp_path, tiny_dirs, kind):
+    def rename(state):
+        key = _used_key(state, kind)
+        state[key.replace("weight", "wieght")] = state.pop(key)
+        return state
+
+    _rewrite(tiny_dirs[kind], tmp_path / "renamed", rename)
+    with pytest.raises(CheckpointMismatch, match="wieght") as e:
+        load_encoder(kind, tmp_path / "renamed", ENCODERS[kind].tiny_layers)
+    assert "unexpected" in str(e.value) and str(tmp_path / "renamed") in str(e.value)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_missing_key(tmp_path, tiny_dirs, kind):
+    def drop(state):
+        state.pop(_used_key(state, kind))
+        return state
+
+    _rewrite(tiny_dirs[kind], tmp_path / "dropped", drop)
+    with pytest.raises(CheckpointMismatch, match="missing") as e:
+        load_encoder(kind, tmp_path / "dropped", ENCODERS[kind].tiny_layers)
+    assert "weight" in str(e.value)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_wrong_shape(tmp_path, tiny_dirs, kind):
+    def widen(state):
+        key = _used_key(state, kind)
+        state[key] = torch.cat([state[key], state[key]], dim=0)
+        return state
+
+    _rewrite(tiny_dirs[kind], tmp_path / "wide", widen)
+    with pytest.raises(CheckpointMismatch, match="shape") as e:
+        load_encoder(kind, tmp_path / "wide", ENCODERS[kind].tiny_layers)
+    assert _used_key(load_file(tiny_dirs[kind] / "model.safetensors"), kind) in str(e.value)
+
+
+def test_unknown_encoder_kind(tmp_path):
+    with pytest.raises(ValueError, match="whisper"):
+        load_encoder("beats", tmp_path, [1])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# full-size architectures (meta device, no files)
+
+PARAMS_M = {"whisper": (600, 670), "w2vbert": (550, 610), "muq": (280, 340), "sslam": (85, 91)}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_full_size_encoder_builds_on_meta(kind):
+    spec = ENCODERS[kind]
+    enc = build_encoder_meta(kind, spec.layers)
+    assert all(p.is_meta for p in enc.parameters())
+    n = sum(p.numel() for p in enc.parameters()) / 1e6
+    lo, hi = PARAMS_M[kind]
+    assert lo <= n <= hi, f"{kind}: {n:.1f}M parameters"
+    assert enc.layers == spec.layers and not enc.training
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_spec_facts_agree_with_the_real_config(kind):
+    spec = ENCODERS[kind]
+    cfg = spec.real_config
+    d, depth, extra = {"whisper": ("d_model", "encoder_layers", 1),
+                       "w2vbert": ("hidden_size", "num_hidden_layers", 1),
+                       "muq": ("encoder_dim", "encoder_depth", 1), "sslam": ("embed_dim", "depth", 0)}[kind]
+    assert cfg[d] == spec.hidden_size and cfg[depth] + extra == spec.num_hidden_states
+    assert max(spec.layers) < spec.num_hidden_states
+    assert spec.chunk / spec.input_rate == pytest.approx({"sslam": 10.24}.get(kind, 30.0))
+    assert spec.sample_rate == (24000 if kind == "muq" else 16000)
+    assert spec.tiny_config.get(d) == 16
+
+
+def test_meta_build_rejects_out_of_range_layers():
+    with pytest.raises(CheckpointMismatch, match="33 hidden states"):
+        build_encoder_meta("whisper", [7, 33])
