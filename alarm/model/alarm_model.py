@@ -123,7 +123,8 @@ def summarize_prompt(
     if out is not None:
         from safetensors.torch import save_file
 
-        save_file({"prompt_embeds": p.embeds.contiguous()}, out)
+        # The resolved config travels inside the file's metadata, next to the tensor it describes.
+        save_file({"prompt_embeds": p.embeds.contiguous()}, out, metadata={"config": cfg.model_dump_json()})
     return {
         "model": cfg.name,
         "audio": {"duration_s": round(wave.duration_s, 3), "sample_rate": wave.sample_rate},

@@ -47,7 +47,7 @@ class EncoderSpec:
     """Static facts about one encoder. Configs are the checkpoint's own config.json fields (do not mutate)."""
 
     checkpoint: str
-    revision: str | None  # commit sha to pin; None until the preset owner fills it
+    revision: str  # commit sha the real presets pin
     sample_rate: int  # Hz of the audio the front-end consumes
     input_rate: int  # input frames per second (samples per second for MuQ)
     feature_dim: int | None  # F of (B, T, F) inputs; None for raw waveforms (B, N)
@@ -85,7 +85,7 @@ _EAT_BASE = {
 
 ENCODERS: dict[str, EncoderSpec] = {
     "whisper": EncoderSpec(
-        checkpoint="openai/whisper-large-v3", revision=None, sample_rate=16000, input_rate=100,
+        checkpoint="openai/whisper-large-v3", revision="06f233fe06e710322aca913c1bc4249a0d71fce1", sample_rate=16000, input_rate=100,
         feature_dim=128, chunk=3000, hidden_size=1280, num_hidden_states=33, layers=[7, 15, 23, 31],
         output_rate=50,
         real_config={"d_model": 1280, "encoder_layers": 32, "encoder_attention_heads": 20,
@@ -100,7 +100,7 @@ ENCODERS: dict[str, EncoderSpec] = {
         tiny_layers=[1, 2],
     ),
     "w2vbert": EncoderSpec(
-        checkpoint="facebook/w2v-bert-2.0", revision=None, sample_rate=16000, input_rate=50, feature_dim=160,
+        checkpoint="facebook/w2v-bert-2.0", revision="da985ba0987f70aaeb84a80f2851cfac8c697a7b", sample_rate=16000, input_rate=50, feature_dim=160,
         chunk=1500, hidden_size=1024, num_hidden_states=25, layers=[6, 10, 15, 20, 24], output_rate=50,
         real_config={"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
                      "intermediate_size": 4096, "feature_projection_input_dim": 160, "hidden_act": "swish",
@@ -115,7 +115,7 @@ ENCODERS: dict[str, EncoderSpec] = {
         tiny_layers=[1, 2],
     ),
     "muq": EncoderSpec(
-        checkpoint="OpenMuQ/MuQ-large-msd-iter", revision=None, sample_rate=24000, input_rate=24000,
+        checkpoint="OpenMuQ/MuQ-large-msd-iter", revision="0562a57814f6f8bbd9fdea0a25921a2fce1a841a", sample_rate=24000, input_rate=24000,
         feature_dim=None, chunk=720_000, hidden_size=1024, num_hidden_states=13, layers=[4, 8, 12],
         output_rate=25,
         real_config={**_MUQ_BASE, "codebook_size": 4096, "conv_dim": 512, "encoder_dim": 1024,
@@ -125,7 +125,7 @@ ENCODERS: dict[str, EncoderSpec] = {
         tiny_layers=[1, 2],
     ),
     "sslam": EncoderSpec(
-        checkpoint="ta012/SSLAM_AS2M_Finetuned", revision=None, sample_rate=16000, input_rate=100,
+        checkpoint="ta012/SSLAM_AS2M_Finetuned", revision="150a38ceca16cc8e56bf626147c7a9325e252f2d", sample_rate=16000, input_rate=100,
         feature_dim=128, chunk=1024, hidden_size=768, num_hidden_states=12, layers=[3, 7, 11], output_rate=50,
         real_config={**_EAT_BASE, "embed_dim": 768, "depth": 12, "num_heads": 12, "mlp_ratio": 4.0,
                      "max_length": 768, "num_classes": 527},

@@ -84,3 +84,20 @@ def load_llm(folder: Path, cfg: LLMConfig, dtype: torch.dtype | None = None, dev
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype or DTYPES[cfg.dtype]).to(device)
     model.requires_grad_(False)
     return model.eval()
+
+
+# Qwen/Qwen3-4B-Thinking-2507 architecture (config.json at the pinned revision), for meta-device builds and
+# shape checks without downloading 8 GB.
+QWEN3_4B_THINKING_2507 = dict(
+    vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
+    num_key_value_heads=8, head_dim=128, max_position_embeddings=262144, rope_theta=5_000_000.0,
+    rms_norm_eps=1e-6, tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151645,
+)
+
+
+def build_llm_meta(arch: dict) -> nn.Module:
+    """A Qwen3 causal LM on the meta device (no memory, no weights) from architecture hyper-parameters."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    with torch.device("meta"):
+        return Qwen3ForCausalLM(Qwen3Config(**arch))

@@ -123,9 +123,11 @@ def test_embed_command(tmp_path):
                          capture_output=True, text=True, check=True)
     summary = json.loads(out.stdout)
     assert summary["audio_positions"] == audio_token_count(load_config(ModelConfig, "tiny-whisper"), 2.0, 44100)
-    from safetensors.torch import load_file
+    from safetensors import safe_open
 
-    assert load_file(tmp_path / "p.safetensors")["prompt_embeds"].shape == (summary["prompt_positions"], 32)
+    with safe_open(str(tmp_path / "p.safetensors"), "pt") as f:
+        assert f.get_tensor("prompt_embeds").shape == (summary["prompt_positions"], 32)
+        assert ModelConfig.model_validate_json(f.metadata()["config"]).name == "tiny-whisper"
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF....WAVEnot audio")
     err = subprocess.run([sys.executable, "-m", "alarm.embed", str(bad)], capture_output=True, text=True)
