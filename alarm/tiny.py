@@ -4,7 +4,7 @@
     python -m alarm.tiny --out DIR qwen3 # one of them, somewhere else
 
 The `tiny` presets point at `tiny://<name>`; `alarm.sources.resolve_checkpoint` calls `ensure_tiny`, which builds
-on first use under a file lock and commits the folder atomically. The tiny LLM is a 2-layer Qwen3 with the real
+on first use under a file lock and commits the folder atomically. The tiny LLM is a 2-layer Qwen3 (D 64) with the real
 Qwen3 vocabulary and chat template, so prompts tokenize exactly as with Qwen3-4B-Thinking-2507.
 """
 
@@ -21,11 +21,12 @@ from pathlib import Path
 
 from alarm import env
 
-TINY_VERSION = 1  # bump when a builder changes, so stale caches are rebuilt rather than reused
+TINY_VERSION = 2  # bump when a builder changes, so stale caches are rebuilt rather than reused
 
+# head_dim 32: vLLM's CPU attention accepts head sizes 32, 64, 80, 96, 112, 128, ... (not smaller)
 TINY_QWEN3 = dict(
-    vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, head_dim=8, max_position_embeddings=32768, rope_theta=1_000_000.0,
+    vocab_size=151936, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+    num_key_value_heads=1, head_dim=32, max_position_embeddings=32768, rope_theta=1_000_000.0,
     rms_norm_eps=1e-6, tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151645,
 )
 

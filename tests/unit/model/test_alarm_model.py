@@ -126,7 +126,7 @@ def test_embed_command(tmp_path):
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "p.safetensors"), "pt") as f:
-        assert f.get_tensor("prompt_embeds").shape == (summary["prompt_positions"], 32)
+        assert f.get_tensor("prompt_embeds").shape == (summary["prompt_positions"], 64)
         assert ModelConfig.model_validate_json(f.metadata()["config"]).name == "tiny-whisper"
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF....WAVEnot audio")

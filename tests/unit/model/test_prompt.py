@@ -13,7 +13,7 @@ SYSTEM = "You are an audio-understanding model."
 
 @pytest.fixture(scope="module")
 def parts(tiny_qwen3):
-    cfg = LLMConfig(checkpoint=str(tiny_qwen3), hidden_size=32, vocab_size=151936, dtype="float32")
+    cfg = LLMConfig(checkpoint=str(tiny_qwen3), hidden_size=64, vocab_size=151936, dtype="float32")
     tok = load_tokenizer(tiny_qwen3)
     return tok, load_embedding(tiny_qwen3, cfg), load_llm(tiny_qwen3, cfg)
 
@@ -24,7 +24,7 @@ def builder(parts):
     return PromptBuilder(tok, emb, max_length=64)
 
 
-def _audio(n, d=32, seed=0):
+def _audio(n, d=64, seed=0):
     return torch.randn(n, d, generator=torch.Generator().manual_seed(seed)) * 5
 
 
@@ -101,10 +101,10 @@ def test_ensemble_layout(parts, builder):
 
 
 def test_bad_audio_block_is_rejected(builder):
-    with pytest.raises(InvalidInput, match=r"must be \(S, 32\)"):
+    with pytest.raises(InvalidInput, match=r"must be \(S, 64\)"):
         builder.build("x", torch.zeros(3, 16))
-    with pytest.raises(InvalidInput, match=r"must be \(S, 32\)"):
-        builder.build("x", torch.zeros(0, 32))
+    with pytest.raises(InvalidInput, match=r"must be \(S, 64\)"):
+        builder.build("x", torch.zeros(0, 64))
 
 
 def test_continuation_appends_assistant_text(parts, builder):
@@ -120,6 +120,6 @@ def test_collate_pads_with_ignored_labels(builder):
     b = builder.build_training("Q?", _audio(9), "a longer answer than the other")
     batch = collate_training([a, b])
     B, S, D = batch["inputs_embeds"].shape
-    assert (B, S, D) == (2, max(a.length, b.length), 32)
+    assert (B, S, D) == (2, max(a.length, b.length), 64)
     assert batch["attention_mask"][0].sum() == a.length
     assert (batch["labels"][0, a.length:] == IGNORE).all()
