@@ -154,11 +154,13 @@ def _validated(mono: np.ndarray, rate: int, desc: str) -> Waveform:
 def _check_duration(frames: int, rate: int, max_duration_s: float, desc: str) -> None:
     duration = frames / rate
     if duration >= max_duration_s:
-        raise AudioTooLongError(
+        err = AudioTooLongError(
             f"audio from {desc} is {duration:.2f} s long; clips must be shorter than {max_duration_s:g} s "
             "(the paper drops clips of 60 s or more). Trim or split the clip, or raise the limit with "
             "`audio.max_duration_s`"
         )
+        err.duration_s = duration  # callers that flag rather than fail record it
+        raise err
 
 
 def _check_not_truncated(decoded: int, header_frames: int, fmt: str, desc: str) -> None:

@@ -1,0 +1,209 @@
+"""Target formation, reject flags and corpus statistics (method.md §2.6-2.7).
+
+    row |= flag_row(row, cfg.filters, count_tokens=tokenizer_len)   # + target, n_tokens_target, flags, keep
+    stats = corpus_stats(rows)                                      # written as stats.json by the pipeline
+
+Rows are flagged, never dropped; every reason comes from `schema.REJECT_REASONS`. The 100-612 token bounds are
+applied here, to the rows the trainer reads (in the reference they never were: D3).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from alarm.corpus.leak import find_leaks
+from alarm.corpus.schema import REJECT_REASONS
+
+if TYPE_CHECKING:
+    from alarm.config import FilterConfig
+
+# audio_error tag ('<tag>: <message>') -> reject reason; any other tag reads as undecodable
+AUDIO_ERROR_REASONS = {"empty": "empty_audio", "too_long": "too_long", "bad_metadata": "bad_metadata"}
+
+
+def json_list(value: Any) -> list:
+    """A list column that may arrive as a JSON string (as stored) or as a list (in memory); None -> []."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return json.loads(value) if value else []
+    return list(value)
+
+
+def target_of(row: dict) -> tuple[str | None, str]:
+    """The training target and where it comes from: ('rephrased' | 'generated' | 'none').
+
+    Instruction rows and rows that never entered the rephrase stage (rephrase.enabled=false, the no-rephrase
+    ablation: `rephrase_input` and `finish_reason_rephrase` both None) train on R0; other rows on R.
+    """
+    if row.get("instruction") or (row.get("rephrase_input") is None and row.get("finish_reason_rephrase") is None):
+        r0 = row.get("answer_generated")
+        return (r0, "generated") if r0 is not None else (None, "none")
+    r = row.get("answer_rephrased")
+    return (r, "rephrased") if r is not None else (None, "none")
+
+
+def _audio_reasons(row: dict, cfg: FilterConfig) -> list[str]:
+    reasons = []
+    err = row.get("audio_error") or row.get("row_error")
+    if err or row.get("audio_ok") is False:
+        tag = str(err or "undecodable").split(":", 1)[0].strip()
+        reasons.append(AUDIO_ERROR_REASONS.get(tag, "undecodable"))
+    duration = row.get("duration_s")
+    if duration is not None and duration >= cfg.max_duration_s and "too_long" not in reasons:
+        reasons.append("too_long")
+    return reasons
+
+
+def _llm_reasons(row: dict, source: str) -> list[str]:
+    if row.get("finish_reason_generate") == "error" or (
+        row.get("answer_generated") is None and row.get("finish_reason_generate") not in (None, "skipped")
+    ):
+        return ["generate_failed"]
+    if row.get("answer_generated") is None:
+        return []  # not generated because an earlier stage rejected the row; that reason is flagged already
+    if source == "generated" or row.get("instruction"):
+        return []
+    if row.get("finish_reason_rephrase") == "error":
+        return ["rephrase_failed"]
+    if row.get("has_answer_tag") is False:
+        return ["no_answer_tag"]
+    if row.get("answer_rephrased") is None:
+        return ["rephrase_failed"]  # tag present but malformed (parse_rephrase problem) or never rephrased
+    return []
+
+
+def flag_row(row: dict, cfg: FilterConfig, count_tokens: Callable[[str], int] | None = None) -> dict:
+    """Form the target and flag the row; returns only the added columns.
+
+    Args:
+        row: A row with the columns of `schema.COLUMNS` up to judge_text.
+        cfg: `filters` section: token bounds, max duration, drop_leaks.
+        count_tokens: Tokenizer length of a text (RLM tokenizer). If None, the row must carry n_tokens_target.
+
+    Returns:
+        `{target, n_tokens_target, flags: list of REJECT_REASONS tags, keep}`; keep = no flags.
+
+    Raises:
+        ValueError: a target exists but neither `count_tokens` nor the row's n_tokens_target gives its length.
+    """
+    target, source = target_of(row)
+    flags = _audio_reasons(row, cfg) + _llm_reasons(row, source)
+    n_tokens = None
+    if target is not None:
+        n_tokens = count_tokens(target) if count_tokens is not None else row.get("n_tokens_target")
+        if n_tokens is None:
+            raise ValueError(
+                f"row {row.get('key')!r}: cannot apply filters.min/max_target_tokens without a token count; pass "
+                "count_tokens (the RLM tokenizer's length) or precompute n_tokens_target"
+            )
+        if n_tokens < cfg.min_target_tokens:
+            flags.append("too_few_tokens")
+        if n_tokens > cfg.max_target_tokens:
+            flags.append("too_many_tokens")
+        if cfg.drop_leaks and not row.get("instruction") and find_leaks(target):
+            flags.append("leak")
+    if row.get("judge_label") == "yes":
+        flags.append("judge_leak")
+    if not flags and not (target or "").strip():  # never keep a row without a target, whatever the stage left
+        flags.append("generate_failed" if source != "rephrased" and not row.get("answer_generated") else
+                     "rephrase_failed")
+    flags = list(dict.fromkeys(flags))
+    unknown = [f for f in flags if f not in REJECT_REASONS]
+    assert not unknown, f"internal: reason tags {unknown} missing from schema.REJECT_REASONS"
+    return {"target": target, "n_tokens_target": n_tokens, "flags": flags, "keep": not flags}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# statistics
+
+
+def percentiles(values: list[float], qs: Iterable[float] = (5, 50, 95)) -> dict[str, float | None]:
+    """Linear-interpolation percentiles (numpy's default method) plus the max; None for an empty list."""
+    xs = sorted(values)
+    out: dict[str, float | None] = {}
+    for q in qs:
+        if not xs:
+            out[f"p{q:g}"] = None
+            continue
+        pos = (len(xs) - 1) * q / 100
+        lo, hi = math.floor(pos), math.ceil(pos)
+        out[f"p{q:g}"] = xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+    out["max"] = xs[-1] if xs else None
+    return out
+
+
+def _rate(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def corpus_stats(rows: Iterable[dict]) -> dict:
+    """Summary of a finished corpus for stats.json (the pipeline adds throughput).
+
+    Returns:
+        rows / kept counts; per source {rows, kept}; per flag counts (every REJECT_REASONS tag, 0 included);
+        per split {rows, kept}; target origins; prompt origins by kind; judge labels; leak rates over
+        non-instruction rows before (R0, leak_generated non-empty) and after rephrasing (R, leak_rephrased
+        non-empty, over rephrased rows); forced and incomplete counts; target token percentiles (p5, p50, p95,
+        max) over all targets and over kept rows.
+    """
+    n = kept = 0
+    per_source: dict[str, Counter] = {}
+    per_split: dict[str, Counter] = {}
+    flags: Counter = Counter({tag: 0 for tag in REJECT_REASONS})
+    origins: Counter = Counter()
+    targets: Counter = Counter()
+    judge: Counter = Counter()
+    leak = Counter()
+    forced = incomplete = 0
+    tokens_all: list[int] = []
+    tokens_kept: list[int] = []
+    for row in rows:
+        n += 1
+        keep = bool(row.get("keep"))
+        kept += keep
+        for table, name in ((per_source, row.get("source")), (per_split, row.get("split"))):
+            c = table.setdefault(str(name), Counter())
+            c["rows"] += 1
+            c["kept"] += keep
+        flags.update(json_list(row.get("flags")))
+        origins[str(row.get("prompt_origin") or "none").split(":", 1)[0]] += 1
+        targets[target_of(row)[1]] += 1
+        if row.get("judge_label") is not None:
+            judge[row["judge_label"]] += 1
+        if not row.get("instruction"):
+            if row.get("answer_generated") is not None:
+                leak["generated_rows"] += 1
+                leak["generated_leaks"] += bool(json_list(row.get("leak_generated")))
+            if row.get("leak_rephrased") is not None:
+                leak["rephrased_rows"] += 1
+                leak["rephrased_leaks"] += bool(json_list(row.get("leak_rephrased")))
+        forced += bool(row.get("forced_rephrase"))
+        incomplete += row.get("answer_generated") is not None and not row.get("complete_reasoning")
+        if row.get("n_tokens_target") is not None:
+            tokens_all.append(row["n_tokens_target"])
+            if keep:
+                tokens_kept.append(row["n_tokens_target"])
+    return {
+        "rows": n,
+        "kept": kept,
+        "per_source": {k: dict(v) for k, v in sorted(per_source.items())},
+        "flags": dict(flags),
+        "split": {k: dict(v) for k, v in sorted(per_split.items())},
+        "target_origin": dict(targets),
+        "prompt_origin": dict(origins),
+        "judge": dict(judge),
+        "leak_rate": {
+            "generated": _rate(leak["generated_leaks"], leak["generated_rows"]),
+            "rephrased": _rate(leak["rephrased_leaks"], leak["rephrased_rows"]),
+            "generated_rows": leak["generated_rows"],
+            "rephrased_rows": leak["rephrased_rows"],
+        },
+        "forced_rephrase": forced,
+        "incomplete_reasoning": incomplete,
+        "target_tokens": {"all": percentiles(tokens_all), "kept": percentiles(tokens_kept)},
+    }

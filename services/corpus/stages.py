@@ -1,0 +1,48 @@
+"""Ray Data wrappers around the pure row functions of `alarm.corpus.rows` (each batch: Arrow in, Arrow out)."""
+
+from __future__ import annotations
+
+import logging
+
+import pyarrow as pa
+
+from alarm.config import CorpusConfig
+from alarm.corpus import rows as R
+from services.corpus.store import to_table
+
+log = logging.getLogger(__name__)
+
+
+def cpu_stages(batch: pa.Table, cfg_json: dict) -> pa.Table:
+    """probe -> describe -> prompt, row by row (decode checks only; the audio is not kept decoded)."""
+    cfg = CorpusConfig.model_validate(cfg_json)
+    out = []
+    for row in batch.to_pylist():
+        row = R.probe_row(row, cfg.filters.max_duration_s)
+        row = R.describe_row(row)
+        out.append(R.prompt_row(row, cfg.prompts.mode))
+    return to_table(out)
+
+
+class CorpusLLMStage:
+    """One vLLM engine per actor: R0 generation, self-rephrasing, leak checks, judge, then flags and split."""
+
+    def __init__(self, cfg_json: dict):
+        from services.actors.llm import VLLMEngine
+
+        self.cfg = CorpusConfig.model_validate(cfg_json)
+        self.engine = VLLMEngine(self.cfg.engine)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        try:
+            rows = R.llm_stages(rows, self.engine, self.cfg)
+        except Exception as e:
+            if type(e).__name__ == "EngineDeadError":  # not recoverable here: let Ray restart the actor
+                raise
+            # One bad batch must not kill the job: flag its rows (generate_failed) and carry on.
+            log.exception("LLM stage failed on a batch of %d rows; flagging them", len(rows))
+            rows = [R.failed_llm_row(r, f"{type(e).__name__}: {e}") for r in rows]
+        f = self.cfg.filters
+        s = self.cfg.split
+        return to_table([R.finish_row(r, f, s.val_fraction, s.salt, self.engine.count_tokens) for r in rows])

@@ -1,0 +1,142 @@
+"""A corpus run folder, local or s3://: atomic Parquet shards, a manifest, stats and the resolved config.
+
+    runs/<run_id>/config.json  manifest.json  stats.json  shards/part-<attempt>-<n>.parquet
+
+A shard is committed atomically (local: temp file + rename; S3: one PUT), so any shard that exists is complete.
+Resume reads the `key` column of every shard and skips those rows: each key is written exactly once per run.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+import tempfile
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from alarm.corpus.schema import COLUMNS
+from alarm.errors import InvalidInput
+
+# Arrow types of the corpus columns (alarm.corpus.schema.COLUMNS holds their meanings; a test keeps both in step).
+STRING, INT, FLOAT, BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "key": STRING, "source": STRING, "item_id": STRING, "audio_uri": STRING, "audio_bytes": pa.binary(),
+    "metadata": STRING, "family": STRING, "instruction": BOOL, "prompt_given": STRING, "duration_s": FLOAT,
+    "sample_rate": INT, "audio_ok": BOOL, "audio_error": STRING, "audio_description": STRING, "prompt": STRING,
+    "prompt_origin": STRING, "answer_generated": STRING, "finish_reason_generate": STRING,
+    "n_tokens_generate": INT, "rephrase_input": STRING, "answer_rephrased": STRING, "rephrase_raw": STRING,
+    "finish_reason_rephrase": STRING, "n_tokens_rephrase": INT, "forced_rephrase": BOOL, "has_answer_tag": BOOL,
+    "complete_reasoning": BOOL, "leak_generated": STRING, "leak_rephrased": STRING, "judge_label": STRING,
+    "judge_text": STRING, "target": STRING, "n_tokens_target": INT, "flags": STRING, "keep": BOOL,
+    "split": STRING, "row_error": STRING, "llm_error": STRING,
+}
+# Every column of alarm.corpus.schema plus the two error-text columns, in stage order.
+SCHEMA = pa.schema([(c, ARROW_TYPES[c]) for c in [*COLUMNS, "row_error", "llm_error"]])
+STATS_COLUMNS = [c for c in SCHEMA.names if c not in ("audio_bytes", "rephrase_input", "rephrase_raw", "judge_text")]
+
+
+def to_table(rows: list[dict]) -> pa.Table:
+    """Rows -> Arrow with the corpus types for the columns they hold (stages add columns as they go)."""
+    names = list(rows[0]) if rows else []
+    fields = [pa.field(n, ARROW_TYPES.get(n, pa.string())) for n in names]
+    return pa.Table.from_pylist(rows, schema=pa.schema(fields))
+
+
+class RunStore:
+    def __init__(self, uri: str):
+        if uri.startswith("s3://"):
+            from alarm.sources import s3_filesystem
+
+            self.fs, self.root, self.local = s3_filesystem(), uri.removeprefix("s3://").rstrip("/"), False
+        else:
+            import fsspec
+
+            self.fs, self.root, self.local = fsspec.filesystem("file"), os.path.abspath(uri), True
+        self.uri = uri if not self.local else self.root
+
+    def path(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    # -- small files ---------------------------------------------------------------------------------------------
+
+    def read_json(self, name: str) -> dict | None:
+        try:
+            with self.fs.open(self.path(name), "rb") as f:
+                return json.loads(f.read())
+        except FileNotFoundError:
+            return None
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        target = self.path(name)
+        if self.local:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".tmp-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
+            os.replace(tmp, target)
+        else:
+            self.fs.pipe_file(target, data)  # one PUT: atomic on S3
+
+    def write_json(self, name: str, obj: dict) -> None:
+        self.write_bytes(name, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+    # -- config --------------------------------------------------------------------------------------------------
+
+    def check_config(self, cfg_json: dict, ignore: tuple[str, ...] = ("workers", "ray_address", "ray_num_cpus",
+                                                                       "shard_rows")) -> None:
+        """First run: write config.json. Resume: the config must match (except scaling knobs), or the corpus
+        would mix rows made two ways."""
+        old = self.read_json("config.json")
+        if old is None:
+            self.write_json("config.json", cfg_json)
+            return
+        diff = sorted(k for k in set(old) | set(cfg_json) if k not in ignore and old.get(k) != cfg_json.get(k))
+        if diff:
+            raise InvalidInput(
+                f"run {self.uri} exists with a different config ({', '.join(diff)} differ); resume it with the "
+                "same settings, or pick a new run_id"
+            )
+
+    # -- shards --------------------------------------------------------------------------------------------------
+
+    def shard_names(self) -> list[str]:
+        try:
+            found = self.fs.ls(self.path("shards"), detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(posixpath.basename(p) for p in found if p.endswith(".parquet")
+                      and not posixpath.basename(p).startswith("."))
+
+    def read_shards(self, columns: list[str] | None = None) -> pa.Table | None:
+        tables = []
+        for name in self.shard_names():
+            with self.fs.open(self.path("shards", name), "rb") as f:
+                tables.append(pq.read_table(f, columns=columns))
+        return pa.concat_tables(tables, promote_options="default") if tables else None
+
+    def committed_keys(self) -> set[str]:
+        t = self.read_shards(["key"])
+        return set(t.column("key").to_pylist()) if t is not None else set()
+
+    def commit(self, table: pa.Table, name: str) -> None:
+        table = table.select([c for c in SCHEMA.names if c in table.column_names]).cast(
+            pa.schema([SCHEMA.field(c) for c in SCHEMA.names if c in table.column_names])
+        )
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        self.write_bytes(posixpath.join("shards", name), buf.getvalue())
+
+    def write_manifest(self, run_id: str, attempt: int, complete: bool) -> dict:
+        shards = []
+        for name in self.shard_names():
+            with self.fs.open(self.path("shards", name), "rb") as f:
+                shards.append({"path": f"shards/{name}", "rows": pq.ParquetFile(f).metadata.num_rows})
+        manifest = {"run_id": run_id, "format": "alarm-corpus/1", "attempts": attempt, "complete": complete,
+                    "rows": sum(s["rows"] for s in shards), "shards": shards, "updated": time.time()}
+        self.write_json("manifest.json", manifest)
+        return manifest
