@@ -49,8 +49,19 @@ def build_tiny_qwen3(out: Path, seed: int = 0) -> None:
 
 def builders() -> dict[str, Callable[[Path, int], None]]:
     from alarm.model.encoders import TINY_BUILDERS
+    from alarm.tiny_scripted import build_tiny_qwen3_scripted
 
-    return {**TINY_BUILDERS, "qwen3": build_tiny_qwen3}
+    return {**TINY_BUILDERS, "qwen3": build_tiny_qwen3, "qwen3-scripted": build_tiny_qwen3_scripted}
+
+
+def builder_fingerprint(builder: Callable) -> str:
+    """Short hash of the builder's module source: an edited builder never reuses a stale cached checkpoint."""
+    import hashlib
+    import inspect
+    import sys
+
+    source = inspect.getsource(sys.modules[builder.__module__])
+    return hashlib.sha256(source.encode()).hexdigest()[:8]
 
 
 def tiny_root() -> Path:
@@ -65,7 +76,7 @@ def ensure_tiny(name: str, root: Path | None = None) -> Path:
 
         raise CheckpointError(f"unknown tiny checkpoint tiny://{name}; valid: {', '.join(sorted(table))}")
     root = root or tiny_root()
-    dest = root / f"{name}-v{TINY_VERSION}"
+    dest = root / f"{name}-v{TINY_VERSION}-{builder_fingerprint(table[name])}"
     if (dest / "config.json").exists():
         return dest
     root.mkdir(parents=True, exist_ok=True)

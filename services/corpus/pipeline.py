@@ -83,6 +83,7 @@ def run(cfg: CorpusConfig) -> dict:
     from tqdm import tqdm
 
     store = RunStore(posixpath.join(cfg.output, cfg.run_id))
+    store.check_reachable()
     store.check_config(cfg.model_dump(mode="json"))
     done = store.committed_keys()
     attempt = (store.read_json("manifest.json") or {}).get("attempts", 0) + 1

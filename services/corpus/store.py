@@ -58,6 +58,25 @@ class RunStore:
             self.fs, self.root, self.local = fsspec.filesystem("file"), os.path.abspath(uri), True
         self.uri = uri if not self.local else self.root
 
+    def check_reachable(self) -> None:
+        """Fail fast, before any work, when the output location cannot be written."""
+        if self.local:
+            try:
+                os.makedirs(self.root, exist_ok=True)
+            except OSError as e:
+                raise InvalidInput(f"cannot create output folder {self.root}: {e}") from e
+            return
+        bucket = self.root.split("/", 1)[0]
+        try:
+            self.fs.ls(bucket, detail=False)
+        except FileNotFoundError:
+            raise InvalidInput(f"output bucket s3://{bucket} does not exist; create it or fix `output`") from None
+        except Exception as e:  # botocore raises many classes; each means "cannot use this output"
+            raise InvalidInput(
+                f"cannot reach output s3://{bucket} ({type(e).__name__}: {e}); check the endpoint "
+                "(ALARM_S3_ENDPOINT_URL) and credentials"
+            ) from e
+
     def path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)
 
