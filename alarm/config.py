@@ -352,7 +352,84 @@ class CorpusConfig(Strict):
         return self
 
 
-CONFIG_SECTIONS: dict[str, type[BaseModel]] = {"model": ModelConfig, "corpus": CorpusConfig}
+# ---------------------------------------------------------------------------------------------------------------
+# adapter training (python -m alarm.train)
+
+
+class OptimConfig(Strict):
+    lr: float = Field(1e-4, gt=0, description="AdamW peak learning rate (recipe: 1e-4).")
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(1500, ge=0, description="Linear warmup, then cosine decay to 0 (optimizer steps).")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip.")
+
+
+class BatchConfig(Strict):
+    per_worker: int = Field(4, gt=0, description="Examples per worker per micro-step.")
+    effective: int = Field(64, gt=0, description="Examples per optimizer step (per_worker x workers x accum).")
+    max_length: int = Field(4096, gt=0, description="LLM positions per example (model_max_length).")
+    bucket_by_duration: bool = Field(True, description="Group clips of similar length to limit padding.")
+
+
+class EncoderPoolConfig(Strict):
+    actors: int = Field(1, gt=0, description="Encoder actors per encoder.")
+    num_gpus: float = Field(0, ge=0, description="GPU fraction per encoder actor.")
+    num_cpus: float = Field(0.5, gt=0)
+    batch_size: int = Field(8, gt=0, description="Clips per encoder call.")
+
+
+class TrainWorkersConfig(Strict):
+    num_workers: int = Field(1, ge=0, description="Ray Train workers (DDP); 0 = in-process local mode.")
+    use_gpu: bool = False
+    num_cpus: float = Field(1, gt=0)
+
+
+class TrainConfig(Strict):
+    run_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name; rerun to resume.")
+    output: str = Field("runs", description="Local folder or s3://bucket/prefix; the run goes to output/run_id.")
+    corpus: str = Field(description="A corpus run folder written by alarm.generate (local or s3://).")
+    model: ModelConfig = Field(description="The model (a model preset name is expanded).")
+    init_adapter: str | None = Field(None, description="Start from this adapter checkpoint (folder or s3://).")
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    epochs: float = Field(2, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
+    seed: int = 42
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU.")
+    eval_every: int = Field(200, gt=0, description="Optimizer steps between validation passes.")
+    eval_batches: int = Field(20, gt=0, description="Validation batches per pass (a fixed subset).")
+    checkpoint_every: int = Field(200, gt=0, description="Optimizer steps between checkpoints.")
+    num_to_keep: int = Field(2, gt=0, description="Checkpoints kept (the last ones).")
+    log_every: int = Field(10, gt=0)
+    workers: TrainWorkersConfig = Field(default_factory=TrainWorkersConfig)
+    encoders: EncoderPoolConfig = Field(default_factory=EncoderPoolConfig)
+    feature_cache: bool = Field(False, description="Cache encoder states after the first epoch (small corpora).")
+    ray_address: str | None = None
+    ray_num_cpus: int | None = Field(None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_model_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("model"), str):
+            data = {**data, "model": read_preset("model", data["model"])}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        per_step = self.batch.per_worker * max(self.workers.num_workers, 1)
+        if self.batch.effective % per_step:
+            raise ValueError(
+                f"batch.effective={self.batch.effective} must be a multiple of batch.per_worker x workers "
+                f"= {per_step} (gradient accumulation takes whole micro-batches)"
+            )
+        return self
+
+    @property
+    def grad_accum(self) -> int:
+        return self.batch.effective // (self.batch.per_worker * max(self.workers.num_workers, 1))
+
+
+CONFIG_SECTIONS: dict[str, type[BaseModel]] = {"model": ModelConfig, "corpus": CorpusConfig, "train": TrainConfig}
 
 # ---------------------------------------------------------------------------------------------------------------
 # loading
@@ -404,7 +481,12 @@ def deep_merge(base: dict, delta: dict) -> dict:
 def load_config(cls: type[C], preset: str | Path | None, overrides: list[str] = (), section: str = "model") -> C:
     """Validate `preset` (a name, a YAML path, or None for an empty mapping) plus dotted overrides into `cls`."""
     data = read_preset(section, preset) if preset is not None else {}
+    if isinstance(data.get("model"), str) and "model" in getattr(cls, "model_fields", {}):
+        data["model"] = read_preset("model", data["model"])  # `model: tiny` in a train preset
     for item in overrides:
+        if item.startswith("model=") and "model" in getattr(cls, "model_fields", {}):
+            data["model"] = read_preset("model", item.partition("=")[2].strip())
+            continue
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like key.sub=value")

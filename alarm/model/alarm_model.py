@@ -48,7 +48,8 @@ class AlarmModel:
 
     @classmethod
     def build(
-        cls, cfg: ModelConfig, adapter: str | Path | None = None, *, with_llm: bool = False, device: str = "cpu"
+        cls, cfg: ModelConfig, adapter: str | Path | None = None, *, with_llm: bool = False,
+        with_encoders: bool = True, device: str = "cpu",
     ) -> AlarmModel:
         """Load everything `cfg` names.
 
@@ -65,7 +66,8 @@ class AlarmModel:
         llm = load_llm(llm_dir, cfg.llm, device=device) if with_llm else None
         embed = llm.get_input_embeddings() if llm is not None else load_embedding(llm_dir, cfg.llm).to(device)
         builder = PromptBuilder(load_tokenizer(llm_dir), embed)
-        return cls(cfg, load_encoders(cfg, device), audio_adapter.to(device).eval(), builder, llm)
+        encoders = load_encoders(cfg, device) if with_encoders else {}  # training workers get states from actors
+        return cls(cfg, encoders, audio_adapter.to(device).eval(), builder, llm)
 
     @property
     def device(self) -> torch.device:

@@ -22,7 +22,7 @@ from alarm.config import (
 from alarm.corpus.filters import corpus_stats
 from services.actors.llm import CPU_ENV, cpu_only
 from services.corpus.stages import CorpusLLMStage, cpu_stages
-from services.corpus.store import STATS_COLUMNS, RunStore, to_table
+from services.storage import STATS_COLUMNS, RunStore, to_table
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from alarm.config import CorpusConfig
 from alarm.corpus import rows as R
-from services.corpus.store import to_table
+from services.storage import to_table
 
 log = logging.getLogger(__name__)
 

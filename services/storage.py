@@ -47,6 +47,8 @@ def to_table(rows: list[dict]) -> pa.Table:
 
 
 class RunStore:
+    """A run folder of shards and small JSON files; shared by corpus generation (writes) and training (reads)."""
+
     def __init__(self, uri: str):
         if uri.startswith("s3://"):
             from alarm.sources import s3_filesystem
@@ -130,6 +132,16 @@ class RunStore:
             return []
         return sorted(posixpath.basename(p) for p in found if p.endswith(".parquet")
                       and not posixpath.basename(p).startswith("."))
+
+    def shard_uris(self) -> list[str]:
+        """Full paths (bucket/key for S3) of the committed shards, for readers given `arrow_filesystem()`."""
+        return [self.path("shards", n) for n in self.shard_names()]
+
+    def arrow_filesystem(self):
+        """An explicit pyarrow filesystem for Ray Data readers (env vars alone do not reach every worker)."""
+        from pyarrow.fs import FSSpecHandler, LocalFileSystem, PyFileSystem
+
+        return LocalFileSystem() if self.local else PyFileSystem(FSSpecHandler(self.fs))
 
     def read_shards(self, columns: list[str] | None = None) -> pa.Table | None:
         tables = []

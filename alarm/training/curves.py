@@ -1,0 +1,41 @@
+"""Training metrics on disk: an append-only JSONL log and a PNG of the curves (train/val loss, accuracy, lr)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_curves(records: list[dict], out: Path) -> Path:
+    """Loss (train and val), target-token accuracy and learning rate against the optimizer step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def series(kind: str, key: str) -> tuple[list, list]:
+        pts = [(r["step"], r[key]) for r in records if r.get("kind") == kind and r.get(key) is not None]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for kind, style in (("train", "-"), ("val", "o-")):
+        axes[0].plot(*series(kind, "loss"), style, label=kind, markersize=3)
+        axes[1].plot(*series(kind, "accuracy"), style, label=kind, markersize=3)
+    axes[2].plot(*series("train", "lr"), "-")
+    for ax, title in zip(axes, ("loss (target tokens)", "target-token accuracy", "learning rate"), strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    axes[1].legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -1,0 +1,84 @@
+"""Training data on Ray Data: corpus shards -> kept rows of a split -> decode + front-ends (CPU tasks) ->
+one frozen-encoder actor pool per encoder -> examples with tapped states, streamed to the Train workers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import ray
+
+from alarm.config import TrainConfig
+from alarm.errors import InvalidInput
+from services.actors.encoders import EncoderActor, _ragged
+from services.storage import RunStore
+
+REQUIRED = ("key", "source", "prompt", "target", "keep", "split", "audio_bytes", "audio_uri")
+READ = [*REQUIRED, "duration_s"]
+
+
+def open_corpus(uri: str) -> RunStore:
+    """The corpus run folder, checked: a manifest, shards, and the columns training reads."""
+    store = RunStore(uri)
+    if store.read_json("manifest.json") is None:
+        raise InvalidInput(
+            f"corpus {uri} has no manifest.json; point `corpus` at a run folder written by python -m alarm.generate"
+        )
+    names = store.shard_names()
+    if not names:
+        raise InvalidInput(f"corpus {uri} has no shards under {uri}/shards")
+    with store.fs.open(store.path("shards", names[0]), "rb") as f:
+        present = pq.read_schema(f).names
+    missing = [c for c in REQUIRED if c not in present]
+    if missing:
+        raise InvalidInput(
+            f"corpus {uri}: shard {names[0]} lacks column(s) {', '.join(missing)} (has {', '.join(present)}); "
+            "regenerate it with python -m alarm.generate"
+        )
+    return store
+
+
+def count_examples(store: RunStore, split: str) -> int:
+    t = store.read_shards(["keep", "split"])
+    return sum(1 for k, s in zip(t.column("keep").to_pylist(), t.column("split").to_pylist(), strict=True)
+               if k and s == split)
+
+
+def decode_features(batch: dict[str, np.ndarray], encoders: list[str], max_duration_s: float) -> dict:
+    """Decode each clip once, resample per encoder rate from the original, and compute the front-ends."""
+    from alarm.audio.decode import load_audio
+    from alarm.audio.features import extract_many
+
+    feats: dict[str, list] = {e: [] for e in encoders}
+    shapes: dict[str, list] = {e: [] for e in encoders}
+    for key, data, uri in zip(batch["key"], batch["audio_bytes"], batch["audio_uri"], strict=True):
+        src = data if data is not None and len(data) else uri
+        try:
+            wave = load_audio(src, max_duration_s=max_duration_s)
+        except Exception as e:
+            raise InvalidInput(f"corpus row {key}: audio cannot be read for training ({e})") from e
+        for enc, (values, n) in extract_many(encoders, wave).items():
+            arr = values.numpy().astype(np.float32)
+            feats[enc].append(arr.reshape(-1))
+            shapes[enc].append(np.array([*arr.shape, n], dtype=np.int64))
+    out = {k: batch[k] for k in ("key", "source", "prompt", "target")}
+    for enc in encoders:
+        out[f"feat_{enc}"] = _ragged(feats[enc])
+        out[f"feat_{enc}_shape"] = _ragged(shapes[enc])
+    return out
+
+
+def build_split(cfg: TrainConfig, store: RunStore, split: str) -> ray.data.Dataset:
+    encoders = list(cfg.model.encoders)
+    ds = ray.data.read_parquet(store.shard_uris(), filesystem=store.arrow_filesystem(), columns=READ)
+    ds = ds.filter(lambda r, split=split: bool(r["keep"]) and r["split"] == split)
+    ds = ds.map_batches(decode_features, fn_kwargs={"encoders": encoders,
+                                                   "max_duration_s": cfg.model.audio.max_duration_s},
+                        batch_size=cfg.encoders.batch_size, batch_format="numpy", num_cpus=0.5)
+    e = cfg.encoders
+    for name, enc_cfg in cfg.model.encoders.items():
+        ds = ds.map_batches(
+            EncoderActor, fn_constructor_kwargs={"name": name, "cfg_json": enc_cfg.model_dump(mode="json")},
+            compute=ray.data.ActorPoolStrategy(size=e.actors), batch_size=e.batch_size, batch_format="numpy",
+            num_cpus=e.num_cpus, num_gpus=e.num_gpus or None,
+        )
+    return ds

@@ -1,0 +1,126 @@
+"""The Ray Train worker function: plain PyTorch (alarm.training.Trainer) fed by this worker's dataset shard."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alarm.config import TrainConfig
+from alarm.model.alarm_model import AlarmModel
+from alarm.training.batch import bucket_by_length, example_length, to_train_batch
+from alarm.training.loop import Trainer, load_training_state, save_training_state
+
+METRICS = "metrics.jsonl"
+
+
+def rows_of(batch: dict[str, np.ndarray]) -> list[dict]:
+    n = len(batch["key"])
+    return [{k: v[i] for k, v in batch.items()} for i in range(n)]
+
+
+def stream_batches(shard, cfg: TrainConfig, epoch: int, skip: int):
+    """Micro-batches of examples from the shard, bucketed by length inside windows, after skipping `skip` rows."""
+    size = cfg.batch.per_worker
+    window_rows = size * 16
+    window: list[dict] = []
+    seen = 0
+    for batch in shard.iter_batches(batch_size=size, batch_format="numpy", prefetch_batches=2):
+        for row in rows_of(batch):
+            seen += 1
+            if seen <= skip:  # resume: these examples were consumed before the checkpoint
+                continue
+            window.append(row)
+            if len(window) == window_rows:
+                yield from _window_batches(window, cfg, epoch)
+                window = []
+    if window:
+        yield from _window_batches(window, cfg, epoch)
+
+
+def _window_batches(window: list[dict], cfg: TrainConfig, epoch: int):
+    size = cfg.batch.per_worker
+    if cfg.batch.bucket_by_duration:
+        batches = bucket_by_length(window, example_length, size, seed=cfg.seed + epoch)
+    else:
+        batches = [window[i : i + size] for i in range(0, len(window), size)]
+    return [b for b in batches if len(b) == size]  # drop_last, as the recipe does
+
+
+def train_loop(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    cfg = TrainConfig.model_validate(config["cfg"])
+    total_steps, encoders = config["total_steps"], list(cfg.model.encoders)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg.seed)
+    device = ray.train.torch.get_device() if world > 1 or torch.cuda.is_available() else torch.device("cpu")
+    model = AlarmModel.build(cfg.model, cfg.init_adapter, with_llm=True, with_encoders=False, device=str(device))
+    module = ray.train.torch.prepare_model(model.adapter, move_to_device=False) if world > 1 else model.adapter
+    trainer = Trainer(model.adapter, model.builder, model.llm, cfg, total_steps, module=module)
+    history: list[dict] = []
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            load_training_state(trainer, d)
+            if (Path(d) / METRICS).exists():
+                history = [json.loads(x) for x in (Path(d) / METRICS).read_text().splitlines() if x.strip()]
+    val_rows = [r for b in ray.train.get_dataset_shard("val").iter_batches(batch_size=cfg.batch.per_worker,
+                                                                           batch_format="numpy")
+                for r in rows_of(b)][: cfg.eval_batches * cfg.batch.per_worker]  # a fixed subset
+    val = [to_train_batch(val_rows[i : i + cfg.batch.per_worker], encoders)
+           for i in range(0, len(val_rows), cfg.batch.per_worker)]
+    shard = ray.train.get_dataset_shard("train")
+    per_step, t_last = cfg.batch.per_worker * trainer.grad_accum * world, time.perf_counter()
+    while trainer.step < total_steps:
+        for group in stream_batches(shard, cfg, trainer.epoch, trainer.examples_seen):
+            r = trainer.train_micro_batch(to_train_batch(group, encoders))
+            if not r.stepped:
+                continue
+            step, last = trainer.step, trainer.step >= total_steps
+            now = time.perf_counter()
+            record = {"kind": "train", "step": step, "epoch": trainer.epoch, **_train_metrics(r.metrics),
+                      "examples_per_s": per_step / max(now - t_last, 1e-9)}
+            t_last = now
+            history.append(record)
+            if step % cfg.eval_every == 0 or last:
+                if val:
+                    m = trainer.evaluate(val)
+                    history.append({"kind": "val", "step": step, "loss": m.get("val_loss"),
+                                    "accuracy": m.get("val_token_acc"), **m})
+                report_now = True
+            else:
+                report_now = step % cfg.log_every == 0
+            if step % cfg.checkpoint_every == 0 or last:
+                _report_with_checkpoint(trainer, history, rank, cfg)
+            elif report_now:
+                ray.train.report({k: v for k, v in history[-1].items() if isinstance(v, int | float)})
+            if last:
+                return
+        trainer.next_epoch()
+
+
+def _train_metrics(m: dict) -> dict:
+    return {"loss": m.get("loss"), "accuracy": m.get("token_acc"), "lr": m.get("lr"),
+            "grad_norm": m.get("grad_norm"), **{k: v for k, v in m.items() if k.startswith("loss/")}}
+
+
+def _report_with_checkpoint(trainer: Trainer, history: list[dict], rank: int, cfg: TrainConfig) -> None:
+    import ray.train
+
+    metrics = {k: v for k, v in history[-1].items() if isinstance(v, int | float)}
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if rank == 0:  # one writer; every rank still calls report (it is a synchronisation point)
+            folder = Path(tmp) / "ckpt"
+            save_training_state(trainer, folder)
+            (folder / METRICS).write_text("".join(json.dumps(h) + "\n" for h in history))
+            (folder / "config.json").write_text(cfg.model_dump_json(indent=2))
+            checkpoint = ray.train.Checkpoint.from_directory(str(folder))
+        ray.train.report(metrics, checkpoint=checkpoint)

@@ -1,0 +1,98 @@
+"""`run(cfg)`: TorchTrainer(train_loop) over the Ray Data splits, checkpoints to output/run_id, resumable."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+import tempfile
+from pathlib import Path
+
+import ray
+
+from alarm.config import TrainConfig
+from alarm.errors import InvalidInput
+from alarm.training.curves import plot_curves
+from alarm.training.loop import plan_total_steps
+from services.storage import RunStore
+from services.train.data import build_split, count_examples, open_corpus
+from services.train.loop import METRICS, train_loop
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(cfg: TrainConfig) -> None:
+    if ray.is_initialized():
+        return
+    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(num_cpus=cfg.ray_num_cpus, include_dashboard=False, log_to_driver=False)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.execution_options.preserve_order = True  # a deterministic stream, so a resumed run skips the right rows
+
+
+def run(cfg: TrainConfig) -> dict:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    corpus = open_corpus(cfg.corpus)
+    out = RunStore(posixpath.join(cfg.output, cfg.run_id))
+    out.check_reachable()
+    out.check_config(cfg.model_dump(mode="json"), ignore=("workers", "encoders", "ray_address", "ray_num_cpus",
+                                                          "max_steps", "epochs", "eval_every", "log_every"))
+    n_train, n_val = count_examples(corpus, "train"), count_examples(corpus, "validation")
+    if n_train < cfg.batch.effective:
+        raise InvalidInput(f"corpus {cfg.corpus} has {n_train} kept train rows, fewer than one optimizer step "
+                           f"(batch.effective={cfg.batch.effective}); generate more or lower batch.effective")
+    total_steps = plan_total_steps(cfg, n_train)
+    init_ray(cfg)
+    datasets = {"train": build_split(cfg, corpus, "train"),
+                # no validation rows (tiny corpora): evaluate on a fixed slice of train, and say so in the summary
+                "val": build_split(cfg, corpus, "validation" if n_val else "train")}
+    storage_path = out.root if out.local else out.root.rsplit("/", 1)[0]
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "total_steps": total_steps},
+        scaling_config=ScalingConfig(num_workers=cfg.workers.num_workers, use_gpu=cfg.workers.use_gpu,
+                                     resources_per_worker={"CPU": cfg.workers.num_cpus}),
+        run_config=RunConfig(
+            name="train" if out.local else posixpath.basename(out.root) + "/train",
+            storage_path=storage_path, storage_filesystem=None if out.local else out.arrow_filesystem(),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep),
+            failure_config=FailureConfig(max_failures=2),
+        ),
+        datasets=datasets,
+        torch_config=TorchConfig(backend="nccl" if cfg.workers.use_gpu else "gloo"),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training {cfg.run_id} finished without a checkpoint: {result.error}")
+    return export(result.checkpoint, out, cfg, total_steps, n_train, n_val)
+
+
+def export(checkpoint, out: RunStore, cfg: TrainConfig, total_steps: int, n_train: int, n_val: int) -> dict:
+    """Final adapter (loads directly into inference), metrics.jsonl and curves.png next to the checkpoints."""
+    with checkpoint.as_directory() as d, tempfile.TemporaryDirectory() as tmp:
+        d = Path(d)
+        history = [json.loads(x) for x in (d / METRICS).read_text().splitlines() if x.strip()]
+        plot = plot_curves(history, Path(tmp) / "curves.png")
+        for name in ("adapter.safetensors", "model_config.json", "meta.json"):
+            out.write_bytes(posixpath.join("adapter", name), (d / "adapter" / name).read_bytes())
+        out.write_bytes(METRICS, (d / METRICS).read_bytes())
+        out.write_bytes("curves.png", plot.read_bytes())
+    train = [h for h in history if h["kind"] == "train"]
+    val = [h for h in history if h["kind"] == "val"]
+    summary = {
+        "run": out.uri, "adapter": posixpath.join(out.uri, "adapter"), "steps": total_steps,
+        "train_examples": n_train, "val_examples": n_val or f"none (validated on {cfg.eval_batches} train batches)",
+        "first_loss": train[0]["loss"] if train else None, "last_loss": train[-1]["loss"] if train else None,
+        "last_val_loss": val[-1]["loss"] if val else None,
+        "examples_per_s": round(sum(h["examples_per_s"] for h in train[1:]) / max(len(train) - 1, 1), 3),
+    }
+    out.write_json("summary.json", summary)
+    return summary

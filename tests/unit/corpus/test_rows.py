@@ -1,0 +1,126 @@
+"""The LLM-stage orchestration over a scripted fake engine (no vLLM, no Ray)."""
+
+from __future__ import annotations
+
+import json
+
+from alarm.config import CorpusConfig, SamplingConfig, SyntheticSourceConfig, load_config
+from alarm.corpus import rows as R
+from alarm.corpus.synthetic import synthetic_row
+from alarm.llm.thinking import FORCING_SUFFIX, Completion
+
+R0 = ("Okay, the description says a dog barks and the metadata lists 5s. Let me answer.\n</think>\n\n"
+      "The description mentions a dog barking.")
+REPHRASED = ("Okay, I hear a dog bark and it lasts about 5s. Let me answer.\n</text_llm_reasoning>\n\n"
+             "I hear a dog barking.")
+
+
+class FakeEngine:
+    """Answers generation prompts with R0 and rephrase prompts with a tagged answer; records calls."""
+
+    def __init__(self, rephrase_text: str | None = None, think_forever: bool = False):
+        self.calls: list[tuple[int, list[int]]] = []
+        self.rephrase_text = rephrase_text or f"Rewrite it.\n</think>\n\n<answer>\n{REPHRASED}\n</answer>"
+        self.think_forever = think_forever
+
+    def render(self, messages):
+        return "\n".join(f"<{m['role']}>{m['content']}" for m in messages) + "\n<assistant><think>\n"
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+    def generate(self, prompts, max_tokens, sampling: SamplingConfig):
+        self.calls.append((len(prompts), list(max_tokens)))
+        out = []
+        for p, mt in zip(prompts, max_tokens, strict=True):
+            if "<NEW_TEXT_LLM_RESPONSE>" not in p:
+                out.append(Completion(R0, 30, "stop"))
+            elif self.think_forever and FORCING_SUFFIX not in p:
+                out.append(Completion("hmm " * mt, mt, "length"))
+            else:
+                out.append(Completion(self.rephrase_text, 40, "stop"))
+        return out
+
+
+def cfg(*overrides) -> CorpusConfig:
+    return load_config(CorpusConfig, "tiny", ["filters.min_target_tokens=3", *overrides], section="corpus")
+
+
+def source_rows(n=4):
+    c = cfg()
+    return [R.prompt_row(R.describe_row(R.probe_row(synthetic_row(SyntheticSourceConfig(num_clips=n), i), 60)),
+                         "template") for i in range(n)]
+
+
+def test_stages_add_columns_and_keep_both_answers():
+    engine = FakeEngine()
+    rows = R.llm_stages(source_rows(), engine, cfg())
+    done = [R.finish_row(r, cfg().filters, 0.1, "123", engine.count_tokens) for r in rows]
+    for r in done:
+        assert r["answer_generated"] == R0  # R0 kept
+        assert r["answer_rephrased"].startswith("Okay, I hear a dog") and "</think>" in r["answer_rephrased"]
+        assert r["target"] == r["answer_rephrased"] and r["keep"], r["flags"]
+        assert json.loads(r["leak_generated"]) and json.loads(r["leak_rephrased"]) == []
+    assert len(engine.calls) == 2  # one batched call per pass
+
+
+def test_budget_forcing_appends_the_sentence_and_caps_the_total():
+    engine = FakeEngine(think_forever=True)
+    c = cfg("rephrase.thinking_budget=8", "rephrase.max_tokens=100", "rephrase.max_total_tokens=50")
+    rows = R.llm_stages(source_rows(2), engine, c)
+    assert all(r["forced_rephrase"] for r in rows)
+    phase2 = engine.calls[-1]
+    assert phase2[0] == 2 and all(mt == 50 - 8 for mt in phase2[1])  # phase 1 + phase 2 <= max_total_tokens
+
+
+def test_missing_answer_tag_is_flagged_not_kept_as_target():
+    engine = FakeEngine(rephrase_text="I will not use tags. The audio is a dog.")
+    rows = [R.finish_row(r, cfg().filters, 0.1, "123", engine.count_tokens)
+            for r in R.llm_stages(source_rows(2), engine, cfg())]
+    for r in rows:
+        assert not r["keep"] and "no_answer_tag" in json.loads(r["flags"]) and r["target"] in (None, "")
+        assert r["rephrase_raw"].startswith("I will not use tags")  # kept for audit
+
+
+def test_unusable_rows_skip_the_engine_and_are_flagged():
+    bad = {**source_rows(1)[0], "audio_bytes": b"not audio", "key": "synthetic/bad"}
+    bad = R.prompt_row(R.describe_row(R.probe_row(bad, 60)), "template")
+    engine = FakeEngine()
+    (row,) = R.llm_stages([bad], engine, cfg())
+    row = R.finish_row(row, cfg().filters, 0.1, "123", engine.count_tokens)
+    assert engine.calls == [] and row["finish_reason_generate"] == "skipped"
+    assert not row["keep"] and "undecodable" in json.loads(row["flags"])
+
+
+def test_failed_batch_rows_are_flagged_generate_failed():
+    row = R.failed_llm_row(source_rows(1)[0], "RuntimeError: engine hiccup")
+    row = R.finish_row(row, cfg().filters, 0.1, "123", len)
+    assert not row["keep"] and "generate_failed" in json.loads(row["flags"])
+    assert row["llm_error"] == "RuntimeError: engine hiccup"
+
+
+def test_instruction_rows_are_not_rephrased():
+    rows = source_rows(1)
+    rows[0] = {**rows[0], "instruction": True, "prompt_given": "What is the answer?", "prompt": "What is it?"}
+    engine = FakeEngine()
+    (row,) = R.llm_stages(rows, engine, cfg())
+    assert row["answer_rephrased"] is None and len(engine.calls) == 1
+    gen_prompt = R.generation_messages(row, "SYSTEM")
+    assert gen_prompt[0]["role"] == "user"  # no system turn for instruction data
+    assert R.finish_row(row, cfg().filters, 0.1, "123", len)["target"] == R0
+
+
+def test_too_long_audio_is_flagged_with_its_duration():
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(16000 * 3, dtype=np.float32), 16000, format="FLAC")
+    row = {**source_rows(1)[0], "audio_bytes": buf.getvalue()}
+    probed = R.probe_row(row, max_duration_s=2.0)
+    assert probed["audio_ok"] and probed["duration_s"] == 3.0 and probed["audio_error"].startswith("too_long")
+    flagged = R.finish_row({**R.failed_llm_row(probed, "x"), "audio_description": ""},
+                           cfg("filters.max_duration_s=2.0").filters, 0.1, "123", len)
+    assert "too_long" in json.loads(flagged["flags"])
