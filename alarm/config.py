@@ -382,6 +382,7 @@ class TrainWorkersConfig(Strict):
     num_workers: int = Field(1, ge=0, description="Ray Train workers (DDP); 0 = in-process local mode.")
     use_gpu: bool = False
     num_cpus: float = Field(1, gt=0)
+    max_failures: int = Field(2, ge=0, description="Worker failures survived by restarting from the last checkpoint.")
 
 
 class TrainConfig(Strict):

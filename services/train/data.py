@@ -68,6 +68,8 @@ def decode_features(batch: dict[str, np.ndarray], encoders: list[str], max_durat
 
 
 def build_split(cfg: TrainConfig, store: RunStore, split: str) -> ray.data.Dataset:
+    # A deterministic stream, so a resumed run skips exactly the batches it already trained on.
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
     encoders = list(cfg.model.encoders)
     ds = ray.data.read_parquet(store.shard_uris(), filesystem=store.arrow_filesystem(), columns=READ)
     ds = ds.filter(lambda r, split=split: bool(r["keep"]) and r["split"] == split)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from alarm.config import TrainConfig
+from alarm.errors import InvalidInput
 from alarm.model.alarm_model import AlarmModel
 from alarm.training.batch import bucket_by_length, example_length, to_train_batch
 from alarm.training.loop import Trainer, load_training_state, save_training_state
@@ -24,22 +25,31 @@ def rows_of(batch: dict[str, np.ndarray]) -> list[dict]:
 
 
 def stream_batches(shard, cfg: TrainConfig, epoch: int, skip: int):
-    """Micro-batches of examples from the shard, bucketed by length inside windows, after skipping `skip` rows."""
+    """Micro-batches of examples from the shard, bucketed by length inside windows of the epoch's stream.
+
+    A resumed run (`skip` examples already consumed this epoch) rebuilds the same windows and skips whole
+    batches, so it sees exactly the batches a run that never stopped would have seen.
+    """
     size = cfg.batch.per_worker
     window_rows = size * 16
     window: list[dict] = []
-    seen = 0
-    for batch in shard.iter_batches(batch_size=size, batch_format="numpy", prefetch_batches=2):
-        for row in rows_of(batch):
-            seen += 1
-            if seen <= skip:  # resume: these examples were consumed before the checkpoint
+    skip_batches = skip // size
+
+    def emit(rows: list[dict]):
+        nonlocal skip_batches
+        for b in _window_batches(rows, cfg, epoch):
+            if skip_batches:
+                skip_batches -= 1
                 continue
-            window.append(row)
-            if len(window) == window_rows:
-                yield from _window_batches(window, cfg, epoch)
-                window = []
+            yield b
+
+    for batch in shard.iter_batches(batch_size=size, batch_format="numpy", prefetch_batches=2):
+        window.extend(rows_of(batch))
+        if len(window) >= window_rows:
+            yield from emit(window[:window_rows])
+            window = window[window_rows:]
     if window:
-        yield from _window_batches(window, cfg, epoch)
+        yield from emit(window)
 
 
 def _window_batches(window: list[dict], cfg: TrainConfig, epoch: int):
@@ -79,7 +89,9 @@ def train_loop(config: dict) -> None:
     shard = ray.train.get_dataset_shard("train")
     per_step, t_last = cfg.batch.per_worker * trainer.grad_accum * world, time.perf_counter()
     while trainer.step < total_steps:
+        n_batches = 0
         for group in stream_batches(shard, cfg, trainer.epoch, trainer.examples_seen):
+            n_batches += 1
             r = trainer.train_micro_batch(to_train_batch(group, encoders))
             if not r.stepped:
                 continue
@@ -103,6 +115,9 @@ def train_loop(config: dict) -> None:
                 ray.train.report({k: v for k, v in history[-1].items() if isinstance(v, int | float)})
             if last:
                 return
+        if n_batches == 0 and trainer.examples_seen == 0:
+            raise InvalidInput(f"worker {rank}: the train split yields no full batch of batch.per_worker="
+                               f"{cfg.batch.per_worker}; generate more rows or lower batch.per_worker")
         trainer.next_epoch()
 
 

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import posixpath
+import re
 import tempfile
 from pathlib import Path
 
@@ -31,9 +32,7 @@ def init_ray(cfg: TrainConfig) -> None:
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(num_cpus=cfg.ray_num_cpus, include_dashboard=False, log_to_driver=False)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.execution_options.preserve_order = True  # a deterministic stream, so a resumed run skips the right rows
+    ray.data.DataContext.get_current().enable_progress_bars = False
 
 
 def run(cfg: TrainConfig) -> dict:
@@ -64,15 +63,34 @@ def run(cfg: TrainConfig) -> dict:
             name="train" if out.local else posixpath.basename(out.root) + "/train",
             storage_path=storage_path, storage_filesystem=None if out.local else out.arrow_filesystem(),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep),
-            failure_config=FailureConfig(max_failures=2),
+            failure_config=FailureConfig(max_failures=cfg.workers.max_failures),
         ),
         datasets=datasets,
         torch_config=TorchConfig(backend="nccl" if cfg.workers.use_gpu else "gloo"),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception as e:
+        cause = invalid_input_in(e)
+        if cause is not None:  # bad data surfaced inside a worker: report it as what it is
+            raise InvalidInput(cause) from None
+        raise
     if result.checkpoint is None:
         raise RuntimeError(f"training {cfg.run_id} finished without a checkpoint: {result.error}")
     return export(result.checkpoint, out, cfg, total_steps, n_train, n_val)
+
+
+def invalid_input_in(error: BaseException) -> str | None:
+    """The message of an InvalidInput raised somewhere inside Ray (it arrives wrapped, as text)."""
+    seen, e = 0, error
+    while e is not None and seen < 10:
+        if isinstance(e, InvalidInput):
+            return str(e)
+        m = re.search(r"InvalidInput: (.+)", str(e))
+        if m:
+            return m.group(1).strip()
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
 
 
 def export(checkpoint, out: RunStore, cfg: TrainConfig, total_steps: int, n_train: int, n_val: int) -> dict:

@@ -30,3 +30,15 @@ def ray_cluster(s3_endpoint):
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(ray_cluster, tmp_path_factory) -> Path:
+    """A small corpus from the default generation recipe (24 synthetic clips), shared by the training tests."""
+    from alarm.config import CorpusConfig, load_config
+    from services.corpus.pipeline import run
+
+    out = tmp_path_factory.mktemp("corpus")
+    run(load_config(CorpusConfig, "tiny", [f"output={out}", "run_id=c", "sources.0.num_clips=24"],
+                    section="corpus"))
+    return out / "c"
