@@ -394,7 +394,11 @@ class TrainConfig(Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
     epochs: float = Field(2, gt=0)
-    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
+    max_steps: int | None = Field(None, gt=0, description="Cap on the run's optimizer steps (shapes the schedule).")
+    stop_after: int | None = Field(
+        None, gt=0, description="End this invocation after this many steps (checkpointed), keeping the full run's "
+        "schedule; rerun to continue (time-limited or preemptible jobs)."
+    )
     seed: int = 42
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU.")
     eval_every: int = Field(200, gt=0, description="Optimizer steps between validation passes.")

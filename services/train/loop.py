@@ -88,6 +88,8 @@ def train_loop(config: dict) -> None:
            for i in range(0, len(val_rows), cfg.batch.per_worker)]
     shard = ray.train.get_dataset_shard("train")
     per_step, t_last = cfg.batch.per_worker * trainer.grad_accum * world, time.perf_counter()
+    if cfg.stop_after is not None and trainer.step >= cfg.stop_after:
+        return  # already there (a rerun with the same stop_after)
     while trainer.step < total_steps:
         n_batches = 0
         for group in stream_batches(shard, cfg, trainer.epoch, trainer.examples_seen):
@@ -95,7 +97,8 @@ def train_loop(config: dict) -> None:
             r = trainer.train_micro_batch(to_train_batch(group, encoders))
             if not r.stepped:
                 continue
-            step, last = trainer.step, trainer.step >= total_steps
+            step = trainer.step
+            last = step >= total_steps or (cfg.stop_after is not None and step >= cfg.stop_after)
             now = time.perf_counter()
             record = {"kind": "train", "step": step, "epoch": trainer.epoch, **_train_metrics(r.metrics),
                       "examples_per_s": per_step / max(now - t_last, 1e-9)}

@@ -43,7 +43,8 @@ def run(cfg: TrainConfig) -> dict:
     out = RunStore(posixpath.join(cfg.output, cfg.run_id))
     out.check_reachable()
     out.check_config(cfg.model_dump(mode="json"), ignore=("workers", "encoders", "ray_address", "ray_num_cpus",
-                                                          "max_steps", "epochs", "eval_every", "log_every"))
+                                                          "max_steps", "stop_after", "epochs", "eval_every",
+                                                          "log_every"))
     n_train, n_val = count_examples(corpus, "train"), count_examples(corpus, "validation")
     if n_train < cfg.batch.effective:
         raise InvalidInput(f"corpus {cfg.corpus} has {n_train} kept train rows, fewer than one optimizer step "
@@ -106,7 +107,8 @@ def export(checkpoint, out: RunStore, cfg: TrainConfig, total_steps: int, n_trai
     train = [h for h in history if h["kind"] == "train"]
     val = [h for h in history if h["kind"] == "val"]
     summary = {
-        "run": out.uri, "adapter": posixpath.join(out.uri, "adapter"), "steps": total_steps,
+        "run": out.uri, "adapter": posixpath.join(out.uri, "adapter"),
+        "steps": train[-1]["step"] if train else 0, "planned_steps": total_steps,
         "train_examples": n_train, "val_examples": n_val or f"none (validated on {cfg.eval_batches} train batches)",
         "first_loss": train[0]["loss"] if train else None, "last_loss": train[-1]["loss"] if train else None,
         "last_val_loss": val[-1]["loss"] if val else None,

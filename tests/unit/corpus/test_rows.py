@@ -47,7 +47,6 @@ def cfg(*overrides) -> CorpusConfig:
 
 
 def source_rows(n=4):
-    c = cfg()
     return [R.prompt_row(R.describe_row(R.probe_row(synthetic_row(SyntheticSourceConfig(num_clips=n), i), 60)),
                          "template") for i in range(n)]
 
