@@ -82,15 +82,22 @@ def run(cfg: TrainConfig) -> dict:
 
 
 def invalid_input_in(error: BaseException) -> str | None:
-    """The message of an InvalidInput raised somewhere inside Ray (it arrives wrapped, as text)."""
-    seen, e = 0, error
-    while e is not None and seen < 10:
+    """The message of an InvalidInput raised somewhere inside Ray: Train wraps worker errors (`worker_failures`),
+    Ray Data wraps UDF errors (`cause`, `__cause__`), and some arrive only as text."""
+    queue, seen = [error], set()
+    while queue:
+        e = queue.pop(0)
+        if e is None or id(e) in seen or len(seen) > 50:
+            continue
+        seen.add(id(e))
         if isinstance(e, InvalidInput):
             return str(e)
-        m = re.search(r"InvalidInput: (.+)", str(e))
+        m = re.search(r"InvalidInput: ([^\n]+)", str(e))
         if m:
             return m.group(1).strip()
-        e, seen = e.__cause__ or e.__context__, seen + 1
+        failures = getattr(e, "worker_failures", None) or {}
+        queue += list(failures.values()) if isinstance(failures, dict) else list(failures)
+        queue += [getattr(e, "cause", None), e.__cause__, e.__context__]
     return None
 
 

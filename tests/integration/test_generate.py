@@ -106,6 +106,7 @@ def test_bad_manifest_rows_are_flagged_not_fatal(ray_cluster, tmp_path):
     assert any(k.startswith("esc/a#dup") for k in rows)
 
 
+@pytest.mark.slow
 def test_killed_job_resumes_with_every_key_once(tmp_path):
     """Kill `python -m alarm.generate` after its first shard, rerun it: each key exactly once."""
     args = [sys.executable, "-m", "alarm.generate", f"output={tmp_path}", "run_id=kill", "shard_rows=2",
