@@ -408,7 +408,6 @@ class TrainConfig(Strict):
     log_every: int = Field(10, gt=0)
     workers: TrainWorkersConfig = Field(default_factory=TrainWorkersConfig)
     encoders: EncoderPoolConfig = Field(default_factory=EncoderPoolConfig)
-    feature_cache: bool = Field(False, description="Cache encoder states after the first epoch (small corpora).")
     ray_address: str | None = None
     ray_num_cpus: int | None = Field(None, gt=0)
 

@@ -8,10 +8,12 @@ Resume reads the `key` column of every shard and skips those rows: each key is w
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import posixpath
+import re
 import tempfile
 import time
 
@@ -96,10 +98,17 @@ class RunStore:
         if self.local:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".tmp-")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
-            os.replace(tmp, target)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())  # "a shard that exists is complete" must survive a machine crash
+                os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
         else:
             self.fs.pipe_file(target, data)  # one PUT: atomic on S3
 
@@ -162,11 +171,23 @@ class RunStore:
         pq.write_table(table, buf, compression="zstd")
         self.write_bytes(posixpath.join("shards", name), buf.getvalue())
 
-    def write_manifest(self, run_id: str, attempt: int, complete: bool) -> dict:
-        shards = []
+    def next_attempt(self) -> int:
+        """1 + the highest attempt seen in the manifest or in any shard name, so a rerun never reuses a name
+        (a killed attempt may have committed shards before its manifest was written)."""
+        seen = [(self.read_json("manifest.json") or {}).get("attempts", 0)]
+        seen += [int(m.group(1)) for n in self.shard_names() if (m := re.match(r"part-(\d+)-", n))]
+        return max(seen) + 1
+
+    def shard_rows(self) -> list[dict]:
+        """[{path, rows}] for the committed shards (reads each footer once; callers then keep the list)."""
+        out = []
         for name in self.shard_names():
             with self.fs.open(self.path("shards", name), "rb") as f:
-                shards.append({"path": f"shards/{name}", "rows": pq.ParquetFile(f).metadata.num_rows})
+                out.append({"path": f"shards/{name}", "rows": pq.ParquetFile(f).metadata.num_rows})
+        return out
+
+    def write_manifest(self, run_id: str, attempt: int, complete: bool, shards: list[dict] | None = None) -> dict:
+        shards = self.shard_rows() if shards is None else shards
         manifest = {"run_id": run_id, "format": "alarm-corpus/1", "attempts": attempt, "complete": complete,
                     "rows": sum(s["rows"] for s in shards), "shards": shards, "updated": time.time()}
         self.write_json("manifest.json", manifest)

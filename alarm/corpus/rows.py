@@ -47,7 +47,7 @@ class Engine(Protocol):
 # CPU stages
 
 
-def probe_row(row: Row, max_duration_s: float) -> Row:
+def probe_row(row: Row, max_duration_s: float, storage_options: dict | None = None) -> Row:
     """Decode the audio once to check it: + duration_s, sample_rate, audio_ok, audio_error."""
     from alarm.audio.decode import load_audio  # numpy/soundfile only
 
@@ -58,7 +58,7 @@ def probe_row(row: Row, max_duration_s: float) -> Row:
     if src is None:
         return {**out, "audio_error": "no audio: the row has neither audio_bytes nor audio_uri"}
     try:
-        wave = load_audio(src, max_duration_s=max_duration_s)
+        wave = load_audio(src, max_duration_s=max_duration_s, storage_options=storage_options)
     except AudioError as e:
         # Too long is decodable: keep it flagged as too_long (duration from the header) rather than undecodable.
         return {**out, "audio_ok": e.reason == "too_long", "duration_s": getattr(e, "duration_s", None),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import pyarrow as pa
 
@@ -13,12 +14,12 @@ from services.storage import to_table
 log = logging.getLogger(__name__)
 
 
-def cpu_stages(batch: pa.Table, cfg_json: dict) -> pa.Table:
+def cpu_stages(batch: pa.Table, cfg_json: dict, storage_options: dict | None = None) -> pa.Table:
     """probe -> describe -> prompt, row by row (decode checks only; the audio is not kept decoded)."""
     cfg = CorpusConfig.model_validate(cfg_json)
     out = []
     for row in batch.to_pylist():
-        row = R.probe_row(row, cfg.filters.max_duration_s)
+        row = R.probe_row(row, cfg.filters.max_duration_s, storage_options)
         row = R.describe_row(row)
         out.append(R.prompt_row(row, cfg.prompts.mode))
     return to_table(out)
@@ -38,8 +39,11 @@ class CorpusLLMStage:
         try:
             rows = R.llm_stages(rows, self.engine, self.cfg)
         except Exception as e:
-            if type(e).__name__ == "EngineDeadError":  # not recoverable here: let Ray restart the actor
-                raise
+            if type(e).__name__ == "EngineDeadError":
+                # Not recoverable in this process. Raising would fail the job; exiting lets Ray restart the actor
+                # (workers.max_restarts) and Ray Data retry the batch on the new engine.
+                log.critical("vLLM engine died: %s; restarting this worker", e)
+                os._exit(1)
             # One bad batch must not kill the job: flag its rows (generate_failed) and carry on.
             log.exception("LLM stage failed on a batch of %d rows; flagging them", len(rows))
             rows = [R.failed_llm_row(r, f"{type(e).__name__}: {e}") for r in rows]

@@ -19,9 +19,15 @@ READ = [*REQUIRED, "duration_s"]
 def open_corpus(uri: str) -> RunStore:
     """The corpus run folder, checked: a manifest, shards, and the columns training reads."""
     store = RunStore(uri)
-    if store.read_json("manifest.json") is None:
+    manifest = store.read_json("manifest.json")
+    if manifest is None:
         raise InvalidInput(
             f"corpus {uri} has no manifest.json; point `corpus` at a run folder written by python -m alarm.generate"
+        )
+    if manifest.get("complete") is False:
+        raise InvalidInput(
+            f"corpus {uri} is not complete (its generation is running or was stopped); rerun python -m "
+            "alarm.generate with the same run_id to finish it"
         )
     names = store.shard_names()
     if not names:
@@ -43,7 +49,8 @@ def count_examples(store: RunStore, split: str) -> int:
                if k and s == split)
 
 
-def decode_features(batch: dict[str, np.ndarray], encoders: list[str], max_duration_s: float) -> dict:
+def decode_features(batch: dict[str, np.ndarray], encoders: list[str], max_duration_s: float,
+                    quality: str = "high", storage_options: dict | None = None) -> dict:
     """Decode each clip once, resample per encoder rate from the original, and compute the front-ends."""
     from alarm.audio.decode import load_audio
     from alarm.audio.features import extract_many
@@ -53,10 +60,10 @@ def decode_features(batch: dict[str, np.ndarray], encoders: list[str], max_durat
     for key, data, uri in zip(batch["key"], batch["audio_bytes"], batch["audio_uri"], strict=True):
         src = data if data is not None and len(data) else uri
         try:
-            wave = load_audio(src, max_duration_s=max_duration_s)
+            wave = load_audio(src, max_duration_s=max_duration_s, storage_options=storage_options)
         except Exception as e:
             raise InvalidInput(f"corpus row {key}: audio cannot be read for training ({e})") from e
-        for enc, (values, n) in extract_many(encoders, wave).items():
+        for enc, (values, n) in extract_many(encoders, wave, quality).items():
             arr = values.numpy().astype(np.float32)
             feats[enc].append(arr.reshape(-1))
             shapes[enc].append(np.array([*arr.shape, n], dtype=np.int64))
@@ -67,15 +74,21 @@ def decode_features(batch: dict[str, np.ndarray], encoders: list[str], max_durat
     return out
 
 
-def build_split(cfg: TrainConfig, store: RunStore, split: str) -> ray.data.Dataset:
+def build_split(cfg: TrainConfig, store: RunStore, split: str, limit: int | None = None) -> ray.data.Dataset:
     # A deterministic stream, so a resumed run skips exactly the batches it already trained on.
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     encoders = list(cfg.model.encoders)
-    ds = ray.data.read_parquet(store.shard_uris(), filesystem=store.arrow_filesystem(), columns=READ)
+    from alarm import env
+
+    ds = ray.data.read_parquet(store.shard_uris(), filesystem=store.arrow_filesystem(), columns=READ,
+                               ray_remote_args={"num_cpus": 0.25})
     ds = ds.filter(lambda r, split=split: bool(r["keep"]) and r["split"] == split)
-    ds = ds.map_batches(decode_features, fn_kwargs={"encoders": encoders,
-                                                   "max_duration_s": cfg.model.audio.max_duration_s},
-                        batch_size=cfg.encoders.batch_size, batch_format="numpy", num_cpus=0.5)
+    if limit is not None:
+        ds = ds.limit(limit)
+    ds = ds.map_batches(decode_features, fn_kwargs={
+        "encoders": encoders, "max_duration_s": cfg.model.audio.max_duration_s,
+        "quality": cfg.model.audio.resample_quality, "storage_options": env.s3_storage_options(),
+    }, batch_size=cfg.encoders.batch_size, batch_format="numpy", num_cpus=0.5)
     e = cfg.encoders
     for name, enc_cfg in cfg.model.encoders.items():
         ds = ds.map_batches(

@@ -104,6 +104,10 @@ def train_loop(config: dict) -> None:
                       "examples_per_s": per_step / max(now - t_last, 1e-9)}
             t_last = now
             history.append(record)
+            if rank == 0 and (step % cfg.log_every == 0 or step == 1):
+                print(f"step {step}/{total_steps} epoch {trainer.epoch} loss {record['loss']:.4f} "
+                      f"acc {record['accuracy']:.3f} lr {record['lr']:.2e} {record['examples_per_s']:.1f} ex/s",
+                      flush=True)
             if step % cfg.eval_every == 0 or last:
                 if val:
                     m = trainer.evaluate(val)

@@ -14,8 +14,11 @@ import ray
 
 from alarm.config import TrainConfig
 from alarm.errors import InvalidInput
+from alarm.model.llm import resolve_llm
+from alarm.sources import resolve_checkpoint
 from alarm.training.curves import plot_curves
 from alarm.training.loop import plan_total_steps
+from services.errors import alarm_error_in
 from services.storage import RunStore
 from services.train.data import build_split, count_examples, open_corpus
 from services.train.loop import METRICS, train_loop
@@ -28,10 +31,10 @@ def init_ray(cfg: TrainConfig) -> None:
         return
     address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=cfg.ray_num_cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=cfg.ray_num_cpus, include_dashboard=False)  # worker progress lines reach the console
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
@@ -50,10 +53,18 @@ def run(cfg: TrainConfig) -> dict:
         raise InvalidInput(f"corpus {cfg.corpus} has {n_train} kept train rows, fewer than one optimizer step "
                            f"(batch.effective={cfg.batch.effective}); generate more or lower batch.effective")
     total_steps = plan_total_steps(cfg, n_train)
+    # Every checkpoint resolves here, on the driver: a missing one is a clear error, not a worker stack trace.
+    resolve_llm(cfg.model.llm)
+    for enc in cfg.model.encoders.values():
+        resolve_checkpoint(enc.checkpoint, enc.revision, expect=["config.json"])
+    for uri in [cfg.init_adapter, *(e.adapter_init for e in cfg.model.encoders.values())]:
+        if uri is not None:
+            resolve_checkpoint(uri, expect=["adapter.safetensors", "model_config.json"])
     init_ray(cfg)
     datasets = {"train": build_split(cfg, corpus, "train"),
                 # no validation rows (tiny corpora): evaluate on a fixed slice of train, and say so in the summary
-                "val": build_split(cfg, corpus, "validation" if n_val else "train")}
+                "val": build_split(cfg, corpus, "validation" if n_val else "train",
+                                   limit=cfg.eval_batches * cfg.batch.per_worker * max(cfg.workers.num_workers, 1))}
     storage_path = out.root if out.local else out.root.rsplit("/", 1)[0]
     trainer = TorchTrainer(
         train_loop,
@@ -72,8 +83,8 @@ def run(cfg: TrainConfig) -> dict:
     try:
         result = trainer.fit()
     except Exception as e:
-        cause = invalid_input_in(e)
-        if cause is not None:  # bad data surfaced inside a worker: report it as what it is
+        cause = invalid_input_in(e) or alarm_error_in(e)
+        if cause is not None:  # bad data or checkpoints surfaced inside a worker: report it as what it is
             raise InvalidInput(cause) from None
         raise
     if result.checkpoint is None:

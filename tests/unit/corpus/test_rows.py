@@ -123,3 +123,34 @@ def test_too_long_audio_is_flagged_with_its_duration():
     flagged = R.finish_row({**R.failed_llm_row(probed, "x"), "audio_description": ""},
                            cfg("filters.max_duration_s=2.0").filters, 0.1, "123", len)
     assert "too_long" in json.loads(flagged["flags"])
+
+
+class PromptWritingEngine(FakeEngine):
+    """Also plays the LLM prompt writer, the checker and the leak judge."""
+
+    def __init__(self, valid: str = "2"):
+        super().__init__()
+        self.valid = valid
+
+    def generate(self, prompts, max_tokens, sampling):
+        if all("You write user requests" in p for p in prompts):
+            return [Completion("<answer>\nWhat makes this sound?\nIs the sound loud?\n</answer>", 12, "stop")] * len(prompts)
+        if all("You review user requests" in p for p in prompts):
+            return [Completion(f"<answer>\n{self.valid}\n</answer>", 3, "stop")] * len(prompts)
+        if all("You check responses" in p for p in prompts):
+            return [Completion("It reads as heard.\nANSWER: NO", 6, "stop")] * len(prompts)
+        return super().generate(prompts, max_tokens, sampling)
+
+
+def test_llm_prompt_writer_checker_and_judge():
+    c = cfg("prompts.mode=llm", "leak.judge=true")
+    rows = [R.prompt_row(R.describe_row(R.probe_row(synthetic_row(SyntheticSourceConfig(num_clips=2), i), 60)),
+                         "llm") for i in range(2)]
+    assert all(r["prompt"] is None for r in rows)  # left for the LLM stage
+    out = R.llm_stages(rows, PromptWritingEngine(), c)
+    for r in out:
+        assert r["prompt"] == "Is the sound loud?" and r["prompt_origin"].startswith("llm")
+        assert r["judge_label"] == "no" and r["judge_text"].endswith("ANSWER: NO")
+    # the checker rejects every candidate: a template is used, and the origin says so
+    out = R.llm_stages(rows, PromptWritingEngine(valid="none"), c)
+    assert all(r["prompt_origin"].startswith("template-fallback:") for r in out)

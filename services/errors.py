@@ -1,0 +1,27 @@
+"""Errors raised inside Ray (actors, tasks, Train workers) come back wrapped, sometimes only as text; this digs
+our own error out so a command can print a clear message instead of a stack trace."""
+
+from __future__ import annotations
+
+import re
+
+from alarm.errors import AlarmError
+
+
+def alarm_error_in(error: BaseException) -> str | None:
+    """The message of one of our errors raised inside Ray (wrapped by actors, tasks and Train, or only text)."""
+    queue, seen = [error], set()
+    while queue:
+        e = queue.pop(0)
+        if e is None or id(e) in seen or len(seen) > 50:
+            continue
+        seen.add(id(e))
+        if isinstance(e, AlarmError):
+            return f"{type(e).__name__}: {e}"
+        m = re.search(r"(InvalidInput|CheckpointError|CheckpointMismatch|ConfigError): ([^\n]+)", str(e))
+        if m:
+            return f"{m.group(1)}: {m.group(2).strip()}"
+        failures = getattr(e, "worker_failures", None) or {}
+        queue += list(failures.values()) if isinstance(failures, dict) else list(failures)
+        queue += [getattr(e, "cause", None), e.__cause__, e.__context__]
+    return None
