@@ -59,14 +59,14 @@ def test_s3_output(ray_cluster, s3_endpoint, tmp_path):
     from services.corpus.pipeline import run
 
     fs = s3_filesystem()
-    fs.mkdir("corpora")
-    cfg = load_config(CorpusConfig, "tiny", ["output=s3://corpora/runs", "run_id=s3test",
+    fs.mkdir("gen-corpora")
+    cfg = load_config(CorpusConfig, "tiny", ["output=s3://gen-corpora/runs", "run_id=s3test",
                                              "sources.0.num_clips=6", "shard_rows=4"], section="corpus")
     stats = run(cfg)
-    names = sorted(p.rsplit("/", 1)[-1] for p in fs.find("corpora/runs/s3test"))
+    names = sorted(p.rsplit("/", 1)[-1] for p in fs.find("gen-corpora/runs/s3test"))
     assert {"config.json", "manifest.json", "stats.json"} <= set(names)
     assert stats["rows"] == 6
-    with fs.open("corpora/runs/s3test/manifest.json") as f:
+    with fs.open("gen-corpora/runs/s3test/manifest.json") as f:
         assert json.load(f)["rows"] == 6
 
 

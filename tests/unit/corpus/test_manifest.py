@@ -251,21 +251,21 @@ def test_s3_manifest_resolves_audio_against_its_prefix(s3_endpoint, tmp_path):
     from alarm.sources import s3_filesystem
 
     fs = s3_filesystem()
-    fs.mkdir("corpora")
-    with fs.open("corpora/esc/meta/m.jsonl", "wb") as f:
+    fs.mkdir("manifest-bucket")
+    with fs.open("manifest-bucket/esc/meta/m.jsonl", "wb") as f:
         f.write(b'{"id": "a", "audio": "../clips/a.flac", "label": "dog"}\n{"id": "b", "audio": "b.flac"}\n')
-    fs.pipe("corpora/esc/clips/a.flac", _flac())
+    fs.pipe("manifest-bucket/esc/clips/a.flac", _flac())
     pq.write_table(pa.table({"id": ["x", "y"], "audio": ["x.flac", "y.flac"]}), tmp_path / "m.parquet")
-    fs.put(str(tmp_path / "m.parquet"), "corpora/esc/meta/m.parquet")
+    fs.put(str(tmp_path / "m.parquet"), "manifest-bucket/esc/meta/m.parquet")
 
-    rows = list(read_manifest(_cfg("s3://corpora/esc/meta/m.jsonl")))
-    assert [r["audio_uri"] for r in rows] == ["s3://corpora/esc/clips/a.flac", "s3://corpora/esc/meta/b.flac"]
+    rows = list(read_manifest(_cfg("s3://manifest-bucket/esc/meta/m.jsonl")))
+    assert [r["audio_uri"] for r in rows] == ["s3://manifest-bucket/esc/clips/a.flac", "s3://manifest-bucket/esc/meta/b.flac"]
     wave = load_audio(rows[0]["audio_uri"], storage_options=env.s3_storage_options())
     assert wave.sample_rate == 16000
-    parquet = _cfg("s3://corpora/esc/meta/m.parquet")
+    parquet = _cfg("s3://manifest-bucket/esc/meta/m.parquet")
     assert count_rows(parquet) == 2 and [r["item_id"] for r in read_manifest(parquet)] == ["x", "y"]
-    with pytest.raises(InvalidInput, match="manifest s3://corpora/esc/meta/missing.csv not found"):
-        read_manifest(_cfg("s3://corpora/esc/meta/missing.csv"))
+    with pytest.raises(InvalidInput, match="manifest s3://manifest-bucket/esc/meta/missing.csv not found"):
+        read_manifest(_cfg("s3://manifest-bucket/esc/meta/missing.csv"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
