@@ -88,6 +88,18 @@ def build(cfg: CorpusConfig, skip: set[str] = frozenset()) -> ray.data.Dataset:
     )
 
 
+def check_resources(cfg: CorpusConfig) -> None:
+    """Warn when the cluster cannot hold the worker actors and still run data tasks (they would wait forever);
+    only a warning, because an autoscaling cluster (KubeRay) may not have its workers yet."""
+    w, cpus = cfg.workers, ray.cluster_resources().get("CPU", 0)
+    if cpus < w.num_workers * w.num_cpus + 0.5:
+        log.warning(
+            "the Ray cluster has %g logical CPUs; %d workers x workers.num_cpus=%g leave too few for the data "
+            "tasks. Unless the cluster autoscales, lower workers.num_cpus or start Ray with more logical CPUs "
+            "(ray start --head --num-cpus=4).", cpus, w.num_workers, w.num_cpus,
+        )
+
+
 def init_ray(cfg: CorpusConfig) -> None:
     if ray.is_initialized():
         return
@@ -113,6 +125,7 @@ def run(cfg: CorpusConfig) -> dict:
     store.write_manifest(cfg.run_id, attempt, complete=False, shards=shards)  # claim the attempt number first
     resolve_models(cfg)  # a missing checkpoint is a clear error here, not an actor stack trace later
     init_ray(cfg)
+    check_resources(cfg)
     tag = uuid.uuid4().hex[:8]  # two drivers on one run id (a resubmitted job) still never share a name
     total = sum(s.num_clips if isinstance(s, SyntheticSourceConfig) else 0 for s in cfg.sources) or None
     bar = tqdm(total=(total - len(done)) if total else None, unit="row", desc=f"generate {cfg.run_id}",
