@@ -17,11 +17,16 @@ def alarm_error_in(error: BaseException) -> str | None:
             continue
         seen.add(id(e))
         if isinstance(e, AlarmError):
-            return f"{type(e).__name__}: {e}"
+            return _say(type(e).__name__, str(e))
         m = re.search(r"(InvalidInput|CheckpointError|CheckpointMismatch|ConfigError): ([^\n]+)", str(e))
         if m:
-            return f"{m.group(1)}: {m.group(2).strip()}"
+            return _say(m.group(1), m.group(2).strip())
         failures = getattr(e, "worker_failures", None) or {}
         queue += list(failures.values()) if isinstance(failures, dict) else list(failures)
         queue += [getattr(e, "cause", None), e.__cause__, e.__context__]
     return None
+
+
+def _say(kind: str, message: str) -> str:
+    """Bad input speaks for itself; other classes keep their name (a checkpoint error is not bad input)."""
+    return message if kind == "InvalidInput" else f"{kind}: {message}"

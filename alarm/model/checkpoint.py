@@ -63,7 +63,7 @@ def save_adapter(adapter: AudioAdapter, cfg: ModelConfig, folder: str | Path, ov
         }
         _write_text(tmp / CONFIG, dump_config(cfg))
         _write_text(tmp / META, json.dumps(meta, indent=2) + "\n")
-        _fsync(tmp / WEIGHTS)
+        fsync_path(tmp / WEIGHTS)
         _install(tmp, folder, meta["sha256"], dump_config(cfg), overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -298,7 +298,8 @@ def _write_text(path: Path, text: str) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or folder (a rename is durable only once its folder is synced)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

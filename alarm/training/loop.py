@@ -29,7 +29,7 @@ from torch import nn
 from alarm.config import TrainConfig, write_config
 from alarm.errors import CheckpointError, CheckpointMismatch
 from alarm.model.audio_adapter import AudioAdapter
-from alarm.model.checkpoint import load_adapter, save_adapter
+from alarm.model.checkpoint import fsync_path, load_adapter, save_adapter
 from alarm.model.prompt import PromptBuilder
 from alarm.training.batch import TrainBatch, bucket_by_length, example_length, to_train_batch
 from alarm.training.step import (
@@ -272,7 +272,7 @@ def save_training_state(trainer: Trainer, folder: str | Path) -> Path:
     try:
         save_adapter(trainer.adapter, trainer.cfg.model, tmp / ADAPTER_DIR)
         torch.save(trainer.state_dict(with_adapter=False), tmp / TRAINER_FILE)
-        _fsync(tmp / TRAINER_FILE)
+        fsync_path(tmp / TRAINER_FILE)
         write_config(trainer.cfg, tmp)
         _replace(tmp, folder)
     finally:
@@ -303,14 +303,6 @@ def _replace(tmp: Path, folder: Path) -> None:
     os.replace(folder, old / "ckpt")
     os.replace(tmp, folder)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------------------------

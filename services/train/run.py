@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import posixpath
-import re
 import tempfile
 from pathlib import Path
 
@@ -48,7 +47,8 @@ def run(cfg: TrainConfig) -> dict:
     out.check_config(cfg.model_dump(mode="json"), ignore=("workers", "encoders", "ray_address", "ray_num_cpus",
                                                           "max_steps", "stop_after", "epochs", "eval_every",
                                                           "log_every"))
-    n_train, n_val = count_examples(corpus, "train"), count_examples(corpus, "validation")
+    counts = count_examples(corpus)
+    n_train, n_val = counts.get("train", 0), counts.get("validation", 0)
     if n_train < cfg.batch.effective:
         raise InvalidInput(f"corpus {cfg.corpus} has {n_train} kept train rows, fewer than one optimizer step "
                            f"(batch.effective={cfg.batch.effective}); generate more or lower batch.effective")
@@ -83,33 +83,13 @@ def run(cfg: TrainConfig) -> dict:
     try:
         result = trainer.fit()
     except Exception as e:
-        cause = invalid_input_in(e) or alarm_error_in(e)
+        cause = alarm_error_in(e)
         if cause is not None:  # bad data or checkpoints surfaced inside a worker: report it as what it is
             raise InvalidInput(cause) from None
         raise
     if result.checkpoint is None:
         raise RuntimeError(f"training {cfg.run_id} finished without a checkpoint: {result.error}")
     return export(result.checkpoint, out, cfg, total_steps, n_train, n_val)
-
-
-def invalid_input_in(error: BaseException) -> str | None:
-    """The message of an InvalidInput raised somewhere inside Ray: Train wraps worker errors (`worker_failures`),
-    Ray Data wraps UDF errors (`cause`, `__cause__`), and some arrive only as text."""
-    queue, seen = [error], set()
-    while queue:
-        e = queue.pop(0)
-        if e is None or id(e) in seen or len(seen) > 50:
-            continue
-        seen.add(id(e))
-        if isinstance(e, InvalidInput):
-            return str(e)
-        m = re.search(r"InvalidInput: ([^\n]+)", str(e))
-        if m:
-            return m.group(1).strip()
-        failures = getattr(e, "worker_failures", None) or {}
-        queue += list(failures.values()) if isinstance(failures, dict) else list(failures)
-        queue += [getattr(e, "cause", None), e.__cause__, e.__context__]
-    return None
 
 
 def export(checkpoint, out: RunStore, cfg: TrainConfig, total_steps: int, n_train: int, n_val: int) -> dict:

@@ -9,9 +9,11 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from alarm.config import TrainConfig, load_config
 from alarm.errors import InvalidInput
@@ -29,6 +31,9 @@ def history(run: Path) -> list[dict]:
 
 def test_loss_falls_and_the_adapter_loads_for_inference(ray_cluster, tiny_corpus, tmp_path):
     from alarm.model.alarm_model import AlarmModel
+    from alarm.model.audio_adapter import audio_token_count
+    from alarm.model.checkpoint import load_adapter
+    from alarm.types import Waveform
     from services.train.run import run
 
     cfg = train_cfg(tiny_corpus, tmp_path, "max_steps=10", model="tiny")
@@ -40,7 +45,13 @@ def test_loss_falls_and_the_adapter_loads_for_inference(ray_cluster, tiny_corpus
     assert any(h["kind"] == "val" for h in history(run_dir))
     assert (run_dir / "curves.png").stat().st_size > 1000
     model = AlarmModel.build(cfg.model, adapter=run_dir / "adapter")  # loads straight into inference
-    assert model.adapter is not None
+    last = sorted(p for p in (run_dir / "train").glob("checkpoint_*") if p.is_dir())[-1]
+    saved, _ = load_adapter(last / "adapter")
+    for k, v in saved.state_dict().items():  # the exported adapter is the last checkpoint's trained weights
+        assert torch.equal(model.adapter.state_dict()[k], v), k
+    wave = Waveform(np.sin(np.arange(32000) * 0.05).astype(np.float32) * 0.3, 16000)
+    (block,) = model.audio_embeds([wave])
+    assert block.shape == (audio_token_count(cfg.model, 2.0, 16000), cfg.model.llm.hidden_size)
     assert len([p for p in (run_dir / "train").glob("checkpoint_*") if p.is_dir()]) <= cfg.num_to_keep
 
 
