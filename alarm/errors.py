@@ -64,3 +64,12 @@ class Overloaded(AlarmError):
 
 class EngineDead(AlarmError):
     """Not recoverable in this process: the engine must be restarted."""
+
+
+class ContextOverflow(AlarmError):
+    """The prompt plus the requested new tokens do not fit the engine's context length (gRPC RESOURCE_EXHAUSTED:
+    the request is valid, this deployment cannot hold it)."""
+
+
+class NotReady(AlarmError):
+    """Recoverable: the service is still loading its models, or draining; retry later or elsewhere."""

@@ -145,6 +145,11 @@ def load_adapter(
     return adapter, cfg
 
 
+def read_adapter_config(folder: str | Path) -> ModelConfig:
+    """The model config a checkpoint was trained with (reads model_config.json only, not the weights)."""
+    return _read_config(_local(folder))
+
+
 def load_encoder_adapter(adapter: AudioAdapter, enc: str, folder: str | Path, freeze: bool = False) -> None:
     """Load ONE encoder's layer mix and adapter from a (single-encoder) checkpoint into `adapter`.
 

@@ -17,7 +17,8 @@ def ray_cluster(s3_endpoint):
     ray.init do not)."""
     for k, v in {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0",
                  "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "HF_HUB_OFFLINE": "1",
-                 "AWS_EC2_METADATA_DISABLED": "true"}.items():
+                 "AWS_EC2_METADATA_DISABLED": "true",
+                 "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE": str(8 * 2**20)}.items():  # read by Serve's gRPC proxy
         os.environ.setdefault(k, v)
     import ray
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMANDS = {"alarm.generate", "alarm.train", "alarm.serve"}
+COMMANDS = {"alarm.generate", "alarm.train", "alarm.serve", "alarm.client"}
 BLOCKED = ("ray", "vllm", "grpc", "services")
 
 

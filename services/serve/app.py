@@ -1,0 +1,124 @@
+"""The Serve application: one builder for `python -m alarm.serve`, `serve run`/`serve deploy` and KubeRay.
+
+    app = build_app({"preset": "tiny", "overrides": ["llm.max_num_seqs=8"]})      # a bound Serve Application
+    serve_config(cfg)            # the Serve config file (grpc_options + this import_path + args + deployments)
+
+In a Serve config or a RayService `serveConfigV2`:
+
+    grpc_options: {port: 9000, grpc_servicer_functions: [<GRPC_SERVICERS>]}
+    applications:
+    - name: alarm
+      import_path: services.serve.app:build_app
+      args: {preset: tiny, overrides: []}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from alarm.config import ServeConfig, Strict, load_config
+
+IMPORT_PATH = "services.serve.app:build_app"
+GRPC_SERVICERS = [
+    "services.serve._proto.alarm.v1.alarm_pb2_grpc.add_AlarmServiceServicer_to_server",
+    "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
+]
+# Serve reads this in the proxy process at start-up; set it in the environment of `ray start` / the pod.
+MAX_MESSAGE_ENV = "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"
+
+
+class AppArgs(Strict):
+    """The `args` of the application: a serve preset (name or YAML path) and dotted overrides, as on the CLI."""
+
+    preset: str = Field("tiny", description="Serve preset name (alarm/presets/serve) or a YAML path.")
+    overrides: list[str] = Field(default_factory=list, description="key.sub=value, as on the command line.")
+
+
+def load_serve_config(args: dict[str, Any] | AppArgs | ServeConfig) -> ServeConfig:
+    if isinstance(args, ServeConfig):
+        return args
+    a = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
+    return load_config(ServeConfig, a.preset, a.overrides, section="serve")
+
+
+def build_app(args: dict):
+    """The bound application: ingress -> {encoder per configured encoder} -> fusion -> llm.
+
+    Args:
+        args: `{"preset": ..., "overrides": [...]}` (AppArgs), or a ServeConfig.
+    """
+    from services.serve.deployments import AlarmIngress, EncoderServer, FusionServer, LLMServer
+
+    cfg = load_serve_config(args)
+    data = cfg.model_dump(mode="json")
+    d = cfg.deployments
+    encoders = {}
+    for name, enc in cfg.model.encoders.items():
+        spec = d.for_encoder(name)
+        encoders[name] = EncoderServer.options(name=f"encoder-{name}", **_options(spec)).bind(
+            name, enc.model_dump(mode="json"), cfg.model.audio.resample_quality, spec.max_batch_size,
+            spec.batch_wait_timeout_s,
+        )
+    fusion = FusionServer.options(name="fusion", **_options(d.fusion)).bind(data)
+    llm = LLMServer.options(name="llm", **_options(d.llm)).bind(data)
+    return AlarmIngress.options(name="ingress", **_options(d.ingress)).bind(data, encoders, fusion, llm)
+
+
+def _options(spec) -> dict:
+    """A DeploymentSpec as Serve deployment options."""
+    a = spec.autoscaling
+    actor = {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus}
+    if spec.memory_gb is not None:
+        actor["memory"] = int(spec.memory_gb * 2**30)
+    out = {
+        "ray_actor_options": actor,
+        "max_ongoing_requests": spec.max_ongoing_requests,
+        "max_queued_requests": spec.max_queued_requests,
+    }
+    if a.min_replicas == a.max_replicas:
+        out["num_replicas"] = a.min_replicas
+    else:
+        out["autoscaling_config"] = {
+            "min_replicas": a.min_replicas, "max_replicas": a.max_replicas,
+            "target_ongoing_requests": a.target_ongoing_requests, "upscale_delay_s": a.upscale_delay_s,
+            "downscale_delay_s": a.downscale_delay_s,
+        }
+    return out
+
+
+def deployment_names(cfg: ServeConfig) -> list[str]:
+    return ["ingress", *(f"encoder-{n}" for n in cfg.model.encoders), "fusion", "llm"]
+
+
+def deployment_options(cfg: ServeConfig) -> dict[str, dict]:
+    d = cfg.deployments
+    specs = {"ingress": d.ingress, "fusion": d.fusion, "llm": d.llm}
+    specs |= {f"encoder-{n}": d.for_encoder(n) for n in cfg.model.encoders}
+    return {name: _options(specs[name]) for name in deployment_names(cfg)}
+
+
+def serve_config(args: AppArgs, *, runtime_env: dict | None = None) -> dict:
+    """The Serve config file (`serve run`, `serve deploy`, KubeRay serveConfigV2) for the application `args`
+    builds. Deployment options are written out explicitly (the values build_app applies) so operators see them in
+    one place; a value changed there overrides the preset for that deployment."""
+    cfg = load_serve_config(args)
+    app = {
+        "name": cfg.name,
+        "route_prefix": "/",
+        "import_path": IMPORT_PATH,
+        "args": args.model_dump(mode="json"),
+        "deployments": [{"name": n, **opts} for n, opts in deployment_options(cfg).items()],
+    }
+    if runtime_env:
+        app["runtime_env"] = runtime_env
+    grpc = {"port": cfg.grpc_port, "grpc_servicer_functions": list(GRPC_SERVICERS)}
+    if cfg.request_timeout_s:
+        grpc["request_timeout_s"] = cfg.request_timeout_s
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": cfg.host, "port": cfg.http_port},
+        "grpc_options": grpc,
+        "applications": [app],
+    }

@@ -1,0 +1,259 @@
+"""The gRPC service end to end on Ray Serve: a real channel to Serve's proxy, the tiny model behind it.
+
+One application for the module (ports 8101/9101), with the random-weight tiny Qwen3 as the LLM so generations run
+as long as asked (the scripted one stops after ~60 tokens). Covers: health before/after loading, reflection,
+unary and streamed answers, the status-code table with the replicas still serving afterwards, cancellation and
+deadlines freeing the engine slot, 16 concurrent requests, ALARM-E and adapter multiplexing, text-only parity
+with the base LLM, and parity of the distributed path with the in-process pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import grpc
+import numpy as np
+import pytest
+import soundfile as sf
+
+from alarm.client import SERVICE, AlarmClient
+from alarm.config import ServeConfig, load_config
+
+HTTP_PORT, GRPC_PORT = 8101, 9101
+MAX_MESSAGE = 8 * 2**20  # RAY_SERVE_GRPC_MAX_MESSAGE_SIZE set by the ray_cluster fixture
+OVERRIDES = ["model.llm.checkpoint=tiny://qwen3", "llm.max_model_len=2048", "defaults.max_tokens=64",
+             "defaults.max_thinking_tokens=32"]
+GREEDY = dict(temperature=0.0)
+
+
+def wav(seconds: float = 2.0, rate: int = 16000, freq: float = 440.0) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    buf = io.BytesIO()
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def served(ray_cluster):
+    from ray import serve
+    from ray.serve.api import _run
+    from ray.serve.config import gRPCOptions
+
+    from services.serve.app import GRPC_SERVICERS, build_app
+
+    cfg = load_config(ServeConfig, "tiny", OVERRIDES, section="serve")
+    serve.start(http_options={"host": "127.0.0.1", "port": HTTP_PORT},
+                grpc_options=gRPCOptions(port=GRPC_PORT, grpc_servicer_functions=GRPC_SERVICERS))
+    _run(build_app(cfg), name=cfg.name, route_prefix="/", _blocking=False)
+    client = AlarmClient(f"127.0.0.1:{GRPC_PORT}", timeout_s=120)
+    first, t0 = None, time.monotonic()
+    while time.monotonic() - t0 < 600:
+        try:
+            status = client.health()
+        except grpc.RpcError:
+            time.sleep(0.2)  # the ingress replica is not up yet
+            continue
+        first = first or (status, client.health(""))
+        if status == "SERVING":
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the application never reported SERVING")
+    llm = serve.get_deployment_handle("llm", app_name=cfg.name)
+    yield SimpleNamespace(cfg=cfg, client=client, first=first, llm=llm, serve=serve)
+    client.close()
+    serve.shutdown()
+
+
+def unfinished(served) -> int:
+    return served.llm.num_unfinished.remote().result()
+
+
+def wait_idle(served, timeout_s: float = 20.0) -> None:
+    t0 = time.monotonic()
+    while unfinished(served) and time.monotonic() - t0 < timeout_s:
+        time.sleep(0.2)
+    assert unfinished(served) == 0, "the engine still holds the request"
+
+
+def test_health_reports_loading_then_serving(served):
+    readiness, liveness = served.first
+    assert readiness == "NOT_SERVING", "readiness must be NOT_SERVING while the LLM loads"
+    assert liveness == "SERVING"
+    assert served.client.health() == "SERVING"
+    with pytest.raises(grpc.RpcError) as e:
+        served.client.health("no.such.Service")
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_reflection_lists_the_service(served):
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    services = set(ProtoReflectionDescriptorDatabase(served.client.channel).get_services())
+    assert {SERVICE, "grpc.health.v1.Health"} <= services
+
+
+def test_unary_answer_with_request_id(served):
+    reply, call = served.client.generate_with_call(wav(), "What do you hear?", return_reasoning=True,
+                                                   request_id="req-42", **GREEDY)
+    assert reply.request_id == "req-42"
+    assert dict(call.trailing_metadata())["request_id"] == "req-42"
+    u = reply.usage
+    assert u.audio_tokens == 2 * 25 + 2  # 2 s at 25 tokens/s, plus the start/end vectors
+    assert u.prompt_tokens > u.audio_tokens and u.total_tokens == u.reasoning_tokens + u.answer_tokens > 0
+    assert reply.finish_reason in (1, 2) and reply.timings.total_ms >= reply.timings.decode_ms > 0
+    assert reply.timings.first_token_ms > 0 and reply.timings.encode_ms > 0
+    assert reply.thinking_truncated == (u.reasoning_tokens >= 32 and reply.reasoning_complete)
+
+    generated, call = served.client.generate_with_call(wav(), "What do you hear?", **GREEDY)
+    assert generated.request_id and dict(call.trailing_metadata())["request_id"] == generated.request_id
+
+
+def test_stream_deltas_add_up_to_the_unary_answer(served):
+    kwargs = dict(return_reasoning=True, max_thinking_tokens=8, max_tokens=40, **GREEDY)
+    reasoning, answer, finals = "", "", []
+    for msg in served.client.stream(wav(freq=300), "Describe it.", **kwargs):
+        kind = msg.WhichOneof("event")
+        if kind == "reasoning_delta":
+            reasoning += msg.reasoning_delta
+        elif kind == "answer_delta":
+            answer += msg.answer_delta
+        else:
+            finals.append(msg.final)
+    assert len(finals) == 1
+    final = finals[0]
+    assert (reasoning, answer) == (final.reasoning, final.answer)
+    unary = served.client.generate(wav(freq=300), "Describe it.", **kwargs)
+    assert (unary.reasoning, unary.answer, unary.usage) == (final.reasoning, final.answer, final.usage)
+    assert final.thinking_truncated  # an 8-token budget on a random model: the forcing sentence closed it
+
+
+BAD = {
+    "empty prompt": (dict(prompt=" "), "prompt is empty"),
+    "undecodable audio": (dict(audio=b"not audio at all"), "cannot decode"),
+    "empty audio": (dict(audio=wav(0.0)), "0 samples"),
+    "audio too long": (dict(audio=wav(61.0, rate=8000)), "60"),
+    "negative temperature": (dict(temperature=-1.0), "temperature"),
+    "top_p zero": (dict(top_p=0.0), "top_p"),
+    "negative top_k": (dict(top_k=-3), "top_k"),
+    "negative max_tokens": (dict(max_tokens=-5), "max_tokens"),
+    "bad thinking budget": (dict(max_thinking_tokens=-2), "max_thinking_tokens"),
+    "unknown adapter": (dict(adapter_id="nope"), "unknown adapter 'nope'"),
+    "ensemble of one": (dict(ensemble=["tiny"]), "at least 2"),
+    "adapter and ensemble": (dict(adapter_id="tiny", ensemble=["tiny", "tiny-b"]), "not both"),
+    "file uri": (dict(audio="file:///etc/passwd"), "scheme"),
+    "long request id": (dict(request_id="x" * 200), "request_id"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_invalid_argument_and_the_service_keeps_serving(served, case):
+    kwargs, needle = BAD[case]
+    kwargs = {"audio": wav(), "prompt": "What is it?", **kwargs}
+    audio, prompt = kwargs.pop("audio"), kwargs.pop("prompt")
+    for call in (served.client.generate, lambda *a, **k: list(served.client.stream(*a, **k))):
+        with pytest.raises(grpc.RpcError) as e:
+            call(audio, prompt, **kwargs)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+        assert needle in e.value.details() and "Traceback" not in e.value.details()
+    assert served.client.generate(wav(), "Still there?", max_tokens=4).usage.total_tokens == 4
+
+
+def test_over_context_and_oversize_are_resource_exhausted(served):
+    with pytest.raises(grpc.RpcError) as e:
+        served.client.generate(wav(), "What is it?", max_tokens=4000)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "2048" in e.value.details() and "Traceback" not in e.value.details()
+    big = b"RIFF" + bytes(MAX_MESSAGE + 1024)
+    with pytest.raises(grpc.RpcError) as e:
+        served.client.generate(big, "What is it?")
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert served.client.generate(wav(), "Still there?", max_tokens=4).usage.total_tokens == 4
+
+
+def test_cancelled_stream_frees_its_engine_slot(served):
+    call = served.client.stream(wav(), "Talk for a long time.", max_thinking_tokens=-1, max_tokens=1900,
+                                return_reasoning=True, **GREEDY)
+    got = [next(call) for _ in range(3)]
+    assert all(m.WhichOneof("event") == "reasoning_delta" for m in got)
+    assert unfinished(served) == 1
+    call.cancel()
+    wait_idle(served)
+
+
+def test_deadline_aborts_the_engine_request(served):
+    with pytest.raises(grpc.RpcError) as e:
+        served.client.generate(wav(), "Talk for a long time.", max_thinking_tokens=-1, max_tokens=1900,
+                               timeout_s=1.5, **GREEDY)
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    wait_idle(served)
+
+
+def test_sixteen_concurrent_requests_complete_and_encoders_batch(served):
+    from ray import serve
+
+    def one(i: int):
+        return served.client.generate(wav(1.0 + i / 16, freq=200 + 50 * i), f"Question {i}?", max_tokens=16, seed=i)
+
+    with ThreadPoolExecutor(16) as pool:
+        replies = list(pool.map(one, range(16)))
+    assert len({r.request_id for r in replies}) == 16 and all(r.usage.total_tokens == 16 for r in replies)
+    stats = serve.get_deployment_handle("encoder-whisper", app_name=served.cfg.name).stats.remote().result()
+    assert max(stats["batch_sizes"]) > 1, f"concurrent clips were never batched: {stats}"
+
+
+def test_ensemble_and_multiplexed_adapters(served):
+    one = served.client.generate(wav(), "What is it?", adapter_id="tiny", max_tokens=24, **GREEDY)
+    other = served.client.generate(wav(), "What is it?", adapter_id="tiny-b", max_tokens=24, **GREEDY)
+    assert one.usage.audio_tokens == other.usage.audio_tokens
+    assert (one.reasoning, one.answer, one.usage.total_tokens) != (other.reasoning, other.answer, 0)
+    both = served.client.generate(wav(), "What is it?", ensemble=["tiny", "tiny-b"], max_tokens=24, **GREEDY)
+    assert both.usage.audio_tokens == 2 * one.usage.audio_tokens
+    assert both.usage.prompt_tokens > 2 * one.usage.audio_tokens
+
+
+def test_text_only_equals_the_base_llm(served, tiny_qwen3):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alarm.llm.thinking import split_reasoning
+
+    prompt, system = "Tell me about rain.", served.cfg.model.system_prompt
+    reply = served.client.generate(None, prompt, max_thinking_tokens=-1, max_tokens=32, return_reasoning=True,
+                                   **GREEDY)
+    tok = AutoTokenizer.from_pretrained(str(tiny_qwen3))
+    llm = AutoModelForCausalLM.from_pretrained(str(tiny_qwen3), dtype=torch.float32).eval()
+    text = tok.apply_chat_template([{"role": "system", "content": system}, {"role": "user", "content": prompt}],
+                                   tokenize=False, add_generation_prompt=True)
+    ids = torch.tensor([tok.encode(text, add_special_tokens=False)])
+    stop = [tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
+    with torch.no_grad():
+        out = llm.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=32, do_sample=False,
+                           eos_token_id=stop, pad_token_id=stop[-1])
+    new = out[0, ids.shape[1]:].tolist()
+    reasoning, answer, _ = split_reasoning(tok.decode(new, skip_special_tokens=True))
+    assert (reply.usage.prompt_tokens, reply.usage.total_tokens) == (ids.shape[1], len(new))
+    assert (reply.reasoning, reply.answer) == (reasoning, answer)
+
+
+def test_distributed_path_equals_the_in_process_pipeline(served):
+    from alarm.client import make_request
+    from services.serve.local import LocalPipeline
+
+    kwargs = dict(return_reasoning=True, max_thinking_tokens=8, max_tokens=24, **GREEDY)
+    remote = served.client.generate(wav(1.5, rate=44100, freq=500), "What is it?", **kwargs)
+    cfg = load_config(ServeConfig, "tiny", [*OVERRIDES, "llm.backend=hf"], section="serve")
+
+    async def local():
+        pipe = await LocalPipeline.create(cfg)
+        try:
+            return await pipe.generate(make_request(wav(1.5, rate=44100, freq=500), "What is it?", **kwargs))
+        finally:
+            await pipe.aclose()
+
+    mine = asyncio.run(local())
+    assert (mine.reasoning, mine.answer, mine.usage) == (remote.reasoning, remote.answer, remote.usage)
