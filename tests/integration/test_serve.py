@@ -26,7 +26,9 @@ from alarm.config import ServeConfig, load_config
 HTTP_PORT, GRPC_PORT = 8101, 9101
 MAX_MESSAGE = 8 * 2**20  # RAY_SERVE_GRPC_MAX_MESSAGE_SIZE set by the ray_cluster fixture
 OVERRIDES = ["model.llm.checkpoint=tiny://qwen3", "llm.max_model_len=2048", "defaults.max_tokens=64",
-             "defaults.max_thinking_tokens=32"]
+             "defaults.max_thinking_tokens=32",
+             # a short LLM queue so a burst overflows it: 20 running + 2 waiting, then RESOURCE_EXHAUSTED
+             "deployments.llm.max_ongoing_requests=20", "deployments.llm.max_queued_requests=2"]
 GREEDY = dict(temperature=0.0)
 
 
@@ -88,6 +90,10 @@ def test_health_reports_loading_then_serving(served):
     with pytest.raises(grpc.RpcError) as e:
         served.client.health("no.such.Service")
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    listed = health_pb2_grpc.HealthStub(served.client.channel).List(health_pb2.HealthListRequest(), timeout=10)
+    assert {k: v.status for k, v in listed.statuses.items()} == {"": 1, SERVICE: 1}
 
 
 def test_reflection_lists_the_service(served):
@@ -204,6 +210,22 @@ def test_sixteen_concurrent_requests_complete_and_encoders_batch(served):
     assert len({r.request_id for r in replies}) == 16 and all(r.usage.total_tokens == 16 for r in replies)
     stats = serve.get_deployment_handle("encoder-whisper", app_name=served.cfg.name).stats.remote().result()
     assert max(stats["batch_sizes"]) > 1, f"concurrent clips were never batched: {stats}"
+
+
+def test_a_burst_over_the_queue_is_resource_exhausted(served):
+    def one(i: int):
+        try:
+            served.client.generate(None, f"Count to {i}.", max_thinking_tokens=-1, max_tokens=400, **GREEDY)
+            return "OK"
+        except grpc.RpcError as e:
+            assert "Traceback" not in e.details()
+            return e.code().name
+
+    with ThreadPoolExecutor(32) as pool:
+        codes = list(pool.map(one, range(32)))
+    assert set(codes) == {"OK", "RESOURCE_EXHAUSTED"}, codes  # some admitted, the overflow refused at once
+    wait_idle(served)
+    assert served.client.generate(wav(), "Still there?", max_tokens=4).usage.total_tokens == 4
 
 
 def test_ensemble_and_multiplexed_adapters(served):
