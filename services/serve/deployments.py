@@ -283,8 +283,9 @@ def _application_running() -> bool:
     except Exception:
         log.warning("readiness: cannot reach the Serve controller", exc_info=True)
         return False
-    return status is not None and status.status == "RUNNING" and all(
-        d.status == "HEALTHY" for d in status.deployments.values())
+    # replicas being added or removed by the autoscaler (UPSCALING, DOWNSCALING) still serve
+    return status is not None and status.status == "RUNNING" and not any(
+        d.status in ("UNHEALTHY", "DEPLOY_FAILED") for d in status.deployments.values())
 
 
 def _proxy_request_id(grpc_context) -> str | None:

