@@ -1,0 +1,133 @@
+"""`python -m alarm.eval` end to end with a scripted Answerer injected: MMAU items with tiny wav files,
+resume, the score subcommand, and the errors that stop a run before any inference."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from alarm.eval.__main__ import main
+from tests.unit.eval.helpers import ScriptedAnswerer, mmau_row, mmsu_row, write_json, write_jsonl
+
+
+def _reply(prompt, system):
+    i = int(re.search(r"Question (\d+)\?", prompt).group(1))
+    return {0: f"<answer>{i % 4}</answer>", 1: f"<answer>{(i + 1) % 4}</answer>", 2: "I am not sure."}[i % 3]
+
+
+@pytest.fixture
+def bench(tmp_path):
+    meta = write_json(tmp_path / "mmau-test-mini.json", [mmau_row(i, answer=i % 4) for i in range(9)])
+    root = tmp_path / "audio"
+    (root / "test-mini-audios").mkdir(parents=True)
+    t = np.arange(1600) / 16000
+    for i in range(9):
+        sf.write(root / "test-mini-audios" / f"q{i}.wav", 0.1 * np.sin(2 * np.pi * 440 * t), 16000)
+    return meta, root, tmp_path / "out"
+
+
+def args(meta, root, out, *extra):
+    return ["--benchmark", "mmau", "--meta", str(meta), "--audio-root", str(root), "--out", str(out),
+            "--max-thinking-tokens", "32", "--max-tokens", "128", "--seed", "1", *extra]
+
+
+def test_run_score_and_resume(bench, capsys):
+    meta, root, out = bench
+    fake = ScriptedAnswerer(_reply)
+    assert main(args(meta, root, out, "--concurrency", "4"), answerer=fake) == 0
+    assert len(fake.calls) == 9 and fake.closed
+    assert all(c["audio"].endswith(".wav") for c in fake.calls)
+    assert {(c["max_thinking_tokens"], c["max_tokens"], c["seed"]) for c in fake.calls} == {(32, 128, 1)}
+    names = {p.name for p in out.iterdir()}
+    assert {"run.json", "predictions.jsonl", "report.json", "report.md", "scored.jsonl",
+            "mmau-submission.json"} <= names
+    report = json.loads((out / "report.json").read_text())
+    assert report["scores"]["official"]["overall"] == {"correct": 3, "total": 9, "accuracy": 3 / 9}
+    assert report["scores"]["strict"]["overall"]["correct"] == 3
+    assert report["parse"]["failed"] == 3 and report["settings"]["fallback"] == "none"
+    assert report["run"]["max_thinking_tokens"] == 32 and report["run"]["seed"] == 1
+    assert report["run"]["model"] == "injected ScriptedAnswerer" and report["run"]["failed_requests"] == 0
+    assert "report.md:" in capsys.readouterr().out
+
+    again = ScriptedAnswerer(_reply)
+    assert main(args(meta, root, out), answerer=again) == 0
+    assert again.calls == []  # every item already answered
+
+    # rescoring needs no answerer: the reference parse's option-0 fallback credits items with gold 0
+    assert main(["score", "--out", str(out), "--parse", "reference"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"] == {"format": "alarm", "parse": "reference", "fallback": "first",
+                                  "scorers": ["official", "strict"]}
+    assert report["parse"]["fallback_used"] == {"first": 3}
+    assert report["scores"]["official"]["overall"]["correct"] == 4  # + q8 (gold 0)
+    assert main(["score", "--out", str(out), "--scorer", "strict", "--fallback", "random"]) == 0
+    assert list(json.loads((out / "report.json").read_text())["scores"]) == ["strict"]
+
+
+def test_other_settings_in_the_same_folder_are_refused(bench, capsys):
+    meta, root, out = bench
+    assert main(args(meta, root, out, "--limit", "2"), answerer=ScriptedAnswerer(_reply)) == 0
+    fake = ScriptedAnswerer(_reply)
+    assert main(args(meta, root, out, "--format", "native"), answerer=fake) == 1
+    assert "holds a run with other settings (format: 'alarm' -> 'native')" in capsys.readouterr().err
+    assert fake.calls == []
+
+
+def test_missing_audio_stops_before_inference(bench, capsys):
+    meta, root, out = bench
+    (root / "test-mini-audios" / "q3.wav").unlink()
+    fake = ScriptedAnswerer(_reply)
+    assert main(args(meta, root, out), answerer=fake) == 1
+    err = capsys.readouterr().err
+    assert "1 of 9 audio files are missing" in err and "q3.wav" in err and fake.calls == []
+    assert not (out / "predictions.jsonl").exists()
+
+
+def test_failed_requests_exit_nonzero_and_are_retried(bench, capsys):
+    meta, root, out = bench
+    assert main(args(meta, root, out), answerer=ScriptedAnswerer(_reply, fail_on={"Question 4?"})) == 1
+    assert "1 requests failed" in capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["items"]["answered"] == 8 and report["run"]["failed_requests"] == 1
+    retry = ScriptedAnswerer(_reply)
+    assert main(args(meta, root, out), answerer=retry) == 0 and len(retry.calls) == 1
+
+
+def test_native_mmsu_run(tmp_path):
+    rows = [mmsu_row(i, "c") for i in range(3)]
+    meta = write_jsonl(tmp_path / "mmsu.jsonl", rows)
+    (tmp_path / "audio" / "audio").mkdir(parents=True)
+    for i in range(3):
+        (tmp_path / "audio" / "audio" / f"{i}.wav").write_bytes(b"RIFF")
+    answers = {"Q0": "C", "Q1": "Based on the audio, the answer is C.", "Q2": "answer: c"}
+    fake = ScriptedAnswerer(lambda p, s: answers[re.search(r"Question: (Q\d)", p).group(1)])
+    out = tmp_path / "out"
+    argv = ["--benchmark", "mmsu", "--meta", str(meta), "--audio-root", str(tmp_path / "audio"),
+            "--out", str(out), "--format", "native"]
+    assert main(argv, answerer=fake) == 0
+    assert fake.calls[0]["system"] is None and "Respond with only the letter." in fake.calls[0]["prompt"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["scores"]["strict"]["overall"]["correct"] == 3  # our parse reads all three
+    assert report["scores"]["official"]["overall"] == {"correct": 1, "total": 2, "accuracy": 0.5}
+    assert report["scores"]["official"]["excluded"] == 1  # "answer: c" dropped from the denominator
+    subs = [json.loads(line) for line in (out / "mmsu-submission.jsonl").read_text().splitlines()]
+    assert [s["response"] for s in subs] == list(answers.values())
+
+
+def test_usage_errors(bench, capsys):
+    meta, root, out = bench
+    no_seed = [a for a in args(meta, root, out, "--fallback", "random") if a not in ("--seed", "1")]
+    with pytest.raises(SystemExit) as e:
+        main(no_seed, answerer=ScriptedAnswerer(_reply))
+    assert e.value.code == 2 and "--fallback random needs --seed" in capsys.readouterr().err
+    assert main(["score", "--out", str(out / "none")]) == 1
+    assert "pass --benchmark, --format and --meta" in capsys.readouterr().err
+    no_seed = [a for a in args(meta, root, out, "--limit", "2") if a not in ("--seed", "1")]
+    assert main(no_seed, answerer=ScriptedAnswerer(_reply)) == 0
+    capsys.readouterr()
+    assert main(["score", "--out", str(out), "--fallback", "random"]) == 1
+    assert "--fallback random needs --seed (the run recorded none)" in capsys.readouterr().err
