@@ -472,6 +472,10 @@ class DeploymentSpec(Strict):
     max_queued_requests: int = Field(
         64, ge=-1, description="Requests waiting per caller beyond that; more fail with RESOURCE_EXHAUSTED (-1 = no cap)."
     )
+    graceful_shutdown_timeout_s: float = Field(
+        20, ge=0, description="On downscale or upgrade, how long a replica may finish its requests before it is "
+        "killed (long reasoning: set it to the client deadline)."
+    )
 
 
 class EncoderDeploymentSpec(DeploymentSpec):
@@ -526,8 +530,9 @@ class ServeLimits(Strict):
     )
     max_prompt_chars: int = Field(16384, gt=0)
     max_ensemble: int = Field(4, ge=2, description="Most adapters in one ALARM-E request.")
-    audio_uri_schemes: list[str] = Field(
-        ["s3"], description="URI schemes audio_uri may use; the server reads them with its own credentials."
+    audio_uri_prefixes: list[str] = Field(
+        default_factory=list, description="audio_uri must start with one of these (e.g. s3://bucket/audio/); the "
+        "server reads them with its own credentials, so list only what clients may read. Empty = audio_uri off."
     )
 
 
@@ -565,6 +570,11 @@ class ServeConfig(Strict):
             )
         if self.grpc_port == self.http_port:
             raise ValueError(f"grpc_port and http_port must differ, both are {self.grpc_port}")
+        bad = [p for p in self.limits.audio_uri_prefixes if not p.startswith("s3://") or p.count("/") < 3]
+        if bad:
+            raise ValueError(
+                f"limits.audio_uri_prefixes {bad}: each must be an s3://bucket/ prefix (ending in a bucket or folder)"
+            )
         return self
 
 

@@ -73,3 +73,7 @@ class ContextOverflow(AlarmError):
 
 class NotReady(AlarmError):
     """Recoverable: the service is still loading its models, or draining; retry later or elsewhere."""
+
+
+class RequestTooLarge(AlarmError):
+    """A request over the server's size limit (gRPC RESOURCE_EXHAUSTED)."""

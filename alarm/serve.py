@@ -50,7 +50,6 @@ def main(argv: list[str] | None = None) -> None:
 def run(cfg: ServeConfig, ready_timeout_s: float = 900.0) -> None:
     # read by Serve's proxy at start-up; processes started below inherit it
     os.environ.setdefault("RAY_SERVE_GRPC_MAX_MESSAGE_SIZE", str(cfg.limits.max_message_bytes))
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
     from ray import serve
@@ -90,9 +89,10 @@ def run(cfg: ServeConfig, ready_timeout_s: float = 900.0) -> None:
                                      "Ray logs (/tmp/ray/session_latest/logs/serve)")
                 stop.wait(1.0)
         if not stop.is_set():
-            print(f"serving {cfg.name} on {target} (gRPC, alarm.v1.AlarmService; HTTP {cfg.host}:{cfg.http_port}) "
-                  f"after {time.monotonic() - t0:.0f} s. Try:\n  python -m alarm.client AUDIO --prompt "
-                  f"'What do you hear?' --target {target}", file=sys.stderr, flush=True)
+            print(f"serving {cfg.name} on port {cfg.grpc_port} (gRPC, alarm.v1.AlarmService; Ray Serve's gRPC proxy "
+                  f"listens on every interface, plaintext: firewall it or put a TLS proxy in front) and HTTP "
+                  f"{cfg.host}:{cfg.http_port}, after {time.monotonic() - t0:.0f} s. Try:\n  python -m alarm.client "
+                  f"AUDIO --prompt 'What do you hear?' --target {target}", file=sys.stderr, flush=True)
         stop.wait()
     finally:
         print("shutting down", file=sys.stderr)

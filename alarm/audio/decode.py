@@ -22,6 +22,8 @@ from alarm.types import Waveform
 
 AudioSource = bytes | bytearray | memoryview | str | os.PathLike
 MAX_CHANNELS = 8
+MAX_SAMPLE_RATE = 96_000  # above this no speech/audio model gains anything; a header could claim 384 kHz x 8 ch
+MAX_DECODED_SAMPLES = MAX_SAMPLE_RATE * 2 * 60  # frames x channels decoded per clip (~46 MB of float32)
 SUPPORTED = "WAV, FLAC, OGG (Vorbis/Opus) or MP3"
 # MP3 headers give an estimate of the length (Xing/LAME tag or bitrate x size); allow a little slack.
 MP3_LENGTH_SLACK = 0.01
@@ -124,6 +126,7 @@ def _decode(f: IO[bytes], desc: str, max_duration_s: float) -> Waveform:
     try:
         with sf.SoundFile(f) as snd:
             rate, header_frames = snd.samplerate, snd.frames
+            _check_shape(rate, snd.channels, min(header_frames, math.ceil(max_duration_s * rate)), desc)
             _check_duration(header_frames, rate, max_duration_s, desc)
             limit = math.ceil(max_duration_s * rate)
             data = snd.read(frames=limit, dtype="float32", always_2d=True)  # (N, C)
@@ -149,6 +152,23 @@ def _validated(mono: np.ndarray, rate: int, desc: str) -> Waveform:
             "fix the file or the producer"
         )
     return Waveform(samples=mono, sample_rate=rate)
+
+
+def _check_shape(rate: int, channels: int, frames: int, desc: str) -> None:
+    """Refuse, from the header, what would cost far more to decode than any usable clip (a tiny compressed file
+    can declare hundreds of megabytes of samples)."""
+    if not 1 <= rate <= MAX_SAMPLE_RATE:
+        raise AudioDecodeError(
+            f"audio from {desc} has a sample rate of {rate} Hz; expected 1 Hz to {MAX_SAMPLE_RATE} Hz, "
+            "resample it (e.g. `ffmpeg -i in -ar 16000 out.flac`)", reason="bad_sample_rate")
+    if channels > MAX_CHANNELS:
+        raise AudioDecodeError(
+            f"audio from {desc} has {channels} channels; at most {MAX_CHANNELS} are accepted, downmix it "
+            "(e.g. `ffmpeg -i in -ac 1 out.flac`)", reason="too_many_channels")
+    if frames * channels > MAX_DECODED_SAMPLES:
+        raise AudioDecodeError(
+            f"audio from {desc} would decode to {frames * channels} samples ({frames} frames x {channels} "
+            f"channels), over the limit of {MAX_DECODED_SAMPLES}; downmix or resample it", reason="too_large")
 
 
 def _check_duration(frames: int, rate: int, max_duration_s: float, desc: str) -> None:

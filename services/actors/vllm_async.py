@@ -38,7 +38,7 @@ from alarm.llm.backends import (
 )
 from services.actors.llm import CPU_ENV, cpu_only
 
-FINISH = {"stop": "stop", "length": "length", "abort": "aborted"}
+FINISH = {"stop": "stop", "length": "length", "abort": "aborted", "repetition": "stop"}  # vLLM -> ours
 
 
 class VLLMAsyncBackend:
@@ -100,12 +100,20 @@ class VLLMAsyncBackend:
         def phase(embeds: torch.Tensor, max_tokens: int) -> AsyncIterator[PhaseDelta]:
             return self._phase(embeds, max_tokens, params, rid)
 
+        finished = False
         try:
             async with aclosing(run_with_budget(phase, self.embed_text, prompt_embeds.cpu(), params,
                                                 end_think_id=self.end_think_id)) as events:
                 async for ev in events:
+                    finished = ev.kind == "final"
                     yield ev
-        finally:  # closing the stream early closes the engine call inside, which aborts the request
+        finally:
+            # closing the stream early closes the engine call inside, which aborts the request; a cancel that
+            # lands while vLLM is still adding it (or between the phases) is caught here: abort by id, shielded
+            # from the cancellation (vLLM ignores unknown or finished ids)
+            if not finished and self.engine is not None:
+                self._aborted.add(rid)
+                await asyncio.shield(self.engine.abort(rid))
             self._inflight.discard(rid)
             self._aborted.discard(rid)
 
@@ -156,6 +164,10 @@ class VLLMAsyncBackend:
             raise EngineDead(f"the vLLM engine died while serving request {rid}; restart the replica") from e
         except QueueOverflowError as e:
             raise Overloaded(str(e)) from e
+        except Exception as e:
+            if type(e).__name__ == "MaxQueuedTokensError":  # newer vLLM: the token queue is full
+                raise Overloaded(str(e)) from e
+            raise
         except VLLMValidationError as e:
             raise InvalidInput(f"vLLM rejected request {rid}: {e}") from e
 

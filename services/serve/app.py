@@ -76,6 +76,7 @@ def _options(spec) -> dict:
         "ray_actor_options": actor,
         "max_ongoing_requests": spec.max_ongoing_requests,
         "max_queued_requests": spec.max_queued_requests,
+        "graceful_shutdown_timeout_s": spec.graceful_shutdown_timeout_s,
     }
     if a.min_replicas == a.max_replicas:
         out["num_replicas"] = a.min_replicas

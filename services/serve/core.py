@@ -18,8 +18,8 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from contextlib import aclosing
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
@@ -36,6 +36,7 @@ from alarm.errors import (
     InvalidInput,
     NotReady,
     Overloaded,
+    RequestTooLarge,
 )
 from alarm.llm.backends import GenerationParams, GenerationResult, StreamEvent
 from alarm.model.audio_adapter import AudioAdapter, build_audio_adapter
@@ -131,16 +132,20 @@ def parse_request(req: pb.GenerateRequest, cfg: ServeConfig, request_id: str) ->
     if which == "audio_bytes":
         if not req.audio_bytes:
             raise InvalidInput("audio_bytes is empty; send an encoded audio file (wav, flac, ogg, mp3)")
+        if len(req.audio_bytes) > lim.max_message_bytes:  # also when the proxy's own limit was left at 2 GiB
+            raise RequestTooLarge(
+                f"audio_bytes holds {len(req.audio_bytes)} bytes, over this server's limit of "
+                f"{lim.max_message_bytes}; compress the audio (flac, opus) or send an audio_uri"
+            )
         audio = load_audio(req.audio_bytes, max_duration_s=cfg.model.audio.max_duration_s)
     elif which == "audio_uri":
-        scheme = urlsplit(req.audio_uri).scheme
-        if scheme not in lim.audio_uri_schemes:
-            raise InvalidInput(
-                f"audio_uri {req.audio_uri!r}: scheme {scheme or '(none)'!r} is not readable by this server; "
-                f"use one of {lim.audio_uri_schemes} or send audio_bytes"
-            )
-        audio = load_audio(req.audio_uri, max_duration_s=cfg.model.audio.max_duration_s,
-                           storage_options=env.s3_storage_options() if scheme == "s3" else None)
+        uri = req.audio_uri
+        if not any(uri.startswith(p) for p in lim.audio_uri_prefixes) or "/../" in uri:
+            allowed = lim.audio_uri_prefixes or "none: audio_uri is off on this server"
+            raise InvalidInput(f"audio_uri {uri!r} is not readable by this server (allowed prefixes: {allowed}); "
+                               "send audio_bytes instead")
+        audio = load_audio(uri, max_duration_s=cfg.model.audio.max_duration_s,
+                           storage_options=env.s3_storage_options())
     elif ensemble:
         raise InvalidInput("ensemble_adapter_ids needs audio: send audio_bytes or audio_uri")
     llm = LLMRequest(
@@ -258,8 +263,7 @@ class Final:
     result: GenerationResult
     audio_tokens: int
     encode_ms: float
-    fusion_ms: float
-    llm_start: float = field(default=0.0)  # wall clock (time.time()) when the LLM stage began
+    fusion_ms: float  # adapter + fusion, plus prompt assembly in the LLM stage
 
 
 class LLMCore:
@@ -295,8 +299,11 @@ class LLMCore:
             backend = HFBackend(llm, tok, embed, max_model_len=e.max_model_len)
         core = cls(cfg, backend, PromptBuilder(tok, embed, max_length=e.max_model_len))
         if warm_up:  # the first request must not pay for lazy initialisation inside the engine
-            req = LLMRequest("warm-up", "Hello", None, 1, -1, 0.0, 1.0, 0, None)
-            await core.generate(req, [])
+            try:
+                await core.generate(LLMRequest("warm-up", "Hello", None, 1, -1, 0.0, 1.0, 0, None), [])
+            except BaseException:
+                await core.aclose()  # never leave an engine process behind a failed start
+                raise
         return core
 
     def prepare(self, req: LLMRequest, blocks: Sequence[AudioBlock]) -> tuple[torch.Tensor, GenerationParams]:
@@ -327,24 +334,25 @@ class LLMCore:
 
     async def stream(self, req: LLMRequest, blocks: Sequence[AudioBlock]) -> AsyncIterator[StreamEvent | Final]:
         """Reasoning/answer StreamEvents, then one Final. Closing the iterator early aborts the engine request."""
-        start = time.time()
+        t0 = time.perf_counter()
         embeds, params = self.prepare(req, blocks)
-        events = self.backend.stream(embeds, params, request_id=req.request_id)
-        try:
+        prepare_ms = (time.perf_counter() - t0) * 1e3
+        # the engine's id is ours, unique per call: clients may reuse their request_id (it is theirs to choose)
+        engine_id = f"{req.request_id}-{uuid.uuid4().hex[:8]}"
+        async with aclosing(self.backend.stream(embeds, params, request_id=engine_id)) as events:
             async for ev in events:
                 if ev.kind == "final":
                     yield Final(ev.result, sum(int(np.asarray(b.embeds).shape[0]) for b in blocks),
                                 max((b.encode_ms for b in blocks), default=0.0),
-                                max((b.fusion_ms for b in blocks), default=0.0), start)
+                                max((b.fusion_ms for b in blocks), default=0.0) + prepare_ms)
                 else:
                     yield ev
-        finally:
-            await events.aclose()
 
     async def generate(self, req: LLMRequest, blocks: Sequence[AudioBlock]) -> Final:
-        async for ev in self.stream(req, blocks):
-            if isinstance(ev, Final):
-                return ev
+        async with aclosing(self.stream(req, blocks)) as events:
+            async for ev in events:
+                if isinstance(ev, Final):
+                    return ev
         raise RuntimeError("the backend stream ended without a final result")
 
     def num_unfinished(self) -> int:
@@ -372,8 +380,10 @@ def response_pb(final: Final, request_id: str, return_reasoning: bool, arrival: 
                 decode_ms: float) -> pb.GenerateResponse:
     """The GenerateResponse for a finished request. arrival: time.time() when the request reached the server."""
     r = final.result
-    now = time.time()
-    first = None if r.first_token_ms is None else (final.llm_start - arrival) * 1e3 + r.first_token_ms
+    total_ms = (time.time() - arrival) * 1e3
+    # durations only (the stages may run on other nodes, with other clocks): the first token came
+    # (decode_ms - first_token_ms) before the end of decoding, which is (about) the end of the request
+    first = None if r.first_token_ms is None else max(0.0, total_ms - (r.decode_ms - r.first_token_ms))
     return pb.GenerateResponse(
         answer=r.answer,
         reasoning=r.reasoning if return_reasoning else "",
@@ -383,7 +393,7 @@ def response_pb(final: Final, request_id: str, return_reasoning: bool, arrival: 
                        reasoning_tokens=r.n_reasoning_tokens, answer_tokens=r.n_answer_tokens,
                        total_tokens=r.n_tokens),
         timings=pb.Timings(decode_ms=r.decode_ms, encode_ms=decode_ms + final.encode_ms, fusion_ms=final.fusion_ms,
-                           first_token_ms=first or 0.0, total_ms=(now - arrival) * 1e3),
+                           first_token_ms=first or 0.0, total_ms=total_ms),
         request_id=request_id,
         thinking_truncated=r.thinking_truncated,
     )
@@ -399,37 +409,37 @@ def stream_pb(ev: StreamEvent, return_reasoning: bool) -> pb.GenerateStreamRespo
 
 
 def grpc_status(exc: BaseException, request_id: str) -> tuple[grpc.StatusCode, str]:
-    """One table from what went wrong to (status code, message for the client). Never a stack trace."""
-    e = our_error(exc)
-    if isinstance(e, InvalidInput):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(e)
-    if isinstance(e, ContextOverflow | Overloaded):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)
-    if isinstance(e, NotReady | EngineDead):
-        return grpc.StatusCode.UNAVAILABLE, f"{e}; retry later or on another replica"
-    if isinstance(e, TimeoutError | asyncio.TimeoutError):
-        return grpc.StatusCode.DEADLINE_EXCEEDED, "the request's deadline passed; the engine request was aborted"
-    if isinstance(e, asyncio.CancelledError):
-        return grpc.StatusCode.CANCELLED, "the request was cancelled; the engine request was aborted"
-    kind = type(e).__name__
-    if kind == "BackPressureError":
+    """One table from what went wrong to (status code, message for the client). Never a stack trace, never a
+    server path: the details of server-side failures go to the log only."""
+    chain = error_chain(exc)
+    ours = next((e for e in chain if isinstance(e, AlarmError) and type(e).__module__.startswith("alarm")), None)
+    if isinstance(ours, InvalidInput):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(ours)
+    if isinstance(ours, ContextOverflow | Overloaded | RequestTooLarge):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(ours)
+    if isinstance(ours, NotReady | EngineDead):
+        return grpc.StatusCode.UNAVAILABLE, f"{ours}; retry later or on another replica"
+    if isinstance(ours, CheckpointError):
+        return grpc.StatusCode.UNAVAILABLE, "a model checkpoint failed to load on this server; retry later"
+    kinds = {type(e).__name__ for e in chain}
+    if kinds & {"BackPressureError", "MaxQueuedTokensError"}:
         return grpc.StatusCode.RESOURCE_EXHAUSTED, "the server's queues are full; retry with backoff"
-    if kind in ("DeploymentUnavailableError", "ActorDiedError", "ActorUnavailableError", "RayActorError"):
+    if kinds & {"DeploymentUnavailableError", "ActorDiedError", "ActorUnavailableError", "RayActorError"}:
         return grpc.StatusCode.UNAVAILABLE, "a model replica is unavailable (restarting); retry later"
-    if isinstance(e, CheckpointError):
-        return grpc.StatusCode.UNAVAILABLE, f"a model checkpoint failed to load ({e}); the operator must fix it"
+    if any(isinstance(e, asyncio.CancelledError) for e in chain) or kinds & {
+            "RequestCancelledError", "TaskCancelledError"}:
+        return grpc.StatusCode.CANCELLED, "the request was cancelled; the engine request was aborted"
     return grpc.StatusCode.INTERNAL, f"internal error while serving request {request_id}; details are in the server logs"
 
 
-def our_error(exc: BaseException) -> BaseException:
-    """The most meaningful exception inside Ray's wrappers: one of ours, a Serve/Ray error, or exc itself."""
-    queue, seen = [exc], set()
-    while queue:
+def error_chain(exc: BaseException) -> list[BaseException]:
+    """exc and everything inside it: causes, contexts and the originals Ray wraps (`.cause`)."""
+    queue, seen, out = [exc], set(), []
+    while queue and len(out) < 50:
         e = queue.pop(0)
-        if e is None or id(e) in seen or len(seen) > 50:
+        if e is None or id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, AlarmError) and type(e).__module__.startswith("alarm"):
-            return e  # ours, not Ray's dual-class wrapper of it (whose str() is a remote traceback)
+        out.append(e)
         queue += [getattr(e, "cause", None), e.__cause__, e.__context__]
-    return exc
+    return out

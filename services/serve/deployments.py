@@ -16,6 +16,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import numpy as np
 import torch
@@ -42,6 +43,7 @@ from services.serve.core import (
 )
 
 log = logging.getLogger("ray.serve")
+WATCH_S = 300.0  # longest health Watch stream
 
 
 def _use_assigned_cpus() -> None:
@@ -68,6 +70,9 @@ class EncoderServer:
         self.encoder = load_frozen_encoder(name, EncoderConfig.model_validate(encoder), self.device)
         self._forward.set_max_batch_size(max_batch_size)
         self._forward.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        # one forward on silence before Serve routes here: lazy kernels and allocations are not a client's cost
+        silence = Waveform(np.zeros(16000, dtype=np.float32), 16000)
+        encode_clips(self.encoder, name, [extract_features(name, silence, self.quality)], self.device)
         self.batch_sizes: Counter[int] = Counter()
 
     async def encode(self, wave: Waveform) -> tuple[np.ndarray, float]:
@@ -99,13 +104,15 @@ class FusionServer:
             return await asyncio.to_thread(self.core.load, adapter_id)
 
         self.get_adapter = serve.multiplexed(max_num_models_per_replica=self.core.cfg.max_adapters_per_replica)(load)
+        self.default = self.core.load(self.core.cfg.default_adapter)  # ready = the default adapter is in memory
 
     def catalog(self) -> dict[str, tuple[str, ...]]:
         return self.core.catalog
 
     async def fuse(self, **encoded: tuple[np.ndarray, float]) -> AudioBlock:
         """encoder name -> (states, encode_ms) as returned by the encoder deployments."""
-        adapter = await self.get_adapter(serve.get_multiplexed_model_id())
+        aid = serve.get_multiplexed_model_id()
+        adapter = self.default if aid in ("", self.core.cfg.default_adapter) else await self.get_adapter(aid)
         t0 = time.perf_counter()
         states = {k: v[0] for k, v in encoded.items()}
         block = await asyncio.to_thread(self.core.fuse, adapter, states)
@@ -125,8 +132,9 @@ class LLMServer:
         return await self.core.generate(req, blocks)
 
     async def stream(self, req: LLMRequest, *blocks: AudioBlock) -> AsyncIterator:
-        async for ev in self.core.stream(req, blocks):
-            yield ev
+        async with aclosing(self.core.stream(req, blocks)) as events:  # cancelled here = engine request aborted
+            async for ev in events:
+                yield ev
 
     def num_unfinished(self) -> int:
         return self.core.num_unfinished()
@@ -161,7 +169,12 @@ class AlarmIngress:
         try:
             rid = request_id_of(request, rid)
             parsed, blocks = await self._prepare(request, rid)
-            final = await self.llm.generate.remote(parsed.llm, *blocks)
+            response = self.llm.generate.remote(parsed.llm, *blocks)
+            try:
+                final = await response
+            except asyncio.CancelledError:  # client deadline or cancel: Serve does not cancel running children
+                _cancel(response, *blocks)
+                raise
             return response_pb(final, rid, parsed.return_reasoning, arrival, parsed.decode_ms)
         except Exception as e:
             self._fail(grpc_context, e, rid)
@@ -177,16 +190,18 @@ class AlarmIngress:
             _set_request_id(grpc_context, rid)
             parsed, blocks = await self._prepare(request, rid)
             events = self.llm.options(stream=True).stream.remote(parsed.llm, *blocks)
+            done = False
             try:
                 async for ev in events:
                     if isinstance(ev, Final):
+                        done = True
                         yield pb.GenerateStreamResponse(
                             final=response_pb(ev, rid, parsed.return_reasoning, arrival, parsed.decode_ms))
                     elif (msg := stream_pb(ev, parsed.return_reasoning)) is not None:
                         yield msg
-            except asyncio.CancelledError:
-                events.cancel()  # the client is gone: the LLM replica aborts the engine request
-                raise
+            finally:
+                if not done:  # client gone (cancel, deadline) or a failure: the LLM replica aborts its request
+                    _cancel(events, *blocks)
         except Exception as e:
             self._fail(grpc_context, e, rid, in_stream=True)
             # raising (not returning) carries the code: Serve only sends a stream's context with a message
@@ -236,11 +251,12 @@ class AlarmIngress:
         return health_pb2.HealthCheckResponse(status=await self._status(request.service))
 
     async def Watch(self, request, grpc_context) -> AsyncIterator:  # noqa: N802
-        """Streams the status now and whenever it changes (polled once a second)."""
+        """Streams the status now and whenever it changes (polled once a second) for at most WATCH_S seconds, so
+        watchers cannot hold the ingress's request slots forever; clients re-watch when the stream ends."""
         from grpc_health.v1 import health_pb2
 
-        last = None
-        while True:
+        last, t0 = None, time.monotonic()
+        while time.monotonic() - t0 < WATCH_S:
             status = (await self._status(request.service) if request.service in ("", SERVICE)
                       else health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
             if status != last:
@@ -256,36 +272,45 @@ class AlarmIngress:
         })
 
     async def _status(self, service: str) -> int:
-        """"" = liveness (this replica answers); the service name = readiness: the application is RUNNING, i.e.
-        every replica has loaded its model and the LLM has warmed up. The check asks Serve's controller, never
-        the model replicas, so it stays fast and truthful when their queues are full."""
+        """"" = liveness (this replica answers). The service name = readiness: every deployment of the
+        application has a running replica (so every model is loaded and the LLM has warmed up; each replica's
+        constructor does that before Serve marks it running). Deploying, upgrading in place, autoscaling or one
+        replica restarting keep it SERVING while replicas run; it asks Serve's controller, never the model
+        replicas, so it stays fast and truthful when their queues are full."""
         from grpc_health.v1 import health_pb2
 
-        SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
         if service == "":
-            return SERVING
+            return health_pb2.HealthCheckResponse.SERVING
         if time.monotonic() - self._ready_at < 2.0:  # cache a positive answer for probes that poll fast
-            return SERVING
-        ready = await asyncio.to_thread(_application_running)
+            return health_pb2.HealthCheckResponse.SERVING
+        ready = await asyncio.to_thread(_every_deployment_running)
         if ready:
             self._ready_at = time.monotonic()
-        return SERVING if ready else NOT_SERVING
+        return health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class _StreamFailed(Exception):
     """Ends a failed stream; the status code and message are already on the gRPC context."""
 
 
-def _application_running() -> bool:
+def _cancel(*responses) -> None:
+    for r in responses:
+        try:
+            r.cancel()
+        except Exception:  # already finished or failed: nothing to cancel
+            pass
+
+
+def _every_deployment_running() -> bool:
     try:
         app = serve.get_replica_context().app_name
         status = serve.status().applications.get(app)
     except Exception:
         log.warning("readiness: cannot reach the Serve controller", exc_info=True)
         return False
-    # replicas being added or removed by the autoscaler (UPSCALING, DOWNSCALING) still serve
-    return status is not None and status.status == "RUNNING" and not any(
-        d.status in ("UNHEALTHY", "DEPLOY_FAILED") for d in status.deployments.values())
+    if status is None or status.status in ("DELETING", "DEPLOY_FAILED") or not status.deployments:
+        return False
+    return all(d.replica_states.get("RUNNING", 0) > 0 for d in status.deployments.values())
 
 
 def _proxy_request_id(grpc_context) -> str | None:

@@ -24,11 +24,13 @@ from alarm.client import SERVICE, AlarmClient
 from alarm.config import ServeConfig, load_config
 
 HTTP_PORT, GRPC_PORT = 8101, 9101
+BUCKET = "serve-audio"
 MAX_MESSAGE = 8 * 2**20  # RAY_SERVE_GRPC_MAX_MESSAGE_SIZE set by the ray_cluster fixture
 OVERRIDES = ["model.llm.checkpoint=tiny://qwen3", "llm.max_model_len=2048", "defaults.max_tokens=64",
              "defaults.max_thinking_tokens=32",
              # a short LLM queue so a burst overflows it: 20 running + 2 waiting, then RESOURCE_EXHAUSTED
-             "deployments.llm.max_ongoing_requests=20", "deployments.llm.max_queued_requests=2"]
+             "deployments.llm.max_ongoing_requests=20", "deployments.llm.max_queued_requests=2",
+             f"limits.audio_uri_prefixes=[s3://{BUCKET}/ok/]"]
 GREEDY = dict(temperature=0.0)
 
 
@@ -75,11 +77,13 @@ def unfinished(served) -> int:
     return served.llm.num_unfinished.remote().result()
 
 
-def wait_idle(served, timeout_s: float = 20.0) -> None:
+def wait_idle(served, timeout_s: float = 5.0) -> None:
+    """The engine lets go of aborted requests within a few seconds; a 1900-token request left running would
+    hold its slot for tens of seconds on this CPU, so a short timeout proves the abort."""
     t0 = time.monotonic()
     while unfinished(served) and time.monotonic() - t0 < timeout_s:
-        time.sleep(0.2)
-    assert unfinished(served) == 0, "the engine still holds the request"
+        time.sleep(0.1)
+    assert unfinished(served) == 0, "the engine still holds the request: it was not aborted"
 
 
 def test_health_reports_loading_then_serving(served):
@@ -151,7 +155,8 @@ BAD = {
     "unknown adapter": (dict(adapter_id="nope"), "unknown adapter 'nope'"),
     "ensemble of one": (dict(ensemble=["tiny"]), "at least 2"),
     "adapter and ensemble": (dict(adapter_id="tiny", ensemble=["tiny", "tiny-b"]), "not both"),
-    "file uri": (dict(audio="file:///etc/passwd"), "scheme"),
+    "file uri": (dict(audio="file:///etc/passwd"), "allowed prefixes"),
+    "sample rate too high": (dict(audio=wav(0.5, rate=384000)), "sample rate of 384000 Hz"),
     "long request id": (dict(request_id="x" * 200), "request_id"),
 }
 
@@ -181,22 +186,47 @@ def test_over_context_and_oversize_are_resource_exhausted(served):
     assert served.client.generate(wav(), "Still there?", max_tokens=4).usage.total_tokens == 4
 
 
-def test_cancelled_stream_frees_its_engine_slot(served):
-    call = served.client.stream(wav(), "Talk for a long time.", max_thinking_tokens=-1, max_tokens=1900,
+@pytest.mark.parametrize("budget", [-1, 8], ids=["one phase", "in phase 2"])
+def test_cancelled_stream_frees_its_engine_slot(served, budget):
+    call = served.client.stream(wav(), "Talk for a long time.", max_thinking_tokens=budget, max_tokens=1900,
                                 return_reasoning=True, **GREEDY)
-    got = [next(call) for _ in range(3)]
-    assert all(m.WhichOneof("event") == "reasoning_delta" for m in got)
+    if budget < 0:
+        got = [next(call) for _ in range(12)]
+        assert all(m.WhichOneof("event") == "reasoning_delta" for m in got)
+    else:  # read up to the forcing sentence: phase 2 (1892 tokens, tens of seconds here) starts right after it
+        while "give the solution" not in next(call).reasoning_delta:
+            pass
+        t0 = time.monotonic()
+        while unfinished(served) == 0 and time.monotonic() - t0 < 5:
+            time.sleep(0.05)
     assert unfinished(served) == 1
     call.cancel()
     wait_idle(served)
 
 
 def test_deadline_aborts_the_engine_request(served):
+    t0 = time.monotonic()
     with pytest.raises(grpc.RpcError) as e:
         served.client.generate(wav(), "Talk for a long time.", max_thinking_tokens=-1, max_tokens=1900,
                                timeout_s=1.5, **GREEDY)
-    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and time.monotonic() - t0 < 5
     wait_idle(served)
+
+
+def test_audio_uri_under_an_allowed_prefix(served, s3_endpoint):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket=BUCKET)
+    for key in ("ok/a.wav", "secret/a.wav"):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=wav())
+    by_uri = served.client.generate(f"s3://{BUCKET}/ok/a.wav", "What is it?", max_tokens=8, **GREEDY)
+    by_bytes = served.client.generate(wav(), "What is it?", max_tokens=8, **GREEDY)
+    assert (by_uri.reasoning, by_uri.answer, by_uri.usage) == (by_bytes.reasoning, by_bytes.answer, by_bytes.usage)
+    for uri in (f"s3://{BUCKET}/secret/a.wav", f"s3://{BUCKET}/ok/../secret/a.wav"):
+        with pytest.raises(grpc.RpcError) as e:
+            served.client.generate(uri, "What is it?")
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "allowed prefixes" in e.value.details()
 
 
 def test_sixteen_concurrent_requests_complete_and_encoders_batch(served):

@@ -227,3 +227,16 @@ def test_array_validation_matches_files():
         waveform_from_array(np.zeros(16000 * 60, np.float32), 16000)
     with pytest.raises(AudioDecodeError, match="sample_rate"):
         waveform_from_array(np.zeros(10, np.float32), 0)
+
+
+@pytest.mark.parametrize("rate, channels, seconds, fmt, reason", [
+    (384_000, 8, 2.0, "FLAC", "bad_sample_rate"),   # a 6.5 KB FLAC that would decode to 6 M samples
+    (16_000, 12, 0.1, "WAV", "too_many_channels"),
+    (96_000, 4, 50.0, "FLAC", "too_large"),         # 19.2 M samples: rejected from the header, before decoding
+])
+def test_oversized_audio_is_rejected_from_the_header(rate, channels, seconds, fmt, reason):
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros((int(rate * seconds), channels), np.float32), rate, format=fmt)
+    with pytest.raises(AudioDecodeError) as e:
+        load_audio(buf.getvalue())
+    assert e.value.reason == reason and str(rate if reason == "bad_sample_rate" else channels) in str(e.value)

@@ -12,7 +12,15 @@ import pytest
 import soundfile as sf
 
 from alarm.config import ServeConfig, load_config
-from alarm.errors import ContextOverflow, EngineDead, InvalidInput, NotReady, Overloaded
+from alarm.errors import (
+    CheckpointError,
+    ContextOverflow,
+    EngineDead,
+    InvalidInput,
+    NotReady,
+    Overloaded,
+    RequestTooLarge,
+)
 from services.serve._proto.alarm.v1 import alarm_pb2 as pb
 from services.serve.core import grpc_status, parse_request, request_id_of
 
@@ -63,7 +71,7 @@ def test_explicit_values_and_text_only():
     (dict(audio_bytes=wav(), ensemble_adapter_ids=["tiny", "tiny"]), "distinct"),
     (dict(audio_bytes=wav(), ensemble_adapter_ids=["a", "b", "c", "d", "e"]), "limit of 4"),
     (dict(ensemble_adapter_ids=["tiny", "tiny-b"]), "needs audio"),
-    (dict(audio_uri="http://example.com/a.wav"), "scheme 'http'"),
+    (dict(audio_uri="http://example.com/a.wav"), "audio_uri is off"),
     (dict(audio_bytes=b"\x00" * 64), "cannot decode"),
     (dict(audio_bytes=wav(61.0, rate=8000)), "60"),
 ])
@@ -90,7 +98,7 @@ def test_status_table():
         (Overloaded("queue full"), C.RESOURCE_EXHAUSTED, "queue full"),
         (EngineDead("dead"), C.UNAVAILABLE, "dead"),
         (NotReady("loading"), C.UNAVAILABLE, "loading"),
-        (TimeoutError(), C.DEADLINE_EXCEEDED, "deadline"),
+        (RequestTooLarge("over the limit"), C.RESOURCE_EXHAUSTED, "over the limit"),
         (asyncio.CancelledError(), C.CANCELLED, "cancelled"),
     ]
     for exc, code, needle in cases:
@@ -98,6 +106,8 @@ def test_status_table():
         assert got == code and needle in msg, (exc, got, msg)
     code, msg = grpc_status(RuntimeError("secret internals at /srv/x.py line 3"), "rid-9")
     assert code == C.INTERNAL and "secret" not in msg and "rid-9" in msg
+    code, msg = grpc_status(CheckpointError("s3://private-bucket/x is missing"), "r")
+    assert code == C.UNAVAILABLE and "private-bucket" not in msg  # server paths stay in the log
 
 
 def test_status_of_errors_wrapped_by_ray():
