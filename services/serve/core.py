@@ -215,8 +215,9 @@ class FusionCore:
             raise InvalidInput(f"unknown adapter {adapter_id!r}; this server has {sorted(self.configs)}")
         folder = self.folders[adapter_id]
         if folder is None:
-            torch.manual_seed(self.cfg.adapters[adapter_id].seed)
-            adapter = build_audio_adapter(self.cfg.model)
+            with torch.random.fork_rng(devices=[]):  # the init seed must not reset the process's RNG
+                torch.manual_seed(self.cfg.adapters[adapter_id].seed)
+                adapter = build_audio_adapter(self.cfg.model)
         else:
             adapter, _ = load_adapter(folder)
         log.info("adapter %s loaded from %s", adapter_id, folder or f"seed {self.cfg.adapters[adapter_id].seed}")

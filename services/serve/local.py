@@ -9,6 +9,7 @@ serving tests compare the distributed path with.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -39,6 +40,7 @@ class LocalPipeline:
         self.cfg, self.encoders, self.fusion, self.llm = cfg, encoders, fusion, llm
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self._adapters: dict[str, object] = {}
+        self._lock = threading.Lock()  # concurrent requests run _blocks in threads
 
     @classmethod
     async def create(cls, cfg: ServeConfig) -> LocalPipeline:
@@ -75,8 +77,9 @@ class LocalPipeline:
         encode_ms = (time.perf_counter() - t0) * 1e3
         blocks = []
         for a in parsed.adapters:
-            if a not in self._adapters:
-                self._adapters[a] = self.fusion.load(a)
+            with self._lock:
+                if a not in self._adapters:
+                    self._adapters[a] = self.fusion.load(a)
             t1 = time.perf_counter()
             block = self.fusion.fuse(self._adapters[a], {e: states[e] for e in catalog[a]})
             blocks.append(AudioBlock(block, encode_ms, (time.perf_counter() - t1) * 1e3))
