@@ -21,6 +21,7 @@ from contextlib import aclosing
 import numpy as np
 import torch
 from ray import serve
+from ray.serve import metrics
 
 from alarm.audio.features import extract_features
 from alarm.config import EncoderConfig, ServeConfig
@@ -161,11 +162,17 @@ class AlarmIngress:
         self.encoders, self.fusion, self.llm = encoders, fusion, llm
         self._catalog: dict[str, tuple[str, ...]] | None = None
         self._ready_at = 0.0
+        # our own request metrics: Serve's count a failed unary call as OK (the status travels in the context)
+        self._requests = metrics.Counter(
+            "alarm_requests", description="gRPC requests by method and status code", tag_keys=("method", "code"))
+        self._latency = metrics.Histogram(
+            "alarm_request_latency_ms", description="gRPC request latency (server side)", tag_keys=("method",),
+            boundaries=[50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000, 300000])
 
     # -- alarm.v1.AlarmService ----------------------------------------------------------------------------------
 
     async def Generate(self, request: pb.GenerateRequest, grpc_context) -> pb.GenerateResponse:  # noqa: N802
-        arrival, rid = time.time(), _proxy_request_id(grpc_context)
+        arrival, rid, code = time.time(), _proxy_request_id(grpc_context), "OK"
         try:
             rid = request_id_of(request, rid)
             parsed, blocks = await self._prepare(request, rid)
@@ -176,14 +183,18 @@ class AlarmIngress:
                 _cancel(response, *blocks)
                 raise
             return response_pb(final, rid, parsed.return_reasoning, arrival, parsed.decode_ms)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
         except Exception as e:
-            self._fail(grpc_context, e, rid)
+            code = self._fail(grpc_context, e, rid)
             return pb.GenerateResponse(request_id=rid)
         finally:
             _set_request_id(grpc_context, rid)
+            self._record("Generate", code, arrival)
 
     async def GenerateStream(self, request: pb.GenerateRequest, grpc_context) -> AsyncIterator:  # noqa: N802
-        arrival, rid = time.time(), _proxy_request_id(grpc_context)
+        arrival, rid, code = time.time(), _proxy_request_id(grpc_context), "OK"
         _set_request_id(grpc_context, rid)
         try:
             rid = request_id_of(request, rid)
@@ -202,10 +213,15 @@ class AlarmIngress:
             finally:
                 if not done:  # client gone (cancel, deadline) or a failure: the LLM replica aborts its request
                     _cancel(events, *blocks)
+        except (asyncio.CancelledError, GeneratorExit):  # the client left mid-stream
+            code = "CANCELLED"
+            raise
         except Exception as e:
-            self._fail(grpc_context, e, rid, in_stream=True)
+            code = self._fail(grpc_context, e, rid, in_stream=True)
             # raising (not returning) carries the code: Serve only sends a stream's context with a message
             raise _StreamFailed(rid) from e
+        finally:
+            self._record("GenerateStream", code, arrival)
 
     async def _prepare(self, request: pb.GenerateRequest, rid: str):
         parsed = await asyncio.to_thread(parse_request, request, self.cfg, rid)  # decodes audio off the loop
@@ -226,7 +242,7 @@ class AlarmIngress:
             self._catalog = await self.fusion.catalog.remote()
         return self._catalog
 
-    def _fail(self, grpc_context, e: Exception, rid: str, in_stream: bool = False) -> None:
+    def _fail(self, grpc_context, e: Exception, rid: str, in_stream: bool = False) -> str:
         code, message = grpc_status(e, rid)
         if in_stream:  # a failed stream carries no trailing metadata through Serve: name the request here
             message = f"{message} [request_id={rid}]"
@@ -236,6 +252,11 @@ class AlarmIngress:
             log.info("request %s: %s: %s", rid, code.name, message)
         grpc_context.set_code(code)
         grpc_context.set_details(message)
+        return code.name
+
+    def _record(self, method: str, code: str, arrival: float) -> None:
+        self._requests.inc(tags={"method": method, "code": code})
+        self._latency.observe((time.time() - arrival) * 1e3, tags={"method": method})
 
     # -- grpc.health.v1.Health ----------------------------------------------------------------------------------
 

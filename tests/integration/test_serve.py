@@ -309,3 +309,23 @@ def test_distributed_path_equals_the_in_process_pipeline(served):
 
     mine = asyncio.run(local())
     assert (mine.reasoning, mine.answer, mine.usage) == (remote.reasoning, remote.answer, remote.usage)
+
+
+def test_request_metrics_count_status_codes(served):
+    """Serve's own metrics count a failed unary call as OK; ours carry the gRPC code."""
+    import urllib.request
+
+    import ray
+
+    with pytest.raises(grpc.RpcError):
+        served.client.generate(wav(), " ")
+    served.client.generate(wav(), "What is it?", max_tokens=2)
+    node = ray.nodes()[0]
+    url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+    t0, text = time.monotonic(), ""
+    while time.monotonic() - t0 < 30:  # metrics are pushed every few seconds
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        if 'code="INVALID_ARGUMENT"' in text and 'code="OK"' in text:
+            break
+        time.sleep(1)
+    assert "alarm_requests" in text and 'code="INVALID_ARGUMENT"' in text and 'code="OK"' in text
