@@ -30,6 +30,17 @@ class Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class WithModel(Strict):
+    """A config with a `model` section, which may be given as a model preset name (`model: tiny`)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_model_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("model"), str):
+            data = {**data, "model": read_preset("model", data["model"])}
+        return data
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # audio
 
@@ -385,7 +396,7 @@ class TrainWorkersConfig(Strict):
     max_failures: int = Field(2, ge=0, description="Worker failures survived by restarting from the last checkpoint.")
 
 
-class TrainConfig(Strict):
+class TrainConfig(WithModel):
     run_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name; rerun to resume.")
     output: str = Field("runs", description="Local folder or s3://bucket/prefix; the run goes to output/run_id.")
     corpus: str = Field(description="A corpus run folder written by alarm.generate (local or s3://).")
@@ -411,12 +422,6 @@ class TrainConfig(Strict):
     ray_address: str | None = None
     ray_num_cpus: int | None = Field(None, gt=0)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _expand_model_preset(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("model"), str):
-            data = {**data, "model": read_preset("model", data["model"])}
-        return data
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -536,7 +541,7 @@ class ServeLimits(Strict):
     )
 
 
-class ServeConfig(Strict):
+class ServeConfig(WithModel):
     name: str = Field("alarm", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", description="Serve application name.")
     model: ModelConfig = Field(description="Encoders, LLM and prompt format (a model preset name is expanded).")
     adapters: dict[str, AdapterSpec] = Field(
@@ -555,12 +560,6 @@ class ServeConfig(Strict):
     ray_address: str | None = Field(None, description="Ray cluster; None = RAY_ADDRESS if set, else start locally.")
     ray_num_cpus: int | None = Field(None, gt=0, description="Logical CPUs of a locally started Ray.")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _expand_model_preset(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("model"), str):
-            data = {**data, "model": read_preset("model", data["model"])}
-        return data
 
     @model_validator(mode="after")
     def _check(self) -> ServeConfig:

@@ -11,14 +11,10 @@ wheel without dependencies). The folder loads with `load_encoder("whisper", fold
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import importlib
 import importlib.util
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from alarm import env
@@ -103,22 +99,12 @@ def ensure_whisper_tiny_en(root: Path | None = None) -> Path:
     src = whisper_tiny_en_source()
     root = root or pretrained_root()
     dest = root / f"whisper-tiny.en-{_fingerprint(src)}"
-    if (dest / "config.json").exists():  # os.replace below: a folder under this name is complete
-        return dest
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".whisper-tiny.en.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (dest / "config.json").exists():  # converted by another process while we waited
-            return dest
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".whisper-tiny.en."))
-        try:
-            convert_ct2_whisper(src, tmp)
-            _check_architecture(tmp)
-            tmp.chmod(0o755)  # mkdtemp makes it 0700; the cache is read by every worker process
-            os.replace(tmp, dest)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+
+    def build(tmp: Path) -> None:
+        convert_ct2_whisper(src, tmp)
+        _check_architecture(tmp)
+
+    return env.build_once(dest, build)
 
 
 def main(argv: list[str] | None = None) -> None:

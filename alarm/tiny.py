@@ -11,11 +11,7 @@ Qwen3 vocabulary and chat template, so prompts tokenize exactly as with Qwen3-4B
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,21 +73,12 @@ def ensure_tiny(name: str, root: Path | None = None) -> Path:
         raise CheckpointError(f"unknown tiny checkpoint tiny://{name}; valid: {', '.join(sorted(table))}")
     root = root or tiny_root()
     dest = root / f"{name}-v{TINY_VERSION}-{builder_fingerprint(table[name])}"
-    if (dest / "config.json").exists():
-        return dest
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (dest / "config.json").exists():  # built by another process while we waited
-            return dest
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
-        try:
-            table[name](tmp, 0)
-            (tmp / "tiny.json").write_text(json.dumps({"name": name, "version": TINY_VERSION, "seed": 0}) + "\n")
-            os.replace(tmp, dest)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+
+    def build(tmp: Path) -> None:
+        table[name](tmp, 0)
+        (tmp / "tiny.json").write_text(json.dumps({"name": name, "version": TINY_VERSION, "seed": 0}) + "\n")
+
+    return env.build_once(dest, build)
 
 
 def main(argv: list[str] | None = None) -> None:
