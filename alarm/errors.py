@@ -71,9 +71,5 @@ class ContextOverflow(AlarmError):
     the request is valid, this deployment cannot hold it)."""
 
 
-class NotReady(AlarmError):
-    """Recoverable: the service is still loading its models, or draining; retry later or elsewhere."""
-
-
 class RequestTooLarge(AlarmError):
     """A request over the server's size limit (gRPC RESOURCE_EXHAUSTED)."""

@@ -10,21 +10,29 @@ from alarm.errors import AlarmError
 
 def alarm_error_in(error: BaseException) -> str | None:
     """The message of one of our errors raised inside Ray (wrapped by actors, tasks and Train, or only text)."""
-    queue, seen = [error], set()
-    while queue:
-        e = queue.pop(0)
-        if e is None or id(e) in seen or len(seen) > 50:
-            continue
-        seen.add(id(e))
+    for e in error_chain(error):
         if isinstance(e, AlarmError):
             return _say(type(e).__name__, str(e))
         m = re.search(r"(InvalidInput|CheckpointError|CheckpointMismatch|ConfigError): ([^\n]+)", str(e))
         if m:
             return _say(m.group(1), m.group(2).strip())
+    return None
+
+
+def error_chain(error: BaseException) -> list[BaseException]:
+    """`error` and everything inside it, breadth first: Train's worker failures, the originals Ray wraps
+    (`.cause`), causes and contexts."""
+    queue, seen, out = [error], set(), []
+    while queue and len(out) < 50:
+        e = queue.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        out.append(e)
         failures = getattr(e, "worker_failures", None) or {}
         queue += list(failures.values()) if isinstance(failures, dict) else list(failures)
         queue += [getattr(e, "cause", None), e.__cause__, e.__context__]
-    return None
+    return out
 
 
 def _say(kind: str, message: str) -> str:

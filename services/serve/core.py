@@ -34,7 +34,6 @@ from alarm.errors import (
     ContextOverflow,
     EngineDead,
     InvalidInput,
-    NotReady,
     Overloaded,
     RequestTooLarge,
 )
@@ -45,6 +44,7 @@ from alarm.model.llm import load_llm, load_tokenizer, resolve_llm
 from alarm.model.prompt import PromptBuilder
 from alarm.sources import resolve_checkpoint
 from alarm.types import Waveform
+from services.errors import error_chain
 from services.serve._proto.alarm.v1 import alarm_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -418,7 +418,7 @@ def grpc_status(exc: BaseException, request_id: str) -> tuple[grpc.StatusCode, s
         return grpc.StatusCode.INVALID_ARGUMENT, str(ours)
     if isinstance(ours, ContextOverflow | Overloaded | RequestTooLarge):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(ours)
-    if isinstance(ours, NotReady | EngineDead):
+    if isinstance(ours, EngineDead):
         return grpc.StatusCode.UNAVAILABLE, f"{ours}; retry later or on another replica"
     if isinstance(ours, CheckpointError):
         return grpc.StatusCode.UNAVAILABLE, "a model checkpoint failed to load on this server; retry later"
@@ -431,16 +431,3 @@ def grpc_status(exc: BaseException, request_id: str) -> tuple[grpc.StatusCode, s
             "RequestCancelledError", "TaskCancelledError"}:
         return grpc.StatusCode.CANCELLED, "the request was cancelled; the engine request was aborted"
     return grpc.StatusCode.INTERNAL, f"internal error while serving request {request_id}; details are in the server logs"
-
-
-def error_chain(exc: BaseException) -> list[BaseException]:
-    """exc and everything inside it: causes, contexts and the originals Ray wraps (`.cause`)."""
-    queue, seen, out = [exc], set(), []
-    while queue and len(out) < 50:
-        e = queue.pop(0)
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        out.append(e)
-        queue += [getattr(e, "cause", None), e.__cause__, e.__context__]
-    return out

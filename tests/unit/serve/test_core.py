@@ -17,7 +17,6 @@ from alarm.errors import (
     ContextOverflow,
     EngineDead,
     InvalidInput,
-    NotReady,
     Overloaded,
     RequestTooLarge,
 )
@@ -97,7 +96,6 @@ def test_status_table():
         (ContextOverflow("too long"), C.RESOURCE_EXHAUSTED, "too long"),
         (Overloaded("queue full"), C.RESOURCE_EXHAUSTED, "queue full"),
         (EngineDead("dead"), C.UNAVAILABLE, "dead"),
-        (NotReady("loading"), C.UNAVAILABLE, "loading"),
         (RequestTooLarge("over the limit"), C.RESOURCE_EXHAUSTED, "over the limit"),
         (asyncio.CancelledError(), C.CANCELLED, "cancelled"),
     ]
