@@ -97,7 +97,10 @@ def run(cfg: ServeConfig, ready_timeout_s: float = 900.0) -> None:
     finally:
         print("shutting down", file=sys.stderr)
         try:
-            serve.delete(cfg.name) if not local else serve.shutdown()
+            if local:
+                serve.shutdown()
+            else:  # a shared cluster: remove only our application
+                serve.delete(cfg.name)
         finally:
             ray.shutdown()
 
