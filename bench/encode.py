@@ -34,9 +34,9 @@ def clips(n: int, seed: int = 0) -> list[Waveform]:
     return out
 
 
-def featurize(name: str, waves: list[Waveform], q: str) -> tuple[list, float]:
+def featurize(name: str, waves: list[Waveform], q: str, feature_dim: int | None) -> tuple[list, float]:
     t0 = time.perf_counter()
-    items = [extract_features(name, w, q) for w in waves]
+    items = [extract_features(name, w, q, feature_dim) for w in waves]
     return items, time.perf_counter() - t0
 
 
@@ -68,9 +68,9 @@ def main() -> None:
     print(f"{'encoder':<9} {'features':>9} {'encode x1':>10} {'encode xB':>10} {'ratio':>6} "
           f"{'end-to-end x1':>14} {'xB':>7} {'ratio':>6}   (audio s per wall s)")
     for name, enc in encoders.items():
-        items, _ = featurize(name, waves[:2], q)
+        items, _ = featurize(name, waves[:2], q, enc.feature_dim)
         encode(enc, name, items, 2)  # warm-up: resampler kernels, allocator
-        items, t_feat = featurize(name, waves, q)
+        items, t_feat = featurize(name, waves, q, enc.feature_dim)
         t1 = min(encode(enc, name, items, 1) for _ in range(args.repeats))
         tb = min(encode(enc, name, items, args.batch) for _ in range(args.repeats))
         e1, eb = audio_s / (t_feat + t1), audio_s / (t_feat + tb)

@@ -5,21 +5,26 @@ real 24 kHz content, not 16 kHz upsampled; reference defect D11). The math repro
 reference called (`WhisperFeatureExtractor`, `SeamlessM4TFeatureExtractor`) and torchaudio's Kaldi fbank
 (via the `transformers.audio_utils` equivalent, as `ASTFeatureExtractor` does without torchaudio); the unit
 tests check parity.
+
+`FEATURES` holds the front-ends of the paper's checkpoints. A checkpoint that takes another feature width
+(Whisper tiny.en: 80 mel bins, not large-v3's 128) gets its variant from `feature_spec(encoder, feature_dim)`;
+the width is the loaded encoder's `feature_dim`, or `checkpoint_feature_dim` where no encoder is loaded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from transformers.audio_utils import mel_filter_bank, window_function
 
-from alarm.errors import ConfigError, EmptyAudioError
+from alarm.errors import CheckpointMismatch, ConfigError, EmptyAudioError
 from alarm.types import Features, Waveform
 
 from .resample import Quality, resample
@@ -30,6 +35,7 @@ KALDI_MEL_FLOOR = 1.192092955078125e-07  # float32 eps, Kaldi's log floor
 KALDI_PREEMPHASIS = 0.97
 WHISPER_PIECE = 480_000  # 30 s at 16 kHz
 WHISPER_N_FFT, WHISPER_HOP = 400, 160
+WHISPER_MEL_BINS = (80, 128)  # Whisper v1/v2 (tiny .. large-v2), large-v3
 SSLAM_MEAN, SSLAM_STD = -4.268, 4.569  # AudioSet fbank statistics (EAT/SSLAM)
 EDGE_PAD = 160  # samples of zeros each side before the W2V-BERT and SSLAM fbanks (reference)
 
@@ -57,10 +63,10 @@ class FeatureSpec:
 
 
 @functools.cache
-def _whisper_mel() -> torch.Tensor:
-    """(201, 128) Slaney mel filters of Whisper-large-v3 (`WhisperFeatureExtractor(feature_size=128)`)."""
+def _whisper_mel(n_mels: int) -> torch.Tensor:
+    """(201, n_mels) Slaney mel filters of `WhisperFeatureExtractor(feature_size=n_mels)`."""
     m = mel_filter_bank(
-        num_frequency_bins=1 + WHISPER_N_FFT // 2, num_mel_filters=128, min_frequency=0.0,
+        num_frequency_bins=1 + WHISPER_N_FFT // 2, num_mel_filters=n_mels, min_frequency=0.0,
         max_frequency=8000.0, sampling_rate=16000, norm="slaney", mel_scale="slaney",
     )
     return torch.from_numpy(m).float()
@@ -113,14 +119,17 @@ def kaldi_fbank(x: torch.Tensor, window: str, num_mel_bins: int) -> torch.Tensor
 # front-ends
 
 
-def whisper_features(samples: np.ndarray) -> tuple[torch.Tensor, int]:
-    """Whisper-large-v3 log-mel: 30 s pieces, each zero-padded to 3000 frames and normalised on its own.
+def whisper_features(samples: np.ndarray, n_mels: int = 128) -> tuple[torch.Tensor, int]:
+    """Whisper log-mel: 30 s pieces, each zero-padded to 3000 frames and normalised on its own.
 
-    Matches `WhisperFeatureExtractor(feature_size=128)` called on the list of 30 s pieces (the reference), then
-    concatenated along time. Valid length = the extractor's attention mask = ceil(N / 160).
+    Matches `WhisperFeatureExtractor(feature_size=n_mels)` called on the list of 30 s pieces (the reference),
+    then concatenated along time. Valid length = the extractor's attention mask = ceil(N / 160).
+
+    Args:
+        n_mels: mel bins, the checkpoint's `num_mel_bins` (128: large-v3, 80: every earlier Whisper).
 
     Returns:
-        `(3000 * ceil(N / 480000), 128)` float32 and the valid frame count.
+        `(3000 * ceil(N / 480000), n_mels)` float32 and the valid frame count.
     """
     n = len(samples)
     pieces = math.ceil(n / WHISPER_PIECE)
@@ -130,10 +139,10 @@ def whisper_features(samples: np.ndarray) -> tuple[torch.Tensor, int]:
     window = torch.hann_window(WHISPER_N_FFT)
     stft = torch.stft(wave, WHISPER_N_FFT, WHISPER_HOP, window=window, return_complex=True)  # (P, 201, 3001)
     power = (stft[..., :-1].abs() ** 2).contiguous()  # (P, 201, 3000)
-    log_spec = torch.clamp(_whisper_mel().T @ power, min=1e-10).log10()  # (P, 128, 3000)
+    log_spec = torch.clamp(_whisper_mel(n_mels).T @ power, min=1e-10).log10()  # (P, M, 3000)
     peak = log_spec.amax(dim=(1, 2), keepdim=True)  # per 30 s piece, as the extractor does per batch item
     log_spec = (torch.maximum(log_spec, peak - 8.0) + 4.0) / 4.0
-    feats = log_spec.transpose(1, 2).reshape(pieces * (WHISPER_PIECE // WHISPER_HOP), 128)  # (T, 128)
+    feats = log_spec.transpose(1, 2).reshape(pieces * (WHISPER_PIECE // WHISPER_HOP), n_mels)  # (T, M)
     return feats, math.ceil(n / WHISPER_HOP)
 
 
@@ -188,15 +197,44 @@ FEATURES: dict[str, FeatureSpec] = {
 # entry points
 
 
-def feature_spec(encoder: str) -> FeatureSpec:
-    """The `FEATURES` entry for `encoder`, with an error listing the valid keys."""
+def feature_spec(encoder: str, feature_dim: int | None = None) -> FeatureSpec:
+    """The front-end of `encoder` for a checkpoint that takes `feature_dim`-wide features.
+
+    Args:
+        feature_dim: F the checkpoint expects (the encoder's `feature_dim`); None = the `FEATURES` entry.
+
+    Raises:
+        ConfigError: unknown encoder (the message lists the valid keys).
+        CheckpointMismatch: no front-end of `encoder` makes `feature_dim`-wide features.
+    """
     if encoder not in FEATURES:
         raise ConfigError(f"unknown encoder {encoder!r} for feature extraction; valid: {', '.join(FEATURES)}")
-    return FEATURES[encoder]
+    spec = FEATURES[encoder]
+    if feature_dim is None or feature_dim == spec.feature_dim:
+        return spec
+    if encoder == "whisper" and feature_dim in WHISPER_MEL_BINS:
+        return _whisper_spec(feature_dim)
+    widths = WHISPER_MEL_BINS if encoder == "whisper" else (spec.feature_dim,)
+    made = "raw waveforms" if spec.feature_dim is None else f"{' or '.join(map(str, widths))}-wide features"
+    raise CheckpointMismatch(
+        f"the {encoder} checkpoint takes {feature_dim}-wide input features, but the {encoder} front-end "
+        f"makes {made}; point encoders.{encoder}.checkpoint at a checkpoint that takes those"
+    )
 
 
-def extract_features(encoder: str, wave: Waveform, quality: Quality = "high") -> tuple[torch.Tensor, int]:
+@functools.cache
+def _whisper_spec(n_mels: int) -> FeatureSpec:
+    return dataclasses.replace(FEATURES["whisper"], feature_dim=n_mels,
+                               extract=functools.partial(whisper_features, n_mels=n_mels))
+
+
+def extract_features(
+    encoder: str, wave: Waveform, quality: Quality = "high", feature_dim: int | None = None
+) -> tuple[torch.Tensor, int]:
     """Resample the original waveform to the encoder's rate and run its front-end.
+
+    Args:
+        feature_dim: F the encoder's checkpoint expects (`encoder.feature_dim`); None = the `FEATURES` entry.
 
     Returns:
         Features `(T, F)` (`(N,)` for MuQ) and the valid length in frames (samples for MuQ).
@@ -204,7 +242,7 @@ def extract_features(encoder: str, wave: Waveform, quality: Quality = "high") ->
     Raises:
         EmptyAudioError: the clip is too short for one frame of this front-end.
     """
-    spec = feature_spec(encoder)
+    spec = feature_spec(encoder, feature_dim)
     samples = resample(wave, spec.sample_rate, quality).samples
     if len(samples) < spec.min_samples:
         raise EmptyAudioError(
@@ -216,9 +254,15 @@ def extract_features(encoder: str, wave: Waveform, quality: Quality = "high") ->
 
 
 def extract_many(
-    encoders: Iterable[str], wave: Waveform, quality: Quality = "high"
+    encoders: Iterable[str], wave: Waveform, quality: Quality = "high",
+    feature_dims: Mapping[str, int | None] | None = None,
 ) -> dict[str, tuple[torch.Tensor, int]]:
-    """`extract_features` for several encoders, resampling the original waveform once per distinct rate."""
+    """`extract_features` for several encoders, resampling the original waveform once per distinct rate.
+
+    Args:
+        feature_dims: encoder -> F its checkpoint expects; a missing encoder gets its `FEATURES` entry.
+    """
+    feature_dims = feature_dims or {}
     by_rate: dict[int, Waveform] = {}
     out = {}
     for name in encoders:
@@ -226,7 +270,7 @@ def extract_many(
         if rate not in by_rate:
             by_rate[rate] = resample(wave, rate, quality)
         # `by_rate[rate]` is already at the spec rate, so extract_features does not resample it again.
-        out[name] = extract_features(name, by_rate[rate], quality)
+        out[name] = extract_features(name, by_rate[rate], quality, feature_dims.get(name))
     return out
 
 

@@ -76,9 +76,11 @@ class AlarmModel:
     # -- stages ----------------------------------------------------------------------------------------------------
 
     def features(self, waves: list[Waveform]) -> dict[str, Features]:
-        """Per-encoder padded front-end batches, each resampled from the original audio to that encoder's rate."""
+        """Per-encoder padded front-end batches, each resampled from the original audio to that encoder's rate
+        and as wide as its checkpoint takes (`feature_dim`: 80 mel bins for Whisper tiny.en, 128 for v3)."""
         q = self.cfg.audio.resample_quality
-        return {name: collate(name, [extract_features(name, w, q) for w in waves]) for name in self.encoders}
+        return {name: collate(name, [extract_features(name, w, q, enc.feature_dim) for w in waves])
+                for name, enc in self.encoders.items()}
 
     @torch.inference_mode()
     def encode(self, feats: dict[str, Features]) -> dict[str, EncoderStates]:

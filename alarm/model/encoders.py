@@ -32,6 +32,7 @@ class Encoder(Protocol):
     """What every encoder module provides (see the module docstring for shapes)."""
 
     layers: list[int]
+    feature_dim: int | None  # F of the (B, T, F) inputs its checkpoint takes; None for raw waveforms (B, N)
 
     def __call__(self, feats: Tensor, lens: Tensor) -> tuple[Tensor, Tensor]: ...
 
@@ -50,7 +51,7 @@ class EncoderSpec:
     revision: str  # commit sha the real presets pin
     sample_rate: int  # Hz of the audio the front-end consumes
     input_rate: int  # input frames per second (samples per second for MuQ)
-    feature_dim: int | None  # F of (B, T, F) inputs; None for raw waveforms (B, N)
+    feature_dim: int | None  # F of the real checkpoint's (B, T, F) inputs; None for raw waveforms (B, N)
     chunk: int  # input frames (samples) per independently encoded chunk
     hidden_size: int  # D of the real checkpoint
     num_hidden_states: int  # length of the real checkpoint's hidden-states tuple
@@ -145,7 +146,10 @@ def check_input(kind: str, feats: Tensor, lens: Tensor, chunk: int, feature_dim:
     want = 2 if feature_dim is None else 3
     shape = "(B, N) samples" if feature_dim is None else f"(B, T, {feature_dim})"
     if feats.dim() != want or (feature_dim is not None and feats.shape[-1] != feature_dim):
-        raise ValueError(f"{kind} encoder expects features {shape}, found {tuple(feats.shape)}")
+        fix = "" if feats.dim() != want else (  # the right rank, the wrong width
+            f"; its checkpoint takes {feature_dim}-wide features: extract them with "
+            f"extract_features({kind!r}, wave, feature_dim=encoder.feature_dim)")
+        raise ValueError(f"{kind} encoder expects features {shape}, found {tuple(feats.shape)}{fix}")
     if feats.shape[1] == 0 or feats.shape[1] % chunk:
         raise ValueError(
             f"{kind} encoder expects the time axis padded to a multiple of {chunk}, found {feats.shape[1]}; "
@@ -203,7 +207,8 @@ def _stack(hidden: tuple[Tensor, ...] | list, layers: list[int]) -> Tensor:
 
 
 class FrozenWhisper(nn.Module):
-    """`openai/whisper-large-v3` encoder. Input `(B, T_mel, 128)` log-mel, T_mel a multiple of 3000.
+    """`openai/whisper-large-v3` encoder (or any Whisper). Input `(B, T_mel, M)` log-mel, T_mel a multiple of
+    3000, M = the checkpoint's `num_mel_bins` (128 for large-v3, 80 for tiny.en).
 
     No mask: the Whisper encoder always sees full 3000-frame chunks (padding included), as in the reference.
     """
@@ -216,19 +221,23 @@ class FrozenWhisper(nn.Module):
     def train(self, mode: bool = True) -> FrozenWhisper:
         return super().train(False)
 
+    @property
+    def feature_dim(self) -> int:
+        return self.model.config.num_mel_bins
+
     def output_lengths(self, lens: Tensor) -> Tensor:
         return lens.long() // 2  # conv2 has stride 2: 100 -> 50 Hz
 
     @torch.no_grad()
     def forward(self, feats: Tensor, lens: Tensor) -> tuple[Tensor, Tensor]:
         feats, lens = to_module_device(self, feats, lens)
-        check_input("whisper", feats, lens, self.chunk, self.model.config.num_mel_bins)
+        check_input("whisper", feats, lens, self.chunk, self.feature_dim)
         return encode_chunked(self._encode, feats, lens, self.chunk, self.output_lengths(lens))
 
     def _encode(self, x: Tensor, x_lens: Tensor) -> Tensor:
         dtype = self.model.conv1.weight.dtype
         # all 33 states are materialised before selection (~250 MB per chunk in fp32), as in the reference
-        out = self.model(x.transpose(1, 2).to(dtype), output_hidden_states=True)  # (N, 128, 3000) in
+        out = self.model(x.transpose(1, 2).to(dtype), output_hidden_states=True)  # (N, M, 3000) in
         return _stack(out.hidden_states, self.layers)  # (L, N, 1500, D)
 
 
@@ -246,13 +255,17 @@ class FrozenW2VBert(nn.Module):
     def train(self, mode: bool = True) -> FrozenW2VBert:
         return super().train(False)
 
+    @property
+    def feature_dim(self) -> int:
+        return self.model.config.feature_projection_input_dim
+
     def output_lengths(self, lens: Tensor) -> Tensor:
         return lens.long()
 
     @torch.no_grad()
     def forward(self, feats: Tensor, lens: Tensor) -> tuple[Tensor, Tensor]:
         feats, lens = to_module_device(self, feats, lens)
-        check_input("w2vbert", feats, lens, self.chunk, self.model.config.feature_projection_input_dim)
+        check_input("w2vbert", feats, lens, self.chunk, self.feature_dim)
         return encode_chunked(self._encode, feats, lens, self.chunk, self.output_lengths(lens))
 
     def _encode(self, x: Tensor, x_lens: Tensor) -> Tensor:
@@ -327,18 +340,22 @@ class _Format:
     depth: str  # config.json field holding the layer count
     states_per_depth: int  # hidden states = depth + this (embedding output counted or not)
     model_type: str | None  # required config.json model_type, if the format has one
+    features: str | None  # config.json field holding F of the (B, T, F) inputs; None for raw waveforms
     optional: tuple[str, ...] = ("num_batches_tracked",)  # may be absent from a checkpoint (zero-filled)
     defaults: dict[str, Any] = field(default_factory=dict)  # the config class defaults a config.json may omit
 
 
 _FORMATS: dict[str, _Format] = {
-    "whisper": _Format(_build_whisper, _whisper_key, "d_model", "encoder_layers", 1, "whisper"),
+    "whisper": _Format(_build_whisper, _whisper_key, "d_model", "encoder_layers", 1, "whisper",
+                       "num_mel_bins", defaults={"num_mel_bins": 80}),  # WhisperConfig
     "w2vbert": _Format(_build_w2vbert, _w2vbert_key, "hidden_size", "num_hidden_layers", 1, "wav2vec2-bert",
-                       optional=("num_batches_tracked", "masked_spec_embed")),  # SpecAugment only
-    "muq": _Format(_build_muq, _muq_key, "encoder_dim", "encoder_depth", 1, None,
+                       "feature_projection_input_dim",
+                       optional=("num_batches_tracked", "masked_spec_embed"),  # SpecAugment only
+                       defaults={"feature_projection_input_dim": 160}),  # Wav2Vec2BertConfig
+    "muq": _Format(_build_muq, _muq_key, "encoder_dim", "encoder_depth", 1, None, None,
                    defaults={"encoder_dim": 1024, "encoder_depth": 12}),  # MuQConfig
-    "sslam": _Format(_build_sslam, _sslam_key, "embed_dim", "depth", 0, "eat",
-                     defaults={"embed_dim": 768, "depth": 12}),  # EATConfig
+    "sslam": _Format(_build_sslam, _sslam_key, "embed_dim", "depth", 0, "eat", "mel_bins",
+                     defaults={"embed_dim": 768, "depth": 12, "mel_bins": 128}),  # EATConfig
 }
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                  "pytorch_model.bin.index.json")
@@ -396,14 +413,8 @@ def load_encoder(
         CheckpointMismatch: hidden size, layer indices, or any weight name or shape differs from what the
             config.json architecture needs.
     """
-    spec, fmt = _spec(kind), _FORMATS[kind]
     folder = Path(folder)
-    cfg = {**fmt.defaults, **_read_config(kind, folder, spec)}
-    if fmt.model_type is not None and cfg.get("model_type", fmt.model_type) != fmt.model_type:
-        raise CheckpointMismatch(
-            f"{folder}/config.json: expected model_type {fmt.model_type!r} for the {kind} encoder, found "
-            f"{cfg.get('model_type')!r}; point encoders.{kind}.checkpoint at a {spec.checkpoint} checkpoint"
-        )
+    cfg, fmt = _load_config(kind, folder), _FORMATS[kind]
     found_d = cfg.get(fmt.hidden)
     if hidden_size is not None and found_d != hidden_size:
         raise CheckpointMismatch(
@@ -416,6 +427,30 @@ def load_encoder(
     tensors, origin = _read_weights(kind, folder, fmt.key)
     _assign(module, tensors, origin, folder, kind, fmt.optional, dtype)
     return freeze(module.to(device))
+
+
+def checkpoint_feature_dim(kind: str, folder: str | Path) -> int | None:
+    """F of the `(B, T, F)` features the checkpoint in `folder` takes (None: raw waveform), from config.json
+    alone: what `load_encoder(kind, folder, ...).feature_dim` is, for processes that extract features without
+    loading the encoder (the training data pipeline).
+
+    Raises:
+        CheckpointError, CheckpointMismatch: as `load_encoder` for the folder and its config.json.
+    """
+    cfg, fmt = _load_config(kind, Path(folder)), _FORMATS[kind]
+    return None if fmt.features is None else int(cfg[fmt.features])
+
+
+def _load_config(kind: str, folder: Path) -> dict:
+    """config.json over the format's defaults, with the model_type checked."""
+    spec, fmt = _spec(kind), _FORMATS[kind]
+    cfg = {**fmt.defaults, **_read_config(kind, folder, spec)}
+    if fmt.model_type is not None and cfg.get("model_type", fmt.model_type) != fmt.model_type:
+        raise CheckpointMismatch(
+            f"{folder}/config.json: expected model_type {fmt.model_type!r} for the {kind} encoder, found "
+            f"{cfg.get('model_type')!r}; point encoders.{kind}.checkpoint at a {spec.checkpoint} checkpoint"
+        )
+    return cfg
 
 
 def _read_config(kind: str, folder: Path, spec: EncoderSpec) -> dict:

@@ -300,13 +300,17 @@ class FrozenMuQ(nn.Module):
     def train(self, mode: bool = True) -> FrozenMuQ:
         return super().train(False)
 
+    @property
+    def feature_dim(self) -> None:
+        return None  # raw waveform
+
     def output_lengths(self, lens: Tensor) -> Tensor:
         return lens.long() // self.model.samples_per_token
 
     @torch.no_grad()
     def forward(self, feats: Tensor, lens: Tensor) -> tuple[Tensor, Tensor]:
         feats, lens = to_module_device(self, feats, lens)
-        check_input("muq", feats, lens, self.chunk, None)
+        check_input("muq", feats, lens, self.chunk, self.feature_dim)
         return encode_chunked(self._encode, feats, lens, self.chunk, self.output_lengths(lens))
 
     def _encode(self, x: Tensor, x_lens: Tensor) -> Tensor:

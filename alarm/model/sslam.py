@@ -163,13 +163,17 @@ class FrozenSSLAM(nn.Module):
     def train(self, mode: bool = True) -> FrozenSSLAM:
         return super().train(False)
 
+    @property
+    def feature_dim(self) -> int:
+        return self.model.mel_bins
+
     def output_lengths(self, lens: Tensor) -> Tensor:
         return lens.long() // 2
 
     @torch.no_grad()
     def forward(self, feats: Tensor, lens: Tensor) -> tuple[Tensor, Tensor]:
         feats, lens = to_module_device(self, feats, lens)
-        check_input("sslam", feats, lens, self.chunk, self.model.mel_bins)
+        check_input("sslam", feats, lens, self.chunk, self.feature_dim)
         return encode_chunked(self._encode, feats, lens, self.chunk, self.output_lengths(lens))
 
     def _encode(self, x: Tensor, x_lens: Tensor) -> Tensor:

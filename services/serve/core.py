@@ -1,7 +1,8 @@
 """The serving pipeline without Ray: request validation, the three stages, responses and the status-code table.
 
     parsed = parse_request(pb_request, cfg, request_id)           # validates, decodes audio (InvalidInput)
-    states = encode_clips(encoder, "whisper", [extract_features("whisper", parsed.audio)])  # per encoder
+    feats = extract_features("whisper", parsed.audio, feature_dim=encoder.feature_dim)  # checkpoint's width
+    states = encode_clips(encoder, "whisper", [feats])             # per encoder
     block = fusion.fuse(adapter, {"whisper": states, ...})         # (S_a, D_llm)
     async for ev in llm.stream(parsed.llm, [block]): ...           # reasoning/answer deltas, then Final
 

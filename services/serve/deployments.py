@@ -73,15 +73,19 @@ class EncoderServer:
         self._forward.set_batch_wait_timeout_s(batch_wait_timeout_s)
         # one forward on silence before Serve routes here: lazy kernels and allocations are not a client's cost
         silence = Waveform(np.zeros(16000, dtype=np.float32), 16000)
-        encode_clips(self.encoder, name, [extract_features(name, silence, self.quality)], self.device)
+        encode_clips(self.encoder, name, [self._features(silence)], self.device)
         self.batch_sizes: Counter[int] = Counter()
 
     async def encode(self, wave: Waveform) -> tuple[np.ndarray, float]:
         """-> tapped states `(L, T, D)` float32 and the milliseconds spent (front-end + forward)."""
         t0 = time.perf_counter()
-        feats = await asyncio.to_thread(extract_features, self.name, wave, self.quality)
+        feats = await asyncio.to_thread(self._features, wave)
         states = await self._forward(feats)
         return states, (time.perf_counter() - t0) * 1e3
+
+    def _features(self, wave: Waveform) -> tuple[torch.Tensor, int]:
+        """The front-end, as wide as the loaded checkpoint takes (e.g. 80 mel bins for Whisper tiny.en)."""
+        return extract_features(self.name, wave, self.quality, self.encoder.feature_dim)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def _forward(self, feats: list[tuple[torch.Tensor, int]]) -> list[np.ndarray]:

@@ -72,7 +72,8 @@ class LocalPipeline:
         t0 = time.perf_counter()
         states = {}
         for e in sorted({e for a in parsed.adapters for e in catalog[a]}):
-            feats = extract_features(e, parsed.audio, self.cfg.model.audio.resample_quality)
+            feats = extract_features(e, parsed.audio, self.cfg.model.audio.resample_quality,
+                                     self.encoders[e].feature_dim)
             states[e] = encode_clips(self.encoders[e], e, [feats], self.device)[0]
         encode_ms = (time.perf_counter() - t0) * 1e3
         blocks = []

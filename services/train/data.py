@@ -7,8 +7,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import ray
 
+from alarm.audio.features import feature_spec
 from alarm.config import TrainConfig
 from alarm.errors import InvalidInput
+from alarm.model.encoders import checkpoint_feature_dim
+from alarm.sources import resolve_checkpoint
 from services.actors.encoders import EncoderActor, _ragged
 from services.storage import RunStore
 
@@ -54,8 +57,12 @@ def count_examples(store: RunStore) -> dict[str, int]:
 
 
 def decode_features(batch: dict[str, np.ndarray], encoders: list[str], max_duration_s: float,
-                    quality: str = "high", storage_options: dict | None = None) -> dict:
-    """Decode each clip once, resample per encoder rate from the original, and compute the front-ends."""
+                    quality: str = "high", storage_options: dict | None = None,
+                    feature_dims: dict[str, int | None] | None = None) -> dict:
+    """Decode each clip once, resample per encoder rate from the original, and compute the front-ends.
+
+    feature_dims: encoder -> F its checkpoint takes (`checkpoint_feature_dim`); missing: the `FEATURES` entry.
+    """
     from alarm.audio.decode import load_audio
     from alarm.audio.features import extract_many
 
@@ -67,7 +74,7 @@ def decode_features(batch: dict[str, np.ndarray], encoders: list[str], max_durat
             wave = load_audio(src, max_duration_s=max_duration_s, storage_options=storage_options)
         except Exception as e:
             raise InvalidInput(f"corpus row {key}: audio cannot be read for training ({e})") from e
-        for enc, (values, n) in extract_many(encoders, wave, quality).items():
+        for enc, (values, n) in extract_many(encoders, wave, quality, feature_dims).items():
             arr = values.numpy().astype(np.float32)
             feats[enc].append(arr.reshape(-1))
             shapes[enc].append(np.array([*arr.shape, n], dtype=np.int64))
@@ -84,6 +91,13 @@ def build_split(cfg: TrainConfig, store: RunStore, split: str, limit: int | None
     encoders = list(cfg.model.encoders)
     from alarm import env
 
+    # The front-ends run in decode_features, where no encoder is loaded: their widths come from the
+    # checkpoints' config.json (80 mel bins for Whisper tiny.en), checked here on the driver.
+    feature_dims = {}
+    for name, enc in cfg.model.encoders.items():
+        folder = resolve_checkpoint(enc.checkpoint, enc.revision, expect=["config.json"])
+        feature_dims[name] = feature_spec(name, checkpoint_feature_dim(name, folder)).feature_dim
+
     ds = ray.data.read_parquet(store.shard_uris(), filesystem=store.arrow_filesystem(), columns=READ,
                                ray_remote_args={"num_cpus": 0.25})
     ds = ds.filter(lambda r, split=split: bool(r["keep"]) and r["split"] == split)
@@ -92,6 +106,7 @@ def build_split(cfg: TrainConfig, store: RunStore, split: str, limit: int | None
     ds = ds.map_batches(decode_features, fn_kwargs={
         "encoders": encoders, "max_duration_s": cfg.model.audio.max_duration_s,
         "quality": cfg.model.audio.resample_quality, "storage_options": env.s3_storage_options(),
+        "feature_dims": feature_dims,
     }, batch_size=cfg.encoders.batch_size, batch_format="numpy", num_cpus=0.5)
     e = cfg.encoders
     for name, enc_cfg in cfg.model.encoders.items():

@@ -16,13 +16,14 @@ from alarm.audio.features import (
     collate,
     extract_features,
     extract_many,
+    feature_spec,
     sslam_features,
     w2vbert_features,
     whisper_features,
 )
 from alarm.audio.resample import resample
 from alarm.config import ENCODER_KINDS
-from alarm.errors import ConfigError, EmptyAudioError
+from alarm.errors import CheckpointMismatch, ConfigError, EmptyAudioError
 from alarm.types import Waveform
 
 torch.set_num_threads(1)
@@ -110,6 +111,44 @@ def test_unknown_encoder():
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# the checkpoint's feature width (Whisper tiny.en: 80 mel bins; large-v3: 128)
+
+
+@pytest.mark.parametrize("encoder", list(FEATURES))
+def test_the_default_width_is_the_registry_entry(encoder):
+    assert feature_spec(encoder) is feature_spec(encoder, FEATURES[encoder].feature_dim) is FEATURES[encoder]
+
+
+def test_whisper_80_mel_variant():
+    spec = feature_spec("whisper", 80)
+    assert spec is feature_spec("whisper", 80)  # built once
+    base = FEATURES["whisper"]
+    assert (spec.sample_rate, spec.chunk, spec.feature_dim, spec.min_samples) == (16000, 3000, 80, 1)
+    assert base.feature_dim == 128  # the registry entry stays large-v3's
+
+    wave = Waveform(noise(int(44100 * 31.0)), 44100)
+    feats, n = extract_features("whisper", wave, feature_dim=80)
+    ref, m = extract_features("whisper", wave)
+    assert feats.shape == (6000, 80) and ref.shape == (6000, 128) and n == m
+    many = extract_many(["whisper", "sslam"], wave, feature_dims={"whisper": 80})
+    assert torch.equal(many["whisper"][0], feats) and many["sslam"][0].shape[1] == 128
+    short = extract_features("whisper", Waveform(noise(800), 16000), "high", 80)
+    batch = collate("whisper", [(feats, n), short])
+    assert batch.values.shape == (2, 6000, 80)
+
+
+@pytest.mark.parametrize(("encoder", "width", "valid"), [
+    ("whisper", 96, "80 or 128-wide features"), ("whisper", 160, "80 or 128-wide features"),
+    ("sslam", 64, "128-wide features"), ("w2vbert", 80, "160-wide features"), ("muq", 128, "raw waveforms"),
+])
+def test_a_width_no_front_end_makes_is_rejected(encoder, width, valid):
+    with pytest.raises(CheckpointMismatch, match=f"{encoder} checkpoint takes {width}-wide .* {valid};"):
+        feature_spec(encoder, width)
+    with pytest.raises(CheckpointMismatch, match=f"encoders.{encoder}.checkpoint"):
+        extract_features(encoder, Waveform(noise(16000), 16000), feature_dim=width)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # MuQ sees the original audio, not 16 kHz upsampled (reference defect D11)
 
 
@@ -139,15 +178,37 @@ def whisper_fe():
     return WhisperFeatureExtractor(feature_size=128)  # whisper-large-v3's preprocessor config
 
 
+@pytest.fixture(scope="module")
+def whisper_fe_80():
+    return WhisperFeatureExtractor(feature_size=80)  # every earlier Whisper's (tiny.en included)
+
+
+def whisper_reference(fe: WhisperFeatureExtractor, x: np.ndarray) -> tuple[torch.Tensor, int]:
+    pieces = [x[i : i + 480_000] for i in range(0, len(x), 480_000)]  # the reference splits at 30 s
+    ref = fe(pieces, sampling_rate=16000, return_attention_mask=True, return_tensors="pt")
+    return torch.cat(list(ref["input_features"]), dim=-1).T, int(ref["attention_mask"].sum())  # (T, M)
+
+
 @pytest.mark.parametrize("n", [4807, 160_037, 480_000, 480_001, 16000 * 31 + 5])
 def test_whisper_matches_extractor(whisper_fe, n):
     x = noise(n, seed=n)
-    pieces = [x[i : i + 480_000] for i in range(0, n, 480_000)]  # the reference splits at 30 s
-    ref = whisper_fe(pieces, sampling_rate=16000, return_attention_mask=True, return_tensors="pt")
-    expected = torch.cat(list(ref["input_features"]), dim=-1).T  # (T, 128)
+    expected, expected_length = whisper_reference(whisper_fe, x)
     feats, length = whisper_features(x)
     torch.testing.assert_close(feats, expected, atol=1e-5, rtol=0)
-    assert length == int(ref["attention_mask"].sum())
+    assert length == expected_length
+
+
+@pytest.mark.parametrize("n", [4807, 160_037, 480_001, 16000 * 31 + 5])
+def test_whisper_80_mel_bins_match_extractor(whisper_fe_80, n):
+    x = noise(n, seed=n)
+    x[: n // 3] *= 0.01  # a quiet stretch: the max - 8 clamp does work
+    expected, expected_length = whisper_reference(whisper_fe_80, x)
+    feats, length = whisper_features(x, n_mels=80)
+    assert feats.shape == expected.shape == (3000 * math.ceil(n / 480_000), 80)
+    torch.testing.assert_close(feats, expected, atol=1e-5, rtol=0)
+    assert length == expected_length
+    via_spec, _ = feature_spec("whisper", 80).extract(x)
+    assert torch.equal(via_spec, feats)
 
 
 @pytest.mark.parametrize("n", [4807, 4967, 160_037, 16000 * 31 + 5])  # 4967 gives an odd number of fbank frames

