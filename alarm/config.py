@@ -228,6 +228,9 @@ class ManifestSourceConfig(Strict):
     name: str = Field(description="Source name: the first part of every row key (e.g. esc50).")
     path: str = Field(description="JSONL, CSV or Parquet manifest, local or s3://.")
     family: Family = Field("generic", description="Describer for the metadata fields (method.md §2.1).")
+    family_column: str | None = Field(
+        None, description="Optional column naming each row's describer (a mixed manifest); overrides `family`."
+    )
     id_column: str = Field("id", description="Unique item id within the source.")
     audio_column: str = Field("audio", description="Audio path or URI; relative paths resolve next to the manifest.")
     prompt_column: str | None = Field(None, description="Optional column with a given prompt (instruction data).")
@@ -387,6 +390,10 @@ class EncoderPoolConfig(Strict):
     num_gpus: float = Field(0, ge=0, description="GPU fraction per encoder actor.")
     num_cpus: float = Field(0.5, gt=0)
     batch_size: int = Field(8, gt=0, description="Clips per encoder call.")
+    cache: bool = Field(
+        False, description="Encode every clip once, keep the states in the Ray object store and reuse them every "
+        "epoch (small corpora: the states of all clips must fit; the encoder actors are released before training)."
+    )
 
 
 class TrainWorkersConfig(Strict):

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import fsspec
 import numpy as np
@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from alarm import env
-from alarm.config import HFDatasetSourceConfig, ManifestSourceConfig, SyntheticSourceConfig
+from alarm.config import Family, HFDatasetSourceConfig, ManifestSourceConfig, SyntheticSourceConfig
 from alarm.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class _Spec:
     instruction: bool
     base: str  # folder or URI prefix that relative audio paths resolve against
     class_labels: dict  # column -> label names (save_to_disk ClassLabel features)
+    family_column: str | None = None  # per-row describer, overriding `family`
 
 
 def read_manifest(cfg: ManifestSourceConfig, storage_options: dict | None = None) -> Iterator[dict]:
@@ -99,9 +100,9 @@ def read_manifest(cfg: ManifestSourceConfig, storage_options: dict | None = None
     else:
         columns, records = _read_jsonl(cfg.path, opts, compression, cfg.limit)
     _check_columns(cfg.path, columns, {"id_column": cfg.id_column, "audio_column": cfg.audio_column,
-                                       "prompt_column": cfg.prompt_column})
+                                       "prompt_column": cfg.prompt_column, "family_column": cfg.family_column})
     spec = _Spec(cfg.name, cfg.path, cfg.family, cfg.id_column, cfg.audio_column, cfg.prompt_column,
-                 cfg.instruction, _parent(cfg.path), {})
+                 cfg.instruction, _parent(cfg.path), {}, cfg.family_column)
     return _rows(records, spec)
 
 
@@ -181,7 +182,9 @@ def _row(rec: _Record, spec: _Spec, seen: dict[str, list]) -> dict:
     errors += [err] if err else []
     prompt, err = _prompt(rec.values, spec)
     errors += [err] if err else []
-    skip = {spec.id_column, spec.audio_column, spec.prompt_column}
+    family, err = _family(rec.values, spec)
+    errors += [err] if err else []
+    skip = {spec.id_column, spec.audio_column, spec.prompt_column, spec.family_column}
     metadata, meta_errors = _metadata(rec.values, skip, spec.class_labels)
     # Tags from schema.REJECT_REASONS: a row whose only fault is its metadata is bad_metadata; any other
     # source-row fault (id, audio, duplicate, unparsable line) is undecodable.
@@ -194,7 +197,7 @@ def _row(rec: _Record, spec: _Spec, seen: dict[str, list]) -> dict:
         "audio_uri": None if errors else audio_uri,
         "audio_bytes": None if errors else audio_bytes,
         "metadata": json.dumps(metadata, ensure_ascii=False),
-        "family": spec.family,
+        "family": family,
         "instruction": spec.instruction,
         "prompt_given": prompt,
         "row_error": f"{tag}: {spec.path} {rec.where}: {'; '.join(errors)}" if errors else None,
@@ -257,6 +260,17 @@ def _prompt(values: dict, spec: _Spec) -> tuple[str | None, str | None]:
     if spec.instruction:
         return None, f"missing prompt (column {spec.prompt_column!r} is empty); instruction rows need one"
     return None, None
+
+
+def _family(values: dict, spec: _Spec) -> tuple[str, str | None]:
+    if spec.family_column is None:
+        return spec.family, None
+    value = values.get(spec.family_column)
+    families = get_args(Family)
+    if value not in families:
+        return spec.family, (f"family {value!r} in column {spec.family_column!r} is not a describer; expected one "
+                             f"of {', '.join(families)}")
+    return value, None
 
 
 def _metadata(values: dict, skip: set, class_labels: dict) -> tuple[dict, list[str]]:
@@ -333,7 +347,7 @@ def _check_columns(path: str, columns: list[str], wanted: dict[str, str | None])
         raise InvalidInput(
             f"source file {path} lacks column(s) {', '.join(sorted(missing))}; it has columns "
             f"{columns or 'none (empty file?)'}. Rename the columns or set the source's id_column/audio_column/"
-            "prompt_column to match"
+            "prompt_column/family_column to match"
         )
 
 
@@ -412,7 +426,7 @@ def _read_jsonl(path: str, opts: dict, compression: str | None, limit: int | Non
 
 def _read_csv(path: str, opts: dict, compression: str | None, limit: int | None, cfg: ManifestSourceConfig):
     """All cells are text; metadata cells that look like numbers become numbers ('007' stays a string)."""
-    raw_columns = {cfg.id_column, cfg.audio_column, cfg.prompt_column}
+    raw_columns = {cfg.id_column, cfg.audio_column, cfg.prompt_column, cfg.family_column}
     records = []
     with _open(path, opts, compression) as fb:
         try:

@@ -143,6 +143,21 @@ def test_prompt_column_and_instruction_rows(tmp_path):
         read_manifest(_cfg(path, instruction=True))
 
 
+def test_family_column_picks_each_rows_describer(tmp_path):
+    path = _jsonl(tmp_path / "m.jsonl", [
+        {"id": "1", "audio": "x.wav", "kind": "labels", "label": "dog"},
+        {"id": "2", "audio": "y.wav", "kind": "music", "instrument": "piano"},
+        {"id": "3", "audio": "z.wav", "kind": "poetry", "label": "cat"},
+    ])
+    rows = list(read_manifest(_cfg(path, family="caption", family_column="kind")))
+    assert [r["family"] for r in rows[:2]] == ["labels", "music"]
+    assert json.loads(rows[0]["metadata"]) == {"label": "dog"}  # the family is not metadata
+    assert rows[2]["row_error"].startswith("undecodable: ")
+    assert "family 'poetry' in column 'kind' is not a describer; expected one of transcript" in rows[2]["row_error"]
+    with pytest.raises(InvalidInput, match="family_column='genre'"):
+        read_manifest(_cfg(path, family_column="genre"))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # whole-source errors
 
