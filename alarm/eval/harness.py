@@ -15,8 +15,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from alarm.env import atomic_write
 from alarm.eval.benchmarks import Item, load_items
-from alarm.eval.report import atomic_write, file_sha256, score_predictions, write_outputs
+from alarm.eval.report import file_sha256, score_predictions, write_outputs
 from alarm.eval.runner import (
     Answerer,
     EvalRunError,

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from alarm.env import atomic_write
 from alarm.eval.benchmarks import Item, get_spec
 from alarm.eval.parsing import Parsed, default_fallback, parse_answer
 from alarm.eval.scoring import SCORERS, aggregate, official_verdicts, strict_keys, strict_verdicts
@@ -99,22 +99,6 @@ def _notes(benchmark: str, scores: dict) -> list[str]:
 
 
 # -- files ---------------------------------------------------------------------------------------------------
-
-
-def atomic_write(path: Path, text: str) -> Path:
-    """Write `text` to `path` through a temporary file in the same folder and os.replace (no torn files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def file_sha256(path: str | Path) -> str:
