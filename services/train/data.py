@@ -115,4 +115,4 @@ def build_split(cfg: TrainConfig, store: RunStore, split: str, limit: int | None
             compute=ray.data.ActorPoolStrategy(size=e.actors), batch_size=e.batch_size, batch_format="numpy",
             num_cpus=e.num_cpus, num_gpus=e.num_gpus or None,
         )
-    return ds
+    return ds.materialize() if e.cache else ds

@@ -55,6 +55,23 @@ def test_loss_falls_and_the_adapter_loads_for_inference(ray_cluster, tiny_corpus
     assert len([p for p in (run_dir / "train").glob("checkpoint_*") if p.is_dir()]) <= cfg.num_to_keep
 
 
+def test_cached_encoder_states_train_the_same_adapter(ray_cluster, tiny_corpus, tmp_path):
+    """encoders.cache=true encodes each clip once for all epochs; the batches, and so the training, are the same."""
+    from alarm.model.checkpoint import load_adapter
+    from services.train.run import run
+
+    runs = {}
+    for cache in (False, True):
+        out = tmp_path / f"cache-{cache}"
+        summary = run(train_cfg(tiny_corpus, out, "max_steps=7", f"encoders.cache={str(cache).lower()}"))
+        assert summary["steps"] == 7  # 3 steps per epoch: the third epoch reads the cached states
+        runs[cache] = (history(out / "t"), load_adapter(out / "t" / "adapter")[0].state_dict())
+    losses = {c: [h["loss"] for h in hist if h["kind"] == "train"] for c, (hist, _) in runs.items()}
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+    for k, v in runs[False][1].items():
+        torch.testing.assert_close(runs[True][1][k], v, rtol=1e-4, atol=1e-6, msg=k)
+
+
 @pytest.mark.slow
 def test_restarted_job_resumes_where_it_stopped(ray_cluster, tiny_corpus, tmp_path):
     from services.train.run import run
