@@ -69,7 +69,8 @@ def decode_features(batch: dict[str, np.ndarray], encoders: list[str], max_durat
     feats: dict[str, list] = {e: [] for e in encoders}
     shapes: dict[str, list] = {e: [] for e in encoders}
     for key, data, uri in zip(batch["key"], batch["audio_bytes"], batch["audio_uri"], strict=True):
-        src = data if data is not None and len(data) else uri
+        # a batch whose audio_bytes are all null (manifest rows that point at files) arrives as a float NaN column
+        src = data if isinstance(data, bytes | bytearray | np.ndarray) and len(data) else uri
         try:
             wave = load_audio(src, max_duration_s=max_duration_s, storage_options=storage_options)
         except Exception as e:

@@ -45,3 +45,20 @@ def test_tiny_en_features_are_as_wide_as_the_checkpoint_takes():
     registry = decode_features(batch, ["whisper"], 30.0)  # large-v3's 128 bins
     with pytest.raises(ValueError, match=r"expects features \(B, T, 80\), found \(2, 3000, 128\)"):
         actor(registry)
+
+
+@pytest.mark.parametrize("null_bytes", [np.full(2, np.nan, dtype=np.float32), np.array([None, b""], dtype=object)])
+def test_rows_without_audio_bytes_read_their_audio_uri(tmp_path, null_bytes):
+    """Manifest rows point at files: a batch whose audio_bytes are all null (Ray hands over a NaN column) decodes
+    each clip from its audio_uri."""
+    from services.train.data import decode_features
+
+    uris = []
+    for i, seconds in enumerate((1.0, 2.5)):
+        (tmp_path / f"{i}.flac").write_bytes(flac(seconds))
+        uris.append(str(tmp_path / f"{i}.flac"))
+    text = np.array(["a", "b"], dtype=object)
+    batch = {"key": text, "source": text, "prompt": text, "target": text, "audio_bytes": null_bytes,
+             "audio_uri": np.array(uris, dtype=object)}
+    out = decode_features(batch, ["whisper"], 30.0)
+    assert [s.tolist() for s in out["feat_whisper_shape"]] == [[3000, 128, 100], [3000, 128, 250]]
