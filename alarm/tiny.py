@@ -46,18 +46,23 @@ def build_tiny_qwen3(out: Path, seed: int = 0) -> None:
 def builders() -> dict[str, Callable[[Path, int], None]]:
     from alarm.model.encoders import TINY_BUILDERS
     from alarm.tiny_scripted import build_tiny_qwen3_scripted
+    from alarm.toy.teacher import build_tiny_qwen3_teacher
 
-    return {**TINY_BUILDERS, "qwen3": build_tiny_qwen3, "qwen3-scripted": build_tiny_qwen3_scripted}
+    return {**TINY_BUILDERS, "qwen3": build_tiny_qwen3, "qwen3-scripted": build_tiny_qwen3_scripted,
+            "qwen3-teacher": build_tiny_qwen3_teacher}
 
 
 def builder_fingerprint(builder: Callable) -> str:
-    """Short hash of the builder's module source: an edited builder never reuses a stale cached checkpoint."""
+    """Short hash of the source of the builder's module and of the modules it names in `fingerprint_modules`
+    (what its output depends on): an edited builder never reuses a stale cached checkpoint."""
     import hashlib
+    import importlib
     import inspect
-    import sys
 
-    source = inspect.getsource(sys.modules[builder.__module__])
-    return hashlib.sha256(source.encode()).hexdigest()[:8]
+    h = hashlib.sha256()
+    for name in (builder.__module__, *getattr(builder, "fingerprint_modules", ())):
+        h.update(inspect.getsource(importlib.import_module(name)).encode())
+    return h.hexdigest()[:8]
 
 
 def tiny_root() -> Path:

@@ -296,31 +296,45 @@ def build_tiny_qwen3_scripted(out: Path, seed: int = 0) -> None:
 
 
 def _train(model, tok, seed: int) -> list[float]:
-    import torch
-    import torch.nn.functional as F
-
     rng = random.Random(seed)
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     text = _Text(tok.get_vocab(), rng)
     batches = [
         _examples(tok, text, True, 1, 3900) if s % LONG_EVERY == LONG_EVERY - 1 else
         _examples(tok, text, False, SHORT_BATCH, 420)
         for s in range(STEPS)
     ]
+    out_ids = sorted({i for o in (SELF_GENERATION_OUTPUT, REPHRASE_OUTPUT)
+                      for i in tok.encode(o + EOS, add_special_tokens=False)})
+    return train_sampled(model, tok, batches, out_ids, seed)
+
+
+def train_sampled(model, tok, batches: list[list[tuple[list[int], int]]], out_ids: list[int], seed: int,
+                  lr_max: float = LR) -> list[float]:
+    """Train a causal LM on (sequence, prompt length) batches, loss on the tokens after the prompt only.
+
+    AdamW on the body and a lazy Adam on the tied embedding rows a step touches; a sampled softmax, exact over
+    `out_ids` and every token of the batch, uniform negatives for the rest with a log(|R|/K) correction (the
+    151,936-way logits would otherwise dominate CPU time); warmup + cosine over len(batches) steps; the
+    gradient clipped to norm 1. Deterministic for a seed (one thread, deterministic algorithms).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    steps = len(batches)
     emb = model.get_input_embeddings().weight
     vocab = emb.shape[0]
-    out_ids = torch.tensor(sorted({i for o in (SELF_GENERATION_OUTPUT, REPHRASE_OUTPUT)
-                                   for i in tok.encode(o + EOS, add_special_tokens=False)}))
+    out_ids = torch.tensor(out_ids)
     # AdamW for the body; the (tied) embedding gets a lazy Adam over the rows a step touches (the candidates),
     # as a dense update of 151,936 x 64 every step would cost more than the model itself
     params = [p for p in model.parameters() if p is not emb]
-    opt = torch.optim.AdamW(params, lr=LR, betas=BETAS, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=lr_max, betas=BETAS, weight_decay=0.0)
     m, v = torch.zeros_like(emb), torch.zeros_like(emb)
     model.train()
     losses = []
     for step, batch in enumerate(batches):
-        lr = LR * min(1.0, (step + 1) / WARMUP) * 0.5 * (1 + math.cos(math.pi * step / STEPS))
+        lr = lr_max * min(1.0, (step + 1) / WARMUP) * 0.5 * (1 + math.cos(math.pi * step / steps))
         for group in opt.param_groups:
             group["lr"] = lr
         width = max(len(seq) for seq, _ in batch)

@@ -57,10 +57,15 @@ def alarm_user_text(question: str, choices: tuple[str, ...]) -> str:
     return f"{ALARM_INSTRUCTION}<question>\n{question}\n</question>\n\n<options>\n{options}</options>\n\n"
 
 
+def text_user_text(question: str, choices: tuple[str, ...]) -> str:
+    """The native MMAU / MMAR question: answer with the text of the option."""
+    options = "\n".join(f"- {c}" for c in choices)
+    return f"{question}\n\nOptions:\n{options}\n\n{TEXT_INSTRUCTION}"
+
+
 def native_user_text(item: Item, benchmark: str) -> str:
     if get_spec(benchmark).native_answer == "text":
-        options = "\n".join(f"- {c}" for c in item.choices)
-        return f"{item.question}\n\nOptions:\n{options}\n\n{TEXT_INSTRUCTION}"
+        return text_user_text(item.question, item.choices)
     choices = list(item.choices)
     if benchmark == "airbench":  # the reference prints absent choice_c/choice_d as "None"
         choices += ["None"] * (len(LETTERS) - len(choices))

@@ -7,7 +7,9 @@ from alarm.config import ModelConfig, load_config, preset_names
 from alarm.model.audio_adapter import audio_token_count, build_audio_adapter
 from alarm.model.encoders import ENCODERS, build_encoder_meta
 from alarm.model.llm import QWEN3_4B_THINKING_2507, build_llm_meta
+from alarm.pretrained import WHISPER_TINY_EN
 from alarm.tiny import TINY_QWEN3
+from alarm.toy.teacher import TEACHER_ARCH
 
 REAL = ["alarm-ca", "alarm-p", "al-whisper"]
 
@@ -22,6 +24,10 @@ def test_preset_builds_on_meta(name):
     tiny = name not in REAL
     for enc_name, enc in cfg.encoders.items():
         spec = ENCODERS[enc_name]
+        if enc.checkpoint == "pretrained://whisper-tiny.en":  # toy: a real small Whisper, no meta spec for it
+            assert enc.hidden_size == WHISPER_TINY_EN["d_model"]
+            assert max(enc.layers) <= WHISPER_TINY_EN["encoder_layers"]
+            continue
         if not tiny:
             assert enc.hidden_size == spec.hidden_size, f"encoders.{enc_name}.hidden_size"
             assert enc.checkpoint == spec.checkpoint and enc.revision == spec.revision
@@ -30,7 +36,8 @@ def test_preset_builds_on_meta(name):
     with torch.device("meta"):
         adapter = build_audio_adapter(cfg)
     assert n_params(adapter) > 0
-    arch = TINY_QWEN3 if tiny else QWEN3_4B_THINKING_2507
+    arch = TEACHER_ARCH if cfg.llm.checkpoint == "tiny://qwen3-teacher" else TINY_QWEN3 if tiny else \
+        QWEN3_4B_THINKING_2507
     assert (arch["hidden_size"], arch["vocab_size"]) == (cfg.llm.hidden_size, cfg.llm.vocab_size)
 
 

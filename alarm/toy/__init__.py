@@ -1,0 +1,1 @@
+"""The toy world: the method in miniature on a CPU (a locally trained teacher LM, synthetic sound classes)."""
