@@ -39,7 +39,7 @@ class Size:
     epochs: float
 
 
-SIZES = {"full": Size(train_clips=320, eval_clips=96, epochs=12), "small": Size(train_clips=128, eval_clips=32, epochs=12)}
+SIZES = {"full": Size(train_clips=400, eval_clips=96, epochs=10), "small": Size(train_clips=128, eval_clips=32, epochs=12)}
 TRAIN_SEED, EVAL_SEED = 1, 2  # the teacher's own descriptions come from another source (teacher.SOURCE_SEED)
 TARGETS = {"audio_vs_teacher": 0.9, "leak_after": 0.01}
 THINKING_BUDGET = 256

@@ -41,6 +41,7 @@ TEACHER_ARCH = {**TINY_QWEN3, "hidden_size": 128, "intermediate_size": 384, "num
                 "num_attention_heads": 4, "num_key_value_heads": 2}
 STEPS = 450
 BATCH = 8  # question chats per step (~150-250 tokens each)
+FOLLOW = 2  # of which this many have the heard reasoning written already (`encode_follow`)
 LONG_EVERY = 3  # every 3rd step: 2 rephrase chats (~2,100 tokens each) instead
 LR = 3e-3
 N_DESCRIPTIONS = 400
@@ -100,8 +101,20 @@ def plan_batches(tok, items: list[ToyItem], rng: random.Random, steps: int) -> l
         else:
             drawn = [reshuffled(rng.choice(items), rng) for _ in range(BATCH)]
             batches.append([encode_chat(tok, self_generation_chat(it, rng.choice(SYSTEMS)), r0_output(it))
-                            for it in drawn])
+                            for it in drawn[:-FOLLOW]])
+            batches[-1] += [encode_follow(tok, self_generation_chat(it, rng.choice(SYSTEMS)), it)
+                            for it in drawn[-FOLLOW:]]
     return batches
+
+
+def encode_follow(tok, msgs: list[dict], item: ToyItem) -> tuple[list[int], int]:
+    """A chat whose reasoning is already written in the heard wording (`target(item)`), the loss on what follows
+    it only: `</think>` and the same name as the answer. The teacher never learns to start that way; it learns
+    what a reasoning LLM does anyway, answer as its reasoning concluded, whatever the wording."""
+    prompt = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    ids = tok.encode(prompt + target(item) + EOS, add_special_tokens=False)
+    end = len(ids) - 1 - ids[::-1].index(tok.convert_tokens_to_ids("</think>"))
+    return ids, end - 1  # from the token before </think> (the reasoning's last, with its newline)
 
 
 def build_teacher(out: Path, seed: int = 0, steps: int = STEPS, lr: float = LR) -> list[float]:
