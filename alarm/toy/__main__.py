@@ -98,6 +98,7 @@ def run(out: Path, size: Size, teacher: str = TEACHER) -> dict:
         "train": {k: summary[k] for k in ("steps", "train_examples", "first_loss", "last_loss", "last_val_loss")},
         "accuracy": {"audio": scores["audio"], "teacher_text": scores["text"], "chance": 1 / len(eval_items[0].choices)},
         "parse_ok": {"audio": scores["audio_parse_ok"], "teacher_text": scores["text_parse_ok"]},
+        "audio_per_kind": scores["audio_per_kind"],
         "seconds": {k: round(v, 1) for k, v in times.items()}, "total_s": round(sum(times.values()), 1),
     }
     upper = report["accuracy"]["teacher_text"]
@@ -195,13 +196,15 @@ def render(r: dict) -> str:
         f"{r['parse_ok']['teacher_text']:.1%} |",
         f"| chance | {a['chance']:.1%} | |",
         "",
+        "Audio only, per sound kind: " + ", ".join(f"{k} {v:.0%}" for k, v in sorted(r["audio_per_kind"].items())) + ".",
+        "",
         f"Audio-only accuracy is {a['audio_vs_teacher']:.1%} of the teacher's (target >= "
         f"{r['targets']['audio_vs_teacher']:.0%})." if a["audio_vs_teacher"] is not None else
         "The teacher answered nothing correctly: no ratio.",
         f"Leak rate of the targets: {leak['generated']:.1%} before rephrasing (R0), {leak['rephrased']:.1%} after "
         f"(R; target <= {r['targets']['leak_after']:.0%}).",
         "",
-        "| stage | seconds |",
+        "| stage (this invocation; a resumed stage only checks) | seconds |",
         "|---|---|",
         *(f"| {k} | {v:.1f} |" for k, v in r["seconds"].items()),
         f"| total | {r['total_s']:.1f} |",
