@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import random
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 # -- the two learned outputs (what follows the generation prompt `<|im_start|>assistant\n<think>\n`) ------------
@@ -281,15 +282,25 @@ def build_tiny_qwen3_scripted(out: Path, seed: int = 0) -> None:
 
     out = Path(out)
     build_tiny_qwen3(out, seed)  # config, random init, generation config, tokenizer files
+    with one_deterministic_thread():
+        tok = AutoTokenizer.from_pretrained(str(out))
+        model = Qwen3ForCausalLM.from_pretrained(str(out), dtype=torch.float32, attn_implementation="sdpa")
+        _train(model, tok, seed)
+        model.eval().save_pretrained(str(out), safe_serialization=True)
+
+
+@contextmanager
+def one_deterministic_thread():
+    """torch on one thread with deterministic kernels (a build that yields the same bytes for a seed), restored
+    afterwards."""
+    import torch
+
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     try:
-        tok = AutoTokenizer.from_pretrained(str(out))
-        model = Qwen3ForCausalLM.from_pretrained(str(out), dtype=torch.float32, attn_implementation="sdpa")
-        _train(model, tok, seed)
-        model.eval().save_pretrained(str(out), safe_serialization=True)
+        yield
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)

@@ -144,17 +144,10 @@ def build_teacher(out: Path, seed: int = 0, steps: int = STEPS, lr: float = LR) 
 
 def build_tiny_qwen3_teacher(out: Path, seed: int = 0) -> None:
     """`tiny://qwen3-teacher`: `build_teacher` on one thread with deterministic kernels (same seed, same bytes)."""
-    import torch
+    from alarm.tiny_scripted import one_deterministic_thread
 
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    try:
+    with one_deterministic_thread():
         build_teacher(Path(out), seed)
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
 
 
 # what the teacher's weights depend on besides this module (alarm.tiny.builder_fingerprint)
