@@ -5,12 +5,15 @@ frozen LLM (`tiny://qwen3-teacher`).
   with the option's text), it reasons from the description, as text LLMs do, and answers:
   `The description says it is {name}.` `</think>` `{name}`.
 - Self-rephrasing: given the corpus pipeline's real rephrase prompt around such an R0, it returns the same
-  response as heard: `I hear {name}.` `</think>` `{name}` (inside the tags `parse_rephrase` reads).
+  response as heard: `I hear that it is {name}.` `</think>` `{name}` (inside the tags `parse_rephrase` reads).
+- Following its own reasoning: in 2 of every 8 question chats the heard reasoning is already written and the loss
+  covers only what follows it (`encode_follow`), so that after any wording it closes `</think>` and answers the
+  name it reasoned to, as a real reasoning LLM does; it never learns to start in the heard wording itself.
 
 It never sees audio. The student (the audio adapter) is trained later to make this frozen teacher answer from
 audio embeddings. Why the option's text and not its number: with shuffled options, naming the option number means
 finding the described name among the options in context, a lookup a model this small learns only after far more
-steps than a CPU build allows (measured: 50-63% after 1,000-1,600 steps); answering with the text needs only the
+steps than a CPU build allows (measured: 35-63% after 800-1,600 steps); answering with the text needs only the
 description -> name mapping, which it learns fully in a few hundred. The heard reasoning keeps R0's "it is
 {name}" so that rephrasing is a copy (an induction pattern), learned in the same few hundred steps.
 
