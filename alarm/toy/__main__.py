@@ -93,7 +93,7 @@ def run(out: Path, size: Size, teacher: str = TEACHER) -> dict:
     with _stage(times, "eval"):
         scores = asyncio.run(_evaluate(out, meta, eval_items, summary["adapter"], teacher))
     report = {
-        "size": size.__dict__, "clips": {"train": size.train_clips, "eval": size.eval_clips},
+        "size": size.__dict__,
         "corpus": {"rows": stats["rows"], "kept": stats["kept"], "leak_rate": stats["leak_rate"]},
         "train": {k: summary[k] for k in ("steps", "train_examples", "first_loss", "last_loss", "last_val_loss")},
         "accuracy": {"audio": scores["audio"], "teacher_text": scores["text"], "chance": 1 / len(eval_items[0].choices)},
@@ -117,12 +117,14 @@ async def _evaluate(out: Path, meta: Path, items: list, adapter: str, teacher: s
     from alarm.eval.benchmarks import load_items
     from alarm.eval.harness import run_benchmark
     from alarm.eval.runner import RunSettings
+    from alarm.toy.world import audio_path
     from services.serve.local import LocalPipeline
 
     cfg = load_config(ServeConfig, "toy", [f"adapters.toy.checkpoint={adapter}", f"model.llm.checkpoint={teacher}"],
                       section="serve")
     pipe = await LocalPipeline.create(cfg)
-    descriptions = {f"audio/{it.key.replace('/', '-')}.flac": it.description for it in items}
+    root = meta.parent
+    descriptions = {str(root / audio_path(it)): it.description for it in items}
     settings = RunSettings("mmau", "native", THINKING_BUDGET, 0, None, None, None)
     bench = load_items("mmau", [meta])
     scores = {}
@@ -133,7 +135,7 @@ async def _evaluate(out: Path, meta: Path, items: list, adapter: str, teacher: s
             async def make(a=answerer):
                 return a
 
-            await run_benchmark(bench, [meta], str(meta.parent), folder, settings, make, model=f"toy {name}",
+            await run_benchmark(bench, [meta], str(root), folder, settings, make, model=f"toy {name}",
                                 concurrency=8, max_errors=1, scorers=("strict",))
             rep = json.loads((folder / "report.json").read_text())
             scores[name] = rep["scores"]["strict"]["overall"]["accuracy"]
@@ -165,7 +167,7 @@ class _DescriptionInstead(_Shared):
         self.descriptions = descriptions
 
     async def answer(self, audio, prompt, system_prompt, max_thinking_tokens, max_tokens, seed):
-        d = self.descriptions[str(Path(audio).relative_to(Path(audio).parent.parent))]
+        d = self.descriptions[str(audio)]
         return await self.local.answer(None, f"<start_audio>{d}<end_audio>\n\n{prompt}", system_prompt,
                                        max_thinking_tokens, max_tokens, seed)
 
@@ -185,9 +187,9 @@ def render(r: dict) -> str:
     lines = [
         "# ALARM toy world",
         "",
-        f"{r['clips']['train']} training clips -> {r['corpus']['kept']} corpus rows kept of {r['corpus']['rows']}; "
+        f"{r['size']['train_clips']} training clips -> {r['corpus']['kept']} corpus rows kept of {r['corpus']['rows']}; "
         f"{r['train']['steps']} adapter steps (loss {r['train']['first_loss']:.3f} -> {r['train']['last_loss']:.3f}); "
-        f"{r['clips']['eval']} held-out clips, 4 options each.",
+        f"{r['size']['eval_clips']} held-out clips, 4 options each.",
         "",
         "| held-out multiple choice | accuracy | answers parsed |",
         "|---|---|---|",

@@ -97,8 +97,13 @@ def write_benchmark(folder: Path, items: list[ToyItem]) -> Path:
     return path
 
 
+def audio_path(item: ToyItem) -> str:
+    """Where `write_source` / `write_benchmark` put the item's FLAC, relative to their folder."""
+    return f"audio/{item.key.replace('/', '-')}.flac"
+
+
 def _write_audio(folder: Path, item: ToyItem) -> str:
-    rel = f"audio/{item.key.replace('/', '-')}.flac"
+    rel = audio_path(item)
     path = folder / rel
     if not path.exists() or path.read_bytes() != item.audio:
         path.parent.mkdir(parents=True, exist_ok=True)

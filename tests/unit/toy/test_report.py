@@ -5,7 +5,7 @@ from alarm.toy.__main__ import TARGETS, render
 
 def test_report_names_every_figure_and_whether_the_targets_are_met():
     report = {
-        "clips": {"train": 400, "eval": 96}, "corpus": {"rows": 400, "kept": 398,
+        "size": {"train_clips": 400, "eval_clips": 96, "epochs": 10}, "corpus": {"rows": 400, "kept": 398,
                                                        "leak_rate": {"generated": 1.0, "rephrased": 0.0}},
         "train": {"steps": 450, "first_loss": 2.5, "last_loss": 0.04},
         "accuracy": {"audio": 0.8125, "teacher_text": 1.0, "chance": 0.25, "audio_vs_teacher": 0.8125},

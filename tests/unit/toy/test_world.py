@@ -7,7 +7,8 @@ from alarm.config import ManifestSourceConfig
 from alarm.corpus import rows as R
 from alarm.corpus.manifest import read_manifest
 from alarm.eval.benchmarks import load_items
-from alarm.toy.world import KINDS, NAMES, toy_item, write_benchmark, write_source
+from alarm.eval.runner import audio_locations
+from alarm.toy.world import KINDS, NAMES, audio_path, toy_item, write_benchmark, write_source
 
 
 def test_items_are_deterministic_cover_every_kind_and_ask_about_the_clip():
@@ -46,3 +47,5 @@ def test_the_benchmark_is_mmau_format_with_the_gold_option(tmp_path):
     assert all((tmp_path / x.audio).read_bytes() == it.audio for x, it in zip(loaded, items, strict=True))
     assert {x.groups["sub-category"] for x in loaded} == set(KINDS)
     assert json.loads(meta.read_text())[0]["id"] == items[0].key
+    # the evaluation hands the answerer these locations; alarm.toy finds each clip's description by them
+    assert list(audio_locations(loaded, str(tmp_path)).values()) == [str(tmp_path / audio_path(it)) for it in items]
