@@ -13,6 +13,7 @@ import os
 from alarm.config import EngineConfig, SamplingConfig
 from alarm.llm.thinking import Completion
 from alarm.sources import resolve_checkpoint
+from services.actors import cpu_sampling
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class VLLMEngine:
         if cpu_only():
             for k, v in CPU_ENV.items():
                 os.environ.setdefault(k, v)
+            cpu_sampling.install()  # top-k/top-p without sorting the vocabulary every step
         from vllm import LLM
 
         folder = resolve_checkpoint(cfg.checkpoint, cfg.revision, expect=["config.json"])

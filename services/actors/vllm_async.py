@@ -36,6 +36,7 @@ from alarm.llm.backends import (
     run_with_budget,
     token_id,
 )
+from services.actors import cpu_sampling
 from services.actors.llm import CPU_ENV, cpu_only
 
 FINISH = {"stop": "stop", "length": "length", "abort": "aborted", "repetition": "stop"}  # vLLM -> ours
@@ -62,6 +63,7 @@ class VLLMAsyncBackend:
         if cpu_only():
             for k, v in CPU_ENV.items():
                 os.environ.setdefault(k, v)
+            cpu_sampling.install()  # top-k/top-p without sorting the vocabulary every step
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
