@@ -64,6 +64,9 @@ async def run_benchmark(items: Sequence[Item], meta: Sequence[str | Path], audio
     if saved is not None and (diff := settings.mismatch(saved)):
         raise EvalRunError(f"{out} holds a run with other settings ({diff}); use another --out, or the same "
                            f"settings to resume")
+    if saved is not None and saved.get("model") not in (None, model):
+        raise EvalRunError(f"{out} holds the answers of another model ({saved['model']!r}, now {model!r}); use "
+                           f"another --out, or the same model to resume")
     context = {**asdict(settings), "meta": meta_facts(meta), "audio_root": audio_root, "model": model}
     atomic_write(out / RUN_FILE, json.dumps(context, indent=2) + "\n")
 

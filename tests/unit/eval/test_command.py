@@ -77,6 +77,19 @@ def test_other_settings_in_the_same_folder_are_refused(bench, capsys):
     assert fake.calls == []
 
 
+def test_another_model_in_the_same_folder_is_refused(bench, capsys):
+    class OtherModel(ScriptedAnswerer):
+        pass
+
+    meta, root, out = bench
+    assert main(args(meta, root, out, "--limit", "2"), answerer=ScriptedAnswerer(_reply)) == 0
+    fake = OtherModel(_reply)
+    assert main(args(meta, root, out), answerer=fake) == 1
+    err = capsys.readouterr().err
+    assert "holds the answers of another model ('injected ScriptedAnswerer', now 'injected OtherModel')" in err
+    assert fake.calls == []
+
+
 def test_missing_audio_stops_before_inference(bench, capsys):
     meta, root, out = bench
     (root / "test-mini-audios" / "q3.wav").unlink()
