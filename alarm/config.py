@@ -383,6 +383,10 @@ class BatchConfig(Strict):
     effective: int = Field(64, gt=0, description="Examples per optimizer step (per_worker x workers x accum).")
     max_length: int = Field(4096, gt=0, description="LLM positions per example (model_max_length).")
     bucket_by_duration: bool = Field(True, description="Group clips of similar length to limit padding.")
+    window_batches: int = Field(
+        16, gt=0, description="Micro-batches' worth of streamed rows bucketed and shuffled together each epoch (held "
+        "in the worker's memory). A window as large as the corpus gives every epoch a new order over all of it; "
+        "smaller windows keep the stream's order between windows.")
 
 
 class EncoderPoolConfig(Strict):

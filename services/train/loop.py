@@ -31,7 +31,7 @@ def stream_batches(shard, cfg: TrainConfig, epoch: int, skip: int):
     batches, so it sees exactly the batches a run that never stopped would have seen.
     """
     size = cfg.batch.per_worker
-    window_rows = size * 16
+    window_rows = size * cfg.batch.window_batches
     window: list[dict] = []
     skip_batches = skip // size
 
