@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import posixpath
+import sys
 import tempfile
 from pathlib import Path
 
@@ -53,6 +54,12 @@ def run(cfg: TrainConfig) -> dict:
         raise InvalidInput(f"corpus {cfg.corpus} has {n_train} kept train rows, fewer than one optimizer step "
                            f"(batch.effective={cfg.batch.effective}); generate more or lower batch.effective")
     total_steps = plan_total_steps(cfg, n_train)
+    done = out.read_json("summary.json")
+    if done and done.get("steps") == done.get("planned_steps") == total_steps and \
+            done.get("train_examples") == n_train and out.read_json("adapter/meta.json") is not None:
+        print(f"{cfg.run_id}: already trained ({total_steps} steps, adapter {done['adapter']}); nothing to do",
+              file=sys.stderr)
+        return done  # a rerun of a finished job must not encode the corpus again to find that out
     # Every checkpoint resolves here, on the driver: a missing one is a clear error, not a worker stack trace.
     resolve_llm(cfg.model.llm)
     for enc in cfg.model.encoders.values():

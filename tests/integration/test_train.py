@@ -55,6 +55,20 @@ def test_loss_falls_and_the_adapter_loads_for_inference(ray_cluster, tiny_corpus
     assert len([p for p in (run_dir / "train").glob("checkpoint_*") if p.is_dir()]) <= cfg.num_to_keep
 
 
+def test_a_finished_run_is_not_trained_or_encoded_again(ray_cluster, tiny_corpus, tmp_path, monkeypatch):
+    import services.train.run as train_run
+
+    first = train_run.run(train_cfg(tiny_corpus, tmp_path, "max_steps=3"))
+
+    def never(*a, **k):
+        raise AssertionError("a finished run built its datasets again")
+
+    monkeypatch.setattr(train_run, "build_split", never)
+    assert train_run.run(train_cfg(tiny_corpus, tmp_path, "max_steps=3")) == first
+    with pytest.raises(AssertionError, match="built its datasets again"):  # more steps: it does train on
+        train_run.run(train_cfg(tiny_corpus, tmp_path, "max_steps=4"))
+
+
 def test_cached_encoder_states_train_the_same_adapter(ray_cluster, tiny_corpus, tmp_path):
     """encoders.cache=true encodes each clip once for all epochs; the batches, and so the training, are the same."""
     from alarm.model.checkpoint import load_adapter
