@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import sys
 import time
@@ -39,7 +40,8 @@ class Size:
     epochs: float
 
 
-SIZES = {"full": Size(train_clips=400, eval_clips=96, epochs=10), "small": Size(train_clips=128, eval_clips=32, epochs=12)}
+# full: held-out audio-only accuracy (192 clips, in-process trainer) 86% after 10 epochs, 91% after 20, 95% after 30
+SIZES = {"full": Size(train_clips=400, eval_clips=96, epochs=30), "small": Size(train_clips=128, eval_clips=32, epochs=12)}
 TRAIN_SEED, EVAL_SEED = 1, 2  # the teacher's own descriptions come from another source (teacher.SOURCE_SEED)
 TARGETS = {"audio_vs_teacher": 0.9, "leak_after": 0.01}
 THINKING_BUDGET = 256
@@ -117,12 +119,15 @@ async def _evaluate(out: Path, meta: Path, items: list, adapter: str, teacher: s
     from alarm.eval.benchmarks import load_items
     from alarm.eval.harness import run_benchmark
     from alarm.eval.runner import RunSettings
+    from alarm.sources import resolve_checkpoint
     from alarm.toy.world import audio_path
     from services.serve.local import LocalPipeline
 
     cfg = load_config(ServeConfig, "toy", [f"adapters.toy.checkpoint={adapter}", f"model.llm.checkpoint={teacher}"],
                       section="serve")
     pipe = await LocalPipeline.create(cfg)
+    with open(Path(resolve_checkpoint(adapter)) / "adapter.safetensors", "rb") as f:  # a retrained adapter is
+        weights = hashlib.file_digest(f, "sha256").hexdigest()[:16]  # another model: never resume its answers
     root = meta.parent
     descriptions = {str(root / audio_path(it)): it.description for it in items}
     settings = RunSettings("mmau", "native", THINKING_BUDGET, 0, None, None, None)
@@ -135,8 +140,9 @@ async def _evaluate(out: Path, meta: Path, items: list, adapter: str, teacher: s
             async def make(a=answerer):
                 return a
 
-            await run_benchmark(bench, [meta], str(root), folder, settings, make, model=f"toy {name}",
-                                concurrency=8, max_errors=1, scorers=("strict",))
+            model = f"toy {name}: {teacher}" + (f", adapter sha256 {weights}" if name == "audio" else "")
+            await run_benchmark(bench, [meta], str(root), folder, settings, make, model=model, concurrency=8,
+                                max_errors=1, scorers=("strict",))
             rep = json.loads((folder / "report.json").read_text())
             scores[name] = rep["scores"]["strict"]["overall"]["accuracy"]
             scores[f"{name}_parse_ok"] = rep["parse"]["ok"] / max(rep["items"]["answered"], 1)
