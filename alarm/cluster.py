@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import posixpath
 import shlex
 import sys
-import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ from pydantic import Field, model_validator
 
 from alarm.config import CorpusConfig, ServeConfig, Strict, TrainConfig, load_config, preset_names
 from alarm.errors import ConfigError
+from alarm.files import atomic_write
 
 DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -573,26 +572,6 @@ def render(preset: str | Path, overrides: list[str] = ()) -> dict[str, str]:
     return manifests(plan(load_cluster_config(preset, overrides)), source_line(preset, overrides))
 
 
-def write_atomic(folder: Path, files: dict[str, str]) -> list[Path]:
-    """Each file written to a temporary name in `folder`, then renamed over the old one."""
-    folder.mkdir(parents=True, exist_ok=True)
-    umask = os.umask(0)
-    os.umask(umask)
-    out = []
-    for name, text in files.items():
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; manifests are ordinary files
-            os.replace(tmp, folder / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        out.append(folder / name)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     from alarm.cli import add_config_args, config_from_args
 
@@ -620,8 +599,8 @@ def main(argv: list[str] | None = None) -> int:
         if stale:
             print(f"re-render: {source_line(args.preset, args.overrides)} --out {out}", file=sys.stderr)
         return 1 if stale else 0
-    for path in write_atomic(out, files):
-        print(path)
+    for name, text in files.items():
+        print(atomic_write(out / name, text))
     placeholders = [k for k, v in (("image.name", cfg.image.name), ("storage.bucket", cfg.storage.bucket))
                     if "YOUR-" in v]
     if placeholders:

@@ -11,8 +11,6 @@ instant.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
@@ -780,13 +778,9 @@ def dump_config(cfg: BaseModel) -> str:
 
 def write_config(cfg: BaseModel, folder: str | Path, name: str = "config.json") -> Path:
     """Write the resolved config atomically next to an output (`folder/config.json`)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(dump_config(cfg))
-    os.replace(tmp, folder / name)
-    return folder / name
+    from alarm.files import atomic_write
+
+    return atomic_write(Path(folder) / name, dump_config(cfg))
 
 
 def main(argv: list[str] | None = None) -> None:

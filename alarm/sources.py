@@ -13,13 +13,12 @@ import hashlib
 import logging
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from alarm import env
 from alarm.errors import CheckpointError
+from alarm.files import build_once
 
 log = logging.getLogger(__name__)
 
@@ -121,22 +120,17 @@ def _fetch_s3(uri: str) -> Path:
     dest = env.cache_dir() / "s3" / f"{Path(prefix).name}-{digest}"
     if (dest / _COMPLETE).exists():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
-    try:
+
+    def fetch(tmp: Path) -> None:
         for path in listing:
             target = tmp / os.path.relpath(path, prefix)
             target.parent.mkdir(parents=True, exist_ok=True)
             fs.get_file(path, str(target))
         (tmp / _COMPLETE).write_text(stamp)
-        try:
-            os.replace(tmp, dest)
-        except OSError:  # another process finished the same fetch first
-            if not (dest / _COMPLETE).exists():
-                raise
+
+    try:
+        build_once(dest, fetch, done=_COMPLETE)
     except Exception as e:
         raise CheckpointError(f"cannot fetch {uri}: {type(e).__name__}: {e}") from e
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info("fetched %s (%d files) into %s", uri, len(listing), dest)
     return dest

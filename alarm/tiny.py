@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from alarm import env
+from alarm.files import build_once
 
 TINY_VERSION = 2  # bump when a builder changes, so stale caches are rebuilt rather than reused
 
@@ -83,7 +84,7 @@ def ensure_tiny(name: str, root: Path | None = None) -> Path:
         table[name](tmp, 0)
         (tmp / "tiny.json").write_text(json.dumps({"name": name, "version": TINY_VERSION, "seed": 0}) + "\n")
 
-    return env.build_once(dest, build)
+    return build_once(dest, build)
 
 
 def main(argv: list[str] | None = None) -> None:

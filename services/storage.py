@@ -8,13 +8,11 @@ Resume reads the `key` column of every shard and skips those rows: each key is w
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import posixpath
 import re
-import tempfile
 import time
 
 import pyarrow as pa
@@ -22,6 +20,7 @@ import pyarrow.parquet as pq
 
 from alarm.corpus.schema import COLUMNS
 from alarm.errors import InvalidInput
+from alarm.files import atomic_write
 
 # Arrow types of the corpus columns (alarm.corpus.schema.COLUMNS holds their meanings; a test keeps both in step).
 STRING, INT, FLOAT, BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
@@ -96,19 +95,7 @@ class RunStore:
     def write_bytes(self, name: str, data: bytes) -> None:
         target = self.path(name)
         if self.local:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())  # "a shard that exists is complete" must survive a machine crash
-                os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
-                os.replace(tmp, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            atomic_write(target, data)  # fsync'd: "a shard that exists is complete" must survive a machine crash
         else:
             self.fs.pipe_file(target, data)  # one PUT: atomic on S3
 

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from alarm.env import atomic_write
 from alarm.eval.benchmarks import Item, load_items
 from alarm.eval.report import file_sha256, score_predictions, write_outputs
 from alarm.eval.runner import (
@@ -27,6 +26,7 @@ from alarm.eval.runner import (
     check_audio,
     run_items,
 )
+from alarm.files import atomic_write
 
 RUN_FILE, PREDICTIONS = "run.json", "predictions.jsonl"
 

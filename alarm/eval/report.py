@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from alarm.env import atomic_write
 from alarm.eval.benchmarks import Item, get_spec
 from alarm.eval.parsing import Parsed, default_fallback, parse_answer
 from alarm.eval.scoring import SCORERS, aggregate, official_verdicts, strict_keys, strict_verdicts
+from alarm.files import atomic_write
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from alarm.config import ModelConfig, dump_config, validate
 from alarm.errors import CheckpointError, CheckpointMismatch, ConfigError
+from alarm.files import fsync_path, replace_folder, staged_folder
 from alarm.model.audio_adapter import AudioAdapter, build_audio_adapter
 
 FORMAT_VERSION = 1
@@ -50,9 +49,7 @@ def save_adapter(adapter: AudioAdapter, cfg: ModelConfig, folder: str | Path, ov
             checkpoint while `overwrite` is False.
     """
     folder = _local(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
-    try:
+    with staged_folder(folder) as tmp:
         state = {k: v.detach().to("cpu").contiguous() for k, v in adapter.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
         meta = {
@@ -65,8 +62,6 @@ def save_adapter(adapter: AudioAdapter, cfg: ModelConfig, folder: str | Path, ov
         _write_text(tmp / META, json.dumps(meta, indent=2) + "\n")
         fsync_path(tmp / WEIGHTS)
         _install(tmp, folder, meta["sha256"], dump_config(cfg), overwrite)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
@@ -89,16 +84,7 @@ def _install(tmp: Path, folder: Path, sha: str, config_text: str, overwrite: boo
                     f"{folder} already holds a different adapter checkpoint; pass overwrite=True to replace it "
                     "or choose another folder"
                 )
-            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old-"))
-            os.replace(folder, old / "ckpt")
-            try:
-                os.replace(tmp, folder)
-            except OSError:
-                os.replace(old / "ckpt", folder)  # put the old checkpoint back
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-            return
-    os.replace(tmp, folder)
+    replace_folder(tmp, folder)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -302,11 +288,3 @@ def _write_text(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
 
-
-def fsync_path(path: Path) -> None:
-    """fsync a file or folder (a rename is durable only once its folder is synced)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

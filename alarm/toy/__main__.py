@@ -29,8 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from alarm.env import atomic_write
 from alarm.errors import AlarmError
+from alarm.files import atomic_write
 
 
 @dataclass(frozen=True)

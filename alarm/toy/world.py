@@ -18,8 +18,8 @@ from pathlib import Path
 from alarm.config import SyntheticSourceConfig
 from alarm.corpus import rows as R
 from alarm.corpus.synthetic import KINDS, synthetic_row
-from alarm.env import atomic_write
 from alarm.eval.prompts import text_user_text
+from alarm.files import atomic_write
 
 NAMES = {
     "tone": "a steady tone", "chord": "a chord", "noise": "noise", "clicks": "a train of clicks",

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import random
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,8 +25,9 @@ from torch import nn
 
 from alarm.config import TrainConfig, write_config
 from alarm.errors import CheckpointError, CheckpointMismatch
+from alarm.files import fsync_path, replace_folder, staged_folder
 from alarm.model.audio_adapter import AudioAdapter
-from alarm.model.checkpoint import fsync_path, load_adapter, save_adapter
+from alarm.model.checkpoint import load_adapter, save_adapter
 from alarm.model.prompt import PromptBuilder
 from alarm.training.batch import TrainBatch, bucket_by_length, example_length, to_train_batch
 from alarm.training.step import (
@@ -267,16 +265,12 @@ def save_training_state(trainer: Trainer, folder: str | Path) -> Path:
             f"{trainer.grad_accum}; save right after an optimizer step"
         )
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
-    try:
+    with staged_folder(folder) as tmp:
         save_adapter(trainer.adapter, trainer.cfg.model, tmp / ADAPTER_DIR)
         torch.save(trainer.state_dict(with_adapter=False), tmp / TRAINER_FILE)
         fsync_path(tmp / TRAINER_FILE)
         write_config(trainer.cfg, tmp)
-        _replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        replace_folder(tmp, folder)
     return folder
 
 
@@ -294,15 +288,6 @@ def load_training_state(trainer: Trainer, folder: str | Path) -> None:
     trainer.adapter.load_state_dict(stored.state_dict())
     trainer.load_state_dict(torch.load(folder / TRAINER_FILE, map_location="cpu", weights_only=True))
 
-
-def _replace(tmp: Path, folder: Path) -> None:
-    if not folder.exists():
-        os.replace(tmp, folder)
-        return
-    old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old-"))
-    os.replace(folder, old / "ckpt")
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from alarm.env import atomic_write
 from alarm.eval.benchmarks import load_items
 from alarm.eval.report import score_predictions, submission_text, write_outputs
+from alarm.files import atomic_write
 from tests.unit.eval.helpers import air_row, mmau_row, mmsu_row, write_json, write_jsonl
 
 CONTEXT = {"max_thinking_tokens": 8192, "max_tokens": 0, "temperature": None, "seed": 7, "model": "fake",
