@@ -57,7 +57,7 @@ def ray_train(cfg: TrainConfig, steps: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_config_args(parser, "train", "tiny")
+    add_config_args(parser, "train", "tiny", TrainConfig)
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per arm")
     args = parser.parse_args()
     args.overrides = ["epochs=50", "checkpoint_every=1000", "eval_every=1000", *args.overrides]

@@ -18,6 +18,7 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from alarm.config.base import RAY_RENAMED
 from alarm.corpus.schema import COLUMNS
 from alarm.errors import InvalidInput
 from alarm.files import atomic_write
@@ -104,10 +105,10 @@ class RunStore:
 
     # -- config --------------------------------------------------------------------------------------------------
 
-    def check_config(self, cfg_json: dict, ignore: tuple[str, ...] = ("workers", "ray_address", "ray_num_cpus",
+    def check_config(self, cfg_json: dict, ignore: tuple[str, ...] = ("workers", "ray", *RAY_RENAMED,
                                                                        "shard_rows")) -> None:
-        """First run: write config.json. Resume: the config must match (except scaling knobs), or the corpus
-        would mix rows made two ways."""
+        """First run: write config.json. Resume: the config must match (except scaling knobs, and the Ray keys of
+        runs written before the `ray` section), or the corpus would mix rows made two ways."""
         old = self.read_json("config.json")
         if old is None:
             self.write_json("config.json", cfg_json)

