@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = config_from_args(parser.parse_args(argv), TrainConfig, "train")
 
     from alarm.errors import AlarmError
-    from services.train.run import run
+    from services.train.driver import run
 
     try:
         summary = run(cfg)

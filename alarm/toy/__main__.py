@@ -89,7 +89,7 @@ def run(out: Path, size: Size, teacher: str = TEACHER) -> dict:
                                                   f"model.llm.checkpoint={teacher}"],
                             section="train")
     with _stage(times, "train"):
-        from services.train.run import run as train
+        from services.train.driver import run as train
 
         summary = train(train_cfg)
     with _stage(times, "eval"):

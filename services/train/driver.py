@@ -1,4 +1,6 @@
-"""`run(cfg)`: TorchTrainer(train_loop) over the Ray Data splits, checkpoints to output/run_id, resumable."""
+"""The training job's driver, `run(cfg)`: checks the corpus and checkpoints, plans the steps, launches a
+TorchTrainer of `worker.train_loop` over the Ray Data splits (data.py), and exports the final adapter, metrics and
+curves to output/run_id. Resumable."""
 
 from __future__ import annotations
 
@@ -15,12 +17,12 @@ from alarm.errors import InvalidInput
 from alarm.model.llm import resolve_llm
 from alarm.sources import resolve_checkpoint
 from alarm.training.curves import plot_curves
-from alarm.training.loop import plan_total_steps
+from alarm.training.trainer import plan_total_steps
 from services.connect import init_ray
 from services.errors import alarm_error_in
 from services.storage import RunStore
 from services.train.data import build_split, count_examples, open_corpus
-from services.train.loop import METRICS, train_loop
+from services.train.worker import METRICS, train_loop
 
 log = logging.getLogger(__name__)
 
