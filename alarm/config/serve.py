@@ -149,3 +149,11 @@ class ServeConfig(WithModel):
                 f"limits.audio_uri_prefixes {bad}: each must be an s3://bucket/ prefix (ending in a bucket or folder)"
             )
         return self
+
+
+class ServeArgs(Strict):
+    """A serve preset (name or YAML path) and dotted overrides, as on the command line: the `args` of the Serve
+    application (services/serve/app.py) and the in-process pipeline `alarm.eval` runs."""
+
+    preset: str = Field("tiny", description="Serve preset name (alarm/presets/serve) or a YAML path.")
+    overrides: list[str] = Field(default_factory=list, description="key.sub=value, as on the command line.")

@@ -23,9 +23,9 @@ from alarm.config import (
 )
 from alarm.corpus.filters import corpus_stats
 from alarm.errors import InvalidInput
-from services.actors.llm import CPU_ENV, cpu_only
 from services.connect import init_ray
 from services.corpus.stages import CorpusLLMStage, cpu_stages
+from services.engines.llm import CPU_ENV, cpu_only
 from services.errors import alarm_error_in
 from services.storage import STATS_COLUMNS, RunStore, to_table
 

@@ -50,7 +50,6 @@ from services.serve._proto.alarm.v1 import alarm_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-SERVICE = "alarm.v1.AlarmService"
 MAX_REQUEST_ID = 128
 
 
@@ -284,7 +283,7 @@ class LLMCore:
         tok = load_tokenizer(folder)
         e = cfg.llm
         if e.backend == "vllm":
-            from services.actors.vllm_async import VLLMAsyncBackend
+            from services.engines.vllm_async import VLLMAsyncBackend
 
             backend = VLLMAsyncBackend(
                 folder, max_model_len=e.max_model_len, dtype=cfg.model.llm.dtype, max_num_seqs=e.max_num_seqs,

@@ -12,7 +12,7 @@ from alarm.config import TrainConfig
 from alarm.errors import InvalidInput
 from alarm.model.encoders import checkpoint_feature_dim
 from alarm.sources import resolve_checkpoint
-from services.actors.encoders import EncoderActor, _ragged
+from services.engines.encoders import EncoderActor, _ragged
 from services.storage import RunStore
 
 REQUIRED = ("key", "source", "prompt", "target", "keep", "split", "audio_bytes", "audio_uri")

@@ -147,13 +147,10 @@ def test_the_service_ports_are_on_the_head_and_the_workers(preset, overrides):
 
 
 def test_worker_readiness_is_our_grpc_health_and_the_head_keeps_kuberays():
-    from alarm.client import SERVICE
-
-    assert GRPC_SERVICE == SERVICE
     head, (worker,) = containers(rendered("alarm-ca")["rayservice.yaml"])
     # KubeRay deploys the Serve config only once the head is ready: a probe on the application would deadlock
     assert "readinessProbe" not in head and "livenessProbe" not in head
-    assert worker["readinessProbe"]["grpc"] == {"port": 9000, "service": SERVICE}
+    assert worker["readinessProbe"]["grpc"] == {"port": 9000, "service": GRPC_SERVICE}
     assert "livenessProbe" not in worker  # KubeRay's (raylet health) stays
     _, (worker,) = containers(rendered("alarm-ca", ("serve.readiness=exec",))["rayservice.yaml"])
     assert worker["readinessProbe"]["exec"]["command"] == [
