@@ -44,7 +44,7 @@ from alarm.config.cluster import Workload
 from alarm.errors import ConfigError
 from alarm.files import atomic_write
 
-MANIFESTS = ("rayservice.yaml", "rayjob-generate.yaml", "rayjob-train.yaml", "raycluster.yaml")
+RESOURCE_FILES = ("rayservice.yaml", "rayjob-generate.yaml", "rayjob-train.yaml", "raycluster.yaml")  # the manifests
 SUBMISSION_MODES = ("K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode")  # rayjob_types.go
 # Ray's logical `memory` resource is what is left after the object store (30% of the pod's memory by default).
 RAY_MEMORY_FRACTION = 0.7
@@ -324,8 +324,8 @@ def _shape(cfg: ClusterConfig, g: Group) -> str:
     return f"Worker group {cfg.worker.group!r}: {gpu}{cfg.worker.cpu} CPU, {cfg.worker.memory_gib}Gi per pod, {pods} pods"
 
 
-def manifests(p: Plan, source: str) -> dict[str, str]:
-    """The four manifests as YAML text, keyed by file name. `source` is the command line shown in the headers."""
+def resource_files(p: Plan, source: str) -> dict[str, str]:
+    """The four Kubernetes manifests as YAML text, keyed by file name. `source` is the command line shown in the headers."""
     from services.serve.app import serve_config
 
     cfg = p.cfg
@@ -417,7 +417,7 @@ def source_line(preset: str | Path, overrides: list[str] = ()) -> str:
 
 def render(preset: str | Path, overrides: list[str] = ()) -> dict[str, str]:
     """The manifests for a cluster preset plus overrides: {file name: YAML text}. Raises ConfigError."""
-    return manifests(plan(load_cluster_config(preset, overrides)), source_line(preset, overrides))
+    return resource_files(plan(load_cluster_config(preset, overrides)), source_line(preset, overrides))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = config_from_args(args, ClusterConfig, "cluster")
     try:
-        files = manifests(plan(cfg), source_line(args.preset, args.overrides))
+        files = resource_files(plan(cfg), source_line(args.preset, args.overrides))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -110,7 +110,7 @@ def run(cfg: CorpusConfig) -> dict:
     done = store.committed_keys()
     attempt = store.next_attempt()
     shards = store.shard_rows()
-    store.write_manifest(cfg.run_id, attempt, complete=False, shards=shards)  # claim the attempt number first
+    store.write_index(cfg.run_id, attempt, complete=False, shards=shards)  # claim the attempt number first
     resolve_models(cfg)  # a missing checkpoint is a clear error here, not an actor stack trace later
     init_ray(cfg.ray)
     check_resources(cfg)
@@ -127,7 +127,7 @@ def run(cfg: CorpusConfig) -> dict:
             shards.append({"path": f"shards/{name}", "rows": batch.num_rows})
             written += batch.num_rows
             bar.update(batch.num_rows)
-            store.write_manifest(cfg.run_id, attempt, complete=False, shards=shards)
+            store.write_index(cfg.run_id, attempt, complete=False, shards=shards)
     except Exception as e:
         cause = alarm_error_in(e)
         if cause is not None:  # e.g. a bad checkpoint inside an actor: say what it is, not a Ray trace
@@ -141,6 +141,6 @@ def run(cfg: CorpusConfig) -> dict:
                            "rows_per_s": round(written / elapsed, 3) if elapsed > 0 else None,
                            "resumed_rows": len(done), "attempt": attempt}
     store.write_json("stats.json", stats)
-    manifest = store.write_manifest(cfg.run_id, attempt, complete=True, shards=shards)
-    log.info("run %s: %d rows in %d shards at %s", cfg.run_id, manifest["rows"], len(manifest["shards"]), store.uri)
+    index = store.write_index(cfg.run_id, attempt, complete=True, shards=shards)
+    log.info("run %s: %d rows in %d shards at %s", cfg.run_id, index["rows"], len(index["shards"]), store.uri)
     return stats

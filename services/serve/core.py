@@ -40,7 +40,7 @@ from alarm.errors import (
 )
 from alarm.llm.backends import GenerationParams, GenerationResult, StreamEvent
 from alarm.model.audio_adapter import AudioAdapter, build_audio_adapter
-from alarm.model.checkpoint import load_adapter, read_adapter_config
+from alarm.model.checkpoint import check_fit, load_adapter, read_adapter_config
 from alarm.model.llm import load_llm, load_tokenizer, resolve_llm
 from alarm.model.prompt import PromptBuilder
 from alarm.sources import resolve_checkpoint
@@ -188,8 +188,8 @@ class AudioBlock:
 class FusionCore:
     """The adapter checkpoints a server offers: validated at start-up, weights loaded on demand.
 
-    Every adapter must read states this server's encoders produce: its encoders are a subset of
-    `cfg.model.encoders` with the same tapped-layer count and width, and its LLM width is the served LLM's.
+    Every adapter must fit the served model (`alarm.model.checkpoint.fit_problems`): it reads states this server's
+    encoders produce, and its LLM width is the served LLM's. An untrained adapter is built from the served model.
     """
 
     def __init__(self, cfg: ServeConfig):
@@ -203,7 +203,9 @@ class FusionCore:
             else:
                 folder = str(resolve_checkpoint(spec.checkpoint))
                 self.folders[aid], self.configs[aid] = folder, read_adapter_config(folder)
-            _check_compatible(aid, self.configs[aid], cfg.model)
+                check_fit(self.configs[aid], cfg.model, f"adapter {aid!r} ({spec.checkpoint}) cannot run on this "
+                          "server's model", "serve it with a model whose LLM and encoders match the adapter's "
+                          "(its model_config.json), or serve another adapter")
 
     @property
     def catalog(self) -> dict[str, tuple[str, ...]]:
@@ -233,25 +235,6 @@ class FusionCore:
         lens = {k: torch.tensor([v.shape[2]], device=self.device) for k, v in x.items()}
         embeds, out_lens = adapter(x, lens)
         return adapter.split(embeds, out_lens)[0].float().cpu().numpy()
-
-
-def _check_compatible(aid: str, got: ModelConfig, served: ModelConfig) -> None:
-    problems = []
-    if got.llm.hidden_size != served.llm.hidden_size:
-        problems.append(f"llm.hidden_size {got.llm.hidden_size}, served LLM has {served.llm.hidden_size}")
-    for k, e in got.encoders.items():
-        s = served.encoders.get(k)
-        if s is None:
-            problems.append(f"reads encoder {k!r}, which this server does not run (it runs {sorted(served.encoders)})")
-        elif (len(e.layers), e.hidden_size) != (len(s.layers), s.hidden_size):
-            problems.append(
-                f"encoders.{k}: {len(e.layers)} tapped layers of width {e.hidden_size}, the server taps "
-                f"{len(s.layers)} of width {s.hidden_size}"
-            )
-    if problems:
-        from alarm.errors import CheckpointMismatch
-
-        raise CheckpointMismatch(f"adapter {aid!r} cannot run on this server: " + "; ".join(problems))
 
 
 # -- stage 3: the LLM -------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Annotated, Union, get_args, get_origin
 import pytest
 import yaml
 
-from alarm.cluster import GRPC_SERVICE, MANIFESTS, Demand, pods_needed, render
+from alarm.cluster import GRPC_SERVICE, RESOURCE_FILES, Demand, pods_needed, render
 from alarm.config import ConfigError, ServeConfig, ServeLimits, load_config, preset_names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,7 +89,7 @@ def containers(doc: dict) -> tuple[dict, list[dict]]:
 
 
 def test_the_committed_manifests_are_the_rendered_alarm_ca_preset():
-    assert [p.name for p in COMMITTED] == sorted(MANIFESTS)
+    assert [p.name for p in COMMITTED] == sorted(RESOURCE_FILES)
     fresh = render("alarm-ca")
     for path in COMMITTED:
         assert path.read_text() == fresh[path.name], (
@@ -117,7 +117,7 @@ def test_a_misspelled_field_is_caught():
 @pytest.mark.parametrize("preset, overrides", CASES, ids=CASE_IDS)
 def test_rendered_manifests_validate_against_the_crds(preset, overrides):
     docs = rendered(preset, overrides)
-    assert set(docs) == set(MANIFESTS)
+    assert set(docs) == set(RESOURCE_FILES)
     assert {d["kind"] for d in docs.values()} == {"RayService", "RayJob", "RayCluster"}
     for name, doc in docs.items():
         errors = crd_errors(doc)
@@ -397,9 +397,9 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 def test_the_command_renders_atomically_and_checks_freshness(tmp_path):
     run = cli("render", "--preset", "tiny", "--out", str(tmp_path))
     assert run.returncode == 0, run.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(MANIFESTS)  # no temporary files left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(RESOURCE_FILES)  # no temporary files left behind
     fresh = render("tiny")
-    for name in MANIFESTS:
+    for name in RESOURCE_FILES:
         assert (tmp_path / name).read_text() == fresh[name]
         assert (tmp_path / name).stat().st_mode & 0o044  # readable like any file, not mkstemp's 0600
     assert cli("render", "--preset", "tiny", "--out", str(tmp_path), "--check").returncode == 0
