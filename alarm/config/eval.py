@@ -37,7 +37,9 @@ class Scoring(Strict):
         return ("official", "strict") if self.scorer == "both" else (self.scorer,)
 
 
-class EvalConfig(Scoring):
+class EvalRun(Strict):
+    """What to evaluate, and how the questions are asked."""
+
     benchmark: Benchmark = Field(description="MMAU, MMAR, MMSU or AIR-Bench Foundation.")
     meta: list[str] = Field(min_length=1, description="Metadata .json/.jsonl files (several: merged by id).")
     audio_root: str = Field(description="Folder or s3://bucket/prefix the metadata's audio paths are relative to.")
@@ -65,6 +67,8 @@ class EvalConfig(Scoring):
     max_errors: int = Field(10, ge=0, description="Stop after this many failed requests.")
     timeout_s: float = Field(900.0, gt=0, description="gRPC deadline per request, seconds.")
 
+
+class EvalConfig(Scoring, EvalRun):  # (this base order lists the run's keys first)
     @model_validator(mode="after")
     def _check(self) -> EvalConfig:
         if self.fallback == "random" and self.seed is None:
@@ -72,7 +76,7 @@ class EvalConfig(Scoring):
         return self
 
 
-class ScoreConfig(Scoring):
+class ScoreRun(Strict):
     """Rescoring a run folder; what is unset comes from its run.json."""
 
     out: str = Field(description="The run's results folder.")
@@ -80,3 +84,7 @@ class ScoreConfig(Scoring):
     benchmark: Benchmark | None = Field(None, description="None = the run's.")
     meta: list[str] = Field(default_factory=list, description="Metadata files; empty = the run's.")
     format: PromptFormat | None = Field(None, description="The prompt format of the run; None = the run's.")
+
+
+class ScoreConfig(Scoring, ScoreRun):
+    pass

@@ -1,5 +1,6 @@
-"""`python -m alarm.eval [--preset NAME] key=value ...`: multiple-choice evaluation on MMAU, MMAR, MMSU or AIR-Bench
-Foundation through the serving path.
+"""`python -m alarm.eval [--preset NAME] key=value ...`: multiple-choice benchmarks through the serving path.
+
+MMAU, MMAR, MMSU or AIR-Bench Foundation, in process or against a running server:
 
     python -m alarm.eval --preset paper benchmark=mmau meta=[mmau-test-mini.json] audio_root=DIR \
         out=runs/eval/mmau serve.overrides=[adapters.alarm-ca.checkpoint=runs/x/adapter]     # in-process pipeline

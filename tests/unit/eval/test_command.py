@@ -145,7 +145,7 @@ def test_usage_errors(bench, capsys):
     assert "fallback=random needs seed= (the run recorded none)" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:  # an unknown key names the valid ones, before anything runs
         main(args(meta, root, out, "max_thinking=3"), answerer=ScriptedAnswerer(_reply))
-    assert e.value.code == 2 and "valid keys under <top level>: scorer, parse" in capsys.readouterr().err
+    assert e.value.code == 2 and "valid keys under <top level>: benchmark, meta" in capsys.readouterr().err
 
 
 def test_a_bad_serve_override_fails_before_anything_is_written(bench, capsys):
