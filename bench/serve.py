@@ -121,7 +121,7 @@ def encoder_batching(cfg: ServeConfig, n: int) -> dict[str, tuple[float, float]]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_config_args(parser, "serve", "tiny")
+    add_config_args(parser, "serve", "tiny", ServeConfig)
     parser.add_argument("--requests-per-level", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--grpc-port", type=int, default=9310)
@@ -144,9 +144,10 @@ def main() -> None:
     from ray.serve.config import gRPCOptions
 
     from alarm.client import AlarmClient
+    from services.connect import init_ray
     from services.serve.app import GRPC_SERVICERS, build_app
 
-    ray.init(num_cpus=cfg.ray_num_cpus or 4, include_dashboard=False, log_to_driver=False)
+    init_ray(cfg.ray.model_copy(update={"num_cpus": cfg.ray.num_cpus or 4}))
     serve.start(http_options={"host": "127.0.0.1", "port": args.grpc_port - 1000},
                 grpc_options=gRPCOptions(port=args.grpc_port, grpc_servicer_functions=GRPC_SERVICERS))
     _run(build_app(cfg), name=cfg.name, route_prefix="/", _blocking=True)

@@ -4,7 +4,7 @@
     -> finish_row (filters, target, split)
 
 Every stage adds columns and never overwrites one; a row that fails a stage is flagged and carried to the end,
-never dropped. The LLM stages run over an `Engine` (vLLM in `services/actors/llm.py`; a scripted fake in tests).
+never dropped. The LLM stages run over an `Engine` (vLLM in `services/engines/llm.py`; a scripted fake in tests).
 """
 
 from __future__ import annotations

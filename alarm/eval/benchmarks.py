@@ -58,7 +58,7 @@ class BenchmarkSpec:
     """Static facts about one benchmark (benchmarks.md §1).
 
     Attributes:
-        name: Registry key, the value of `--benchmark`.
+        name: Registry key, the value of `benchmark`.
         version: The version this harness reproduces (stated in every report).
         native_answer: What the benchmark's own prompt asks for: the choice `text` or its `letter`.
         official_groups: The group fields the official scorer aggregates by (in its print order).
@@ -100,7 +100,7 @@ class Row:
             if optional:
                 return None
             raise self.fail(key, f"is missing (the row has {sorted(self.record)}); "
-                                 "is this the right --benchmark?")
+                                 "is this the right benchmark=?")
         return self.record[key]
 
     def text(self, key: str, optional: bool = False) -> str | None:
@@ -280,7 +280,7 @@ def load_items(benchmark: str, paths: Sequence[str | Path]) -> list[Item]:
     first file's and each item's fields come from the last file that has it; the id sets must be equal.
     """
     if not paths:
-        raise BenchmarkDataError("no metadata file given (--meta)")
+        raise BenchmarkDataError("no metadata file given (meta=[...])")
     base = load_file(benchmark, paths[0])
     for path in paths[1:]:
         other = {it.id: it for it in load_file(benchmark, path)}

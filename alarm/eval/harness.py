@@ -62,11 +62,11 @@ async def run_benchmark(items: Sequence[Item], meta: Sequence[str | Path], audio
     check_audio(locations, audio_root, exists=check)
     saved = read_run(out)
     if saved is not None and (diff := settings.mismatch(saved)):
-        raise EvalRunError(f"{out} holds a run with other settings ({diff}); use another --out, or the same "
+        raise EvalRunError(f"{out} holds a run with other settings ({diff}); use another out=..., or the same "
                            f"settings to resume")
     if saved is not None and saved.get("model") not in (None, model):
         raise EvalRunError(f"{out} holds the answers of another model ({saved['model']!r}, now {model!r}); use "
-                           f"another --out, or the same model to resume")
+                           f"another out=..., or the same model to resume")
     context = {**asdict(settings), "meta": meta_facts(meta), "audio_root": audio_root, "model": model}
     atomic_write(out / RUN_FILE, json.dumps(context, indent=2) + "\n")
 
@@ -100,9 +100,9 @@ def rescore(out: str | Path, *, benchmark: str | None = None, meta: Sequence[str
     meta = list(meta) or [m["path"] for m in saved.get("meta", [])]
     seed = seed if seed is not None else saved.get("seed")
     if not (benchmark and fmt and meta):
-        raise EvalRunError(f"{out} has no {RUN_FILE}: pass --benchmark, --format and --meta")
+        raise EvalRunError(f"{out} has no {RUN_FILE}: pass benchmark=, format= and meta=")
     if fallback == "random" and seed is None:
-        raise EvalRunError("--fallback random needs --seed (the run recorded none)")
+        raise EvalRunError("fallback=random needs seed= (the run recorded none)")
     store = PredictionStore(predictions or out / PREDICTIONS)
     if not store.path.exists():
         raise EvalRunError(f"no predictions file at {store.path}")

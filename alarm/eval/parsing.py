@@ -15,14 +15,13 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
+from alarm.config.eval import Fallback, ParseMode
 from alarm.eval.benchmarks import LETTERS, Item, get_spec
 
-ParseMode = Literal["standard", "reference"]
-Fallback = Literal["none", "first", "random"]
-PARSE_MODES: tuple[str, ...] = ("standard", "reference")
-FALLBACKS: tuple[str, ...] = ("none", "first", "random")
+PARSE_MODES: tuple[str, ...] = get_args(ParseMode)
+FALLBACKS: tuple[str, ...] = get_args(Fallback)
 
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S)
 _OPTION_ID = re.compile(r"\(?(?:option[_ ]?)?(\d+)\)?\.?", re.I)

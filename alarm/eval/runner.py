@@ -36,7 +36,7 @@ class Answerer(Protocol):
 
     audio: file bytes, a local path or a URI the server reads (s3://), or None (text only).
     max_thinking_tokens and max_tokens: 0 = the server's default; -1 thinking = unlimited. The in-process
-    and gRPC implementations are in `alarm.eval.answerers`; tests use a scripted fake.
+    and gRPC implementations are in `services.serve.answerers`; tests use a scripted fake.
     """
 
     async def answer(self, audio: bytes | str | None, prompt: str, system_prompt: str | None,
@@ -116,7 +116,7 @@ def audio_locations(items: Sequence[Item], root: str) -> dict[str, str]:
         base = root.rstrip("/")
         return {it.id: f"{base}/{it.audio}" for it in items}
     if "://" in root:
-        raise EvalRunError(f"--audio-root {root!r}: only local folders and s3:// URIs are supported")
+        raise EvalRunError(f"audio_root={root!r}: only local folders and s3:// URIs are supported")
     return {it.id: str(Path(root) / it.audio) for it in items}
 
 
@@ -128,9 +128,9 @@ def check_audio(locations: dict[str, str], root: str, exists: Callable[[list[str
     missing = [p for p in paths if p not in found]
     if missing:
         raise EvalRunError(
-            f"{len(missing)} of {len(paths)} audio files are missing under --audio-root {root}, e.g.:\n  "
+            f"{len(missing)} of {len(paths)} audio files are missing under audio_root={root}, e.g.:\n  "
             + "\n  ".join(missing[:show])
-            + "\nCheck --audio-root: it must be the folder the metadata paths are relative to (MMAU: the "
+            + "\nCheck audio_root: it must be the folder the metadata paths are relative to (MMAU: the "
             "folder holding test-mini-audios/; AIR-Bench: the folder holding Foundation/)."
         )
 
@@ -226,7 +226,7 @@ async def run_items(items: Sequence[Item], answerer: Answerer, settings: RunSett
     stats.seconds = time.perf_counter() - start
     if len(stats.failed) >= max_errors:
         first = "\n  ".join(f"{k}: {v}" for k, v in list(stats.failed.items())[:5])
-        raise EvalRunError(f"stopped after {len(stats.failed)} failed requests (--max-errors {max_errors}):"
+        raise EvalRunError(f"stopped after {len(stats.failed)} failed requests (max_errors={max_errors}):"
                            f"\n  {first}\nAnswered items are saved; fix the cause and rerun to resume.")
     return stats
 

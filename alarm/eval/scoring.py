@@ -76,7 +76,7 @@ def official_verdicts(benchmark: str, rows: Iterable[tuple[Item, str]]) -> list[
         raise ScoreError(
             f"airbench: the official scorer exits (exit(1)) when a parsed item's answer_gt equals none of "
             f"its choices; {len(no_gold)} such item(s), e.g. ids {no_gold[:5]}. Fix the metadata or score "
-            f"with --scorer strict"
+            f"with scorer=strict"
         )
     return verdicts
 
@@ -92,7 +92,7 @@ def _check_vocab(benchmark: str, items: Sequence[Item]) -> None:
         if bad:
             raise ScoreError(
                 f"{benchmark}: item {bad[0].id!r} has {key}={bad[0].groups.get(key)!r}; the official scorer "
-                f"only knows {sorted(allowed)} (it raises KeyError). Use --scorer strict for other data"
+                f"only knows {sorted(allowed)} (it raises KeyError). Use scorer=strict for other data"
             )
 
 

@@ -87,7 +87,7 @@ def write_source(folder: Path, items: list[ToyItem]) -> Path:
 
 
 def write_benchmark(folder: Path, items: list[ToyItem]) -> Path:
-    """The held-out questions in MMAU's metadata format (`alarm.eval --benchmark mmau --audio-root folder`):
+    """The held-out questions in MMAU's metadata format (`alarm.eval benchmark=mmau audio_root=folder`):
     `folder/toy-mmau.json` and `folder/audio/<id>.flac`. Returns the metadata path."""
     records = [{"id": item.key, "audio_id": _write_audio(folder, item), "question": item.question,
                 "choices": list(item.choices), "answer": item.choices[item.gold], "task": "sound",

@@ -29,7 +29,7 @@ class CorpusLLMStage:
     """One vLLM engine per actor: R0 generation, self-rephrasing, leak checks, judge, then flags and split."""
 
     def __init__(self, cfg_json: dict):
-        from services.actors.llm import VLLMEngine
+        from services.engines.llm import VLLMEngine
 
         self.cfg = CorpusConfig.model_validate(cfg_json)
         self.engine = VLLMEngine(self.cfg.engine)

@@ -12,22 +12,22 @@ from alarm.config import TrainConfig
 from alarm.errors import InvalidInput
 from alarm.model.encoders import checkpoint_feature_dim
 from alarm.sources import resolve_checkpoint
-from services.actors.encoders import EncoderActor, _ragged
-from services.storage import RunStore
+from services.engines.encoders import EncoderActor, _ragged
+from services.storage import INDEX, RunStore
 
 REQUIRED = ("key", "source", "prompt", "target", "keep", "split", "audio_bytes", "audio_uri")
 READ = [*REQUIRED, "duration_s"]
 
 
 def open_corpus(uri: str) -> RunStore:
-    """The corpus run folder, checked: a manifest, shards, and the columns training reads."""
+    """The corpus run folder, checked: a complete run index, shards, and the columns training reads."""
     store = RunStore(uri)
-    manifest = store.read_json("manifest.json")
-    if manifest is None:
+    index = store.read_json(INDEX)
+    if index is None:
         raise InvalidInput(
-            f"corpus {uri} has no manifest.json; point `corpus` at a run folder written by python -m alarm.generate"
+            f"corpus {uri} has no {INDEX}; point `corpus` at a run folder written by python -m alarm.generate"
         )
-    if manifest.get("complete") is False:
+    if index.get("complete") is False:
         raise InvalidInput(
             f"corpus {uri} is not complete (its generation is running or was stopped); rerun python -m "
             "alarm.generate with the same run_id to finish it"

@@ -41,7 +41,7 @@ def pair(request):
 
     from alarm.model.prompt import PromptBuilder
     from alarm.tiny import ensure_tiny
-    from services.actors.vllm_async import VLLMAsyncBackend
+    from services.engines.vllm_async import VLLMAsyncBackend
 
     folder = ensure_tiny(request.param)
     tok = AutoTokenizer.from_pretrained(str(folder))

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from alarm.client import SERVICE, AlarmClient
-from alarm.config import ServeConfig, load_config
+from alarm.client import AlarmClient
+from alarm.config import GRPC_SERVICE, ServeConfig, load_config
 
 HTTP_PORT, GRPC_PORT = 8101, 9101
 BUCKET = "serve-audio"
@@ -97,14 +97,14 @@ def test_health_reports_loading_then_serving(served):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     listed = health_pb2_grpc.HealthStub(served.client.channel).List(health_pb2.HealthListRequest(), timeout=10)
-    assert {k: v.status for k, v in listed.statuses.items()} == {"": 1, SERVICE: 1}
+    assert {k: v.status for k, v in listed.statuses.items()} == {"": 1, GRPC_SERVICE: 1}
 
 
 def test_reflection_lists_the_service(served):
     from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
     services = set(ProtoReflectionDescriptorDatabase(served.client.channel).get_services())
-    assert {SERVICE, "grpc.health.v1.Health"} <= services
+    assert {GRPC_SERVICE, "grpc.health.v1.Health"} <= services
 
 
 def test_unary_answer_with_request_id(served):

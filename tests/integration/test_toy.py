@@ -9,7 +9,8 @@ import pytest
 
 @pytest.mark.slow
 def test_small_toy_loop_learns_from_audio_and_reports(ray_cluster, tmp_path):
-    from alarm.toy.__main__ import SIZES, render, run
+    from alarm.toy.report import render
+    from services.toy import SIZES, run
 
     report = run(tmp_path, SIZES["small"])
     acc = report["accuracy"]

@@ -34,7 +34,7 @@ def test_loss_falls_and_the_adapter_loads_for_inference(ray_cluster, tiny_corpus
     from alarm.model.audio_adapter import audio_token_count
     from alarm.model.checkpoint import load_adapter
     from alarm.types import Waveform
-    from services.train.run import run
+    from services.train.driver import run
 
     cfg = train_cfg(tiny_corpus, tmp_path, "max_steps=10", model="tiny")
     summary = run(cfg)
@@ -56,23 +56,23 @@ def test_loss_falls_and_the_adapter_loads_for_inference(ray_cluster, tiny_corpus
 
 
 def test_a_finished_run_is_not_trained_or_encoded_again(ray_cluster, tiny_corpus, tmp_path, monkeypatch):
-    import services.train.run as train_run
+    import services.train.driver as train_driver
 
-    first = train_run.run(train_cfg(tiny_corpus, tmp_path, "max_steps=3"))
+    first = train_driver.run(train_cfg(tiny_corpus, tmp_path, "max_steps=3"))
 
     def never(*a, **k):
         raise AssertionError("a finished run built its datasets again")
 
-    monkeypatch.setattr(train_run, "build_split", never)
-    assert train_run.run(train_cfg(tiny_corpus, tmp_path, "max_steps=3")) == first
+    monkeypatch.setattr(train_driver, "build_split", never)
+    assert train_driver.run(train_cfg(tiny_corpus, tmp_path, "max_steps=3")) == first
     with pytest.raises(AssertionError, match="built its datasets again"):  # more steps: it does train on
-        train_run.run(train_cfg(tiny_corpus, tmp_path, "max_steps=4"))
+        train_driver.run(train_cfg(tiny_corpus, tmp_path, "max_steps=4"))
 
 
 def test_cached_encoder_states_train_the_same_adapter(ray_cluster, tiny_corpus, tmp_path):
     """encoders.cache=true encodes each clip once for all epochs; the batches, and so the training, are the same."""
     from alarm.model.checkpoint import load_adapter
-    from services.train.run import run
+    from services.train.driver import run
 
     runs = {}
     for cache in (False, True):
@@ -88,7 +88,7 @@ def test_cached_encoder_states_train_the_same_adapter(ray_cluster, tiny_corpus, 
 
 @pytest.mark.slow
 def test_restarted_job_resumes_where_it_stopped(ray_cluster, tiny_corpus, tmp_path):
-    from services.train.run import run
+    from services.train.driver import run
 
     first = run(train_cfg(tiny_corpus, tmp_path / "a", "max_steps=8", "stop_after=4"))
     assert first["steps"] == 4 and first["planned_steps"] == 8
@@ -103,7 +103,7 @@ def test_restarted_job_resumes_where_it_stopped(ray_cluster, tiny_corpus, tmp_pa
 
 @pytest.mark.slow
 def test_killed_worker_resumes_from_last_checkpoint(ray_cluster, tiny_corpus, tmp_path):
-    from services.train.run import run
+    from services.train.driver import run
 
     cfg = train_cfg(tiny_corpus, tmp_path, "max_steps=10")
     result: dict = {}
@@ -138,7 +138,7 @@ def train_worker_pids() -> list[int]:
 
 def test_checkpoints_to_s3(ray_cluster, tiny_corpus, s3_endpoint):
     from alarm.sources import s3_filesystem
-    from services.train.run import run
+    from services.train.driver import run
 
     fs = s3_filesystem()
     fs.mkdir("trained")
@@ -150,7 +150,7 @@ def test_checkpoints_to_s3(ray_cluster, tiny_corpus, s3_endpoint):
 
 
 def test_bad_corpus_gives_a_clear_error(ray_cluster, tiny_corpus, tmp_path):
-    from services.train.run import run
+    from services.train.driver import run
 
     with pytest.raises(InvalidInput, match="no manifest.json"):
         run(train_cfg(tmp_path / "nowhere", tmp_path))

@@ -78,7 +78,7 @@ def test_failed_requests_are_left_for_a_rerun(items, tmp_path):
     stats = run(items, ScriptedAnswerer(lambda p, s: "x", fail_on={"Question 2?"}), store)
     assert stats.done == 5 and stats.failed == {"q2": "RuntimeError: scripted failure"}
     assert "q2" not in store.load()
-    with pytest.raises(EvalRunError, match=r"stopped after 2 failed requests \(--max-errors 2\)"):
+    with pytest.raises(EvalRunError, match=r"stopped after 2 failed requests \(max_errors=2\)"):
         run(items, ScriptedAnswerer(lambda p, s: "x", fail_on={"Question"}),
             PredictionStore(tmp_path / "q.jsonl"), max_errors=2, concurrency=1)
 
@@ -111,7 +111,7 @@ def test_missing_audio_is_listed_before_running(items, tmp_path):
     for it in items[:4]:
         (root / it.audio).write_bytes(b"x")
     locations = audio_locations(items, str(root))
-    with pytest.raises(EvalRunError, match=r"2 of 6 audio files are missing under --audio-root .*\n.*q4.wav"):
+    with pytest.raises(EvalRunError, match=r"2 of 6 audio files are missing under audio_root=.*\n.*q4.wav"):
         check_audio(locations, str(root))
     check_audio(audio_locations(items[:4], str(root)), str(root))
     with pytest.raises(EvalRunError, match="only local folders and s3:// URIs"):

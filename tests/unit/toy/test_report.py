@@ -1,6 +1,6 @@
 """The toy loop's report text."""
 
-from alarm.toy.__main__ import TARGETS, render
+from alarm.toy.report import TARGETS, render
 
 
 def test_report_names_every_figure_and_whether_the_targets_are_met():

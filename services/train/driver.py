@@ -1,41 +1,30 @@
-"""`run(cfg)`: TorchTrainer(train_loop) over the Ray Data splits, checkpoints to output/run_id, resumable."""
+"""The training job's driver, `run(cfg)`: checks the corpus and checkpoints, plans the steps, launches a
+TorchTrainer of `worker.train_loop` over the Ray Data splits (data.py), and exports the final adapter, metrics and
+curves to output/run_id. Resumable."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import posixpath
 import sys
 import tempfile
 from pathlib import Path
 
-import ray
-
 from alarm.config import TrainConfig
+from alarm.config.base import RAY_RENAMED
 from alarm.errors import InvalidInput
 from alarm.model.llm import resolve_llm
 from alarm.sources import resolve_checkpoint
 from alarm.training.curves import plot_curves
-from alarm.training.loop import plan_total_steps
+from alarm.training.trainer import plan_total_steps
+from services.connect import init_ray
 from services.errors import alarm_error_in
 from services.storage import RunStore
 from services.train.data import build_split, count_examples, open_corpus
-from services.train.loop import METRICS, train_loop
+from services.train.worker import METRICS, train_loop
 
 log = logging.getLogger(__name__)
-
-
-def init_ray(cfg: TrainConfig) -> None:
-    if ray.is_initialized():
-        return
-    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-    else:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=cfg.ray_num_cpus, include_dashboard=False)  # worker progress lines reach the console
-    ray.data.DataContext.get_current().enable_progress_bars = False
 
 
 def run(cfg: TrainConfig) -> dict:
@@ -45,7 +34,7 @@ def run(cfg: TrainConfig) -> dict:
     corpus = open_corpus(cfg.corpus)
     out = RunStore(posixpath.join(cfg.output, cfg.run_id))
     out.check_reachable()
-    out.check_config(cfg.model_dump(mode="json"), ignore=("workers", "encoders", "ray_address", "ray_num_cpus",
+    out.check_config(cfg.model_dump(mode="json"), ignore=("workers", "encoders", "ray", *RAY_RENAMED,
                                                           "max_steps", "stop_after", "epochs", "eval_every",
                                                           "log_every"))
     counts = count_examples(corpus)
@@ -67,7 +56,7 @@ def run(cfg: TrainConfig) -> dict:
     for uri in [cfg.init_adapter, *(e.adapter_init for e in cfg.model.encoders.values())]:
         if uri is not None:
             resolve_checkpoint(uri, expect=["adapter.safetensors", "model_config.json"])
-    init_ray(cfg)
+    init_ray(cfg.ray, log_to_driver=True)  # the workers print the progress lines
     datasets = {"train": build_split(cfg, corpus, "train"),
                 # no validation rows (tiny corpora): evaluate on a fixed slice of train, and say so in the summary
                 "val": build_split(cfg, corpus, "validation" if n_val else "train",

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from services.actors.cpu_sampling import top_k_top_p
+from services.engines.cpu_sampling import top_k_top_p
 
 sampler = pytest.importorskip("vllm.v1.sample.ops.topk_topp_sampler")
 
@@ -70,7 +70,7 @@ def test_falls_back_where_topk_would_differ_or_gain_nothing(case):
 
 
 def test_install_swaps_vllms_function_once_on_cpu(monkeypatch):
-    from services.actors import cpu_sampling
+    from services.engines import cpu_sampling
 
     # an engine built earlier in this process (an integration test) may have installed it already
     before = getattr(sampler.apply_top_k_top_p, "_alarm_original", sampler.apply_top_k_top_p)

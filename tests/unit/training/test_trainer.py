@@ -11,7 +11,7 @@ from alarm.errors import CheckpointError
 from alarm.model.audio_adapter import build_audio_adapter
 from alarm.model.checkpoint import load_adapter
 from alarm.training.batch import to_train_batch
-from alarm.training.loop import Trainer, fit, load_training_state, plan_total_steps, save_training_state
+from alarm.training.trainer import Trainer, fit, load_training_state, plan_total_steps, save_training_state
 from tests.unit.training import SCRIPTED_LLM, SCRIPTED_TARGETS, build_model, make_examples, train_config
 
 
@@ -183,3 +183,25 @@ def test_plan_total_steps(whisper):
     assert plan_total_steps(train_config(whisper, batch={"per_worker": 4, "effective": 8}, max_steps=5), 100) == 5
     with pytest.raises(ValueError, match="no optimizer step"):
         plan_total_steps(cfg, 7)
+
+
+def test_fit_batches_like_the_ray_train_worker(whisper, examples):
+    """One batching policy: fit trains on the micro-batches a Ray Train worker streams from the same rows (windows
+    of 2 batches, bucketed per epoch), and an epoch ends without trimming to whole accumulation windows."""
+    from services.train.worker import stream_batches
+    from tests.unit.training.test_stream_batches import Shard
+
+    t = trainer_for(whisper, total_steps=3, batch={"per_worker": 2, "effective": 4, "window_batches": 2},
+                    epochs=1)
+    seen = []
+    inner = t.train_micro_batch
+    t.train_micro_batch = lambda b: (seen.append(list(b.keys)), inner(b))[1]
+    fit(t, examples[:6])  # 3 batches an epoch, 2 per step: the second step spans the epoch boundary
+    stream = [[r["key"] for r in b] for e in (0, 1, 2) for b in stream_batches(Shard(examples[:6]), t.cfg, e, 0)]
+    assert seen == stream[: len(seen)] and len(seen) == 6
+    assert (t.step, t.epoch, t.examples_seen) == (3, 1, 6)
+
+
+def test_fit_refuses_too_few_examples_for_one_batch(whisper, examples):
+    with pytest.raises(ValueError, match="3 examples fill no batch of batch.per_worker=4"):
+        fit(trainer_for(whisper), examples[:3])

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from alarm.eval.answerers import GrpcAnswerer, LocalAnswerer
 from alarm.eval.runner import Answerer
 from services.serve._proto.alarm.v1 import alarm_pb2 as pb
+from services.serve.answerers import GrpcAnswerer, LocalAnswerer
 
 
 class FakePipeline:

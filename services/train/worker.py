@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,8 @@ import torch
 from alarm.config import TrainConfig
 from alarm.errors import InvalidInput
 from alarm.model.alarm_model import AlarmModel
-from alarm.training.batch import bucket_by_length, example_length, to_train_batch
-from alarm.training.loop import Trainer, load_training_state, save_training_state
+from alarm.training.batch import epoch_batches, to_train_batch
+from alarm.training.trainer import Trainer, load_training_state, save_training_state
 
 METRICS = "metrics.jsonl"
 
@@ -24,41 +25,16 @@ def rows_of(batch: dict[str, np.ndarray]) -> list[dict]:
     return [{k: v[i] for k, v in batch.items()} for i in range(n)]
 
 
-def stream_batches(shard, cfg: TrainConfig, epoch: int, skip: int):
-    """Micro-batches of examples from the shard, bucketed by length inside windows of the epoch's stream.
+def stream_batches(shard, cfg: TrainConfig, epoch: int, skip: int) -> Iterator[list[dict]]:
+    """This worker's micro-batches of the epoch: its dataset shard streamed through `epoch_batches` (the batching
+    policy the in-process `fit` uses too); `skip` examples of the epoch already trained on (a resumed run)."""
 
-    A resumed run (`skip` examples already consumed this epoch) rebuilds the same windows and skips whole
-    batches, so it sees exactly the batches a run that never stopped would have seen.
-    """
-    size = cfg.batch.per_worker
-    window_rows = size * cfg.batch.window_batches
-    window: list[dict] = []
-    skip_batches = skip // size
+    def examples() -> Iterator[dict]:
+        size = cfg.batch.per_worker
+        for batch in shard.iter_batches(batch_size=size, batch_format="numpy", prefetch_batches=2):
+            yield from rows_of(batch)
 
-    def emit(rows: list[dict]):
-        nonlocal skip_batches
-        for b in _window_batches(rows, cfg, epoch):
-            if skip_batches:
-                skip_batches -= 1
-                continue
-            yield b
-
-    for batch in shard.iter_batches(batch_size=size, batch_format="numpy", prefetch_batches=2):
-        window.extend(rows_of(batch))
-        if len(window) >= window_rows:
-            yield from emit(window[:window_rows])
-            window = window[window_rows:]
-    if window:
-        yield from emit(window)
-
-
-def _window_batches(window: list[dict], cfg: TrainConfig, epoch: int):
-    size = cfg.batch.per_worker
-    if cfg.batch.bucket_by_duration:
-        batches = bucket_by_length(window, example_length, size, seed=cfg.seed + epoch)
-    else:
-        batches = [window[i : i + size] for i in range(0, len(window), size)]
-    return [b for b in batches if len(b) == size]  # drop_last, as the recipe does
+    return epoch_batches(examples(), cfg, epoch, skip)
 
 
 def train_loop(config: dict) -> None:

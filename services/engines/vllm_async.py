@@ -36,8 +36,8 @@ from alarm.llm.backends import (
     run_with_budget,
     token_id,
 )
-from services.actors import cpu_sampling
-from services.actors.llm import CPU_ENV, cpu_only
+from services.engines import cpu_sampling
+from services.engines.llm import CPU_ENV, cpu_only
 
 FINISH = {"stop": "stop", "length": "length", "abort": "aborted", "repetition": "stop"}  # vLLM -> ours
 

@@ -13,7 +13,7 @@ import os
 from alarm.config import EngineConfig, SamplingConfig
 from alarm.llm.thinking import Completion
 from alarm.sources import resolve_checkpoint
-from services.actors import cpu_sampling
+from services.engines import cpu_sampling
 
 log = logging.getLogger(__name__)
 

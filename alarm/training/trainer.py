@@ -1,7 +1,8 @@
 """The plain-PyTorch training loop: micro-steps with gradient accumulation, evaluation, exact resume.
 
 The same `Trainer` runs inside a Ray Train worker (the caller wraps the adapter in DDP and feeds its data shard)
-and in-process (`fit` over a list of examples: tests, benchmarks, baselines). It knows nothing of Ray.
+and in-process (`fit` over a list of examples: tests, baselines); both batch with `epoch_batches`. It knows
+nothing of Ray.
 
     trainer = Trainer(model.adapter, model.builder, model.llm, cfg, total_steps=plan_total_steps(cfg, n))
     for batch in batches:
@@ -29,7 +30,7 @@ from alarm.files import fsync_path, replace_folder, staged_folder
 from alarm.model.audio_adapter import AudioAdapter
 from alarm.model.checkpoint import load_adapter, save_adapter
 from alarm.model.prompt import PromptBuilder
-from alarm.training.batch import TrainBatch, bucket_by_length, example_length, to_train_batch
+from alarm.training.batch import TrainBatch, epoch_batches, to_train_batch
 from alarm.training.step import (
     StepOutput,
     WarmupCosine,
@@ -305,18 +306,6 @@ def plan_total_steps(cfg: TrainConfig, num_examples: int) -> int:
     return total
 
 
-def epoch_batches(trainer: Trainer, examples: list[dict]) -> list[list[dict]]:
-    """This worker's micro-batches for `trainer.epoch`: seeded by cfg.seed + epoch, whole accumulation windows only."""
-    cfg, size = trainer.cfg, trainer.cfg.batch.per_worker
-    if cfg.batch.bucket_by_duration:
-        batches = bucket_by_length(examples, example_length, size, seed=cfg.seed + trainer.epoch)
-    else:
-        order = list(range(len(examples)))
-        random.Random(cfg.seed + trainer.epoch).shuffle(order)
-        batches = [[examples[i] for i in order[j : j + size]] for j in range(0, len(order) - size + 1, size)]
-    return batches[: len(batches) - len(batches) % trainer.grad_accum]
-
-
 def fit(
     trainer: Trainer,
     examples: list[dict],
@@ -325,6 +314,9 @@ def fit(
 ) -> list[dict[str, float]]:
     """Train on in-memory examples until `max_steps` (default: trainer.total_steps), resuming at the data position.
 
+    The examples are batched as a Ray Train worker batches its shard (`epoch_batches`: the same windows, buckets,
+    drop-last and resume skip), so this in-process path trains on the data order production trains on.
+
     Returns:
         The metrics of every optimizer step taken (also passed to `on_step`, e.g. to log, evaluate or save).
     """
@@ -332,10 +324,9 @@ def fit(
     history: list[dict[str, float]] = []
     encoders = list(trainer.adapter.encoders)
     while trainer.step < stop:
-        batches = epoch_batches(trainer, examples)
-        if not batches:
-            raise ValueError(f"{len(examples)} examples fill no accumulation window of {trainer.grad_accum} batches")
-        for group in batches[trainer.examples_seen // trainer.cfg.batch.per_worker :]:
+        n_batches = 0
+        for group in epoch_batches(examples, trainer.cfg, trainer.epoch, trainer.examples_seen):
+            n_batches += 1
             r = trainer.train_micro_batch(to_train_batch(group, encoders))
             if r.stepped:
                 history.append(r.metrics)
@@ -343,5 +334,8 @@ def fit(
                     on_step(trainer, r.metrics)
                 if trainer.step >= stop:
                     return history
+        if n_batches == 0 and trainer.examples_seen == 0:
+            raise ValueError(f"{len(examples)} examples fill no batch of batch.per_worker="
+                             f"{trainer.cfg.batch.per_worker}")
         trainer.next_epoch()
     return history
