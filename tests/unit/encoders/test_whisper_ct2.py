@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from alarm.encoders.checkpoint import load_encoder
+from alarm.encoders.whisper_ct2 import CT2_DTYPES, SPEC_SCALARS, convert_ct2_whisper, read_ct2_model
 from alarm.errors import CheckpointError, CheckpointMismatch
-from alarm.model.encoders import load_encoder
-from alarm.model.whisper_ct2 import CT2_DTYPES, SPEC_SCALARS, convert_ct2_whisper, read_ct2_model
 
 # ---------------------------------------------------------------------------------------------------------------
 # a model.bin writer (the layout of ctranslate2.specs.model_spec.ModelSpec._serialize, binary version 6)
@@ -301,9 +301,9 @@ def test_tiny_en_matches_ctranslate2(tiny_en):
 def test_alarm_model_on_tiny_en_extracts_80_mel_bins_and_encodes(tiny_en):
     from alarm.audio.features import collate, extract_features
     from alarm.config import ModelConfig, load_config
+    from alarm.encoders.checkpoint import checkpoint_feature_dim
     from alarm.model.alarm_model import AlarmModel
     from alarm.model.audio_adapter import audio_token_count
-    from alarm.model.encoders import checkpoint_feature_dim
     from alarm.types import Waveform
 
     torch.manual_seed(0)
