@@ -3,7 +3,7 @@
     python -m alarm.tiny                 # build all into $ALARM_CACHE/tiny (default ~/.cache/alarm/tiny)
     python -m alarm.tiny --out DIR qwen3 # one of them, somewhere else
 
-The `tiny` presets point at `tiny://<name>`; `alarm.sources.resolve_checkpoint` calls `ensure_tiny`, which builds
+The `tiny` presets point at `tiny://<name>`; `alarm.checkpoints.resolve_checkpoint` calls `ensure_tiny`, which builds
 on first use under a file lock and commits the folder atomically. The tiny LLM is a 2-layer Qwen3 (D 64) with the real
 Qwen3 vocabulary and chat template, so prompts tokenize exactly as with Qwen3-4B-Thinking-2507.
 """

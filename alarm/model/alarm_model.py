@@ -17,13 +17,13 @@ import torch
 from torch import nn
 
 from alarm.audio.features import collate, extract_features
+from alarm.checkpoints import resolve_checkpoint
 from alarm.config import ModelConfig
 from alarm.encoders.checkpoint import load_encoder
 from alarm.model.audio_adapter import AudioAdapter, build_audio_adapter
 from alarm.model.checkpoint import load_adapter, load_encoder_adapters
 from alarm.model.llm import load_embedding, load_llm, load_tokenizer, resolve_llm
 from alarm.model.prompt import Prompt, PromptBuilder
-from alarm.sources import resolve_checkpoint
 from alarm.types import EncoderStates, Features, Waveform
 
 

@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import ray
 
 from alarm.audio.features import feature_spec
+from alarm.checkpoints import resolve_checkpoint
 from alarm.config import TrainConfig
 from alarm.encoders.checkpoint import checkpoint_feature_dim
 from alarm.errors import InvalidInput
-from alarm.sources import resolve_checkpoint
 from services.actors.encoders import EncoderActor, _ragged
 from services.storage import RunStore
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import ray
 
+from alarm.checkpoints import resolve_checkpoint
 from alarm.config import TrainConfig
 from alarm.errors import InvalidInput
 from alarm.model.llm import resolve_llm
-from alarm.sources import resolve_checkpoint
 from alarm.training.curves import plot_curves
 from alarm.training.loop import plan_total_steps
 from services.errors import alarm_error_in

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
+from alarm.checkpoints import resolve_checkpoint, s3_filesystem
 from alarm.errors import CheckpointError
-from alarm.sources import resolve_checkpoint, s3_filesystem
 
 
 def _checkpoint(folder, files=("config.json", "model.safetensors")):
