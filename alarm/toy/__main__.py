@@ -42,7 +42,7 @@ class Size:
 
 # full: held-out audio-only accuracy (192 clips, in-process trainer) 86% after 10 epochs, 91% after 20, 95% after 30
 SIZES = {"full": Size(train_clips=400, eval_clips=96, epochs=30), "small": Size(train_clips=128, eval_clips=32, epochs=12)}
-TRAIN_SEED, EVAL_SEED = 1, 2  # the teacher's own descriptions come from another source (teacher.SOURCE_SEED)
+TRAIN_SEED, EVAL_SEED = 1, 2  # the teacher's own descriptions come from another source (alarm.tiny.teacher.SOURCE_SEED)
 TARGETS = {"audio_vs_teacher": 0.9, "leak_after": 0.01}
 THINKING_BUDGET = 256
 TEACHER = "tiny://qwen3-teacher"

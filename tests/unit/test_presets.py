@@ -7,9 +7,9 @@ from alarm.config import ModelConfig, load_config, preset_names
 from alarm.encoders.checkpoint import build_encoder_meta, checkpoint_format
 from alarm.model.audio_adapter import audio_token_count, build_audio_adapter
 from alarm.model.llm import QWEN3_4B_THINKING_2507, build_llm_meta
-from alarm.pretrained import WHISPER_TINY_EN
-from alarm.tiny import TINY_QWEN3
-from alarm.toy.teacher import TEACHER_ARCH
+from alarm.tiny.pretrained import WHISPER_TINY_EN
+from alarm.tiny.qwen3 import TINY_QWEN3
+from alarm.tiny.teacher import TEACHER_ARCH
 
 REAL = ["alarm-ca", "alarm-p", "al-whisper"]
 

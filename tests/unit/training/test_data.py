@@ -25,7 +25,7 @@ def flac(seconds: float, rate: int = 44100) -> bytes:
 
 @needs_package
 def test_tiny_en_features_are_as_wide_as_the_checkpoint_takes():
-    from alarm.pretrained import ensure_whisper_tiny_en
+    from alarm.tiny.pretrained import ensure_whisper_tiny_en
     from services.actors.encoders import EncoderActor
     from services.train.data import decode_features
 
