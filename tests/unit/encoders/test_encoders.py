@@ -89,6 +89,17 @@ def test_shapes_and_lengths_on_odd_durations(encoders, kind):
     assert not states.requires_grad
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_frame_arithmetic_matches_the_front_end_and_the_encoder(encoders, kind):
+    from alarm.model.audio_adapter import encoder_frames
+
+    rng = np.random.default_rng(0)
+    for rate, duration in [(16000, 0.3), (44100, 3.7), (22050, 10.01), (48000, 0.0201)]:
+        wave = Waveform((0.1 * rng.standard_normal(round(rate * duration))).astype(np.float32), rate)
+        _, n = extract_features(kind, wave)
+        assert encoders[kind].output_lengths(torch.tensor([n])).item() == encoder_frames(kind, duration, rate)
+
+
 def test_rates_match_the_reference_table():
     # 30 s of audio: (3000, 128) / (1500, 160) / 720000 / (3072, 128) in -> 1500 / 1500 / 750 / 1536 out
     for kind, n_in, n_out in [("whisper", 3000, 1500), ("w2vbert", 1500, 1500), ("muq", 720_000, 750),
