@@ -27,7 +27,7 @@ PRESETS_DIR = Path(__file__).parent / "presets"
 def _encoder_name(name: Any) -> Any:
     """An encoder family name, checked against the registry when validated (a family registered at run time is
     accepted); the error reads as pydantic's for a Literal."""
-    if name not in FAMILIES:
+    if not isinstance(name, str) or name not in FAMILIES:
         names = [repr(n) for n in FAMILIES]
         expected = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
         raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})

@@ -62,6 +62,9 @@ def test_the_config_names_the_registered_families_only():
     with pytest.raises(ConfigError, match="unknown key 'encoders.convstack'; valid keys under encoders: whisper, "
                                           "w2vbert, muq, sslam"):
         load_config(ModelConfig, "tiny", [f"encoders.convstack={json.dumps(ENCODER)}"])
+    for value in ("[whisper, muq]", "{whisper: 1}", "3"):  # not even a name: the same message, no traceback
+        with pytest.raises(ConfigError, match=r"fusion.main: Input should be 'whisper', 'w2vbert', 'muq' or 'sslam'"):
+            load_config(ModelConfig, "tiny", [f"fusion.main={value}"])
 
 
 def test_tiny_build_and_strict_load(convstack, tmp_path):
