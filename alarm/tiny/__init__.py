@@ -24,7 +24,7 @@ from alarm.encoders import FAMILIES
 from alarm.files import build_once
 from alarm.tiny.keys import cache_key
 
-TINY_VERSION = 2  # bump when a builder changes, so stale caches are rebuilt rather than reused
+TINY_VERSION = 2  # bump to rebuild every cached checkpoint (code changes move the keys by themselves, `keys`)
 SEED = 0
 LLMS = {
     "qwen3": "alarm.tiny.qwen3:build",
@@ -54,6 +54,7 @@ def builder(name: str) -> Callable[[Path, int], None]:
 
 
 def tiny_root() -> Path:
+    """$ALARM_CACHE/tiny: where `ensure_tiny` keeps the checkpoints by default."""
     return env.cache_dir() / "tiny"
 
 
