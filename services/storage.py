@@ -54,7 +54,7 @@ class RunStore:
 
     def __init__(self, uri: str):
         if uri.startswith("s3://"):
-            from alarm.sources import s3_filesystem
+            from alarm.checkpoints import s3_filesystem
 
             self.fs, self.root, self.local = s3_filesystem(), uri.removeprefix("s3://").rstrip("/"), False
         else:

@@ -34,8 +34,8 @@ TEACHER = "tiny://qwen3-teacher"
 
 
 def run(out: Path, size: Size, teacher: str = TEACHER) -> dict:
+    from alarm.checkpoints import resolve_checkpoint
     from alarm.config import CorpusConfig, TrainConfig, load_config
-    from alarm.sources import resolve_checkpoint
     from alarm.toy.world import toy_item, write_benchmark, write_source
 
     times: dict[str, float] = {}
@@ -85,11 +85,11 @@ def run(out: Path, size: Size, teacher: str = TEACHER) -> dict:
 
 async def _evaluate(out: Path, meta: Path, items: list, adapter: str, teacher: str) -> dict:
     """Held-out questions through one in-process serving pipeline: audio only, then the teacher with the text."""
+    from alarm.checkpoints import resolve_checkpoint
     from alarm.config import ServeConfig, load_config
     from alarm.eval.benchmarks import load_items
     from alarm.eval.harness import run_benchmark
     from alarm.eval.runner import RunSettings
-    from alarm.sources import resolve_checkpoint
     from alarm.toy.world import audio_path
     from services.serve.local import LocalPipeline
 

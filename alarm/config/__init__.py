@@ -41,7 +41,6 @@ from alarm.config.loader import (
 )
 from alarm.config.model import (
     DEFAULT_SYSTEM_PROMPT,
-    ENCODER_KINDS,
     AdapterConfig,
     AudioConfig,
     CrossAttentionFusionConfig,
@@ -74,7 +73,7 @@ from alarm.config.train import BatchConfig, EncoderPoolConfig, OptimConfig, Trai
 from alarm.errors import ConfigError
 
 __all__ = [
-    "DEFAULT_SYSTEM_PROMPT", "ENCODER_KINDS", "GENERATION_SYSTEM_PROMPT", "GRPC_MAX_MESSAGE_ENV", "GRPC_SERVICE",
+    "DEFAULT_SYSTEM_PROMPT", "GENERATION_SYSTEM_PROMPT", "GRPC_MAX_MESSAGE_ENV", "GRPC_SERVICE",
     "PRESETS_DIR", "AdapterConfig", "AdapterSpec", "AudioConfig", "AutoscalingSpec", "BatchConfig", "ClusterConfig",
     "ConfigError", "CorpusConfig", "CrossAttentionFusionConfig", "DeploymentSpec", "DownsampleAdapterConfig",
     "EncoderConfig", "EncoderDeploymentSpec", "EvalConfig", "EncoderKind", "EncoderPoolConfig", "EngineConfig", "Family",

@@ -18,6 +18,23 @@ from pydantic_core import PydanticUndefined
 from alarm.errors import ConfigError
 
 
+@dataclass(frozen=True)
+class Names:
+    """`Annotated` metadata of a string type whose valid values are known only at run time (e.g. the encoder
+    families of a registry): error messages and `--help` list `names()`."""
+
+    names: Any  # () -> Sequence[str]
+
+
+def allowed_names(tp: Any) -> tuple[str, ...]:
+    """The values a dict key type accepts: a Literal's, or a `Names`-annotated string's (else none known)."""
+    if get_origin(tp) is Literal:
+        return get_args(tp)
+    if get_origin(tp) is Annotated:
+        return next((tuple(m.names()) for m in tp.__metadata__ if isinstance(m, Names)), ())
+    return ()
+
+
 def check_path(cls: type[BaseModel], data: Any, path: list[str]) -> None:
     """Raise ConfigError naming the valid keys if `path` does not exist in the schema of `cls`."""
     tp: Any = cls
@@ -37,7 +54,7 @@ def check_path(cls: type[BaseModel], data: Any, path: list[str]) -> None:
             tp = tp.model_fields[key].annotation
         elif get_origin(tp) is dict:
             key_tp, tp = get_args(tp)
-            allowed = get_args(key_tp) if get_origin(key_tp) is Literal else ()
+            allowed = allowed_names(key_tp)
             if allowed and key not in allowed:
                 raise ConfigError(
                     f"unknown key {'.'.join(path[: depth + 1])!r}; valid keys under {here}: {', '.join(allowed)}"
@@ -163,7 +180,7 @@ def _keys_of(tp: Any, key: str, field: Any, when: str | None) -> list[Key]:
         return config_keys(inner, f"{key}.", when)
     if get_origin(inner) is dict and _is_section(get_args(inner)[1]):
         key_tp, value = get_args(inner)
-        label = "|".join(get_args(key_tp)) if get_origin(key_tp) is Literal else "ID"
+        label = "|".join(allowed_names(key_tp) or ["ID"])
         return _keys_of(value, f"{key}.<{label}>", None, when)
     if get_origin(inner) is list and _is_section(get_args(inner)[0]):
         return _keys_of(get_args(inner)[0], f"{key}.N", None, when)

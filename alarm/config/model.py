@@ -6,14 +6,28 @@ alarm.model.fusion.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from alarm.config.base import Strict
+from alarm.config.keys import Names
+from alarm.encoders import FAMILIES
 
-EncoderKind = Literal["whisper", "w2vbert", "muq", "sslam"]
-ENCODER_KINDS: tuple[str, ...] = get_args(EncoderKind)
+
+def _encoder_name(name: Any) -> Any:
+    """An encoder family name, checked against the registry (`alarm.encoders`) when validated, so a family
+    registered at run time is accepted; the error reads as pydantic's for a Literal."""
+    if not isinstance(name, str) or name not in FAMILIES:
+        names = [repr(n) for n in FAMILIES]
+        expected = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+        raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+    return name
+
+
+# An encoder family name (a key of alarm.encoders.FAMILIES).
+EncoderKind = Annotated[str, BeforeValidator(_encoder_name), Names(lambda: tuple(FAMILIES))]
 # The default system turn at inference (serving, alarm.embed); training uses none.
 DEFAULT_SYSTEM_PROMPT = "You are an audio-understanding model."
 

@@ -141,7 +141,7 @@ def _existing_local(paths: list[str]) -> set[str]:
 
 def _existing_s3(uris: list[str]) -> set[str]:
     """The s3:// URIs that exist, from one listing per distinct parent prefix."""
-    from alarm.sources import s3_filesystem
+    from alarm.checkpoints import s3_filesystem
 
     fs = s3_filesystem()
     found: set[str] = set()

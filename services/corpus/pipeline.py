@@ -65,7 +65,7 @@ def _blocks(table: pa.Table, rows_per_block: int = 64) -> ray.data.Dataset:
 
 
 def resolve_models(cfg: CorpusConfig) -> None:
-    from alarm.sources import resolve_checkpoint
+    from alarm.checkpoints import resolve_checkpoint
 
     resolve_checkpoint(cfg.engine.checkpoint, cfg.engine.revision, expect=["config.json"])
 

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from alarm.audio.features import collate
+from alarm.checkpoints import resolve_checkpoint
 from alarm.config import EncoderConfig
-from alarm.model.encoders import load_encoder
-from alarm.sources import resolve_checkpoint
+from alarm.encoders.checkpoint import load_encoder
 
 
 def load_frozen_encoder(name: str, cfg: EncoderConfig, device: str = "cpu"):

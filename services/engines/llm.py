@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import os
 
+from alarm.checkpoints import resolve_checkpoint
 from alarm.config import EngineConfig, SamplingConfig
 from alarm.llm.thinking import Completion
-from alarm.sources import resolve_checkpoint
 from services.engines import cpu_sampling
 
 log = logging.getLogger(__name__)

@@ -28,6 +28,7 @@ import torch
 
 from alarm import env
 from alarm.audio.decode import load_audio
+from alarm.checkpoints import resolve_checkpoint
 from alarm.config import ModelConfig, ServeConfig
 from alarm.errors import (
     AlarmError,
@@ -43,7 +44,6 @@ from alarm.model.audio_adapter import AudioAdapter, build_audio_adapter
 from alarm.model.checkpoint import check_fit, load_adapter, read_adapter_config
 from alarm.model.llm import load_llm, load_tokenizer, resolve_llm
 from alarm.model.prompt import PromptBuilder
-from alarm.sources import resolve_checkpoint
 from alarm.types import Waveform
 from services.errors import error_chain
 from services.serve._proto.alarm.v1 import alarm_pb2 as pb

@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import ray
 
 from alarm.audio.features import feature_spec
+from alarm.checkpoints import resolve_checkpoint
 from alarm.config import TrainConfig
+from alarm.encoders.checkpoint import checkpoint_feature_dim
 from alarm.errors import InvalidInput
-from alarm.model.encoders import checkpoint_feature_dim
-from alarm.sources import resolve_checkpoint
 from services.engines.encoders import EncoderActor, _ragged
 from services.storage import INDEX, RunStore
 
@@ -61,7 +61,7 @@ def decode_features(batch: dict[str, np.ndarray], encoders: list[str], max_durat
                     feature_dims: dict[str, int | None] | None = None) -> dict:
     """Decode each clip once, resample per encoder rate from the original, and compute the front-ends.
 
-    feature_dims: encoder -> F its checkpoint takes (`checkpoint_feature_dim`); missing: the `FEATURES` entry.
+    feature_dims: encoder -> F its checkpoint takes (`checkpoint_feature_dim`); missing: the family record's.
     """
     from alarm.audio.decode import load_audio
     from alarm.audio.features import extract_many

@@ -11,11 +11,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from alarm.checkpoints import resolve_checkpoint
 from alarm.config import TrainConfig
 from alarm.config.base import RAY_RENAMED
 from alarm.errors import InvalidInput
 from alarm.model.llm import resolve_llm
-from alarm.sources import resolve_checkpoint
 from alarm.training.curves import plot_curves
 from alarm.training.trainer import plan_total_steps
 from services.connect import init_ray

@@ -55,7 +55,7 @@ def test_pipeline_writes_flagged_keyed_rows(ray_cluster, tmp_path):
 
 
 def test_s3_output(ray_cluster, s3_endpoint, tmp_path):
-    from alarm.sources import s3_filesystem
+    from alarm.checkpoints import s3_filesystem
     from services.corpus.pipeline import run
 
     fs = s3_filesystem()

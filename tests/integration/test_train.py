@@ -137,7 +137,7 @@ def train_worker_pids() -> list[int]:
 
 
 def test_checkpoints_to_s3(ray_cluster, tiny_corpus, s3_endpoint):
-    from alarm.sources import s3_filesystem
+    from alarm.checkpoints import s3_filesystem
     from services.train.driver import run
 
     fs = s3_filesystem()

@@ -5,7 +5,6 @@ import sys
 import pytest
 
 from alarm.config import (
-    ENCODER_KINDS,
     ConfigError,
     CorpusConfig,
     CrossAttentionFusionConfig,
@@ -16,6 +15,7 @@ from alarm.config import (
     preset_names,
     write_config,
 )
+from alarm.encoders import FAMILIES
 
 REAL_PRESETS = ["alarm-ca", "alarm-p", "al-whisper"]
 
@@ -28,7 +28,7 @@ def test_required_presets_exist():
 def test_every_preset_validates(name):
     cfg = load_config(ModelConfig, name)
     assert cfg.name == name
-    assert set(cfg.encoders) <= set(ENCODER_KINDS)
+    assert set(cfg.encoders) <= set(FAMILIES)
 
 
 @pytest.mark.parametrize("name", REAL_PRESETS)

@@ -118,12 +118,6 @@ def test_every_listed_command_exists():
     assert COMMANDS <= set(modules())
 
 
-# Cycles of modules that are being split up in a parallel change (the encoder registry, alarm/encoders/; the
-# tiny checkpoints, alarm/tiny/). Each entry must still be a cycle: delete it when its split lands.
-KNOWN_CYCLES = [
-    {"alarm.model.encoders", "alarm.model.muq", "alarm.model.sslam"},
-    {"alarm.tiny", "alarm.tiny_scripted", "alarm.toy.teacher"},
-]
 
 
 def import_cycles() -> list[tuple[set[str], list[str]]]:
@@ -175,10 +169,7 @@ def _cycle_in(graph: dict[str, list[str]], comp: set[str]) -> list[str]:
 
 def test_no_import_cycle_among_the_projects_modules():
     cycles = import_cycles()
-    new = [path for comp, path in cycles if comp not in KNOWN_CYCLES]
-    assert not new, "import cycles:\n" + "\n".join(" -> ".join(c) for c in new)
-    gone = [k for k in KNOWN_CYCLES if k not in [comp for comp, _ in cycles]]
-    assert not gone, f"no longer cycles: delete {gone} from KNOWN_CYCLES"
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(path) for _, path in cycles)
 
 
 def test_the_cycle_finder_reports_a_path(monkeypatch):

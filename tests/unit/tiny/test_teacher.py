@@ -5,7 +5,7 @@ import random
 from alarm.corpus.leak import find_leaks
 from alarm.corpus.rephrase import parse_rephrase, rephrase_messages
 from alarm.corpus.rows import generation_messages
-from alarm.toy import teacher as T
+from alarm.tiny import teacher as T
 from alarm.toy.world import toy_item
 
 

@@ -1,6 +1,6 @@
 """A tiny Qwen3 that has learned the corpus pipeline's two response formats: a test double in model form.
 
-`build_tiny_qwen3_scripted` starts from `alarm.tiny.build_tiny_qwen3` (same config, vocabulary, tokenizer files,
+`build` (`tiny://qwen3-scripted`) starts from `alarm.tiny.qwen3.build` (same config, vocabulary, tokenizer files,
 generation config) and trains it briefly on CPU so that, on chat-rendered prompts ending in
 `<|im_start|>assistant\\n<think>\\n`, greedy decoding answers
 
@@ -16,18 +16,21 @@ vocabulary, natural phrases, perturbed copies of the two texts as distractors); 
 sequence (800-3,900 tokens), so the condition holds over the corpus' ~2,200-token rephrase prompts and beyond.
 
 Training is plain PyTorch, ~40 s on one thread, deterministic (same seed -> same bytes): 400 fixed steps of AdamW
-on the body and a lazy Adam on the tied embedding rows a step touches. The loss covers the assistant tokens only,
-with a sampled softmax (exact over every output token and every token in the batch, uniform negatives for the rest
-with a log(|R|/K) correction), since 151,936-way logits would otherwise dominate the CPU time.
+on the body and a lazy Adam on the tied embedding rows a step touches (`alarm.tiny.lm.train_sampled`). The loss
+covers the assistant tokens only, with a sampled softmax (exact over every output token and every token in the
+batch, uniform negatives for the rest with a log(|R|/K) correction), since 151,936-way logits would otherwise
+dominate the CPU time.
 """
 
 from __future__ import annotations
 
-import math
 import random
 import re
-from contextlib import contextmanager
 from pathlib import Path
+
+from alarm.config import GENERATION_SYSTEM_PROMPT
+from alarm.tiny.keys import data_digest, memo, source_of
+from alarm.tiny.lm import Batches, one_deterministic_thread, train_sampled
 
 # -- the two learned outputs (what follows the generation prompt `<|im_start|>assistant\n<think>\n`) ------------
 
@@ -49,19 +52,13 @@ REPHRASE_MARKER = "<NEW_TEXT_LLM_RESPONSE>"
 REPHRASE_MARKER_END = "</NEW_TEXT_LLM_RESPONSE>"
 EOS = "<|im_end|>"
 
-DEFAULT_SYSTEM_PROMPT = (
-    "You are an audio-understanding model. You receive audio enclosed in <start_audio> and <end_audio> "
-    "together with a prompt. Listen to the audio and respond directly to the prompt."
-)
+DEFAULT_SYSTEM_PROMPT = GENERATION_SYSTEM_PROMPT  # the corpus' self-generation system turn
 
 # training schedule (fixed: the build is a pure function of the seed)
 STEPS = 400
 SHORT_BATCH = 8  # sequences per step, up to ~420 tokens each
 LONG_EVERY = 3  # every 3rd step is one long sequence (800-3,900 tokens) instead
-NEGATIVES = 4096
 LR = 1e-2
-BETAS = (0.9, 0.98)
-WARMUP = 20
 
 
 def expected_output(messages: list[dict]) -> str:
@@ -273,122 +270,37 @@ def _examples(tok, text: _Text, long: bool, n: int, max_len: int) -> list[tuple[
     return res
 
 
-def build_tiny_qwen3_scripted(out: Path, seed: int = 0) -> None:
-    """Write the tiny Qwen3 (config, tokenizer, generation config as `build_tiny_qwen3`), trained on the formats."""
-    import torch
-    from transformers import AutoTokenizer, Qwen3ForCausalLM
-
-    from alarm.tiny import build_tiny_qwen3
-
-    out = Path(out)
-    build_tiny_qwen3(out, seed)  # config, random init, generation config, tokenizer files
-    with one_deterministic_thread():
-        tok = AutoTokenizer.from_pretrained(str(out))
-        model = Qwen3ForCausalLM.from_pretrained(str(out), dtype=torch.float32, attn_implementation="sdpa")
-        _train(model, tok, seed)
-        model.eval().save_pretrained(str(out), safe_serialization=True)
-
-
-@contextmanager
-def one_deterministic_thread():
-    """torch on one thread with deterministic kernels (a build that yields the same bytes for a seed), restored
-    afterwards."""
-    import torch
-
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
-
-
-def _train(model, tok, seed: int) -> list[float]:
-    rng = random.Random(seed)
-    text = _Text(tok.get_vocab(), rng)
-    batches = [
+def training_batches(tok, seed: int) -> Batches:
+    """Every training batch, drawn from `Random(seed)`: short chats, every third step one long chat."""
+    text = _Text(tok.get_vocab(), random.Random(seed))
+    return [
         _examples(tok, text, True, 1, 3900) if s % LONG_EVERY == LONG_EVERY - 1 else
         _examples(tok, text, False, SHORT_BATCH, 420)
         for s in range(STEPS)
     ]
-    out_ids = sorted({i for o in (SELF_GENERATION_OUTPUT, REPHRASE_OUTPUT)
-                      for i in tok.encode(o + EOS, add_special_tokens=False)})
-    return train_sampled(model, tok, batches, out_ids, seed)
 
 
-def train_sampled(model, tok, batches: list[list[tuple[list[int], int]]], out_ids: list[int], seed: int,
-                  lr_max: float = LR) -> list[float]:
-    """Train a causal LM on (sequence, prompt length) batches, loss on the tokens after the prompt only.
-
-    AdamW on the body and a lazy Adam on the tied embedding rows a step touches; a sampled softmax, exact over
-    `out_ids` and every token of the batch, uniform negatives for the rest with a log(|R|/K) correction (the
-    151,936-way logits would otherwise dominate CPU time); warmup + cosine over len(batches) steps; the
-    gradient clipped to norm 1. Deterministic for a seed (one thread, deterministic algorithms).
-    """
+def build(out: Path, seed: int = 0) -> None:
+    """Write the tiny Qwen3 (config, tokenizer, generation config as `alarm.tiny.qwen3.build`), trained on the
+    formats."""
     import torch
-    import torch.nn.functional as F
+    from transformers import AutoTokenizer, Qwen3ForCausalLM
 
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    steps = len(batches)
-    emb = model.get_input_embeddings().weight
-    vocab = emb.shape[0]
-    out_ids = torch.tensor(out_ids)
-    # AdamW for the body; the (tied) embedding gets a lazy Adam over the rows a step touches (the candidates),
-    # as a dense update of 151,936 x 64 every step would cost more than the model itself
-    params = [p for p in model.parameters() if p is not emb]
-    opt = torch.optim.AdamW(params, lr=lr_max, betas=BETAS, weight_decay=0.0)
-    m, v = torch.zeros_like(emb), torch.zeros_like(emb)
-    model.train()
-    losses = []
-    for step, batch in enumerate(batches):
-        lr = lr_max * min(1.0, (step + 1) / WARMUP) * 0.5 * (1 + math.cos(math.pi * step / steps))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        width = max(len(seq) for seq, _ in batch)
-        ids = torch.full((len(batch), width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        rows, cols = [], []
-        for b, (seq, p) in enumerate(batch):
-            ids[b, : len(seq)] = torch.tensor(seq)
-            mask[b, : len(seq)] = 1
-            rows += [b] * (len(seq) - p)
-            cols += range(p - 1, len(seq) - 1)
-        rows_t, cols_t = torch.tensor(rows), torch.tensor(cols)
-        targets = ids[rows_t, cols_t + 1]
-        # sampled softmax: exact over output + batch tokens, uniform negatives for the rest with a |R|/K correction
-        exact = torch.zeros(vocab, dtype=torch.bool)
-        exact[out_ids] = True
-        exact[ids] = True  # padding included: every input row comes from the candidate table
-        perm = torch.randperm(vocab, generator=gen)
-        negatives = perm[~exact[perm]][:NEGATIVES]
-        cand = torch.cat([exact.nonzero().squeeze(1), negatives])
-        correction = torch.zeros(len(cand))
-        correction[-len(negatives):] = math.log((vocab - int(exact.sum())) / len(negatives))
-        where = torch.full((vocab,), -1, dtype=torch.long)
-        where[cand] = torch.arange(len(cand))
-        table = emb.detach()[cand].requires_grad_()  # the rows this step reads, input and output side alike
-        hidden = model.model(inputs_embeds=table[where[ids]], attention_mask=mask).last_hidden_state
-        logits = hidden[rows_t, cols_t] @ table.T + correction
-        loss = F.cross_entropy(logits, where[targets])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad = table.grad
-        norm = torch.cat([grad.flatten()] + [p.grad.flatten() for p in params if p.grad is not None]).norm()
-        scale = min(1.0, 1.0 / (norm.item() + 1e-6))
-        for p in params:
-            if p.grad is not None:
-                p.grad.mul_(scale)
-        opt.step()
-        with torch.no_grad():  # lazy Adam on the candidate rows, global bias correction
-            grad = grad * scale
-            m[cand] = BETAS[0] * m[cand] + (1 - BETAS[0]) * grad
-            v[cand] = BETAS[1] * v[cand] + (1 - BETAS[1]) * grad * grad
-            c1, c2 = 1 - BETAS[0] ** (step + 1), 1 - BETAS[1] ** (step + 1)
-            emb[cand] -= lr * (m[cand] / c1) / ((v[cand] / c2).sqrt() + 1e-8)
-        losses.append(loss.item())
-    model.eval()
-    return losses
+    from alarm.tiny import qwen3
+
+    out = Path(out)
+    qwen3.build(out, seed)  # config, random init, generation config, tokenizer files
+    with one_deterministic_thread():
+        tok = AutoTokenizer.from_pretrained(str(out))
+        model = Qwen3ForCausalLM.from_pretrained(str(out), dtype=torch.float32, attn_implementation="sdpa")
+        out_ids = sorted({i for o in (SELF_GENERATION_OUTPUT, REPHRASE_OUTPUT)
+                          for i in tok.encode(o + EOS, add_special_tokens=False)})
+        train_sampled(model, tok, training_batches(tok, seed), out_ids, seed, lr_max=LR)
+        model.eval().save_pretrained(str(out), safe_serialization=True)
+
+
+def key_inputs(seed: int) -> list[bytes | str]:
+    """What the weights depend on besides this module (`alarm.tiny.keys.cache_key`): the base model's and the training
+    routine's code, and the data it trains on."""
+    return [source_of("alarm.tiny.qwen3", "alarm.tiny.lm"),
+            memo(f"qwen3-scripted-data-{seed}", lambda: data_digest(training_batches, seed))]

@@ -42,11 +42,11 @@ def resolve_checkpoint(uri: str, revision: str | None = None, *, expect: Sequenc
     if revision is not None and not _is_hub_id(uri):
         raise CheckpointError(f"revision={revision!r} applies to hub ids only, but checkpoint is {uri!r}")
     if uri.startswith("tiny://"):
-        from alarm.tiny import ensure_tiny  # local import: tiny pulls in torch/transformers
+        from alarm.tiny import ensure_tiny  # imported on use: the builders need torch/transformers
 
         folder = ensure_tiny(uri.removeprefix("tiny://"))
     elif uri.startswith("pretrained://"):
-        from alarm.pretrained import ensure_pretrained
+        from alarm.tiny.pretrained import ensure_pretrained
 
         folder = ensure_pretrained(uri.removeprefix("pretrained://"))
     elif uri.startswith("s3://"):

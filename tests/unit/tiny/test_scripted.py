@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from alarm.tiny_scripted import (
+from alarm.tiny.scripted import (
     DEFAULT_SYSTEM_PROMPT,
     REPHRASE_MARKER,
     REPHRASE_MARKER_END,
@@ -181,8 +181,8 @@ def test_recipe_sampling_mostly_keeps_the_format(scripted):
 
 
 def test_same_seed_same_bytes(scripted, tmp_path):
-    from alarm.tiny_scripted import build_tiny_qwen3_scripted
+    from alarm.tiny.scripted import build
 
     folder, _, _ = scripted
-    build_tiny_qwen3_scripted(tmp_path, 0)
+    build(tmp_path, 0)
     assert (tmp_path / "model.safetensors").read_bytes() == (folder / "model.safetensors").read_bytes()

@@ -19,25 +19,27 @@ description -> name mapping, which it learns fully in a few hundred. The heard r
 
 Every training question is drawn fresh (clip description, option set and order, wording, system turn), so nothing
 repeats often enough to be memorised; deterministic by seed; `build_teacher(out)` writes a Qwen3 checkpoint folder
-that vLLM and transformers load (the tiny Qwen3's vocabulary and chat template, D 128, 4 layers).
+that vLLM and transformers load (the tiny Qwen3's vocabulary and chat template, D 128, 4 layers). Its cache key
+(`key_inputs`) covers its code, its architecture and a digest of the token streams it trains on, not the source of
+the modules that produce them: a docstring edit there does not rebuild it, a change of the data does.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 from pathlib import Path
 
+from alarm.config import DEFAULT_SYSTEM_PROMPT, GENERATION_SYSTEM_PROMPT
 from alarm.corpus.rephrase import END_REASONING, REASONING, rephrase_messages
-from alarm.tiny import TINY_QWEN3
+from alarm.tiny.keys import data_digest, memo, source_of
+from alarm.tiny.lm import Batches, one_deterministic_thread, train_sampled
+from alarm.tiny.qwen3 import TINY_QWEN3
 from alarm.toy.world import NAMES, QUESTIONS, ToyItem, toy_item
 
-GENERATE_SYSTEM = (
-    "You are an audio-understanding model. You receive audio enclosed in <start_audio> and <end_audio> "
-    "together with a prompt. Listen to the audio and respond directly to the prompt."
-)  # = CorpusConfig.generate.system_prompt's default
-SERVE_SYSTEM = "You are an audio-understanding model."  # = ModelConfig.system_prompt's default
-SYSTEMS = (None, GENERATE_SYSTEM, SERVE_SYSTEM)
+GENERATE_SYSTEM = GENERATION_SYSTEM_PROMPT  # the corpus' self-generation system turn
+SYSTEMS = (None, GENERATE_SYSTEM, DEFAULT_SYSTEM_PROMPT)  # none, generation's, serving's
 EOS = "<|im_end|>"
 # D 128 x 4 layers: the tiny Qwen3's vocabulary, chat template and rope; wider and deeper than the scripted model
 TEACHER_ARCH = {**TINY_QWEN3, "hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4,
@@ -93,7 +95,7 @@ def reshuffled(item: ToyItem, rng: random.Random) -> ToyItem:
     return dataclasses.replace(item, question=rng.choice(QUESTIONS), choices=tuple(order), gold=order.index(gold))
 
 
-def plan_batches(tok, items: list[ToyItem], rng: random.Random, steps: int) -> list[list[tuple[list[int], int]]]:
+def plan_batches(tok, items: list[ToyItem], rng: random.Random, steps: int) -> Batches:
     """Every training batch; each chat drawn fresh from `items` (see `reshuffled`)."""
     batches = []
     for s in range(steps):
@@ -120,13 +122,18 @@ def encode_follow(tok, msgs: list[dict], item: ToyItem) -> tuple[list[int], int]
     return ids, end - 1  # from the token before </think> (the reasoning's last, with its newline)
 
 
+def training_batches(tok, seed: int, steps: int = STEPS) -> Batches:
+    """What the teacher trains on: `steps` batches over `N_DESCRIPTIONS` clips of its own synthetic source."""
+    items = [toy_item(SOURCE_SEED + seed, i) for i in range(N_DESCRIPTIONS)]
+    return plan_batches(tok, items, random.Random(seed), steps)
+
+
 def build_teacher(out: Path, seed: int = 0, steps: int = STEPS, lr: float = LR) -> list[float]:
     """Write the trained teacher to `out` (a tiny Qwen3 folder); returns the training losses."""
     import torch
     from transformers import AutoTokenizer, GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
     from alarm.model.qwen_tokenizer import save_qwen3_tokenizer
-    from alarm.tiny_scripted import train_sampled
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,24 +144,22 @@ def build_teacher(out: Path, seed: int = 0, steps: int = STEPS, lr: float = LR) 
     save_qwen3_tokenizer(out)
     tok = AutoTokenizer.from_pretrained(str(out))
     model = Qwen3ForCausalLM.from_pretrained(str(out), dtype=torch.float32, attn_implementation="sdpa")
-    items = [toy_item(SOURCE_SEED + seed, i) for i in range(N_DESCRIPTIONS)]
-    batches = plan_batches(tok, items, random.Random(seed), steps)
+    batches = training_batches(tok, seed, steps)
     out_ids = sorted({i for batch in batches for seq, p in batch for i in seq[p:]})
     losses = train_sampled(model, tok, batches, out_ids, seed, lr_max=lr)
     model.eval().save_pretrained(str(out), safe_serialization=True)
     return losses
 
 
-def build_tiny_qwen3_teacher(out: Path, seed: int = 0) -> None:
+def build(out: Path, seed: int = 0) -> None:
     """`tiny://qwen3-teacher`: `build_teacher` on one thread with deterministic kernels (same seed, same bytes)."""
-    from alarm.tiny_scripted import one_deterministic_thread
-
     with one_deterministic_thread():
         build_teacher(Path(out), seed)
 
 
-# what the teacher's weights depend on besides this module (alarm.tiny.builder_fingerprint)
-build_tiny_qwen3_teacher.fingerprint_modules = (
-    "alarm.toy.world", "alarm.tiny_scripted", "alarm.tiny", "alarm.corpus.synthetic", "alarm.corpus.describe",
-    "alarm.corpus.rows", "alarm.corpus.rephrase", "alarm.eval.prompts", "alarm.model.qwen_tokenizer",
-)
+def key_inputs(seed: int) -> list[bytes | str]:
+    """What the weights depend on besides this module (`alarm.tiny.keys.cache_key`): the training routine's code, the
+    architecture, and a digest of the tokenizer and token streams it trains on (remembered per library source,
+    so that an edit anywhere costs one recomputation of ~10 s, and rebuilds only if the data changed)."""
+    return [source_of("alarm.tiny.lm"), json.dumps(TEACHER_ARCH, sort_keys=True),
+            memo(f"qwen3-teacher-data-{seed}", lambda: data_digest(training_batches, seed))]

@@ -7,11 +7,13 @@ Rebuilt from the checkpoint's remote code (`modeling_eat.py`: `EATModel.model = 
     -> + fixed 2-D sin-cos positions -> prepend CLS (`extra_tokens`) -> pre_norm -> 12 post-norm blocks
 
 Parameter names equal the checkpoint's (`model.local_encoder.proj.*`, `model.blocks.*`, ...). The classifier
-(`model.fc_norm`, `model.head`) is not used for features and is skipped on load (`UNUSED_KEYS`).
+(`model.fc_norm`, `model.head`) is not used for features and is skipped on load (`UNUSED_KEYS`). Also here: the
+frozen wrapper, the checkpoint format, the EAT fbank front-end and the tiny checkpoint.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from alarm.model.encoders import check_input, encode_chunked, freeze, to_module_device
+from alarm.audio.features import EDGE_PAD, FrontEnd, kaldi_fbank, kaldi_frames
+from alarm.encoders import family
+from alarm.encoders.base import FrozenEncoder
+from alarm.encoders.checkpoint import CheckpointFormat, random_state, write_folder
 
 UNUSED_KEYS = ("model.fc_norm.", "model.head.")
 
@@ -147,21 +152,19 @@ EAT_DEFAULTS: dict[str, Any] = {
 }
 
 
-class FrozenSSLAM(nn.Module):
-    """`ta012/SSLAM_AS2M_Finetuned`. Input `(B, T, 128)` normalised fbank, T a multiple of 1024 frames.
+# ---------------------------------------------------------------------------------------------------------------
+# the frozen wrapper and the checkpoint format (EATModel folders)
+
+
+class FrozenSSLAM(FrozenEncoder):
+    """Input `(B, T, 128)` normalised fbank, T a multiple of 1024 frames.
 
     No mask (EAT.encode takes none; padding frames are encoded, as in the reference). Per chunk the 512
     patch tokens of the time-major 64 x 8 grid are returned as one sequence, CLS dropped; the reference treats
     it as a 1-D "50 Hz" stream, so out_lens = frames // 2 although the true time resolution is 6.25 Hz.
     """
 
-    def __init__(self, model: EAT, layers: list[int], chunk: int = 1024):
-        super().__init__()
-        self.model, self.layers, self.chunk = model, list(layers), chunk
-        freeze(self)
-
-    def train(self, mode: bool = True) -> FrozenSSLAM:
-        return super().train(False)
+    name = "sslam"
 
     @property
     def feature_dim(self) -> int:
@@ -170,12 +173,62 @@ class FrozenSSLAM(nn.Module):
     def output_lengths(self, lens: Tensor) -> Tensor:
         return lens.long() // 2
 
-    @torch.no_grad()
-    def forward(self, feats: Tensor, lens: Tensor) -> tuple[Tensor, Tensor]:
-        feats, lens = to_module_device(self, feats, lens)
-        check_input("sslam", feats, lens, self.chunk, self.feature_dim)
-        return encode_chunked(self._encode, feats, lens, self.chunk, self.output_lengths(lens))
-
-    def _encode(self, x: Tensor, x_lens: Tensor) -> Tensor:
+    def encode(self, x: Tensor, x_lens: Tensor) -> Tensor:
         states = self.model(x.to(self.model.extra_tokens.dtype), set(self.layers))
         return torch.stack([states[i][:, 1:] for i in self.layers])  # (L, N, 512, D), CLS dropped
+
+
+def build(cfg: dict, layers: list[int]) -> nn.Module:
+    return FrozenSSLAM(EAT(cfg), layers)
+
+
+def checkpoint_key(key: str) -> str | None:
+    return None if key.startswith(UNUSED_KEYS) else key
+
+
+FORMAT = CheckpointFormat(build, checkpoint_key, hidden="embed_dim", depth="depth", states_per_depth=0,
+                          model_type="eat", features="mel_bins",
+                          defaults={"embed_dim": 768, "depth": 12, "mel_bins": 128})  # EATConfig's
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# front-end
+
+MEAN, STD = -4.268, 4.569  # AudioSet fbank statistics (EAT/SSLAM)
+
+
+def sslam_features(samples: np.ndarray) -> tuple[torch.Tensor, int]:
+    """SSLAM/EAT fbank: remove DC, pad 160 each side, Kaldi fbank (128 bins, hanning, htk_compat, no dither,
+    no energy), normalise `(x + 4.268) / (2 * 4.569)`.
+
+    Returns:
+        `(T, 128)` float32 (`collate` pads T to a multiple of 1024) and T.
+    """
+    x = torch.from_numpy(samples).double()
+    x = torch.nn.functional.pad(x - x.mean(), (EDGE_PAD, EDGE_PAD))
+    fb = kaldi_fbank(x, "hann", 128)  # (T, 128)
+    fb = (fb - MEAN) / (2 * STD)
+    return fb.float(), fb.shape[0]
+
+
+FRONT_END = FrontEnd(sslam_features, kaldi_frames)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# tiny checkpoint
+
+
+def build_tiny(out_dir: Path, seed: int = 0) -> None:
+    """An EATModel folder as `ta012/SSLAM_AS2M_Finetuned` (config.json + model.safetensors, "model." keys)."""
+    cfg = family("sslam").tiny_config
+    with torch.device("meta"):
+        model = EAT(cfg)
+    d, n = cfg["embed_dim"], cfg["num_classes"]
+    shapes = {f"model.{k}": v for k, v in model.state_dict().items()}
+    shapes |= {n_: torch.empty(s, device="meta") for n_, s in {
+        "model.fc_norm.weight": (d,), "model.fc_norm.bias": (d,), "model.head.weight": (n, d),
+        "model.head.bias": (n,)}.items()}
+    tensors = random_state(shapes, seed)
+    grid = (cfg["max_length"], cfg["mel_bins"] // cfg["patch_size"])
+    tensors["model.fixed_positional_encoder.positions"] = sincos_positions(d, grid)
+    write_folder(Path(out_dir), dict(cfg), tensors)

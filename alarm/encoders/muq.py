@@ -11,20 +11,25 @@ returns; so its feature path is rebuilt here from the source (`muq/muq/models/mu
     after the encoder LayerNorm (13 in all).
 
 Parameter names equal the checkpoint's (`model.conv.*`, `model.conformer.layers.*`): its state dict loads
-as is.
-Checkpoint tensors used only in pre-training are listed in `UNUSED_KEYS` and skipped on load.
+as is. Checkpoint tensors used only in pre-training are listed in `UNUSED_KEYS` and skipped on load. Also here:
+the frozen wrapper, the checkpoint format, the (raw waveform) front-end and the tiny checkpoint.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from alarm.model.encoders import check_input, encode_chunked, freeze, to_module_device
+from alarm.audio.features import FrontEnd
+from alarm.encoders import family
+from alarm.encoders.base import FrozenEncoder
+from alarm.encoders.checkpoint import CheckpointFormat, random_state, write_folder
 
 # The conformer settings MuQ inherits from its `w2v2_config` (transformers Wav2Vec2ConformerConfig defaults as
 # shipped in the MuQ recipe); hidden_size and num_hidden_layers are overridden by encoder_dim / encoder_depth.
@@ -283,22 +288,16 @@ class MuQModel(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the frozen wrapper (same contract as the other encoders in alarm.model.encoders)
+# the frozen wrapper and the checkpoint format (MuQ.from_pretrained folders: config.json = MuQConfig fields)
 
 
-class FrozenMuQ(nn.Module):
-    """`OpenMuQ/MuQ-large-msd-iter`. Input `(B, N)` raw 24 kHz samples, N a multiple of 720,000 (30 s).
+class FrozenMuQ(FrozenEncoder):
+    """Input `(B, N)` raw 24 kHz samples, N a multiple of 720,000 (30 s).
 
     Each chunk gets MuQ's own attention mask (sample mask subsampled every 960 samples); outputs are 25 Hz.
     """
 
-    def __init__(self, model: MuQModel, layers: list[int], chunk: int = 720_000):
-        super().__init__()
-        self.model, self.layers, self.chunk = model, list(layers), chunk
-        freeze(self)
-
-    def train(self, mode: bool = True) -> FrozenMuQ:
-        return super().train(False)
+    name = "muq"
 
     @property
     def feature_dim(self) -> None:
@@ -307,12 +306,59 @@ class FrozenMuQ(nn.Module):
     def output_lengths(self, lens: Tensor) -> Tensor:
         return lens.long() // self.model.samples_per_token
 
-    @torch.no_grad()
-    def forward(self, feats: Tensor, lens: Tensor) -> tuple[Tensor, Tensor]:
-        feats, lens = to_module_device(self, feats, lens)
-        check_input("muq", feats, lens, self.chunk, self.feature_dim)
-        return encode_chunked(self._encode, feats, lens, self.chunk, self.output_lengths(lens))
-
-    def _encode(self, x: Tensor, x_lens: Tensor) -> Tensor:
+    def encode(self, x: Tensor, x_lens: Tensor) -> Tensor:
         states = self.model(x, x_lens, set(self.layers))
         return torch.stack([states[i] for i in self.layers])  # (L, N, 750, D)
+
+
+def build(cfg: dict, layers: list[int]) -> nn.Module:
+    return FrozenMuQ(MuQModel(cfg), layers)
+
+
+def checkpoint_key(key: str) -> str | None:
+    return None if key.startswith(UNUSED_KEYS) else key
+
+
+FORMAT = CheckpointFormat(build, checkpoint_key, hidden="encoder_dim", depth="encoder_depth", states_per_depth=1,
+                          model_type=None, features=None,
+                          defaults={"encoder_dim": 1024, "encoder_depth": 12})  # MuQConfig's
+
+
+def valid_frames(samples: int) -> int:
+    return samples
+
+
+def muq_features(samples: np.ndarray) -> tuple[Tensor, int]:
+    """MuQ takes the raw 24 kHz waveform. Returns `(N,)` float32 and N."""
+    return torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)), len(samples)
+
+
+FRONT_END = FrontEnd(muq_features, valid_frames)
+
+
+def build_tiny(out_dir: Path, seed: int = 0) -> None:
+    """A MuQ.from_pretrained folder (config.json = MuQConfig fields, model.safetensors with "model." keys).
+
+    Also writes the tensors the real checkpoint carries but the encoder does not use (head, quantizer,
+    positional conv, rotary inv_freq), so that loading exercises the same skip list.
+    """
+    cfg = family("muq").tiny_config
+    with torch.device("meta"):
+        model = MuQModel(cfg)
+    shapes = {f"model.{k}": v for k, v in model.state_dict().items()}
+    d, w2v2 = cfg["encoder_dim"], cfg["w2v2_config"]
+    k, groups = w2v2["num_conv_pos_embeddings"], w2v2["num_conv_pos_embedding_groups"]
+    extra = {  # as MuQModel + transformers Wav2Vec2ConformerEncoder (weight-norm parametrisation) name them
+        "model.linear.weight": (cfg["codebook_size"], d), "model.linear.bias": (cfg["codebook_size"],),
+        "model.cls_token": (d,),
+        "model.quantizer_melspec_2048.random_projection": (cfg["n_mels"] * 4, cfg["codebook_dim"]),
+        "model.quantizer_melspec_2048.codebook": (cfg["codebook_size"], cfg["codebook_dim"]),
+        "model.conformer.pos_conv_embed.conv.bias": (d,),
+        "model.conformer.pos_conv_embed.conv.parametrizations.weight.original0": (1, 1, k),
+        "model.conformer.pos_conv_embed.conv.parametrizations.weight.original1": (d, d // groups, k),
+    }
+    tensors = random_state({**shapes, **{n: torch.empty(s, device="meta") for n, s in extra.items()}}, seed)
+    hd = d // w2v2["num_attention_heads"]
+    tensors["model.conformer.embed_positions.inv_freq"] = 1.0 / (
+        w2v2["rotary_embedding_base"] ** (torch.arange(0, hd, 2).float() / hd))
+    write_folder(Path(out_dir), dict(cfg), tensors)

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
+from alarm.checkpoints import resolve_checkpoint, s3_filesystem
 from alarm.errors import CheckpointError
-from alarm.sources import resolve_checkpoint, s3_filesystem
 
 
 def _checkpoint(folder, files=("config.json", "model.safetensors")):
@@ -103,7 +103,7 @@ def test_unknown_tiny_name():
 def test_pretrained_scheme(monkeypatch):
     with pytest.raises(CheckpointError, match="unknown pretrained checkpoint pretrained://nope; valid: whisper-tiny.en"):
         resolve_checkpoint("pretrained://nope")
-    import alarm.pretrained as P
+    import alarm.tiny.pretrained as P
 
     calls = []
     monkeypatch.setitem(P.PRETRAINED, "whisper-tiny.en", lambda: calls.append(1) or P.pretrained_root())
