@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from alarm import jsonl
 from alarm.errors import AlarmError
 
 LETTERS = "ABCD"
@@ -243,14 +244,10 @@ def read_records(path: str | Path) -> list[Any]:
     except OSError as e:
         raise BenchmarkDataError(f"{path}: cannot read the metadata file: {e.strerror or e}") from None
     if path.suffix == ".jsonl":
-        records = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise BenchmarkDataError(f"{path}: line {n} is not valid JSON: {e.msg}") from None
-        return records
+        try:
+            return jsonl.loads(text, str(path))
+        except jsonl.JsonlError as e:
+            raise BenchmarkDataError(str(e)) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

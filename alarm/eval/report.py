@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from alarm import jsonl
 from alarm.eval.benchmarks import Item, get_spec
 from alarm.eval.parsing import Parsed, default_fallback, parse_answer
 from alarm.eval.scoring import SCORERS, aggregate, official_verdicts, strict_keys, strict_verdicts
@@ -117,7 +118,7 @@ def submission_text(run: ScoredRun, suffix: str = ".json") -> tuple[str, str]:
     records = [{**it.record, **dict.fromkeys(spec.prediction_keys, p.submission)} for it, _, p in run.rows]
     name = spec.submission.format(suffix=suffix)
     if name.endswith(".jsonl"):
-        return name, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        return name, jsonl.dumps(records)
     return name, json.dumps(records, ensure_ascii=False, indent=2) + "\n"
 
 
@@ -127,11 +128,11 @@ def write_outputs(out: str | Path, run: ScoredRun, context: dict | None = None,
     report states (model, thinking budget, max_tokens, temperature, seed, metadata files)."""
     out = Path(out)
     report = {**run.report, "run": context or {}}
-    scored = "".join(json.dumps({
+    scored = jsonl.dumps({
         "id": it.id, "index": p.index, "gold": it.gold, "parse_ok": p.parse_ok, "fallback": p.fallback,
         "submission": p.submission, "note": p.note, "finish_reason": rec.get("finish_reason"),
         **{f"correct_{s}": v.get(it.id) for s, v in run.verdicts.items()},
-    }, ensure_ascii=False) + "\n" for it, rec, p in run.rows)
+    } for it, rec, p in run.rows)
     name, sub = submission_text(run, meta_suffix)
     as_json = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
     return {

@@ -68,6 +68,35 @@ def test_run_score_and_resume(bench, capsys):
     assert list(json.loads((out / "report.json").read_text())["scores"]) == ["strict"]
 
 
+# every character str.splitlines() splits on
+LINE_BREAKS = ["\n", "\r", "\r\n", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+class BreakingAnswerer(ScriptedAnswerer):
+    """Answers and reasoning holding one of Python's line boundaries each, around a valid answer tag."""
+
+    async def answer(self, audio, prompt, system_prompt, max_thinking_tokens, max_tokens, seed):
+        await super().answer(audio, prompt, system_prompt, max_thinking_tokens, max_tokens, seed)
+        i = int(re.search(r"Question (\d+)\?", prompt).group(1))
+        brk = LINE_BREAKS[i % len(LINE_BREAKS)]
+        return f"It is{brk}clear.{brk}<answer>{i % 4}</answer>", f"I hear{brk}a tone", "STOP"
+
+
+def test_answers_with_any_line_separator_round_trip(bench):
+    meta, root, out = bench
+    assert main(args(meta, root, out), answerer=BreakingAnswerer(_reply)) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["items"]["answered"] == 9 and report["scores"]["strict"]["overall"]["correct"] == 9
+    again = BreakingAnswerer(_reply)
+    assert main(args(meta, root, out), answerer=again) == 0 and again.calls == []  # the resume reads them all
+    assert main(["score", "--out", str(out)]) == 0
+    for name in ("predictions.jsonl", "scored.jsonl"):
+        text = (out / name).read_text(encoding="utf-8")
+        assert len(text.splitlines()) == 9  # one record a line, even for splitlines() readers
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert {p["reasoning"] for p in preds} == {f"I hear{b}a tone" for b in LINE_BREAKS[:9]}
+
+
 def test_other_settings_in_the_same_folder_are_refused(bench, capsys):
     meta, root, out = bench
     assert main(args(meta, root, out, "--limit", "2"), answerer=ScriptedAnswerer(_reply)) == 0
