@@ -27,9 +27,9 @@ def _scoring_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scorer", choices=("official", "strict", "both"), default="both")
     p.add_argument("--parse", choices=PARSE_MODES, default="standard",
                    help="standard (ours) or reference (ALARM's int() parse / the official letter rule)")
-    p.add_argument("--fallback", choices=FALLBACKS, default=None,
-                   help="unparsable answers: none = wrong (default), first = option 0 (default with --parse "
-                        "reference, what ALARM did), random = seeded by --seed")
+    p.add_argument("--fallback", choices=FALLBACKS, default="none",
+                   help="unparsable answers: none = no option, scored wrong (default, with every --parse), "
+                        "first = option 0 (what ALARM did), random = seeded by --seed")
     p.add_argument("--seed", type=int, default=None,
                    help="sampling seed of every request; also seeds the random fallback")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions")

@@ -50,7 +50,7 @@ async def run_benchmark(items: Sequence[Item], meta: Sequence[str | Path], audio
                         settings: RunSettings, make_answerer: Callable[[], Awaitable[Answerer]], *,
                         model: str, concurrency: int = 8, max_errors: int = 10,
                         scorers: Sequence[str] = ("official", "strict"), parse: str = "standard",
-                        fallback: str | None = None,
+                        fallback: str = "none",
                         check: Callable[[list[str]], set[str]] | None = None) -> tuple[dict[str, Path], int]:
     """Check audio, answer the items not yet answered in `out`, then score and write the outputs.
 
@@ -90,7 +90,7 @@ async def run_benchmark(items: Sequence[Item], meta: Sequence[str | Path], audio
 
 def rescore(out: str | Path, *, benchmark: str | None = None, meta: Sequence[str | Path] = (),
             fmt: str | None = None, scorers: Sequence[str] = ("official", "strict"), parse: str = "standard",
-            fallback: str | None = None, seed: int | None = None, predictions: str | Path | None = None,
+            fallback: str = "none", seed: int | None = None, predictions: str | Path | None = None,
             limit: int | None = None) -> dict[str, Path]:
     """Score an existing predictions file again (no inference). Settings missing from the arguments come from
     the folder's run.json; `meta` given here replaces the recorded metadata (predictions join by id)."""

@@ -6,8 +6,8 @@
 Parse modes: `standard` (ours: the last closed `<answer>N</answer>`, 0 <= N < len(choices); a letter alone
 or after "answer is"/"answer:"; the choice text) and `reference` (the published tools: ALARM's `int()` parse
 with its quirks, benchmarks.md §5, and the official MMSU/AIR-Bench letter rule, §3). There is no silent
-option 0: an unparsable answer gets the fallback the caller names: `none` (no option: wrong), `first`
-(option 0, what the reference did) or `random` (seeded per item).
+option 0, in any mode: an unparsable answer chooses no option (scored wrong) unless the caller names another
+fallback: `first` (option 0, what the ALARM reference did) or `random` (seeded per item).
 """
 
 from __future__ import annotations
@@ -48,11 +48,6 @@ class Parsed:
     fallback: str | None
     submission: str
     note: str = ""
-
-
-def default_fallback(mode: str) -> str:
-    """`first` for the reference parse (it is part of the reference behaviour), `none` otherwise."""
-    return "first" if mode == "reference" else "none"
 
 
 def tokens(text: str) -> set[str]:
@@ -151,18 +146,17 @@ def string_match(answer: str, prediction: str, choices: tuple[str, ...] | list[s
 
 
 def parse_answer(item: Item, answer: str, *, fmt: str, benchmark: str, mode: str = "standard",
-                 fallback: str | None = None, seed: int | None = None, reasoning: str = "") -> Parsed:
+                 fallback: str = "none", seed: int | None = None, reasoning: str = "") -> Parsed:
     """Choose an option for `answer` (the text after the reasoning).
 
     Args:
         fmt: The prompt format the answer replies to ("alarm" or "native").
         mode: "standard" or "reference". The reference ALARM parse reads `reasoning + answer`, as the
             reference read the whole generated text.
-        fallback: "none", "first" or "random"; None = `default_fallback(mode)`.
+        fallback: What an unparsable answer chooses: "none" (no option, in every mode), "first" or "random".
         seed: Needed by the random fallback; the option is drawn from a generator seeded by (seed, item id),
             so it does not depend on the order items finish in.
     """
-    fallback = fallback or default_fallback(mode)
     if fallback not in FALLBACKS:
         raise ValueError(f"unknown fallback {fallback!r}; expected one of {FALLBACKS}")
     if mode not in PARSE_MODES:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from alarm import jsonl
 from alarm.eval.benchmarks import Item, get_spec
-from alarm.eval.parsing import Parsed, default_fallback, parse_answer
+from alarm.eval.parsing import Parsed, parse_answer
 from alarm.eval.scoring import SCORERS, aggregate, official_verdicts, strict_keys, strict_verdicts
 from alarm.files import atomic_write
 
@@ -36,11 +36,10 @@ class ScoredRun:
 
 
 def score_predictions(items: Sequence[Item], predictions: dict[str, dict], *, benchmark: str, fmt: str,
-                      scorers: Sequence[str] = SCORERS, parse: str = "standard", fallback: str | None = None,
+                      scorers: Sequence[str] = SCORERS, parse: str = "standard", fallback: str = "none",
                       seed: int | None = None) -> ScoredRun:
     """Parse every answered item and score it under each scorer. predictions: id -> record with `answer` (and
     optionally `reasoning`, `finish_reason`), as in predictions.jsonl; ids not among the items are ignored."""
-    fallback = fallback or default_fallback(parse)
     bad = [s for s in scorers if s not in SCORERS]
     if bad or not scorers:
         raise ValueError(f"unknown scorer(s) {bad}; expected some of {SCORERS}")

@@ -57,11 +57,15 @@ def test_run_score_and_resume(bench, capsys):
     assert main(args(meta, root, out), answerer=again) == 0
     assert again.calls == []  # every item already answered
 
-    # rescoring needs no answerer: the reference parse's option-0 fallback credits items with gold 0
+    # rescoring needs no answerer; the reference parse has no fallback unless asked for
     assert main(["score", "--out", str(out), "--parse", "reference"]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["settings"] == {"format": "alarm", "parse": "reference", "fallback": "first",
+    assert report["settings"] == {"format": "alarm", "parse": "reference", "fallback": "none",
                                   "scorers": ["official", "strict"]}
+    assert report["parse"]["fallback_used"] == {} and report["scores"]["official"]["overall"]["correct"] == 3
+    # ALARM's option-0 fallback, asked for, credits the unparsed items with gold 0
+    assert main(["score", "--out", str(out), "--parse", "reference", "--fallback", "first"]) == 0
+    report = json.loads((out / "report.json").read_text())
     assert report["parse"]["fallback_used"] == {"first": 3}
     assert report["scores"]["official"]["overall"]["correct"] == 4  # + q8 (gold 0)
     assert main(["score", "--out", str(out), "--scorer", "strict", "--fallback", "random"]) == 0

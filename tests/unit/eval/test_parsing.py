@@ -20,9 +20,18 @@ def ref(answer: str, reasoning: str = "", n: int = 4, **kw):
 
 
 @pytest.mark.parametrize("answer", ["it is 2", "<answer>Option_2</answer>", "<answer>2.</answer>", ""])
-def test_reference_non_integer_is_option_0_and_flagged(answer):
-    p = ref(answer)
+def test_reference_non_integer_is_option_0_only_when_asked(answer):
+    p = ref(answer, fallback="first")  # what the ALARM reference did, silently
     assert (p.index, p.parse_ok, p.fallback, p.submission) == (0, False, "first", "choice a")
+    p = ref(answer)  # no fallback unless asked for, in the reference mode too
+    assert (p.index, p.parse_ok, p.fallback, p.submission) == (None, False, None, "")
+
+
+@pytest.mark.parametrize("bench, answer", [("mmau", ""), ("mmau", "I am not sure"), ("mmsu", ""),
+                                               ("airbench", "none of them")])
+def test_native_reference_parse_has_no_fallback_unless_asked(bench, answer):
+    p = parse_answer(item(), answer, fmt="native", benchmark=bench, mode="reference")
+    assert (p.index, p.parse_ok, p.fallback, p.submission) == (None, False, None, answer)
 
 
 def test_reference_quirks():
@@ -34,7 +43,7 @@ def test_reference_quirks():
     assert (p.index, p.parse_ok) == (2, True)
     assert ref("3").index == 3  # no tag: the whole text goes through int()
     # the reference parsed the whole generated text, reasoning included
-    assert ref("3", reasoning="Let me think.</think>").fallback == "first"
+    assert ref("3", reasoning="Let me think.</think>", fallback="first").fallback == "first"
     assert ref("no tag", reasoning="maybe <answer>1</answer>").index == 1
     p = ref("<answer>x</answer>", fallback="none")  # the reference parse with our fallback
     assert (p.index, p.fallback, p.submission) == (None, None, "")
