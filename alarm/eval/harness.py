@@ -26,6 +26,7 @@ from alarm.eval.runner import (
     check_audio,
     run_items,
 )
+from alarm.eval.scoring import check_vocab
 from alarm.files import atomic_write
 
 RUN_FILE, PREDICTIONS = "run.json", "predictions.jsonl"
@@ -55,9 +56,12 @@ async def run_benchmark(items: Sequence[Item], meta: Sequence[str | Path], audio
     """Check audio, answer the items not yet answered in `out`, then score and write the outputs.
 
     Returns (written paths, number of items whose request failed). Raises EvalRunError for missing audio or an
-    output folder that holds a run with other settings; nothing runs in either case.
+    output folder that holds a run with other settings, ScoreError for group values the official scorer cannot
+    score (when it is asked for); nothing runs in any of these cases.
     """
     out = Path(out)
+    if "official" in scorers:  # the official MMAU/MMAR scorers crash on other group values: say so up front
+        check_vocab(settings.benchmark, items)
     locations = audio_locations(items, audio_root)
     check_audio(locations, audio_root, exists=check)
     saved = read_run(out)

@@ -143,6 +143,23 @@ def test_failed_requests_exit_nonzero_and_are_retried(bench, capsys):
     assert main(args(meta, root, out), answerer=retry) == 0 and len(retry.calls) == 1
 
 
+def test_mmar_category_outside_the_official_four_stops_before_inference(tmp_path, capsys):
+    rows = [{"id": f"m{i}", "audio_path": f"a/m{i}.wav", "question": f"Question {i}?", "choices": ["x", "y"],
+             "answer": "x", "modality": "sound", "category": c} for i, c in enumerate(["Signal Layer", "Layer 5"])]
+    meta = write_jsonl(tmp_path / "MMAR-meta.jsonl", rows)
+    (tmp_path / "audio" / "a").mkdir(parents=True)
+    for i in range(2):
+        (tmp_path / "audio" / "a" / f"m{i}.wav").write_bytes(b"RIFF")
+    argv = ["--benchmark", "mmar", "--meta", str(meta), "--audio-root", str(tmp_path / "audio"),
+            "--out", str(tmp_path / "out")]
+    fake = ScriptedAnswerer(lambda p, s: "<answer>0</answer>")
+    assert main(argv, answerer=fake) == 1 and fake.calls == []
+    err = capsys.readouterr().err
+    assert "item 'm1' has category='Layer 5'; the official scorer only knows category in ['Cultural Layer', " in err
+    assert "--scorer strict" in err and not (tmp_path / "out").exists()
+    assert main([*argv, "--scorer", "strict"], answerer=fake) == 0 and len(fake.calls) == 2
+
+
 def test_native_mmsu_run(tmp_path):
     rows = [mmsu_row(i, "c") for i in range(3)]
     meta = write_jsonl(tmp_path / "mmsu.jsonl", rows)

@@ -3,6 +3,9 @@ AIR-Bench letter rules, including their denominators."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
 from alarm.eval.benchmarks import Item, load_items
@@ -66,11 +69,26 @@ def test_missing_predictions_shrink_the_denominator(mmau_items):
 
 def test_official_vocabulary(tmp_path):
     row = {"id": "m", "audio_path": "a.wav", "question": "q", "choices": ["x", "y"], "answer": "x",
-           "modality": "ambient"}
+           "modality": "ambient", "category": "Signal Layer"}
     [it] = load_items("mmar", [write_json(tmp_path / "m.json", [row])])
-    with pytest.raises(ScoreError, match=r"modality='ambient'; the official scorer only knows"):
+    with pytest.raises(ScoreError, match=r"item 'm' has modality='ambient'; the official scorer only knows "
+                                         r"modality in \['mix-music-speech', "):
         official_verdicts("mmar", [(it, "x")])
     assert strict_verdicts([(it, 0)])[0].correct
+
+
+@pytest.mark.parametrize("category, found", [("Acoustic Layer", "has category='Acoustic Layer'"),
+                                              (None, "has no 'category'")])
+def test_official_mmar_categories(tmp_path, category, found):
+    row = {"id": "m", "audio_path": "a.wav", "question": "q", "choices": ["x", "y"], "answer": "x",
+           "modality": "sound", **({"category": category} if category else {})}
+    [it] = load_items("mmar", [write_json(tmp_path / "m.json", [row])])
+    allowed = "['Cultural Layer', 'Perception Layer', 'Semantic Layer', 'Signal Layer']"
+    with pytest.raises(ScoreError, match=re.escape(f"{found}; the official scorer only knows category in {allowed}")):
+        official_verdicts("mmar", [(it, "x")])
+    layers = [{**row, "id": f"m{i}", "category": c} for i, c in enumerate(json.loads(allowed.replace("'", '"')))]
+    assert all(v.correct for v in official_verdicts("mmar", [(it, "x") for it in load_items(
+        "mmar", [write_json(tmp_path / "ok.json", layers)])]))
 
 
 def test_strict_gold_not_in_choices_is_always_wrong():
