@@ -104,9 +104,12 @@ def check_vocab(benchmark: str, items: Sequence[Item]) -> None:
 
 
 def strict_verdicts(rows: Iterable[tuple[Item, int | None]]) -> list[Verdict]:
-    """Index-based: correct iff the chosen index is the gold index (an item whose answer is not a choice, or
-    with no chosen option, is wrong). Every item counts."""
-    return [Verdict(it, True, index is not None and index == it.gold) for it, index in rows]
+    """Index-based: correct iff the chosen option is the gold one, that is the gold index or another option with
+    the identical string (the gold index is the first copy; no scorer can tell which copy was meant). An item
+    whose answer is not a choice, or with no chosen option, is wrong. Every item counts. The forms an answer may
+    take to choose an option are the parse mode's (`alarm.eval.parsing`)."""
+    return [Verdict(it, True, index is not None and it.gold is not None and it.choices[index] == it.choices[it.gold])
+            for it, index in rows]
 
 
 # -- aggregation ---------------------------------------------------------------------------------------------

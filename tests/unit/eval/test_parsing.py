@@ -51,14 +51,26 @@ def test_reference_quirks():
 
 @pytest.mark.parametrize("answer, index", [
     ("<answer>2</answer>", 2), ("<answer> Option_2 </answer>", 2), ("<answer>(Option_3)</answer>", 3),
-    ("<answer>2.</answer>", 2), ("2", 2), ("x <answer>1</answer> y <answer>0</answer>", 0),
+    ("<answer>option 1</answer>", 1), ("<answer>OPTION1</answer>", 1), ("<answer>(2).</answer>", 2),
+    ("<answer>2.</answer>", 2), ("2", 2), ("Option_1", 1), ("x <answer>1</answer> y <answer>0</answer>", 0),
     ("<answer>7</answer>", None), ("<answer>-1</answer>", None), ("<answer>two</answer>", None),
-    ("The answer is 2", None), ("<answer>2", None), ("", None),
+    ("The answer is 2", None), ("<answer>2", None), ("", None), ("<answer>1 2</answer>", None),
+    ("<answer>(2</answer>", None), ("<answer>2)</answer>", None), ("<answer>Option-2</answer>", None),
+    ("<answer>\u0662</answer>", None), ("<answer>\uff12</answer>", None), ("\u0968", None),  # non-ASCII digits
 ])
 def test_standard_alarm_parse(answer, index):
     p = parse_answer(item(), answer, fmt="alarm", benchmark="mmau")
     assert (p.index, p.parse_ok, p.fallback) == (index, index is not None, None)
     assert p.submission == ("" if index is None else item().choices[index])
+
+
+def test_identical_options_are_named_in_the_note():
+    it = Item("d", "Q", ("one", "six", "four", "four"), 2, "four", {}, "a.wav", 0, {})
+    p = parse_answer(it, "<answer>3</answer>", fmt="alarm", benchmark="mmau")
+    assert (p.index, p.parse_ok, p.note) == (3, True, "identical options: 2=3")
+    p = parse_answer(it, "<answer>x</answer>", fmt="alarm", benchmark="mmau")
+    assert p.note == "no option id in <answer>: 'x'; identical options: 2=3"
+    assert parse_answer(item(), "<answer>3</answer>", fmt="alarm", benchmark="mmau").note == ""
 
 
 def test_alarm_format_letter_benchmark_submits_letters():
