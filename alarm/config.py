@@ -225,7 +225,7 @@ class ManifestSourceConfig(Strict):
     kind: Literal["manifest"] = "manifest"
     name: str = Field(description="Source name: the first part of every row key (e.g. esc50).")
     path: str = Field(description="JSONL, CSV or Parquet manifest, local or s3://.")
-    family: Family = Field("generic", description="Describer for the metadata fields (method.md §2.1).")
+    family: Family = Field("generic", description="Describer for the metadata fields (alarm.corpus.describe).")
     family_column: str | None = Field(
         None, description="Optional column naming each row's describer (a mixed manifest); overrides `family`."
     )
@@ -460,7 +460,7 @@ class AdapterSpec(Strict):
 
 
 class AutoscalingSpec(Strict):
-    """Ray Serve replica autoscaling for one deployment (serving.md §1.10)."""
+    """Ray Serve replica autoscaling for one deployment (Ray Serve's `autoscaling_config`)."""
 
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(1, ge=1)
@@ -523,7 +523,7 @@ class LLMServeConfig(Strict):
     tensor_parallel_size: int = Field(1, gt=0)
     enable_prefix_caching: bool = Field(
         False, description="Off: prompt-embedding masks are missing from prefix-cache keys in some vLLM versions "
-        "(serving.md §2.9); enable only with the regression test passing."
+        "(vLLM issue #56655); enable only with the regression test passing."
     )
     enforce_eager: bool = Field(False, description="Skip CUDA graphs / torch.compile (fast start; CPU).")
 

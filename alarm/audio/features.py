@@ -1,4 +1,4 @@
-"""Per-encoder front-ends (method.md §3.2): Whisper log-mel, W2V-BERT fbank, MuQ waveform, SSLAM fbank.
+"""Per-encoder front-ends, as ALARM's (github.com/Blinorot/ALARM): Whisper log-mel, W2V-BERT fbank, MuQ waveform, SSLAM fbank.
 
 Pure torch/numpy and deterministic; no weights. Each front-end resamples from the ORIGINAL waveform (MuQ gets
 real 24 kHz content, not 16 kHz upsampled; reference defect D11). The math reproduces the HF extractors the

@@ -137,7 +137,7 @@ def _normalise(text: str) -> str:
 
 
 def string_match(answer: str, prediction: str, choices: tuple[str, ...] | list[str]) -> bool:
-    """The official MMAU/MMAR rule (benchmarks.md §2): the answer's word set is inside the prediction's, and
+    """The official MMAU/MMAR rule (their evaluation.py): the answer's word set is inside the prediction's, and
     the prediction has no word unique to a choice whose word set differs from the answer's. Word sets ignore
     order, so a wrong choice with the answer's words is credited too ("From near to far" / "far to near")."""
     pred, gold = tokens(prediction), tokens(answer)

@@ -1,10 +1,10 @@
 """Score a run's predictions and write its outputs: report.json, report.md, scored.jsonl and the benchmark's
-submission file (benchmarks.md §6), each written atomically (temporary file + os.replace).
+submission file (docs/evaluation.md), each written atomically (temporary file + os.replace).
 
     result = score_predictions(items, predictions, benchmark="mmau", fmt="alarm")
     write_outputs(out_dir, result, context={...})   # -> {"report.json": Path, ...}
 
-Every report states what §8 asks for: scorer, benchmark version, thinking budget, max_tokens, seed and the
+Every report states what makes an MCQA number comparable (docs/evaluation.md): scorer, benchmark version, thinking budget, max_tokens, seed and the
 parse-failure rate, next to the fallback mode that decided unparsable answers.
 """
 
@@ -91,7 +91,7 @@ def _notes(benchmark: str, scores: dict) -> list[str]:
                      "Average).")
     if benchmark in ("mmau", "mmar") and "official" in scores:
         notes.append("The official string_match credits a wrong choice with the same words as the answer "
-                     "(benchmarks.md §2), so it can exceed the strict score.")
+                     "(a word-set match), so it can exceed the strict score.")
     if benchmark == "mmsu" and "official" in scores:
         notes.append("Official MMSU drops wrong-format responses from the denominator ('excluded') and "
                      "counts \"None\"/empty as wrong.")

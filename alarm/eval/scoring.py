@@ -4,7 +4,7 @@
     verdicts = strict_verdicts([(item, chosen_index_or_None), ...])
     table = aggregate(verdicts, ("task", "difficulty"))   # overall + per group: correct / total / accuracy
 
-Official rules (benchmarks.md §2-§4): MMAU and MMAR credit the submission text by `string_match` against
+Official rules (docs/evaluation.md): MMAU and MMAR credit the submission text by `string_match` against
 the gold text; MMSU and AIR-Bench read a letter (first character, else the second-to-last). MMSU drops a
 wrong-format response from the denominator and counts "None"/empty as wrong; AIR-Bench drops both
 (`fail_num`) and stops the whole run when a parsed item's gold answer is not a choice (here: `ScoreError`

@@ -177,7 +177,7 @@ def _fbank_frames(samples: int) -> int:
     return max(0, 1 + (samples + 320 - 400) // 160)
 
 
-# encoder -> (input sample rate, encoder output frames from the clip's sample count); method §3.2
+# encoder -> (input sample rate, encoder output frames from the clip's sample count)
 ENCODER_FRAMES: dict[str, tuple[int, Callable[[int], int]]] = {
     "whisper": (16000, lambda n: -(-n // 160) // 2),  # valid mel frames ceil(n/160), // 2 (50 Hz)
     "w2vbert": (16000, lambda n: _fbank_frames(n) // 2),  # SeamlessM4T fbank stacked ×2 (50 Hz)

@@ -1,7 +1,7 @@
 """The four frozen audio encoders: spec table, strict checkpoint loading, chunking, and the Whisper / W2V-BERT
 wrappers (MuQ and SSLAM live in `muq.py` / `sslam.py`).
 
-Every encoder maps padded features to the tapped hidden states, as the reference does (method.md §3.2):
+Every encoder maps padded features to the tapped hidden states, as the ALARM reference code does:
 fixed chunks encoded independently (no context across chunks), concatenated along time, trimmed to the
 longest item.
 

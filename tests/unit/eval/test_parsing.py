@@ -1,4 +1,4 @@
-"""Answer parsing: ALARM's reference quirks (benchmarks.md §7.3), the official letter rule (§7.4), our
+"""Answer parsing: ALARM's reference quirks, the official letter rule, our
 standard parse, choice-text mapping and the named fallbacks (never a silent option 0)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Scoring a run's predictions into the report (the §8 facts) and the submission files of §6."""
+"""Scoring a run's predictions into the report (the facts docs/evaluation.md lists) and the submission files."""
 
 from __future__ import annotations
 

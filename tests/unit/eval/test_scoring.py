@@ -1,4 +1,4 @@
-"""The official and strict scorers against documented numbers (benchmarks.md §2, §6, §7) and the MMSU /
+"""The official and strict scorers against documented numbers (docs/evaluation.md) and the MMSU /
 AIR-Bench letter rules, including their denominators."""
 
 from __future__ import annotations
