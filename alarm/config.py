@@ -323,7 +323,6 @@ class WorkersConfig(Strict):
     batch_size: int = Field(64, gt=0, description="Rows per call into a worker; the engine batches them.")
     num_gpus: float = Field(0, ge=0, description="GPUs per worker (0 on CPU).")
     num_cpus: float = Field(1, gt=0, description="Logical CPUs per worker.")
-    max_restarts: int = Field(2, ge=0, description="Actor restarts after a crash before the job fails.")
 
 
 class CorpusConfig(Strict):
