@@ -1,4 +1,5 @@
-"""Front-ends (method.md §3.2): the shared Kaldi fbank math, the front-end table and the extraction entry points.
+"""Front-ends, as ALARM's reference code computes them: the shared Kaldi fbank math, the front-end table and the
+extraction entry points.
 
 Pure torch/numpy and deterministic; no weights. Each front-end resamples from the ORIGINAL waveform (MuQ gets
 real 24 kHz content, not 16 kHz upsampled; reference defect D11). Each family's own front-end lives in its module

@@ -32,7 +32,7 @@ class ManifestSourceConfig(Strict):
     kind: Literal["manifest"] = "manifest"
     name: str = Field(description="Source name: the first part of every row key (e.g. esc50).")
     path: str = Field(description="JSONL, CSV or Parquet manifest, local or s3://.")
-    family: Family = Field("generic", description="Describer for the metadata fields (method.md §2.1).")
+    family: Family = Field("generic", description="Describer for the metadata fields (alarm.corpus.describe).")
     family_column: str | None = Field(
         None, description="Optional column naming each row's describer (a mixed manifest); overrides `family`."
     )
@@ -129,7 +129,6 @@ class WorkersConfig(Strict):
     batch_size: int = Field(64, gt=0, description="Rows per call into a worker; the engine batches them.")
     num_gpus: float = Field(0, ge=0, description="GPUs per worker (0 on CPU).")
     num_cpus: float = Field(1, gt=0, description="Logical CPUs per worker.")
-    max_restarts: int = Field(2, ge=0, description="Actor restarts after a crash before the job fails.")
 
 
 class CorpusConfig(Strict):

@@ -25,9 +25,9 @@ class Scoring(Strict):
     parse: ParseMode = Field(
         "standard", description="standard (ours) or reference (ALARM's int() parse / the official letter rule)."
     )
-    fallback: Fallback | None = Field(
-        None, description="Unparsable answers: none = wrong (the default), first = option 0 (the default with "
-        "parse=reference, what ALARM did), random = seeded by `seed`."
+    fallback: Fallback = Field(
+        "none", description="Unparsable answers: none = no option, scored wrong (the default, with every parse "
+        "mode), first = option 0 (what ALARM did), random = seeded by `seed`."
     )
     seed: int | None = Field(None, description="Sampling seed of every request; also seeds the random fallback.")
     limit: int | None = Field(None, gt=0, description="Only the first N questions.")

@@ -25,7 +25,7 @@ class AdapterSpec(Strict):
 
 
 class AutoscalingSpec(Strict):
-    """Ray Serve replica autoscaling for one deployment (serving.md §1.10)."""
+    """Ray Serve replica autoscaling for one deployment (Ray Serve's `autoscaling_config`)."""
 
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(1, ge=1)
@@ -88,7 +88,7 @@ class LLMServeConfig(Strict):
     tensor_parallel_size: int = Field(1, gt=0)
     enable_prefix_caching: bool = Field(
         False, description="Off: prompt-embedding masks are missing from prefix-cache keys in some vLLM versions "
-        "(serving.md §2.9); enable only with the regression test passing."
+        "(vLLM issue #56655); enable only with the regression test passing."
     )
     enforce_eager: bool = Field(False, description="Skip CUDA graphs / torch.compile (fast start; CPU).")
 

@@ -1,6 +1,6 @@
 """What every frozen encoder shares: the input check, chunk-and-stitch, freezing, and the move to the weights' device.
 
-Every encoder maps padded features to the tapped hidden states, as the reference does (method.md §3.2): fixed
+Every encoder maps padded features to the tapped hidden states, as the ALARM reference code does: fixed
 chunks encoded independently (no context across chunks), concatenated along time, trimmed to the longest item.
 
     states, out_lens = encoder(feats, lens)   # (L, B, T_out, D), (B,) int64

@@ -26,6 +26,7 @@ from alarm.eval.runner import (
     check_audio,
     run_items,
 )
+from alarm.eval.scoring import check_vocab
 from alarm.files import atomic_write
 
 RUN_FILE, PREDICTIONS = "run.json", "predictions.jsonl"
@@ -50,14 +51,17 @@ async def run_benchmark(items: Sequence[Item], meta: Sequence[str | Path], audio
                         settings: RunSettings, make_answerer: Callable[[], Awaitable[Answerer]], *,
                         model: str, concurrency: int = 8, max_errors: int = 10,
                         scorers: Sequence[str] = ("official", "strict"), parse: str = "standard",
-                        fallback: str | None = None,
+                        fallback: str = "none",
                         check: Callable[[list[str]], set[str]] | None = None) -> tuple[dict[str, Path], int]:
     """Check audio, answer the items not yet answered in `out`, then score and write the outputs.
 
     Returns (written paths, number of items whose request failed). Raises EvalRunError for missing audio or an
-    output folder that holds a run with other settings; nothing runs in either case.
+    output folder that holds a run with other settings, ScoreError for group values the official scorer cannot
+    score (when it is asked for); nothing runs in any of these cases.
     """
     out = Path(out)
+    if "official" in scorers:  # the official MMAU/MMAR scorers crash on other group values: say so up front
+        check_vocab(settings.benchmark, items)
     locations = audio_locations(items, audio_root)
     check_audio(locations, audio_root, exists=check)
     saved = read_run(out)
@@ -90,7 +94,7 @@ async def run_benchmark(items: Sequence[Item], meta: Sequence[str | Path], audio
 
 def rescore(out: str | Path, *, benchmark: str | None = None, meta: Sequence[str | Path] = (),
             fmt: str | None = None, scorers: Sequence[str] = ("official", "strict"), parse: str = "standard",
-            fallback: str | None = None, seed: int | None = None, predictions: str | Path | None = None,
+            fallback: str = "none", seed: int | None = None, predictions: str | Path | None = None,
             limit: int | None = None) -> dict[str, Path]:
     """Score an existing predictions file again (no inference). Settings missing from the arguments come from
     the folder's run.json; `meta` given here replaces the recorded metadata (predictions join by id)."""

@@ -1,4 +1,4 @@
-"""Prompts for one item: ALARM's `<answer>` format or the benchmark's native format (benchmarks.md §3-§5).
+"""Prompts for one item: ALARM's `<answer>` format or the benchmark's native format.
 
     p = build_prompt(item, "alarm", "mmau")   # Prompt(system=..., user="Instruction: ...<question>...")
 

@@ -12,8 +12,6 @@ checked before anything runs: missing files are listed up front.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from alarm import jsonl
 from alarm.errors import AlarmError
 from alarm.eval.benchmarks import Item
 from alarm.eval.prompts import build_prompt
@@ -67,7 +66,11 @@ class RunSettings:
 
 
 class PredictionStore:
-    """Append-only JSON lines keyed by item id; a torn last line (a crash mid-write) is cut off on load."""
+    """Append-only JSON lines keyed by item id (`alarm.jsonl`: any answer text round-trips).
+
+    A last line cut short by a crash is left out on load, with a warning, and cut off by the next append, so a
+    resumed run answers that item again; a bad line anywhere else is an EvalRunError naming the file and line.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -75,36 +78,20 @@ class PredictionStore:
     def load(self) -> dict[str, dict]:
         if not self.path.exists():
             return {}
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            cut = data.rfind(b"\n") + 1
-            print(f"warning: {self.path}: dropping a torn last line ({len(data) - cut} bytes)",
-                  file=sys.stderr)
-            with self.path.open("r+b") as f:
-                f.truncate(cut)
-            data = data[:cut]
         done = {}
-        for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise EvalRunError(f"{self.path}: line {n} is not valid JSON ({e.msg}); fix or remove it"
-                                   ) from None
-            if not (isinstance(rec, dict) and isinstance(rec.get("id"), str)
-                    and isinstance(rec.get("answer"), str)):
-                raise EvalRunError(f"{self.path}: line {n} is not a prediction record "
-                                   "(it needs the strings 'id' and 'answer')")
-            done[rec["id"]] = rec
+        try:
+            for n, rec in jsonl.lines(self.path.read_bytes(), str(self.path), torn="drop"):
+                if not (isinstance(rec, dict) and isinstance(rec.get("id"), str)
+                        and isinstance(rec.get("answer"), str)):
+                    raise EvalRunError(f"{self.path}: line {n} is not a prediction record "
+                                       "(it needs the strings 'id' and 'answer'); fix or remove that line")
+                done[rec["id"]] = rec
+        except jsonl.JsonlError as e:
+            raise EvalRunError(str(e)) from None
         return done
 
     def append(self, record: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        jsonl.append(self.path, record)
 
 
 # -- audio ---------------------------------------------------------------------------------------------------

@@ -135,7 +135,7 @@ def load_encoder_adapter(adapter: AudioAdapter, enc: str, folder: str | Path, fr
     """Load ONE encoder's layer mix and adapter from a (single-encoder) checkpoint into `adapter`.
 
     Used to start fusion training from trained single-encoder adapters (`encoders.<enc>.adapter_init`). The
-    checkpoint's separators and fusion are ignored (separators are re-initialised every run, method §3.6).
+    checkpoint's separators and fusion are ignored (separators are re-initialised every run, as in ALARM).
 
     Raises:
         CheckpointMismatch: the checkpoint has no `enc`, or its keys / shapes for `enc` differ.

@@ -15,6 +15,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from alarm import jsonl
 from alarm.config import SyntheticSourceConfig
 from alarm.corpus import rows as R
 from alarm.corpus.synthetic import KINDS, synthetic_row
@@ -83,7 +84,7 @@ def write_source(folder: Path, items: list[ToyItem]) -> Path:
         item_id = item.key.rsplit("/", 1)[-1]
         rows.append({"id": item_id, "audio": _write_audio(folder, item), "prompt": item.prompt,
                      "family": item.family, **item.metadata})
-    return atomic_write(folder / "manifest.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return atomic_write(folder / "manifest.jsonl", jsonl.dumps(rows))
 
 
 def write_benchmark(folder: Path, items: list[ToyItem]) -> Path:

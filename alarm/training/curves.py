@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alarm import jsonl
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl, [] when there is none."""
+    return jsonl.read(path) if path.exists() else []
+
 
 def plot_curves(records: list[dict], out: Path) -> Path:
     """Loss (train and val), target-token accuracy and learning rate against the optimizer step."""

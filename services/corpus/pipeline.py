@@ -83,7 +83,6 @@ def build(cfg: CorpusConfig, skip: set[str] = frozenset()) -> ray.data.Dataset:
         CorpusLLMStage, fn_constructor_kwargs={"cfg_json": cfg_json},
         compute=ray.data.ActorPoolStrategy(size=w.num_workers), batch_size=w.batch_size, batch_format="pyarrow",
         num_cpus=w.num_cpus, num_gpus=w.num_gpus or None,
-        ray_remote_args_fn=lambda: {"max_restarts": w.max_restarts, "max_task_retries": w.max_restarts},
         runtime_env={"env_vars": dict(CPU_ENV)} if w.num_gpus == 0 and cpu_only() else None,
     )
 

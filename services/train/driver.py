@@ -4,7 +4,6 @@ curves to output/run_id. Resumable."""
 
 from __future__ import annotations
 
-import json
 import logging
 import posixpath
 import sys
@@ -16,7 +15,7 @@ from alarm.config import TrainConfig
 from alarm.config.base import RAY_RENAMED
 from alarm.errors import InvalidInput
 from alarm.model.llm import resolve_llm
-from alarm.training.curves import plot_curves
+from alarm.training.curves import plot_curves, read_metrics
 from alarm.training.trainer import plan_total_steps
 from services.connect import init_ray
 from services.errors import alarm_error_in
@@ -92,7 +91,7 @@ def export(checkpoint, out: RunStore, cfg: TrainConfig, total_steps: int, n_trai
     """Final adapter (loads directly into inference), metrics.jsonl and curves.png next to the checkpoints."""
     with checkpoint.as_directory() as d, tempfile.TemporaryDirectory() as tmp:
         d = Path(d)
-        history = [json.loads(x) for x in (d / METRICS).read_text().splitlines() if x.strip()]
+        history = read_metrics(d / METRICS)
         plot = plot_curves(history, Path(tmp) / "curves.png")
         for name in ("adapter.safetensors", "model_config.json", "meta.json"):
             out.write_bytes(posixpath.join("adapter", name), (d / "adapter" / name).read_bytes())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Iterator
@@ -11,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alarm import jsonl
 from alarm.config import TrainConfig
 from alarm.errors import InvalidInput
 from alarm.model.alarm_model import AlarmModel
 from alarm.training.batch import epoch_batches, to_train_batch
+from alarm.training.curves import read_metrics
 from alarm.training.trainer import Trainer, load_training_state, save_training_state
 
 METRICS = "metrics.jsonl"
@@ -55,8 +56,7 @@ def train_loop(config: dict) -> None:
     if ckpt is not None:
         with ckpt.as_directory() as d:
             load_training_state(trainer, d)
-            if (Path(d) / METRICS).exists():
-                history = [json.loads(x) for x in (Path(d) / METRICS).read_text().splitlines() if x.strip()]
+            history = read_metrics(Path(d) / METRICS)
     val_rows = [r for b in ray.train.get_dataset_shard("val").iter_batches(batch_size=cfg.batch.per_worker,
                                                                            batch_format="numpy")
                 for r in rows_of(b)][: cfg.eval_batches * cfg.batch.per_worker]  # a fixed subset
@@ -118,7 +118,7 @@ def _report_with_checkpoint(trainer: Trainer, history: list[dict], rank: int, cf
         if rank == 0:  # one writer; every rank still calls report (it is a synchronisation point)
             folder = Path(tmp) / "ckpt"
             save_training_state(trainer, folder)
-            (folder / METRICS).write_text("".join(json.dumps(h) + "\n" for h in history))
+            (folder / METRICS).write_text(jsonl.dumps(history), encoding="utf-8")
             (folder / "config.json").write_text(cfg.model_dump_json(indent=2))
             checkpoint = ray.train.Checkpoint.from_directory(str(folder))
         ray.train.report(metrics, checkpoint=checkpoint)

@@ -55,6 +55,14 @@ def test_loss_falls_and_the_adapter_loads_for_inference(ray_cluster, tiny_corpus
     assert len([p for p in (run_dir / "train").glob("checkpoint_*") if p.is_dir()]) <= cfg.num_to_keep
 
 
+def test_the_data_pipeline_calls_no_deprecated_ray_api(ray_cluster, tiny_corpus, tmp_path, ray_deprecations):
+    from services.train.data import build_split, open_corpus
+
+    for split in ("train", "validation"):
+        build_split(train_cfg(tiny_corpus, tmp_path), open_corpus(str(tiny_corpus)), split)
+    assert ray_deprecations() == []
+
+
 def test_a_finished_run_is_not_trained_or_encoded_again(ray_cluster, tiny_corpus, tmp_path, monkeypatch):
     import services.train.driver as train_driver
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from alarm import env
+from alarm import env, jsonl
 from alarm.audio.decode import load_audio
 from alarm.config import HFDatasetSourceConfig, ManifestSourceConfig, SyntheticSourceConfig
 from alarm.corpus.manifest import ROW_KEYS, count_rows, read_hf_dataset, read_manifest
@@ -141,6 +141,18 @@ def test_prompt_column_and_instruction_rows(tmp_path):
     assert rows[1]["row_error"].startswith("undecodable: ") and "missing prompt" in rows[1]["row_error"]
     with pytest.raises(InvalidInput, match="instruction=true needs prompt_column"):
         read_manifest(_cfg(path, instruction=True))
+
+
+def test_jsonl_fields_with_unicode_line_separators_stay_one_row(tmp_path):
+    seps = ["\u2028", "\u2029", "\x85", "\v", "\x1c"]
+    records = [{"id": str(i), "audio": "x.wav", "question": f"first{sep}second", "note": f"a{sep}b"}
+               for i, sep in enumerate(seps)]
+    for name, text in (("raw.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)),
+                       ("ours.jsonl", jsonl.dumps(records))):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        rows = list(read_manifest(_cfg(tmp_path / name, prompt_column="question")))
+        assert [r["prompt_given"] for r in rows] == [r["question"] for r in records]
+        assert [json.loads(r["metadata"])["note"] for r in rows] == [r["note"] for r in records]
 
 
 def test_family_column_picks_each_rows_describer(tmp_path):

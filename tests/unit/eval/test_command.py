@@ -57,15 +57,48 @@ def test_run_score_and_resume(bench, capsys):
     assert main(args(meta, root, out), answerer=again) == 0
     assert again.calls == []  # every item already answered
 
-    # rescoring needs no answerer: the reference parse's option-0 fallback credits items with gold 0
+    # rescoring needs no answerer; the reference parse has no fallback unless asked for
     assert main(["score", f"out={out}", "parse=reference"]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["settings"] == {"format": "alarm", "parse": "reference", "fallback": "first",
+    assert report["settings"] == {"format": "alarm", "parse": "reference", "fallback": "none",
                                   "scorers": ["official", "strict"]}
+    assert report["parse"]["fallback_used"] == {} and report["scores"]["official"]["overall"]["correct"] == 3
+    # ALARM's option-0 fallback, asked for, credits the unparsed items with gold 0
+    assert main(["score", f"out={out}", "parse=reference", "fallback=first"]) == 0
+    report = json.loads((out / "report.json").read_text())
     assert report["parse"]["fallback_used"] == {"first": 3}
     assert report["scores"]["official"]["overall"]["correct"] == 4  # + q8 (gold 0)
     assert main(["score", f"out={out}", "scorer=strict", "fallback=random"]) == 0
     assert list(json.loads((out / "report.json").read_text())["scores"]) == ["strict"]
+
+
+# every character str.splitlines() splits on
+LINE_BREAKS = ["\n", "\r", "\r\n", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+class BreakingAnswerer(ScriptedAnswerer):
+    """Answers and reasoning holding one of Python's line boundaries each, around a valid answer tag."""
+
+    async def answer(self, audio, prompt, system_prompt, max_thinking_tokens, max_tokens, seed):
+        await super().answer(audio, prompt, system_prompt, max_thinking_tokens, max_tokens, seed)
+        i = int(re.search(r"Question (\d+)\?", prompt).group(1))
+        brk = LINE_BREAKS[i % len(LINE_BREAKS)]
+        return f"It is{brk}clear.{brk}<answer>{i % 4}</answer>", f"I hear{brk}a tone", "STOP"
+
+
+def test_answers_with_any_line_separator_round_trip(bench):
+    meta, root, out = bench
+    assert main(args(meta, root, out), answerer=BreakingAnswerer(_reply)) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["items"]["answered"] == 9 and report["scores"]["strict"]["overall"]["correct"] == 9
+    again = BreakingAnswerer(_reply)
+    assert main(args(meta, root, out), answerer=again) == 0 and again.calls == []  # the resume reads them all
+    assert main(["score", f"out={out}"]) == 0
+    for name in ("predictions.jsonl", "scored.jsonl"):
+        text = (out / name).read_text(encoding="utf-8")
+        assert len(text.splitlines()) == 9  # one record a line, even for splitlines() readers
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert {p["reasoning"] for p in preds} == {f"I hear{b}a tone" for b in LINE_BREAKS[:9]}
 
 
 def test_other_settings_in_the_same_folder_are_refused(bench, capsys):
@@ -108,6 +141,22 @@ def test_failed_requests_exit_nonzero_and_are_retried(bench, capsys):
     assert report["items"]["answered"] == 8 and report["run"]["failed_requests"] == 1
     retry = ScriptedAnswerer(_reply)
     assert main(args(meta, root, out), answerer=retry) == 0 and len(retry.calls) == 1
+
+
+def test_mmar_category_outside_the_official_four_stops_before_inference(tmp_path, capsys):
+    rows = [{"id": f"m{i}", "audio_path": f"a/m{i}.wav", "question": f"Question {i}?", "choices": ["x", "y"],
+             "answer": "x", "modality": "sound", "category": c} for i, c in enumerate(["Signal Layer", "Layer 5"])]
+    meta = write_jsonl(tmp_path / "MMAR-meta.jsonl", rows)
+    (tmp_path / "audio" / "a").mkdir(parents=True)
+    for i in range(2):
+        (tmp_path / "audio" / "a" / f"m{i}.wav").write_bytes(b"RIFF")
+    argv = ["benchmark=mmar", f"meta=[{meta}]", f"audio_root={tmp_path / 'audio'}", f"out={tmp_path / 'out'}"]
+    fake = ScriptedAnswerer(lambda p, s: "<answer>0</answer>")
+    assert main(argv, answerer=fake) == 1 and fake.calls == []
+    err = capsys.readouterr().err
+    assert "item 'm1' has category='Layer 5'; the official scorer only knows category in ['Cultural Layer', " in err
+    assert "scorer=strict" in err and not (tmp_path / "out").exists()
+    assert main([*argv, "scorer=strict"], answerer=fake) == 0 and len(fake.calls) == 2
 
 
 def test_native_mmsu_run(tmp_path):

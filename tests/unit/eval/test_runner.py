@@ -62,15 +62,24 @@ def test_resume_skips_answered_items(items, tmp_path):
 
 def test_torn_last_line_is_dropped_and_retried(items, tmp_path):
     path = tmp_path / "p.jsonl"
-    path.write_text(json.dumps({"id": "q0", "answer": "a"}) + "\n" + '{"id": "q1", "ans')
+    torn = json.dumps({"id": "q0", "answer": "a"}) + "\n" + '{"id": "q1", "ans'
+    path.write_text(torn)
     store = PredictionStore(path)
-    assert list(store.load()) == ["q0"] and path.read_text().endswith("}\n")
+    assert list(store.load()) == ["q0"] and path.read_text() == torn  # loading (e.g. rescoring) changes nothing
     fake = ScriptedAnswerer(lambda p, s: "x")
     run(items, fake, store)
     assert len(fake.calls) == 5 and len(store.load()) == 6
-    path.write_text("not json\n")
-    with pytest.raises(EvalRunError, match="line 1 is not valid JSON"):
-        store.load()
+    assert all(json.loads(line) for line in path.read_text().split("\n")[:-1])  # the torn line was cut off
+
+
+def test_a_bad_line_before_the_last_is_an_error_naming_it(items, tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"id": "q0", "answer": "a"}\nnot json\n{"id": "q1", "answer": "b"}\n')
+    with pytest.raises(EvalRunError, match=r"p.jsonl: line 2 is not valid JSON"):
+        PredictionStore(path).load()
+    path.write_text('{"id": "q0", "answer": "a"}\n{"id": "q1"}\n')
+    with pytest.raises(EvalRunError, match=r"p.jsonl: line 2 is not a prediction record"):
+        PredictionStore(path).load()
 
 
 def test_failed_requests_are_left_for_a_rerun(items, tmp_path):
