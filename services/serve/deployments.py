@@ -26,6 +26,7 @@ from alarm.config import EncoderConfig, ServeConfig
 from alarm.types import Waveform
 from services.engines.encoders import encode_clips, load_frozen_encoder
 from services.serve.core import AudioBlock, Final, FusionCore, LLMCore
+from services.serve.heap import return_freed_memory
 from services.serve.validate import LLMRequest
 
 
@@ -48,6 +49,7 @@ class EncoderServer:
     def __init__(self, name: str, encoder: dict, resample_quality: str, max_batch_size: int,
                  batch_wait_timeout_s: float):
         _use_assigned_cpus()
+        return_freed_memory()  # resident memory returns to the working set after a burst (heap.py)
         self.name, self.quality = name, resample_quality
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.encoder = load_frozen_encoder(name, EncoderConfig.model_validate(encoder), self.device)
@@ -86,6 +88,7 @@ class FusionServer:
 
     def __init__(self, cfg: dict):
         _use_assigned_cpus()
+        return_freed_memory()  # resident memory returns to the working set after a burst (heap.py)
         self.core = FusionCore(ServeConfig.model_validate(cfg))
         async def load(adapter_id: str):  # a plain function: Serve keeps its LRU as an attribute of it
             return await asyncio.to_thread(self.core.load, adapter_id)
@@ -113,6 +116,7 @@ class LLMServer:
 
     async def __init__(self, cfg: dict):
         _use_assigned_cpus()
+        return_freed_memory()  # resident memory returns to the working set after a burst (heap.py)
         self.core = await LLMCore.create(ServeConfig.model_validate(cfg))
 
     async def generate(self, req: LLMRequest, *blocks: AudioBlock) -> Final:

@@ -21,6 +21,7 @@ from alarm.config import GRPC_SERVICE, ServeConfig
 from alarm.errors import Overloaded
 from services.serve._proto.alarm.v1 import alarm_pb2 as pb
 from services.serve.core import Final, response_pb, stream_pb
+from services.serve.heap import return_freed_memory
 from services.serve.proxy import quiet_client_errors
 from services.serve.readiness import Readiness, serve_running_replicas
 from services.serve.status import log_failure, status_of
@@ -38,6 +39,7 @@ class AlarmIngress:
     metadata (at the end of the details of a failed stream)."""
 
     def __init__(self, cfg: dict, encoders: dict, fusion, llm, required: list[str]):
+        return_freed_memory()  # decoded audio of a burst does not stay resident (heap.py)
         self.cfg = ServeConfig.model_validate(cfg)
         self.encoders, self.fusion, self.llm = encoders, fusion, llm
         self._catalog: dict[str, tuple[str, ...]] | None = None
