@@ -17,12 +17,12 @@ import re
 import signal
 import subprocess
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.test_readme_cluster_path import NOT_READY, ROOT, bash, copy_repository, shell_env
+from tests.e2e.test_serve_command import wait_serving
 
 pytestmark = pytest.mark.slow
 SETUP = "scripts/setup.sh"
@@ -52,8 +52,6 @@ def run_block(block: str, repo: Path, environ: dict) -> subprocess.CompletedProc
 
 def run_serving_block(block: str, repo: Path, environ: dict, log: Path) -> subprocess.CompletedProcess:
     """The `python -m alarm.serve` line in the background until SERVING, then the block's other lines."""
-    from alarm.client import AlarmClient
-
     lines = block.splitlines()
     at = next(i for i, line in enumerate(lines) if SERVE.match(line))
     serve_line, rest = lines[at], "\n".join(lines[:at] + lines[at + 1:])
@@ -61,17 +59,11 @@ def run_serving_block(block: str, repo: Path, environ: dict, log: Path) -> subpr
         server = subprocess.Popen(["bash", "-c", f"exec {serve_line}"], cwd=repo, env=environ, stdout=out,
                                   stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        t0 = time.monotonic()
-        with AlarmClient("127.0.0.1:9000") as client:
-            while True:
-                assert server.poll() is None, f"the server exited: {log.read_text()[-3000:]}"
-                assert time.monotonic() - t0 < 900, f"not SERVING after 900 s: {log.read_text()[-3000:]}"
-                try:
-                    if client.health(timeout_s=3) == "SERVING":
-                        break
-                except Exception:
-                    pass
-                time.sleep(1)
+        try:
+            wait_serving("127.0.0.1:9000", server, 900)
+        except BaseException:
+            print(log.read_text()[-3000:])  # shown with the failure
+            raise
         return bash(rest, repo, environ, 600)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
