@@ -119,7 +119,9 @@ def _unwrap(tp: Any, node: Any) -> Any:
         elif _is_union(tp):
             members = [a for a in get_args(tp) if a is not type(None)]
             kind = node.get("kind") if isinstance(node, dict) else None
-            chosen = [m for m in members if _kind_of(m) == kind] or members[:1]
+            # no kind given: the first member with a field for every key the node has ({recipe: x} -> parquet)
+            fits = [m for m in members if _is_model(m) and isinstance(node, dict) and set(node) <= set(m.model_fields)]
+            chosen = [m for m in members if _kind_of(m) == kind] or (fits if kind is None else [])[:1] or members[:1]
             tp = chosen[0]
         else:
             return tp
