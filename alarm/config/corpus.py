@@ -110,7 +110,13 @@ def read_recipe(name: str) -> dict:
     path = RECIPES_DIR / f"{name}.yaml"
     if not isinstance(name, str) or "/" in name or not path.exists():
         raise ConfigError(f"unknown source recipe {name!r}; valid recipes: {', '.join(recipe_names())}")
-    return yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"source recipe {path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"source recipe {path} must hold a mapping, found {type(data).__name__}")
+    return data
 
 
 def expand_recipe(item: Any) -> Any:

@@ -65,7 +65,10 @@ def check_path(cls: type[BaseModel], data: Any, path: list[str]) -> None:
             tp = get_args(tp)[0]
         else:
             raise ConfigError(f"{here} is a plain value and has no key {key!r}")
-        node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node = node.get(key)
+        else:  # a list element ({kind: manifest, ...}) picks its union member too
+            node = node[int(key)] if isinstance(node, list) and key.isdigit() and int(key) < len(node) else None
 
 
 def renamed_message(old: str, new: str) -> str:

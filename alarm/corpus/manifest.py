@@ -291,7 +291,8 @@ def _item_id(value: Any, column: str) -> tuple[str | None, str | None]:
 
 
 def _audio(value: Any, column: str, base: str) -> tuple[str | None, bytes | None, str | None]:
-    """(uri, bytes, error) from a path/URI string, raw bytes, {bytes, path} or {array, sampling_rate}."""
+    """(uri, bytes, error) from a path/URI string, raw bytes (or a list of byte values), {bytes, path} or
+    {array, sampling_rate}."""
     if isinstance(value, dict):
         if value.get("bytes"):
             return None, bytes(value["bytes"]), None
@@ -302,6 +303,11 @@ def _audio(value: Any, column: str, base: str) -> tuple[str | None, bytes | None
         return None, None, f"missing audio (column {column!r} holds neither bytes, a path nor an array)"
     if isinstance(value, bytes | bytearray) and value:
         return None, bytes(value), None
+    if isinstance(value, list) and value and all(isinstance(v, int) and 0 <= v < 256 for v in value[:64]):
+        try:  # a Sequence(uint8) column of encoded file bytes (older hub exports)
+            return None, bytes(value), None
+        except (ValueError, TypeError):
+            return None, None, f"audio in column {column!r} is a list that is not bytes (0-255)"
     if isinstance(value, str) and value.strip():
         return resolve(base, value.strip()), None, None
     if _missing(value) or isinstance(value, bytes | bytearray):

@@ -8,8 +8,8 @@ import pytest
 
 from alarm.config import FilterConfig
 from alarm.corpus.filters import flag_row, target_of
-from alarm.corpus.stats import corpus_stats, percentiles
 from alarm.corpus.schema import REJECT_REASONS
+from alarm.corpus.stats import corpus_stats, percentiles
 
 CFG = FilterConfig(min_target_tokens=3, max_target_tokens=10, max_duration_s=60.0)
 R0 = "I read the metadata.\n</think>\n\nIt is a dog."
