@@ -6,11 +6,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-import yaml
 from pydantic import Field, field_validator, model_validator
 
 from alarm.config.base import RAY_RENAMED, RayConfig, Strict
-from alarm.config.loader import PRESETS_DIR, deep_merge
+from alarm.config.loader import PRESETS_DIR, deep_merge, read_preset
 from alarm.errors import ConfigError
 
 # The system turn of self-generation (R0); instruction sources get none.
@@ -106,17 +105,10 @@ def recipe_names() -> list[str]:
 
 
 def read_recipe(name: str) -> dict:
-    """A recipe's raw mapping (its source settings plus `about`)."""
-    path = RECIPES_DIR / f"{name}.yaml"
-    if not isinstance(name, str) or "/" in name or not path.exists():
-        raise ConfigError(f"unknown source recipe {name!r}; valid recipes: {', '.join(recipe_names())}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"source recipe {path} is not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"source recipe {path} must hold a mapping, found {type(data).__name__}")
-    return data
+    """A recipe's raw mapping (its source settings plus `about`); a name or a path to a .yaml file."""
+    if not isinstance(name, str):
+        raise ConfigError(f"a source recipe is a name, found {name!r}; valid recipes: {', '.join(recipe_names())}")
+    return read_preset("sources", name)
 
 
 def expand_recipe(item: Any) -> Any:

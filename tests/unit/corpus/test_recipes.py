@@ -142,7 +142,7 @@ def test_class_labels_from_the_files_features_and_what_each_family_reads(tmp_pat
 
 
 def test_recipe_errors(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown source recipe 'nope'; valid recipes: .*esc50"):
+    with pytest.raises(ConfigError, match=r"unknown sources preset 'nope'; valid presets: .*esc50"):
         load_config(CorpusConfig, "tiny", ["sources=[{recipe: nope}]"], section="corpus")
     with pytest.raises(ConfigError, match="pin the dataset's revision"):
         load_config(CorpusConfig, "tiny", ["sources=[{kind: parquet, name: x, path: 'hf://datasets/a/b/x.parquet'}]"],
