@@ -4,6 +4,7 @@ repeating steps, curves.png at every validation, and the tracking backends wired
 from __future__ import annotations
 
 import importlib.machinery
+import json
 import sys
 import types
 
@@ -124,3 +125,50 @@ def test_mlflow_is_opened_through_rays_setup_mlflow_and_continued_on_resume(tmp_
     import os
 
     assert os.environ["MLFLOW_RUN_ID"] == "run-123" and calls[1]["config"] is None  # params are logged once
+
+
+class FakeWandbRun:
+    """Stands in for the wandb Run that ray.air.integrations.wandb.setup_wandb returns."""
+
+    def __init__(self):
+        self.logged, self.finished = [], False
+
+    def log(self, metrics, step):
+        self.logged.append((step, dict(metrics)))
+
+    def finish(self):
+        self.finished = True
+
+
+def test_wandb_is_opened_through_rays_setup_wandb_with_a_run_id_that_a_resume_reuses(tmp_path, monkeypatch):
+    """Ray's real setup_wandb (its API-key check, its init arguments) over a stand-in wandb module."""
+    from ray.air.integrations import wandb as ray_wandb
+
+    inits, runs = [], []
+
+    def init(**kwargs):
+        inits.append(kwargs)
+        runs.append(FakeWandbRun())
+        return runs[-1]
+
+    wandb = types.ModuleType("wandb")
+    wandb.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
+    wandb.init = init
+    monkeypatch.setitem(sys.modules, "wandb", wandb)  # the config check finds the package
+    monkeypatch.setattr(ray_wandb, "wandb", wandb)
+    for name in ("Image", "Video", "WBValue"):  # the wandb types Ray's config cleaning checks values against
+        monkeypatch.setattr(ray_wandb, name, type(name, (), {}), raising=False)
+    monkeypatch.setattr(ray_wandb, "json_dumps_safer", json.dumps)
+    monkeypatch.setenv("WANDB_API_KEY", "test-key")
+    cfg = cfg_for(tmp_path, "tracking.backend=wandb", "tracking.project=proj")
+    m = M.Monitor(cfg, str(tmp_path / "r"), None, total_steps=4, start_step=0)
+    m.train(record(1, 3.0))
+    m.close()
+    M.Monitor(cfg, str(tmp_path / "r"), None, total_steps=4, start_step=1, state=m.state).close()
+    first, second = inits
+    assert first["project"] == "proj" and first["name"] == "r" and first["resume"] == "allow"
+    assert first["config"]["optim"]["lr"] == cfg.optim.lr and len(first["id"]) == 16
+    assert second["id"] == first["id"] == m.state["wandb_id"]  # the resumed attempt continues the same W&B run
+    assert runs[0].logged[0][0] == 1 and runs[0].logged[0][1]["train/loss"] == 3.0
+    assert runs[0].finished and runs[1].finished
+    assert (tmp_path / "r" / "tensorboard").is_dir()  # TensorBoard stays on beside the tracker
