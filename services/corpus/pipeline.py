@@ -11,57 +11,19 @@ import sys
 import time
 import uuid
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 
-from alarm.config import (
-    CorpusConfig,
-    HFDatasetSourceConfig,
-    ManifestSourceConfig,
-    SyntheticSourceConfig,
-)
-from alarm.corpus.filters import corpus_stats
+from alarm.config import CorpusConfig, SyntheticSourceConfig
+from alarm.corpus.stats import finish_stats, merge_counts
 from alarm.errors import InvalidInput
 from services.connect import init_ray
+from services.corpus.sources import read_sources
 from services.corpus.stages import CorpusLLMStage, cpu_stages
 from services.engines.llm import CPU_ENV, cpu_only
 from services.errors import alarm_error_in
-from services.storage import STATS_COLUMNS, RunStore, to_table
+from services.storage import RunStore
 
 log = logging.getLogger(__name__)
-
-
-def read_sources(cfg: CorpusConfig, skip: set[str]) -> ray.data.Dataset:
-    """Source rows (key, audio, metadata …) from every configured source, minus the keys in `skip`."""
-    from alarm import env
-    from alarm.corpus.manifest import read_hf_dataset, read_manifest
-    from alarm.corpus.synthetic import synthetic_row
-
-    parts = []
-    for s in cfg.sources:
-        if isinstance(s, SyntheticSourceConfig):
-            # Rendered in parallel from an index range: the driver never holds the audio.
-            ds = ray.data.range(s.num_clips).map(lambda r, s=s: synthetic_row(s, int(r["id"])), num_cpus=0.25)
-        elif isinstance(s, ManifestSourceConfig):
-            ds = _blocks(to_table(list(read_manifest(s, env.s3_storage_options()))))
-        elif isinstance(s, HFDatasetSourceConfig):
-            ds = _blocks(to_table(list(read_hf_dataset(s))))
-        else:  # pragma: no cover - the config union is closed
-            raise TypeError(type(s).__name__)
-        parts.append(ds)
-    ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    if skip:
-        done = pa.array(sorted(skip), type=pa.string())
-        ds = ds.map_batches(lambda t, done=done: t.filter(pc.invert(pc.is_in(t["key"], value_set=done))),
-                            batch_format="pyarrow", num_cpus=0.25)
-    return ds
-
-
-def _blocks(table: pa.Table, rows_per_block: int = 64) -> ray.data.Dataset:
-    """Rows read on the driver, split into blocks so the CPU stages run in parallel."""
-    parts = [table.slice(i, rows_per_block) for i in range(0, max(table.num_rows, 1), rows_per_block)]
-    return ray.data.from_arrow(parts)
 
 
 def resolve_models(cfg: CorpusConfig) -> None:
@@ -122,8 +84,7 @@ def run(cfg: CorpusConfig) -> dict:
     try:
         for i, batch in enumerate(batches):
             name = f"part-{attempt:03d}-{tag}-{i:06d}.parquet"
-            store.commit(batch, name)
-            shards.append({"path": f"shards/{name}", "rows": batch.num_rows})
+            shards.append(store.commit(batch, name))
             written += batch.num_rows
             bar.update(batch.num_rows)
             store.write_index(cfg.run_id, attempt, complete=False, shards=shards)
@@ -134,8 +95,8 @@ def run(cfg: CorpusConfig) -> dict:
         raise
     bar.close()
     elapsed = time.perf_counter() - t0
-    table = store.read_shards(STATS_COLUMNS)
-    stats = corpus_stats(table.to_pylist() if table is not None else [])
+    # merged from each shard's small stats file, in shard order: the text of the shards is never read again
+    stats = finish_stats(merge_counts(store.shard_stats(n)["counts"] for n in store.shard_names()))
     stats["throughput"] = {"rows_this_attempt": written, "seconds": round(elapsed, 2),
                            "rows_per_s": round(written / elapsed, 3) if elapsed > 0 else None,
                            "resumed_rows": len(done), "attempt": attempt}

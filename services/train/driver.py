@@ -10,6 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from alarm import env
 from alarm.checkpoints import resolve_checkpoint
 from alarm.config import TrainConfig
 from alarm.config.base import RAY_RENAMED
@@ -19,14 +20,20 @@ from alarm.training.curves import plot_curves, read_metrics
 from alarm.training.trainer import plan_total_steps
 from services.connect import init_ray
 from services.errors import alarm_error_in
-from services.storage import RunStore
+from services.storage import INDEX, RunStore, fingerprint
 from services.train.data import build_split, count_examples, open_corpus
 from services.train.worker import METRICS, train_loop
 
 log = logging.getLogger(__name__)
+CORPUS = "corpus.json"  # the corpus a run trains on: its uri and fingerprint
 
 
-def run(cfg: TrainConfig) -> dict:
+def run(cfg: TrainConfig, callbacks: list | None = None) -> dict:
+    """Train (or resume, or find finished) run `cfg.run_id`; returns summary.json's content.
+
+    Args:
+        callbacks: `ray.train.UserCallback`s for the TorchTrainer (called on the controller after each report).
+    """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -35,7 +42,8 @@ def run(cfg: TrainConfig) -> dict:
     out.check_reachable()
     out.check_config(cfg.model_dump(mode="json"), ignore=("workers", "encoders", "ray", *RAY_RENAMED,
                                                           "max_steps", "stop_after", "epochs", "eval_every",
-                                                          "log_every"))
+                                                          "log_every", "tracking"))
+    corpus_id = check_corpus(out, corpus, cfg.corpus)
     counts = count_examples(corpus)
     n_train, n_val = counts.get("train", 0), counts.get("validation", 0)
     if n_train < cfg.batch.effective:
@@ -63,7 +71,9 @@ def run(cfg: TrainConfig) -> dict:
     storage_path = out.root if out.local else out.root.rsplit("/", 1)[0]
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "total_steps": total_steps},
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "total_steps": total_steps, "out": out.uri,
+                           # built here: environment variables do not reach a cluster's workers
+                           "storage_options": None if out.local else env.s3_storage_options()},
         scaling_config=ScalingConfig(num_workers=cfg.workers.num_workers, use_gpu=cfg.workers.use_gpu,
                                      resources_per_worker={"CPU": cfg.workers.num_cpus}),
         run_config=RunConfig(
@@ -71,6 +81,7 @@ def run(cfg: TrainConfig) -> dict:
             storage_path=storage_path, storage_filesystem=None if out.local else out.arrow_filesystem(),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep),
             failure_config=FailureConfig(max_failures=cfg.workers.max_failures),
+            callbacks=callbacks,
         ),
         datasets=datasets,
         torch_config=TorchConfig(backend="nccl" if cfg.workers.use_gpu else "gloo"),
@@ -84,10 +95,30 @@ def run(cfg: TrainConfig) -> dict:
         raise
     if result.checkpoint is None:
         raise RuntimeError(f"training {cfg.run_id} finished without a checkpoint: {result.error}")
-    return export(result.checkpoint, out, cfg, total_steps, n_train, n_val)
+    return export(result.checkpoint, out, cfg, total_steps, n_train, n_val, corpus_id)
 
 
-def export(checkpoint, out: RunStore, cfg: TrainConfig, total_steps: int, n_train: int, n_val: int) -> dict:
+def check_corpus(out: RunStore, corpus: RunStore, uri: str) -> dict:
+    """Record the corpus's fingerprint in the run (corpus.json) on its first start; refuse to resume the run on a
+    corpus with another one (regenerated, extended, or a different run), which would silently mix data."""
+    index = corpus.read_json(INDEX) or {}
+    now = {"corpus": uri, "fingerprint": fingerprint(index), "rows": index.get("rows"),
+           "shards": len(index.get("shards", []))}
+    seen = out.read_json(CORPUS)
+    if seen is None:
+        out.write_json(CORPUS, now)
+    elif seen["fingerprint"] != now["fingerprint"]:
+        raise InvalidInput(
+            f"run {out.uri} was trained on corpus {seen['corpus']} (fingerprint {seen['fingerprint'][:12]}, "
+            f"{seen['rows']} rows in {seen['shards']} shards); corpus {uri} now has fingerprint "
+            f"{now['fingerprint'][:12]} ({now['rows']} rows in {now['shards']} shards). Resume it on the same "
+            "corpus, or train a new run_id"
+        )
+    return now
+
+
+def export(checkpoint, out: RunStore, cfg: TrainConfig, total_steps: int, n_train: int, n_val: int,
+           corpus_id: dict) -> dict:
     """Final adapter (loads directly into inference), metrics.jsonl and curves.png next to the checkpoints."""
     with checkpoint.as_directory() as d, tempfile.TemporaryDirectory() as tmp:
         d = Path(d)
@@ -106,6 +137,7 @@ def export(checkpoint, out: RunStore, cfg: TrainConfig, total_steps: int, n_trai
         "first_loss": train[0]["loss"] if train else None, "last_loss": train[-1]["loss"] if train else None,
         "last_val_loss": val[-1]["loss"] if val else None,
         "examples_per_s": round(sum(h["examples_per_s"] for h in train[1:]) / max(len(train) - 1, 1), 3),
+        "corpus_fingerprint": corpus_id["fingerprint"],
     }
     out.write_json("summary.json", summary)
     return summary
