@@ -12,6 +12,7 @@ downstream replica), so they never pass through the ingress. Each deployment is 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -26,7 +27,10 @@ from alarm.config import EncoderConfig, ServeConfig
 from alarm.types import Waveform
 from services.engines.encoders import encode_clips, load_frozen_encoder
 from services.serve.core import AudioBlock, Final, FusionCore, LLMCore
+from services.serve.metrics import ServeMetrics
 from services.serve.validate import LLMRequest
+
+_loaded = contextvars.ContextVar("adapter_loaded", default=False)  # this request's adapter came from its checkpoint
 
 
 def _use_assigned_cpus() -> None:
@@ -57,13 +61,17 @@ class EncoderServer:
         silence = Waveform(np.zeros(16000, dtype=np.float32), 16000)
         encode_clips(self.encoder, name, [self._features(silence)], self.device)
         self.batch_sizes: Counter[int] = Counter()
+        self.metrics = ServeMetrics.create("alarm_encoder_batch_size", "alarm_encoder_ms")
+        self.tags = {"encoder": name}
 
     async def encode(self, wave: Waveform) -> tuple[np.ndarray, float]:
         """-> tapped states `(L, T, D)` float32 and the milliseconds spent (front-end + forward)."""
         t0 = time.perf_counter()
         feats = await asyncio.to_thread(self._features, wave)
         states = await self._forward(feats)
-        return states, (time.perf_counter() - t0) * 1e3
+        ms = (time.perf_counter() - t0) * 1e3
+        self.metrics["alarm_encoder_ms"].observe(ms, tags=self.tags)
+        return states, ms
 
     def _features(self, wave: Waveform) -> tuple[torch.Tensor, int]:
         """The front-end, as wide as the loaded checkpoint takes (e.g. 80 mel bins for Whisper tiny.en)."""
@@ -72,6 +80,7 @@ class EncoderServer:
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def _forward(self, feats: list[tuple[torch.Tensor, int]]) -> list[np.ndarray]:
         self.batch_sizes[len(feats)] += 1
+        self.metrics["alarm_encoder_batch_size"].observe(len(feats), tags=self.tags)
         return await asyncio.to_thread(encode_clips, self.encoder, self.name, feats, self.device)
 
     def stats(self) -> dict:
@@ -87,7 +96,10 @@ class FusionServer:
     def __init__(self, cfg: dict):
         _use_assigned_cpus()
         self.core = FusionCore(ServeConfig.model_validate(cfg))
+        self.metrics = ServeMetrics.create("alarm_fusion_ms", "alarm_adapter_cache")
+
         async def load(adapter_id: str):  # a plain function: Serve keeps its LRU as an attribute of it
+            _loaded.set(True)  # Serve awaits this in the caller's task: fuse() sees the miss in its context
             return await asyncio.to_thread(self.core.load, adapter_id)
 
         self.get_adapter = serve.multiplexed(max_num_models_per_replica=self.core.cfg.max_adapters_per_replica)(load)
@@ -98,12 +110,16 @@ class FusionServer:
 
     async def fuse(self, **encoded: tuple[np.ndarray, float]) -> AudioBlock:
         """encoder name -> (states, encode_ms) as returned by the encoder deployments."""
-        aid = serve.get_multiplexed_model_id()
-        adapter = self.default if aid in ("", self.core.cfg.default_adapter) else await self.get_adapter(aid)
+        aid = serve.get_multiplexed_model_id() or self.core.cfg.default_adapter
+        _loaded.set(False)
+        adapter = self.default if aid == self.core.cfg.default_adapter else await self.get_adapter(aid)
+        self.metrics["alarm_adapter_cache"].inc(tags={"adapter": aid, "result": "miss" if _loaded.get() else "hit"})
         t0 = time.perf_counter()
         states = {k: v[0] for k, v in encoded.items()}
         block = await asyncio.to_thread(self.core.fuse, adapter, states)
-        return AudioBlock(block, max(v[1] for v in encoded.values()), (time.perf_counter() - t0) * 1e3)
+        ms = (time.perf_counter() - t0) * 1e3
+        self.metrics["alarm_fusion_ms"].observe(ms, tags={"adapter": aid})
+        return AudioBlock(block, max(v[1] for v in encoded.values()), ms)
 
 
 @serve.deployment
@@ -113,7 +129,7 @@ class LLMServer:
 
     async def __init__(self, cfg: dict):
         _use_assigned_cpus()
-        self.core = await LLMCore.create(ServeConfig.model_validate(cfg))
+        self.core = await LLMCore.create(ServeConfig.model_validate(cfg), engine_stats=True)  # Ray metrics
 
     async def generate(self, req: LLMRequest, *blocks: AudioBlock) -> Final:
         return await self.core.generate(req, blocks)

@@ -362,21 +362,46 @@ def test_distributed_path_equals_the_in_process_pipeline(served):
     assert (mine.reasoning, mine.answer, mine.usage) == (remote.reasoning, remote.answer, remote.usage)
 
 
-def test_request_metrics_count_status_codes(served):
-    """Serve's own metrics count a failed unary call as OK; ours carry the gRPC code."""
+def scrape(done, timeout_s: float = 60.0) -> str:
+    """The node's Prometheus text once `done(text)` holds, or the last scrape after timeout_s (Ray's metrics agent
+    flushes every few seconds)."""
     import urllib.request
 
     import ray
 
-    with pytest.raises(grpc.RpcError):
-        served.client.generate(wav(), " ")
-    served.client.generate(wav(), "What is it?", max_tokens=2)
     node = ray.nodes()[0]
     url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
     t0, text = time.monotonic(), ""
-    while time.monotonic() - t0 < 30:  # metrics are pushed every few seconds
+    while time.monotonic() - t0 < timeout_s:
         text = urllib.request.urlopen(url, timeout=5).read().decode()
-        if 'code="INVALID_ARGUMENT"' in text and 'code="OK"' in text:
+        if done(text):
             break
         time.sleep(1)
+    return text
+
+
+def test_request_metrics_count_status_codes(served):
+    """Serve's own metrics count a failed unary call as OK; ours carry the gRPC code."""
+    with pytest.raises(grpc.RpcError):
+        served.client.generate(wav(), " ")
+    served.client.generate(wav(), "What is it?", max_tokens=2)
+    text = scrape(lambda t: 'code="INVALID_ARGUMENT"' in t and 'code="OK"' in t)
     assert "alarm_requests" in text and 'code="INVALID_ARGUMENT"' in text and 'code="OK"' in text
+
+
+def test_every_series_the_dashboard_queries_is_exported(served):
+    """cluster/grafana/alarm.json queries nothing the server does not export: ours, vLLM's engine statistics (its
+    Ray stat logger in the LLM replica) and Serve's, after a few requests (one per adapter, so the adapter cache
+    sees a load), on the node's metrics endpoint."""
+    from tests.unit.serve.test_metrics import dashboard_series
+
+    for adapter in ("", "tiny-b", "tiny-b"):
+        served.client.generate(wav(), "What is it?", max_tokens=4, adapter_id=adapter, **GREEDY)
+    wanted = dashboard_series()
+
+    def names(text: str) -> set[str]:
+        return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+    text = scrape(lambda t: wanted <= names(t))
+    assert not wanted - names(text), f"queried by the dashboard, not exported: {sorted(wanted - names(text))}"
+    assert 'result="miss"' in text and 'result="hit"' in text  # tiny-b loaded once, then found in the LRU
