@@ -38,6 +38,8 @@ class AlarmIngress:
     metadata (at the end of the details of a failed stream)."""
 
     def __init__(self, cfg: dict, encoders: dict, fusion, llm, required: list[str]):
+        """fusion: the fusion deployment's handle, or with deployments.colocate the audio deployment's (then
+        `encoders` is empty)."""
         self.cfg = ServeConfig.model_validate(cfg)
         self.encoders, self.fusion, self.llm = encoders, fusion, llm
         self._catalog: dict[str, tuple[str, ...]] | None = None
@@ -143,6 +145,8 @@ class AlarmIngress:
         self.metrics["alarm_audio_seconds"].inc(parsed.audio.duration_s)
         catalog = await self._adapters()
         check_adapters(parsed.adapters, catalog)
+        if self.cfg.deployments.colocate:  # one call: the audio deployment runs the encoders and the fusion
+            return parsed, [self.fusion.blocks.remote(parsed.audio, list(parsed.adapters))], ["audio", "llm"]
         needed = sorted({e for a in parsed.adapters for e in catalog[a]})
         states = {e: self.encoders[e].encode.remote(parsed.audio) for e in needed}
         blocks = [
@@ -153,7 +157,8 @@ class AlarmIngress:
 
     async def _adapters(self) -> dict[str, tuple[str, ...]]:
         if self._catalog is None:
-            async with self.readiness.guard(["fusion"], self.cfg.limits.replica_wait_s):
+            stage = "audio" if self.cfg.deployments.colocate else "fusion"
+            async with self.readiness.guard([stage], self.cfg.limits.replica_wait_s):
                 self._catalog = await self.fusion.catalog.remote()
         return self._catalog
 

@@ -31,7 +31,8 @@ OVERRIDES = ["model.llm.checkpoint=tiny://qwen3", "llm.max_model_len=2048", "def
              "defaults.max_thinking_tokens=32",
              # a short LLM queue so a burst overflows it: 16 running + 2 waiting, then RESOURCE_EXHAUSTED
              "deployments.llm.max_ongoing_requests=16", "deployments.llm.max_queued_requests=2",
-             f"limits.audio_uri_prefixes=[s3://{BUCKET}/ok/]"]
+             f"limits.audio_uri_prefixes=[s3://{BUCKET}/ok/]",
+             "deployments.colocate=false"]  # one deployment per stage, as on clusters (test_serve_colocated.py: one)
 GREEDY = dict(temperature=0.0)
 
 
