@@ -139,7 +139,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    print(f"model {cfg.model.name}, backend {cfg.llm.backend}, {n} requests per level, 5 s clips, "
+    layout = "colocated (ingress, audio, llm)" if cfg.deployments.colocate else "one deployment per stage"
+    print(f"model {cfg.model.name}, backend {cfg.llm.backend}, layout {layout}, {n} requests per level, 5 s clips, "
           f"max_tokens {args.max_tokens}, greedy", flush=True)
     local = in_process(cfg, n, args.max_tokens)
 
