@@ -43,19 +43,19 @@ def wav(seconds: float = 2.0, rate: int = 16000, freq: float = 440.0) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture(scope="module")
-def served(ray_cluster):
+def start_app(cfg: ServeConfig, http_port: int, grpc_port: int) -> tuple[AlarmClient, tuple[str, str]]:
+    """Deploys cfg's application behind Serve's gRPC proxy on 127.0.0.1; returns a client once it reports SERVING
+    and the first (readiness, liveness) it answered while loading."""
     from ray import serve
     from ray.serve.api import _run
     from ray.serve.config import gRPCOptions
 
     from services.serve.app import GRPC_SERVICERS, build_app
 
-    cfg = load_config(ServeConfig, "tiny", OVERRIDES, section="serve")
-    serve.start(http_options={"host": "127.0.0.1", "port": HTTP_PORT},
-                grpc_options=gRPCOptions(port=GRPC_PORT, grpc_servicer_functions=GRPC_SERVICERS))
+    serve.start(http_options={"host": "127.0.0.1", "port": http_port},
+                grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=GRPC_SERVICERS))
     _run(build_app(cfg), name=cfg.name, route_prefix="/", _blocking=False)
-    client = AlarmClient(f"127.0.0.1:{GRPC_PORT}", timeout_s=120)
+    client = AlarmClient(f"127.0.0.1:{grpc_port}", timeout_s=120)
     first, t0 = None, time.monotonic()
     while time.monotonic() - t0 < 600:
         try:
@@ -69,6 +69,15 @@ def served(ray_cluster):
         time.sleep(0.5)
     else:
         pytest.fail("the application never reported SERVING")
+    return client, first
+
+
+@pytest.fixture(scope="module")
+def served(ray_cluster):
+    from ray import serve
+
+    cfg = load_config(ServeConfig, "tiny", OVERRIDES, section="serve")
+    client, first = start_app(cfg, HTTP_PORT, GRPC_PORT)
     llm = serve.get_deployment_handle("llm", app_name=cfg.name)
     yield SimpleNamespace(cfg=cfg, client=client, first=first, llm=llm, serve=serve)
     client.close()
@@ -344,13 +353,14 @@ def test_text_only_equals_the_base_llm(served, tiny_qwen3):
     assert (reply.reasoning, reply.answer) == (reasoning, answer)
 
 
-def test_distributed_path_equals_the_in_process_pipeline(served):
+def assert_same_as_in_process(client: AlarmClient, overrides: list[str]) -> None:
+    """A greedy answer over gRPC equals the in-process pipeline's (services/serve/local.py) for the same config."""
     from alarm.client import make_request
     from services.serve.local import LocalPipeline
 
     kwargs = dict(return_reasoning=True, max_thinking_tokens=8, max_tokens=24, **GREEDY)
-    remote = served.client.generate(wav(1.5, rate=44100, freq=500), "What is it?", **kwargs)
-    cfg = load_config(ServeConfig, "tiny", [*OVERRIDES, "llm.backend=hf"], section="serve")
+    remote = client.generate(wav(1.5, rate=44100, freq=500), "What is it?", **kwargs)
+    cfg = load_config(ServeConfig, "tiny", [*overrides, "llm.backend=hf"], section="serve")
 
     async def local():
         pipe = await LocalPipeline.create(cfg)
@@ -361,6 +371,10 @@ def test_distributed_path_equals_the_in_process_pipeline(served):
 
     mine = asyncio.run(local())
     assert (mine.reasoning, mine.answer, mine.usage) == (remote.reasoning, remote.answer, remote.usage)
+
+
+def test_distributed_path_equals_the_in_process_pipeline(served):
+    assert_same_as_in_process(served.client, OVERRIDES)
 
 
 def scrape(done, timeout_s: float = 60.0) -> str:
