@@ -1,5 +1,5 @@
 """`deployments.colocate`: the encoders and the fusion in one `audio` deployment, end to end over gRPC (ports
-8102/9102). The same answers as the in-process pipeline, ALARM-E and adapter multiplexing, streaming, and
+8103/9103). The same answers as the in-process pipeline, ALARM-E and adapter multiplexing, streaming, and
 readiness over the three deployments; test_serve.py covers the one-deployment-per-stage layout."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from alarm.config import ServeConfig, load_config
 from tests.integration.test_serve import GREEDY, OVERRIDES, assert_same_as_in_process, start_app, wav
 
-HTTP_PORT, GRPC_PORT = 8102, 9102
+HTTP_PORT, GRPC_PORT = 8103, 9103
 COLOCATED = [*[o for o in OVERRIDES if not o.startswith("deployments.colocate")], "deployments.colocate=true"]
 
 
