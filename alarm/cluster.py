@@ -4,9 +4,9 @@
     python -m alarm.cluster render --preset alarm-ca image.name=reg.example.com/alarm:0.1.0-gpu storage.bucket=b
     python -m alarm.cluster render --preset tiny                        # -> cluster/rendered/tiny/ (kind, CPU)
 
-Writes four manifests, each atomically: `rayservice.yaml` (the gRPC endpoint, autoscaled), `rayjob-generate.yaml`
-and `rayjob-train.yaml` (`python -m alarm.generate` / `alarm.train` as RayJobs) and `raycluster.yaml` (a cluster
-for interactive `ray job submit`). One source of truth: a cluster preset (`alarm/presets/cluster/`) holds only
+Writes five manifests, each atomically: `rayservice.yaml` (the gRPC endpoint, autoscaled), `rayjob-generate.yaml`
+and `rayjob-train.yaml` (`python -m alarm.generate` / `alarm.train` as RayJobs), `raycluster.yaml` (a cluster
+for interactive `ray job submit`) and `podmonitor.yaml` (Prometheus scrapes the RayService's pods). One source of truth: a cluster preset (`alarm/presets/cluster/`) holds only
 what is Kubernetes-specific (image, pod shapes, bucket, secret, namespace) and *names* the serve, corpus and train
 presets; everything else is derived from those. The RayService's `serveConfigV2` is
 `services.serve.app.serve_config(...)` for the named serve preset, and the worker pods' GPU count and the worker
@@ -44,7 +44,8 @@ from alarm.config.cluster import Workload
 from alarm.errors import ConfigError
 from alarm.files import atomic_write
 
-RESOURCE_FILES = ("rayservice.yaml", "rayjob-generate.yaml", "rayjob-train.yaml", "raycluster.yaml")  # the manifests
+RESOURCE_FILES = ("rayservice.yaml", "rayjob-generate.yaml", "rayjob-train.yaml", "raycluster.yaml",  # KubeRay's
+                  "podmonitor.yaml")  # the Prometheus Operator's
 SUBMISSION_MODES = ("K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode")  # rayjob_types.go
 # Ray's logical `memory` resource is what is left after the object store (30% of the pod's memory by default).
 RAY_MEMORY_FRACTION = 0.7
@@ -250,7 +251,7 @@ def _env(cfg: ClusterConfig, extra: dict[str, str] | None = None) -> list[dict]:
     return [{"name": k, "value": v} for k, v in env.items()]
 
 
-def _pod_spec(cfg: ClusterConfig, container: dict, gpus: int) -> dict:
+def _pod_spec(cfg: ClusterConfig, container: dict, gpus: int, labels: dict | None = None) -> dict:
     spec: dict[str, Any] = {"containers": [container]}
     if cfg.image.pull_secrets:
         spec["imagePullSecrets"] = [{"name": s} for s in cfg.image.pull_secrets]
@@ -258,7 +259,12 @@ def _pod_spec(cfg: ClusterConfig, container: dict, gpus: int) -> dict:
         spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
         if cfg.worker.gpu_type:
             spec["nodeSelector"] = {cfg.worker.gpu_node_label: cfg.worker.gpu_type}
-    return {"spec": spec}
+    return {"metadata": {"labels": labels}, "spec": spec} if labels else {"spec": spec}
+
+
+def _serve_pod_labels(cfg: ClusterConfig) -> dict:
+    """The labels of the RayService's pods (head and workers), which its PodMonitor selects."""
+    return {"app.kubernetes.io/part-of": cfg.name, "app.kubernetes.io/component": "serve"}
 
 
 def _readiness(p: Plan) -> dict | None:
@@ -278,7 +284,8 @@ def _cluster_spec(p: Plan, group: Group, serve: bool) -> dict:
     ports = [{"containerPort": 6379, "name": "gcs-server"}, {"containerPort": 8265, "name": "dashboard"},
              {"containerPort": 10001, "name": "client"}]
     serve_ports = [{"containerPort": p.serve.http_port, "name": "serve"},
-                   {"containerPort": p.serve.grpc_port, "name": "serve-grpc"}] if serve else []
+                   {"containerPort": p.serve.grpc_port, "name": "serve-grpc"},
+                   {"containerPort": cfg.monitoring.metrics_port, "name": "metrics"}] if serve else []
     extra_env = {GRPC_MAX_MESSAGE_ENV: str(p.serve.limits.max_message_bytes)} if serve else None
     common = {"image": cfg.image.name, "imagePullPolicy": cfg.image.pull_policy}
     env_from = [{"secretRef": {"name": cfg.storage.secret}}]
@@ -289,6 +296,8 @@ def _cluster_spec(p: Plan, group: Group, serve: bool) -> dict:
     head_params = {"dashboard-host": "0.0.0.0"}
     if h.ray_num_cpus is not None:
         head_params["num-cpus"] = str(h.ray_num_cpus)
+    metrics = {"metrics-export-port": str(cfg.monitoring.metrics_port)} if serve else {}
+    labels = _serve_pod_labels(cfg) if serve else None
     w = cfg.worker
     worker = {"name": "ray-worker", **common}
     if serve_ports:
@@ -305,10 +314,11 @@ def _cluster_spec(p: Plan, group: Group, serve: bool) -> dict:
         "rayVersion": cfg.ray_version,
         "enableInTreeAutoscaling": True,
         "autoscalerOptions": auto,
-        "headGroupSpec": {"rayStartParams": head_params, "template": _pod_spec(cfg, head, 0)},
+        "headGroupSpec": {"rayStartParams": head_params | metrics, "template": _pod_spec(cfg, head, 0, labels)},
         "workerGroupSpecs": [{
             "groupName": w.group, "replicas": group.min_pods, "minReplicas": group.min_pods,
-            "maxReplicas": group.max_pods, "rayStartParams": {}, "template": _pod_spec(cfg, worker, group.gpus),
+            "maxReplicas": group.max_pods, "rayStartParams": metrics,
+            "template": _pod_spec(cfg, worker, group.gpus, labels),
         }],
     }
 
@@ -378,7 +388,26 @@ def resource_files(p: Plan, source: str) -> dict[str, str]:
         f"RayCluster {cfg.name}-interactive: for `ray job submit` (port-forward {cfg.name}-interactive-head-svc "
         f"8265). {_shape(cfg, p.interactive_group)}; idle pods go after {cfg.autoscaler.idle_timeout_s} s."
     ) + _dump(inter)
+    out["podmonitor.yaml"] = head + _comment(
+        f"PodMonitor {cfg.name}-serve (Prometheus Operator): scrapes Ray's metrics export port (named metrics, "
+        f"{cfg.monitoring.metrics_port}) on every pod of RayService {cfg.name!r} every {cfg.monitoring.interval_s} "
+        "s: Ray's, Serve's, vLLM's engine statistics and ALARM's request, encoder and fusion metrics "
+        "(docs/monitoring.md). Dashboard: cluster/grafana/alarm.json."
+    ) + _dump(_pod_monitor(cfg))
     return out
+
+
+def _pod_monitor(cfg: ClusterConfig) -> dict:
+    meta = _metadata(cfg, f"{cfg.name}-serve", "serve")
+    meta["labels"] |= cfg.monitoring.labels
+    return {
+        "apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor", "metadata": meta,
+        "spec": {
+            "selector": {"matchLabels": _serve_pod_labels(cfg)},
+            "namespaceSelector": {"matchNames": [cfg.namespace]},
+            "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics", "interval": f"{cfg.monitoring.interval_s}s"}],
+        },
+    }
 
 
 def _comment(text: str) -> str:
@@ -426,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m alarm.cluster", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("render", help="write rayservice.yaml, rayjob-generate.yaml, rayjob-train.yaml, "
-                                      "raycluster.yaml")
+                                      "raycluster.yaml, podmonitor.yaml")
     add_config_args(r, "cluster", "alarm-ca", ClusterConfig)
     r.add_argument("--out", type=Path, default=None,
                    help="output folder (default: cluster/rendered/<preset>; the committed files: --out cluster)")

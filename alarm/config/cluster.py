@@ -136,6 +136,19 @@ class InteractiveConfig(Strict):
     max_workers: int | None = Field(None, ge=0, description="None = the larger of the two RayJobs' maxima.")
 
 
+class MonitoringConfig(Strict):
+    """The PodMonitor (Prometheus Operator) that scrapes the RayService's pods: Ray's, Serve's, vLLM's and our
+    metrics (docs/monitoring.md), all on Ray's metrics export port of every pod."""
+
+    metrics_port: int = Field(8080, gt=0, lt=65536, description="Ray's metrics export port on every pod "
+                              "(`ray start --metrics-export-port`, the container port named `metrics`).")
+    interval_s: int = Field(15, gt=0, description="Scrape interval.")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra labels on the PodMonitor, for the Prometheus that selects it "
+        "(kube-prometheus-stack: release: <its release name>)."
+    )
+
+
 class ClusterConfig(Strict):
     name: str = Field(
         "alarm", pattern=DNS_LABEL, max_length=24, description="RayService name (its gRPC Service is "
@@ -153,6 +166,7 @@ class ClusterConfig(Strict):
     generate: JobWorkload
     train: JobWorkload
     interactive: InteractiveConfig = Field(default_factory=InteractiveConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @model_validator(mode="after")
     def _check(self) -> ClusterConfig:

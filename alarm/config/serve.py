@@ -68,6 +68,12 @@ class EncoderDeploymentSpec(DeploymentSpec):
 
 
 class ServeDeploymentsConfig(Strict):
+    colocate: bool = Field(
+        False, description="Run every encoder and the fusion in one deployment, `audio` (resources and scaling: "
+        "`fusion`; batching: `encoder`, `encoder_overrides`): one Serve call per request for the audio instead of "
+        "one per encoder plus one per adapter. For small machines, where those calls cost as much as the models "
+        "(the tiny preset); off = one deployment per encoder and a separate fusion, each scaled on its own."
+    )
     ingress: DeploymentSpec = Field(default_factory=lambda: DeploymentSpec(num_cpus=0.5, max_ongoing_requests=64))
     encoder: EncoderDeploymentSpec = Field(
         default_factory=EncoderDeploymentSpec, description="Every encoder deployment, unless encoder_overrides names it."

@@ -54,12 +54,14 @@ class VLLMAsyncBackend:
         enable_prefix_caching: Off by default: prompt-embedding masks are missing from prefix-cache keys in some
             vLLM versions (vllm issue #56655); enable only with the regression test passing.
         enforce_eager: No graph capture / torch.compile (fast start; required on CPU test machines).
+        stat_loggers: vLLM stat logger factories (`services.engines.stats.ray_stat_loggers()` inside Ray); None =
+            the engine keeps no statistics.
         **engine_kwargs: Further `AsyncEngineArgs` (max_num_seqs, gpu_memory_utilization, seed, ...).
     """
 
     def __init__(self, model_dir: str | Path, max_model_len: int = 4096, dtype: str = "auto", *,
                  embed_tokens: nn.Embedding | None = None, enable_prefix_caching: bool = False,
-                 enforce_eager: bool = True, **engine_kwargs):
+                 enforce_eager: bool = True, stat_loggers: list | None = None, **engine_kwargs):
         if cpu_only():
             for k, v in CPU_ENV.items():
                 os.environ.setdefault(k, v)
@@ -73,7 +75,7 @@ class VLLMAsyncBackend:
             model=str(folder), tokenizer=str(folder), enable_prompt_embeds=True, enforce_eager=enforce_eager,
             dtype=dtype, max_model_len=max_model_len, enable_prefix_caching=enable_prefix_caching,
             disable_log_stats=True, **engine_kwargs,
-        ))
+        ), stat_loggers=stat_loggers)
         self.tok = self.engine.get_tokenizer()
         self.embed_tokens = embed_tokens if embed_tokens is not None else _load_embedding(
             folder, self.engine.model_config.dtype)

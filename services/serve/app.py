@@ -33,17 +33,23 @@ def load_serve_config(args: dict[str, Any] | ServeArgs | ServeConfig) -> ServeCo
 
 
 def build_app(args: dict):
-    """The bound application: ingress -> {encoder per configured encoder} -> fusion -> llm.
+    """The bound application: ingress -> {encoder per configured encoder} -> fusion -> llm, or with
+    `deployments.colocate` ingress -> audio (every encoder and the fusion) -> llm.
 
     Args:
         args: `{"preset": ..., "overrides": [...]}` (ServeArgs), or a ServeConfig.
     """
-    from services.serve.deployments import EncoderServer, FusionServer, LLMServer
+    from services.serve.deployments import AudioServer, EncoderServer, FusionServer, LLMServer
     from services.serve.ingress import AlarmIngress
 
     cfg = load_serve_config(args)
     data = cfg.model_dump(mode="json")
     d = cfg.deployments
+    llm = LLMServer.options(name="llm", **_options(d.llm)).bind(data)
+    if d.colocate:  # one deployment for the audio: the ingress calls it in place of the encoders and the fusion
+        audio = AudioServer.options(name="audio", **_options(d.fusion)).bind(data)
+        return AlarmIngress.options(name="ingress", **_options(d.ingress)).bind(
+            data, {}, audio, llm, required_deployments(cfg))
     encoders = {}
     for name, enc in cfg.model.encoders.items():
         spec = d.for_encoder(name)
@@ -52,7 +58,6 @@ def build_app(args: dict):
             spec.batch_wait_timeout_s,
         )
     fusion = FusionServer.options(name="fusion", **_options(d.fusion)).bind(data)
-    llm = LLMServer.options(name="llm", **_options(d.llm)).bind(data)
     return AlarmIngress.options(name="ingress", **_options(d.ingress)).bind(
         data, encoders, fusion, llm, required_deployments(cfg))
 
@@ -83,13 +88,15 @@ def _options(spec) -> dict:
 
 
 def deployment_names(cfg: ServeConfig) -> list[str]:
+    if cfg.deployments.colocate:
+        return ["ingress", "audio", "llm"]
     return ["ingress", *(f"encoder-{n}" for n in cfg.model.encoders), "fusion", "llm"]
 
 
 def deployment_specs(cfg: ServeConfig) -> dict:
     """deployment name -> its DeploymentSpec, in deployment_names order."""
     d = cfg.deployments
-    specs = {"ingress": d.ingress, "fusion": d.fusion, "llm": d.llm}
+    specs = {"ingress": d.ingress, "fusion": d.fusion, "audio": d.fusion, "llm": d.llm}
     specs |= {f"encoder-{n}": d.for_encoder(n) for n in cfg.model.encoders}
     return {name: specs[name] for name in deployment_names(cfg)}
 

@@ -126,17 +126,20 @@ class LLMCore:
         self.max_model_len = cfg.llm.max_model_len
 
     @classmethod
-    async def create(cls, cfg: ServeConfig, warm_up: bool = True) -> LLMCore:
+    async def create(cls, cfg: ServeConfig, warm_up: bool = True, engine_stats: bool = False) -> LLMCore:
+        """engine_stats: export vLLM's engine statistics as Ray metrics (services.engines.stats); in Ray only."""
         folder = resolve_llm(cfg.model.llm)
         tok = load_tokenizer(folder)
         e = cfg.llm
         if e.backend == "vllm":
+            from services.engines.stats import ray_stat_loggers
             from services.engines.vllm_async import VLLMAsyncBackend
 
             backend = VLLMAsyncBackend(
                 folder, max_model_len=e.max_model_len, dtype=cfg.model.llm.dtype, max_num_seqs=e.max_num_seqs,
                 gpu_memory_utilization=e.gpu_memory_utilization, tensor_parallel_size=e.tensor_parallel_size,
                 enable_prefix_caching=e.enable_prefix_caching, enforce_eager=e.enforce_eager,
+                stat_loggers=ray_stat_loggers() if engine_stats else None,
             )
             embed = backend.embed_tokens
         else:

@@ -15,13 +15,13 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 
 from ray import serve
-from ray.serve import metrics
 
 from alarm.config import GRPC_SERVICE, ServeConfig
 from alarm.errors import Overloaded
 from services.serve._proto.alarm.v1 import alarm_pb2 as pb
 from services.serve.core import Final, response_pb, stream_pb
 from services.serve.heap import return_freed_memory
+from services.serve.metrics import ServeMetrics
 from services.serve.proxy import quiet_client_errors
 from services.serve.readiness import Readiness, serve_running_replicas
 from services.serve.status import log_failure, status_of
@@ -39,6 +39,8 @@ class AlarmIngress:
     metadata (at the end of the details of a failed stream)."""
 
     def __init__(self, cfg: dict, encoders: dict, fusion, llm, required: list[str]):
+        """fusion: the fusion deployment's handle, or with deployments.colocate the audio deployment's (then
+        `encoders` is empty)."""
         return_freed_memory()  # decoded audio of a burst does not stay resident (heap.py)
         self.cfg = ServeConfig.model_validate(cfg)
         self.encoders, self.fusion, self.llm = encoders, fusion, llm
@@ -48,11 +50,9 @@ class AlarmIngress:
         self.readiness = Readiness(required, lambda: serve_running_replicas(app))
         quiet_client_errors()
         # our own request metrics: Serve's count a failed unary call as OK (the status travels in the context)
-        self._requests = metrics.Counter(
-            "alarm_requests", description="gRPC requests by method and status code", tag_keys=("method", "code"))
-        self._latency = metrics.Histogram(
-            "alarm_request_latency_ms", description="gRPC request latency (server side)", tag_keys=("method",),
-            boundaries=[50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000, 300000])
+        self.metrics = ServeMetrics.create(
+            "alarm_requests", "alarm_request_latency_ms", "alarm_requests_in_flight", "alarm_audio_seconds")
+        self.metrics["alarm_requests_in_flight"].set(0)
 
     # -- alarm.v1.AlarmService ----------------------------------------------------------------------------------
 
@@ -130,10 +130,12 @@ class AlarmIngress:
                 raise Overloaded(f"the server's queues are full ({self._inflight} requests waiting for {capacity} "
                                  "places at the LLM); retry with backoff")
         self._inflight += 1
+        self.metrics["alarm_requests_in_flight"].set(self._inflight)
         try:
             yield
         finally:
             self._inflight -= 1
+            self.metrics["alarm_requests_in_flight"].set(self._inflight)
 
     async def _prepare(self, request: pb.GenerateRequest, rid: str):
         """(parsed request, fusion responses (one per adapter), the deployments the request needs)."""
@@ -142,8 +144,11 @@ class AlarmIngress:
             parsed = replace(parsed, llm=replace(parsed.llm, timeout_s=self.cfg.request_timeout_s))
         if parsed.audio is None:
             return parsed, [], ["llm"]
+        self.metrics["alarm_audio_seconds"].inc(parsed.audio.duration_s)
         catalog = await self._adapters()
         check_adapters(parsed.adapters, catalog)
+        if self.cfg.deployments.colocate:  # one call: the audio deployment runs the encoders and the fusion
+            return parsed, [self.fusion.blocks.remote(parsed.audio, list(parsed.adapters))], ["audio", "llm"]
         needed = sorted({e for a in parsed.adapters for e in catalog[a]})
         states = {e: self.encoders[e].encode.remote(parsed.audio) for e in needed}
         blocks = [
@@ -154,7 +159,8 @@ class AlarmIngress:
 
     async def _adapters(self) -> dict[str, tuple[str, ...]]:
         if self._catalog is None:
-            async with self.readiness.guard(["fusion"], self.cfg.limits.replica_wait_s):
+            stage = "audio" if self.cfg.deployments.colocate else "fusion"
+            async with self.readiness.guard([stage], self.cfg.limits.replica_wait_s):
                 self._catalog = await self.fusion.catalog.remote()
         return self._catalog
 
@@ -169,8 +175,8 @@ class AlarmIngress:
         return status.code
 
     def _record(self, method: str, code: str, arrival: float) -> None:
-        self._requests.inc(tags={"method": method, "code": code})
-        self._latency.observe((time.time() - arrival) * 1e3, tags={"method": method})
+        self.metrics["alarm_requests"].inc(tags={"method": method, "code": code})
+        self.metrics["alarm_request_latency_ms"].observe((time.time() - arrival) * 1e3, tags={"method": method})
 
     # -- grpc.health.v1.Health ----------------------------------------------------------------------------------
 

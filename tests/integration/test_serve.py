@@ -31,7 +31,8 @@ OVERRIDES = ["model.llm.checkpoint=tiny://qwen3", "llm.max_model_len=2048", "def
              "defaults.max_thinking_tokens=32",
              # a short LLM queue so a burst overflows it: 16 running + 2 waiting, then RESOURCE_EXHAUSTED
              "deployments.llm.max_ongoing_requests=16", "deployments.llm.max_queued_requests=2",
-             f"limits.audio_uri_prefixes=[s3://{BUCKET}/ok/]"]
+             f"limits.audio_uri_prefixes=[s3://{BUCKET}/ok/]",
+             "deployments.colocate=false"]  # one deployment per stage, as on clusters (test_serve_colocated.py: one)
 GREEDY = dict(temperature=0.0)
 
 
@@ -42,19 +43,19 @@ def wav(seconds: float = 2.0, rate: int = 16000, freq: float = 440.0) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture(scope="module")
-def served(ray_cluster):
+def start_app(cfg: ServeConfig, http_port: int, grpc_port: int) -> tuple[AlarmClient, tuple[str, str]]:
+    """Deploys cfg's application behind Serve's gRPC proxy on 127.0.0.1; returns a client once it reports SERVING
+    and the first (readiness, liveness) it answered while loading."""
     from ray import serve
     from ray.serve.api import _run
     from ray.serve.config import gRPCOptions
 
     from services.serve.app import GRPC_SERVICERS, build_app
 
-    cfg = load_config(ServeConfig, "tiny", OVERRIDES, section="serve")
-    serve.start(http_options={"host": "127.0.0.1", "port": HTTP_PORT},
-                grpc_options=gRPCOptions(port=GRPC_PORT, grpc_servicer_functions=GRPC_SERVICERS))
+    serve.start(http_options={"host": "127.0.0.1", "port": http_port},
+                grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=GRPC_SERVICERS))
     _run(build_app(cfg), name=cfg.name, route_prefix="/", _blocking=False)
-    client = AlarmClient(f"127.0.0.1:{GRPC_PORT}", timeout_s=120)
+    client = AlarmClient(f"127.0.0.1:{grpc_port}", timeout_s=120)
     first, t0 = None, time.monotonic()
     while time.monotonic() - t0 < 600:
         try:
@@ -68,6 +69,15 @@ def served(ray_cluster):
         time.sleep(0.5)
     else:
         pytest.fail("the application never reported SERVING")
+    return client, first
+
+
+@pytest.fixture(scope="module")
+def served(ray_cluster):
+    from ray import serve
+
+    cfg = load_config(ServeConfig, "tiny", OVERRIDES, section="serve")
+    client, first = start_app(cfg, HTTP_PORT, GRPC_PORT)
     llm = serve.get_deployment_handle("llm", app_name=cfg.name)
     yield SimpleNamespace(cfg=cfg, client=client, first=first, llm=llm, serve=serve)
     client.close()
@@ -343,13 +353,14 @@ def test_text_only_equals_the_base_llm(served, tiny_qwen3):
     assert (reply.reasoning, reply.answer) == (reasoning, answer)
 
 
-def test_distributed_path_equals_the_in_process_pipeline(served):
+def assert_same_as_in_process(client: AlarmClient, overrides: list[str]) -> None:
+    """A greedy answer over gRPC equals the in-process pipeline's (services/serve/local.py) for the same config."""
     from alarm.client import make_request
     from services.serve.local import LocalPipeline
 
     kwargs = dict(return_reasoning=True, max_thinking_tokens=8, max_tokens=24, **GREEDY)
-    remote = served.client.generate(wav(1.5, rate=44100, freq=500), "What is it?", **kwargs)
-    cfg = load_config(ServeConfig, "tiny", [*OVERRIDES, "llm.backend=hf"], section="serve")
+    remote = client.generate(wav(1.5, rate=44100, freq=500), "What is it?", **kwargs)
+    cfg = load_config(ServeConfig, "tiny", [*overrides, "llm.backend=hf"], section="serve")
 
     async def local():
         pipe = await LocalPipeline.create(cfg)
@@ -362,21 +373,50 @@ def test_distributed_path_equals_the_in_process_pipeline(served):
     assert (mine.reasoning, mine.answer, mine.usage) == (remote.reasoning, remote.answer, remote.usage)
 
 
-def test_request_metrics_count_status_codes(served):
-    """Serve's own metrics count a failed unary call as OK; ours carry the gRPC code."""
+def test_distributed_path_equals_the_in_process_pipeline(served):
+    assert_same_as_in_process(served.client, OVERRIDES)
+
+
+def scrape(done, timeout_s: float = 60.0) -> str:
+    """The node's Prometheus text once `done(text)` holds, or the last scrape after timeout_s (Ray's metrics agent
+    flushes every few seconds)."""
     import urllib.request
 
     import ray
 
-    with pytest.raises(grpc.RpcError):
-        served.client.generate(wav(), " ")
-    served.client.generate(wav(), "What is it?", max_tokens=2)
     node = ray.nodes()[0]
     url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
     t0, text = time.monotonic(), ""
-    while time.monotonic() - t0 < 30:  # metrics are pushed every few seconds
+    while time.monotonic() - t0 < timeout_s:
         text = urllib.request.urlopen(url, timeout=5).read().decode()
-        if 'code="INVALID_ARGUMENT"' in text and 'code="OK"' in text:
+        if done(text):
             break
         time.sleep(1)
+    return text
+
+
+def test_request_metrics_count_status_codes(served):
+    """Serve's own metrics count a failed unary call as OK; ours carry the gRPC code."""
+    with pytest.raises(grpc.RpcError):
+        served.client.generate(wav(), " ")
+    served.client.generate(wav(), "What is it?", max_tokens=2)
+    text = scrape(lambda t: 'code="INVALID_ARGUMENT"' in t and 'code="OK"' in t)
     assert "alarm_requests" in text and 'code="INVALID_ARGUMENT"' in text and 'code="OK"' in text
+
+
+def test_every_series_the_dashboard_queries_is_exported(served):
+    """cluster/grafana/alarm.json queries nothing the server does not export: ours, vLLM's engine statistics (its
+    Ray stat logger in the LLM replica) and Serve's, after a few requests (one per adapter, so the adapter cache
+    sees a load), on the node's metrics endpoint."""
+    from tests.unit.serve.test_metrics import dashboard_series
+
+    for adapter in ("", "tiny-b", "tiny-b"):
+        served.client.generate(wav(), "What is it?", max_tokens=4, adapter_id=adapter, **GREEDY)
+    wanted = dashboard_series()
+
+    def names(text: str) -> set[str]:
+        return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+    text = scrape(lambda t: wanted <= names(t))
+    assert not wanted - names(text), f"queried by the dashboard, not exported: {sorted(wanted - names(text))}"
+    assert 'result="miss"' in text and 'result="hit"' in text  # tiny-b loaded once, then found in the LRU

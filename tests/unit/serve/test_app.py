@@ -35,6 +35,45 @@ def test_build_app_binds_every_deployment():
     assert app._bound_deployment.name == "ingress"
 
 
+@pytest.mark.parametrize("colocate", [False, True])
+def test_the_layout_names_one_deployment_per_stage_or_one_for_the_audio(colocate):
+    """colocate: encoders and fusion in one `audio` deployment with the fusion's resources; the Serve config, the
+    readiness list and the cluster sizing all follow deployment_names."""
+    from services.serve.app import deployment_names, deployment_options, required_deployments
+
+    cfg = load_config(ServeConfig, "tiny", [f"deployments.colocate={colocate}"], section="serve")
+    split = ["ingress", "encoder-whisper", "encoder-w2vbert", "encoder-muq", "encoder-sslam", "fusion", "llm"]
+    assert deployment_names(cfg) == (["ingress", "audio", "llm"] if colocate else split)
+    assert required_deployments(cfg) == deployment_names(cfg)
+    assert list(deployment_options(cfg)) == deployment_names(cfg)
+    if colocate:
+        assert deployment_options(cfg)["audio"]["ray_actor_options"] == deployment_options(
+            cfg.model_copy(update={"deployments": cfg.deployments.model_copy(update={"colocate": False})}))[
+            "fusion"]["ray_actor_options"]
+    args = ServeArgs(preset="tiny", overrides=[f"deployments.colocate={colocate}"])
+    assert [d["name"] for d in serve_config(args)["applications"][0]["deployments"]] == deployment_names(cfg)
+    app = build_app(args)
+    bound = {d.name for d in _bound(app._bound_deployment)}
+    assert bound == set(deployment_names(cfg))
+
+
+def _bound(dep) -> list:
+    """Every deployment bound under `dep` (its init args, nested in dicts and lists)."""
+    from ray.serve.deployment import Application
+
+    out = [dep]
+    stack = [*dep.init_args, *dep.init_kwargs.values()]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Application):
+            out += _bound(x._bound_deployment)
+        elif isinstance(x, dict):
+            stack += x.values()
+        elif isinstance(x, list | tuple):
+            stack += x
+    return out
+
+
 def test_app_args_are_strict():
     with pytest.raises(Exception, match="presett"):
         load_serve_config({"presett": "tiny"})
@@ -67,7 +106,7 @@ def test_llm_deployment_cannot_queue_inside_the_engine():
 def test_readiness_requires_the_deployments_that_never_scale_to_zero():
     from services.serve.app import required_deployments
 
-    cfg = load_config(ServeConfig, "tiny", ["deployments.fusion.autoscaling.min_replicas=0",
+    cfg = load_config(ServeConfig, "tiny", ["deployments.colocate=false", "deployments.fusion.autoscaling.min_replicas=0",
                                             "deployments.fusion.autoscaling.max_replicas=2"], section="serve")
     assert required_deployments(cfg) == ["ingress", "encoder-whisper", "encoder-w2vbert", "encoder-muq",
                                          "encoder-sslam", "llm"]
