@@ -66,7 +66,7 @@ def test_stubs_import_under_the_services_package_and_round_trip():
     full = pb.DESCRIPTOR.services_by_name["AlarmService"].full_name
     assert full == "alarm.v1.AlarmService"
     methods = pb.DESCRIPTOR.services_by_name["AlarmService"].methods_by_name
-    assert set(methods) == {"Generate", "GenerateStream"}
+    assert set(methods) == {"Generate", "GenerateStream", "ListModels"}
     assert methods["GenerateStream"].server_streaming and not methods["Generate"].server_streaming
 
 
