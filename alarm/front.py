@@ -74,3 +74,42 @@ http {{
   }}
 }}
 """
+
+
+FRONT_FILE = "front/tls-front.yaml"
+CONTAINER_PORT = 8443
+MOUNT = "/etc/alarm-front"
+
+
+def front_manifests(name: str, namespace: str, grpc_port: int, http_port: int, max_message_bytes: int,
+                    timeout_s: float | None, image: str = "nginx:1.27") -> list[dict]:
+    """The TLS front of the RayService `name` on Kubernetes: a ConfigMap holding `nginx_conf`, a Deployment of two
+    nginx pods reading the certificate from the kubernetes.io/tls Secret `<name>-tls`, and a LoadBalancer Service
+    on 443. Upstream is KubeRay's `<name>-serve-svc`, which follows the RayService across upgrades."""
+    svc, front = f"{name}-serve-svc", f"{name}-tls-front"
+    labels = {"app.kubernetes.io/part-of": name, "app.kubernetes.io/component": "tls-front"}
+    meta = {"name": front, "namespace": namespace, "labels": labels}
+    conf = nginx_conf(Front(listen=f"0.0.0.0:{CONTAINER_PORT}", grpc=f"{svc}:{grpc_port}", http=f"{svc}:{http_port}",
+                            cert=f"{MOUNT}/tls/tls.crt", key=f"{MOUNT}/tls/tls.key",
+                            max_body_mb=max_message_bytes * 4 // 3 // 2**20 + 1,
+                            timeout_s=int(timeout_s or 3600) + 30))
+    container = {
+        "name": "nginx", "image": image, "command": ["nginx", "-c", f"{MOUNT}/conf/nginx.conf"],
+        "ports": [{"containerPort": CONTAINER_PORT, "name": "tls"}],
+        "readinessProbe": {"tcpSocket": {"port": CONTAINER_PORT}, "periodSeconds": 5},
+        "resources": {"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "volumeMounts": [{"name": "conf", "mountPath": f"{MOUNT}/conf", "readOnly": True},
+                         {"name": "tls", "mountPath": f"{MOUNT}/tls", "readOnly": True}],
+    }
+    return [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"nginx.conf": conf}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": {
+            "replicas": 2, "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {
+                "containers": [container],
+                "volumes": [{"name": "conf", "configMap": {"name": front}},
+                            {"name": "tls", "secret": {"secretName": f"{name}-tls"}}]}}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": {
+            "type": "LoadBalancer", "selector": labels,
+            "ports": [{"name": "tls", "port": 443, "targetPort": CONTAINER_PORT, "appProtocol": "https"}]}},
+    ]

@@ -6,8 +6,6 @@ random-weight tiny Qwen3 as the LLM so generations run as long as asked.
 from __future__ import annotations
 
 import base64
-import datetime
-import ipaddress
 import json
 import os
 import shutil
@@ -25,6 +23,7 @@ import pytest
 from alarm.client import AlarmClient
 from alarm.config import ServeConfig, load_config
 from services.serve.chat import FINISH
+from tests.certs import make_certs
 from tests.integration.conftest import ROOT
 from tests.integration.test_serve import wav
 
@@ -176,37 +175,6 @@ def test_a_dropped_http_stream_aborts_the_engine_request(served):
 # -- TLS through a real nginx -----------------------------------------------------------------------------------
 
 
-def make_certs(folder) -> tuple:
-    """A CA and a server certificate for 127.0.0.1 / localhost signed by it (PEM files)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-
-    def cert(subject, issuer, key, signer, ca: bool, san=None):
-        b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
-             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-             .not_valid_after(now + datetime.timedelta(days=1))
-             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-        if san:
-            b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
-        return b.sign(signer, hashes.SHA256())
-
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "alarm test CA")])
-    ca = cert(ca_name, ca_name, ca_key, ca_key, True)
-    server = cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]), ca_name, key, ca_key, False,
-                  [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-    paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return paths
-
-
 @pytest.fixture
 def tls_front(served, tmp_path):
     """nginx on a free 127.0.0.1 port terminating TLS for both of Serve's proxies, from alarm.front's template."""
@@ -270,3 +238,26 @@ def test_tls_front_with_tokens(served, tls_front):
                           str(tls_front.ca), "--token-file", str(token_file)], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert run.returncode == 0 and served.cfg.default_adapter in run.stdout, run.stderr
+
+
+def test_eval_scores_our_http_endpoint_as_an_openai_target(served, tmp_path, monkeypatch):
+    """alarm.eval target=openai://... against our own HTTP API: the same items, predictions and report as gRPC."""
+    from alarm.eval.__main__ import main
+    from tests.unit.eval.helpers import mmau_row, write_json
+
+    audio = tmp_path / "audio" / "test-mini-audios"
+    audio.mkdir(parents=True)
+    for i in range(3):
+        (audio / f"q{i}.wav").write_bytes(wav(1.0, freq=300 + 100 * i))
+    meta = write_json(tmp_path / "mmau.json", [mmau_row(i) for i in range(3)])
+    common = ["benchmark=mmau", f"meta=[{meta}]", f"audio_root={tmp_path / 'audio'}", "max_thinking_tokens=4",
+              "max_tokens=12", "temperature=0.0", "seed=1", "concurrency=2"]
+    monkeypatch.setenv("ALARM_TOKEN", TOKEN)
+    runs = {}
+    for name, target in (("http", f"openai://127.0.0.1:{HTTP_PORT}/v1"), ("grpc", f"127.0.0.1:{GRPC_PORT}")):
+        out = tmp_path / name
+        assert main([*common, f"out={out}", f"target={target}"]) == 0
+        runs[name] = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+        assert json.loads((out / "report.json").read_text())["items"]["answered"] == 3
+    key = lambda rows: sorted((r["id"], r["answer"], r["reasoning"]) for r in rows)  # noqa: E731
+    assert key(runs["http"]) == key(runs["grpc"])
