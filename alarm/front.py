@@ -32,6 +32,7 @@ class Front:
     timeout_s: int = 900
     state_dir: str | None = None
     foreground: bool = True
+    user: str | None = None  # the workers' user when nginx starts as root (None = nginx's compiled-in default)
 
 
 def nginx_conf(f: Front) -> str:
@@ -51,6 +52,7 @@ def nginx_conf(f: Front) -> str:
     head = f"pid {f.state_dir}/nginx.pid;\nerror_log {f.state_dir}/error.log warn;\n" if f.state_dir else ""
     return f"""# TLS-terminating front of an ALARM server (rendered by alarm.front; do not edit by hand)
 {'daemon off;' if f.foreground else ''}
+{f'user {f.user};' if f.user else ''}
 worker_processes 1;
 {head}events {{ worker_connections 1024; }}
 http {{
@@ -67,6 +69,7 @@ http {{
       proxy_pass http://{f.http};
       proxy_http_version 1.1;
       proxy_buffering off;
+      proxy_request_buffering off;
       proxy_read_timeout {f.timeout_s}s;
       proxy_set_header Host $host;
       proxy_set_header X-Forwarded-Proto https;

@@ -190,7 +190,7 @@ def tls_front(served, tmp_path):
     conf = tmp_path / "nginx.conf"
     conf.write_text(nginx_conf(Front(listen=f"127.0.0.1:{port}", grpc=f"127.0.0.1:{GRPC_PORT}",
                                      http=f"127.0.0.1:{HTTP_PORT}", cert=str(cert), key=str(key),
-                                     state_dir=str(tmp_path))))
+                                     state_dir=str(tmp_path), user="root" if os.geteuid() == 0 else None)))
     proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(tmp_path), "-e", str(tmp_path / "error.log")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
