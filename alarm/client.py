@@ -4,6 +4,8 @@ the terminal. `AlarmClient` (services/serve/client.py, re-exported here) is the 
     python -m alarm.client clip.wav --prompt "What is happening?"            # 127.0.0.1:9000
     python -m alarm.client s3://bucket/clip.flac --prompt "..." --reasoning  # the server reads the URI
     python -m alarm.client --health                                          # exit 0 iff SERVING
+    python -m alarm.client --models                                          # the adapters it offers
+    python -m alarm.client clip.wav --prompt "..." --target alarm.example.com:443 --tls --ca ca.pem --token-file t
 
     from alarm.client import AlarmClient
     with AlarmClient("127.0.0.1:9000") as client:
@@ -13,6 +15,7 @@ the terminal. `AlarmClient` (services/serve/client.py, re-exported here) is the 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,6 +26,7 @@ from services.serve._proto.alarm.v1 import alarm_pb2 as pb
 from services.serve.client import DEFAULT_TARGET, AlarmClient, make_request
 
 __all__ = ["AlarmClient", "make_request", "main"]
+TOKEN_ENV = "ALARM_TOKEN"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,10 +47,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--application", default=None, help="Serve application (only with several on one cluster)")
     p.add_argument("--timeout", type=float, default=300.0, help="deadline in seconds")
     p.add_argument("--health", action="store_true", help="check readiness and exit 0 iff SERVING")
+    p.add_argument("--models", action="store_true", help="list the adapters the server offers and exit")
+    p.add_argument("--tls", action="store_true", help="connect over TLS (a TLS-terminating front)")
+    p.add_argument("--ca", default=None, help="PEM file of the CA to trust (implies --tls)")
+    p.add_argument("--token", default=None, help=f"bearer token (default: ${TOKEN_ENV}; prefer --token-file)")
+    p.add_argument("--token-file", default=None, help="file holding the bearer token")
     args = p.parse_args(argv)
 
-    client = AlarmClient(args.target, timeout_s=args.timeout, application=args.application)
+    token = read_token(args.token, args.token_file)
+    client = AlarmClient(args.target, timeout_s=args.timeout, application=args.application, tls=args.tls,
+                         ca=args.ca, token=token)
     try:
+        if args.models:
+            for m in client.list_models():
+                print("\t".join([m.id, ",".join(m.encoders), m.base_model, "default" if m.is_default else ""]))
+            return 0
         if args.health:
             status = client.health()
             print(status)
@@ -72,6 +87,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         client.close()
+
+
+def read_token(token: str | None, token_file: str | None) -> str | None:
+    """--token, else the first line of --token-file, else $ALARM_TOKEN, else None."""
+    if token:
+        return token
+    if token_file:
+        return Path(token_file).read_text().strip() or None
+    return os.environ.get(TOKEN_ENV) or None
 
 
 def show(messages: Iterable[pb.GenerateStreamResponse]) -> pb.GenerateResponse | None:

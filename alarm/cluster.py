@@ -6,7 +6,8 @@
 
 Writes five manifests, each atomically: `rayservice.yaml` (the gRPC endpoint, autoscaled), `rayjob-generate.yaml`
 and `rayjob-train.yaml` (`python -m alarm.generate` / `alarm.train` as RayJobs), `raycluster.yaml` (a cluster
-for interactive `ray job submit`) and `podmonitor.yaml` (Prometheus scrapes the RayService's pods). One source of truth: a cluster preset (`alarm/presets/cluster/`) holds only
+for interactive `ray job submit`) and `podmonitor.yaml` (Prometheus scrapes the RayService's pods); and
+`front/tls-front.yaml`, the TLS-terminating nginx for the RayService. One source of truth: a cluster preset (`alarm/presets/cluster/`) holds only
 what is Kubernetes-specific (image, pod shapes, bucket, secret, namespace) and *names* the serve, corpus and train
 presets; everything else is derived from those. The RayService's `serveConfigV2` is
 `services.serve.app.serve_config(...)` for the named serve preset, and the worker pods' GPU count and the worker
@@ -43,6 +44,7 @@ from alarm.config import (
 from alarm.config.cluster import Workload
 from alarm.errors import ConfigError
 from alarm.files import atomic_write
+from alarm.front import FRONT_FILE, front_manifests
 
 RESOURCE_FILES = ("rayservice.yaml", "rayjob-generate.yaml", "rayjob-train.yaml", "raycluster.yaml",  # KubeRay's
                   "podmonitor.yaml")  # the Prometheus Operator's
@@ -410,6 +412,20 @@ def _pod_monitor(cfg: ClusterConfig) -> dict:
     }
 
 
+def front_file(p: Plan, source: str) -> str:
+    """front/tls-front.yaml: the TLS-terminating nginx in front of the RayService (alarm.front), several documents
+    (a ConfigMap, a Deployment, a Service), so it is kept apart from the single-document Ray manifests."""
+    cfg, svc = p.cfg, f"{p.cfg.name}-serve-svc"
+    head = f"# Rendered by `{source}`.\n# Do not edit: change the presets and re-render.\n"
+    docs = front_manifests(cfg.name, cfg.namespace, p.serve.grpc_port, p.serve.http_port,
+                           p.serve.limits.max_message_bytes, p.serve.request_timeout_s)
+    return head + _comment(
+        f"The TLS front of RayService {cfg.name!r} (Serve's proxies speak plaintext): nginx terminates TLS on 443 "
+        f"for gRPC and the OpenAI-compatible HTTP API and passes both to {svc}. Create the certificate Secret first: "
+        f"kubectl create secret tls {cfg.name}-tls --cert=tls.crt --key=tls.key (docs/deploy.md)."
+    ) + "---\n".join(_dump(d) for d in docs)
+
+
 def _comment(text: str) -> str:
     return textwrap.fill(text, width=110, initial_indent="# ", subsequent_indent="# ", break_on_hyphens=False) + "\n"
 
@@ -464,7 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = config_from_args(args, ClusterConfig, "cluster")
     try:
-        files = resource_files(plan(cfg), source_line(args.preset, args.overrides))
+        p = plan(cfg)
+        files = resource_files(p, source_line(args.preset, args.overrides))
+        files[FRONT_FILE] = front_file(p, source_line(args.preset, args.overrides))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -478,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if stale else 0
     for name, text in files.items():
         print(atomic_write(out / name, text))
+
     placeholders = [k for k, v in (("image.name", cfg.image.name), ("storage.bucket", cfg.storage.bucket))
                     if "YOUR-" in v]
     if placeholders:

@@ -73,3 +73,8 @@ class ContextOverflow(AlarmError):
 
 class RequestTooLarge(AlarmError):
     """A request over the server's size limit (gRPC RESOURCE_EXHAUSTED)."""
+
+
+class Unauthenticated(AlarmError):
+    """The server requires a bearer token and the request carried none or a wrong one (gRPC UNAUTHENTICATED, HTTP
+    401)."""

@@ -134,6 +134,24 @@ class ServeLimits(Strict):
     )
 
 
+class AuthConfig(Strict):
+    """Bearer tokens the ingress accepts on both protocols (gRPC `authorization` metadata, HTTP `Authorization`
+    header); neither source set = no authentication. The health service stays open for probes."""
+
+    token_file: str | None = Field(
+        None, description="File of accepted tokens, one per line (e.g. a mounted Kubernetes Secret); reread when it "
+        "changes, so tokens rotate without a restart."
+    )
+    token_env: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Name of an environment variable of the ingress "
+        "replicas holding accepted tokens, comma- or newline-separated (e.g. set from a Secret)."
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.token_file or self.token_env)
+
+
 class ServeConfig(WithModel):
     renamed: ClassVar[dict[str, str]] = RAY_RENAMED
 
@@ -147,6 +165,7 @@ class ServeConfig(WithModel):
     llm: LLMServeConfig = Field(default_factory=LLMServeConfig)
     defaults: RequestDefaults = Field(default_factory=RequestDefaults)
     limits: ServeLimits = Field(default_factory=ServeLimits)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
     deployments: ServeDeploymentsConfig = Field(default_factory=ServeDeploymentsConfig)
     host: str = Field(
         "127.0.0.1", description="Bind address of Serve's HTTP proxy (0.0.0.0 in containers). Ray Serve's gRPC proxy "

@@ -4,6 +4,7 @@
     with AlarmClient("127.0.0.1:9000") as client:
         reply = client.generate("clip.wav", "What is happening?", max_thinking_tokens=512)
         for msg in client.stream("clip.wav", "Describe it.", return_reasoning=True): ...
+    AlarmClient("alarm.example.com:443", tls=True, ca="ca.pem", token=os.environ["ALARM_TOKEN"])  # behind a TLS front
 """
 
 from __future__ import annotations
@@ -54,13 +55,24 @@ class AlarmClient:
         timeout_s: Default deadline per call (long reasoning takes tens of seconds on a GPU).
         application: Serve application name, needed only when the cluster runs several applications.
         max_receive_bytes: Largest response accepted (grpcio's default is 4 MiB).
+        tls: Connect over TLS (to the TLS-terminating front of a cluster; Serve's own proxy speaks plaintext).
+        ca: PEM file of the CA to trust (e.g. a self-signed one); None = the system's roots. Implies tls.
+        token: Bearer token the server requires (`serve.auth`), sent as `authorization` metadata on every call.
     """
 
     def __init__(self, target: str = DEFAULT_TARGET, *, timeout_s: float = 120.0, application: str | None = None,
-                 max_receive_bytes: int = 64 * 2**20):
+                 max_receive_bytes: int = 64 * 2**20, tls: bool = False, ca: str | Path | None = None,
+                 token: str | None = None):
         self.timeout_s = timeout_s
         self.metadata = [("application", application)] if application else []
-        self.channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", max_receive_bytes)])
+        if token:
+            self.metadata.append(("authorization", f"Bearer {token}"))
+        options = [("grpc.max_receive_message_length", max_receive_bytes)]
+        if tls or ca is not None:
+            roots = Path(ca).read_bytes() if ca is not None else None
+            self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=roots), options)
+        else:
+            self.channel = grpc.insecure_channel(target, options=options)
         self.stub = pb_grpc.AlarmServiceStub(self.channel)
 
     def generate(self, audio, prompt: str, *, timeout_s: float | None = None, **kwargs) -> pb.GenerateResponse:
@@ -78,6 +90,10 @@ class AlarmClient:
         stops generation on the server."""
         return self.stub.GenerateStream(make_request(audio, prompt, **kwargs), timeout=timeout_s or self.timeout_s,
                                         metadata=self._metadata(kwargs))
+
+    def list_models(self, timeout_s: float = 10.0) -> list[pb.Model]:
+        """The adapters the server offers (id, encoders, base LLM, whether it is the default)."""
+        return list(self.stub.ListModels(pb.ListModelsRequest(), timeout=timeout_s, metadata=self.metadata or None).models)
 
     def health(self, service: str = GRPC_SERVICE, timeout_s: float = 5.0) -> str:
         """SERVING | NOT_SERVING | UNKNOWN | SERVICE_UNKNOWN (readiness for the service name, liveness for "")."""

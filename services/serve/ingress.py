@@ -1,7 +1,9 @@
-"""The ingress deployment: `alarm.v1.AlarmService` (Generate, GenerateStream) and `grpc.health.v1.Health` (Check,
-Watch, List) behind Ray Serve's gRPC proxy.
+"""The ingress deployment: `alarm.v1.AlarmService` (Generate, GenerateStream, ListModels) and `grpc.health.v1.Health`
+(Check, Watch, List) behind Ray Serve's gRPC proxy, and the OpenAI-compatible HTTP API (routes.py) behind its HTTP
+proxy: one pipeline, one token check (auth.py), one status table for both protocols.
 
-    request -> validate (validate.py) -> readiness guard (readiness.py) -> encoders -> fusion -> llm -> response
+    request -> token (auth.py) -> validate (validate.py) -> readiness guard (readiness.py) -> encoders -> fusion
+            -> llm -> response
     failure -> status table (status.py): one code, a plain message, one log line (a traceback only for INTERNAL)
 """
 
@@ -11,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import replace
 
 from ray import serve
@@ -19,13 +21,21 @@ from ray import serve
 from alarm.config import GRPC_SERVICE, ServeConfig
 from alarm.errors import Overloaded
 from services.serve._proto.alarm.v1 import alarm_pb2 as pb
+from services.serve.auth import Tokens, grpc_authorization
 from services.serve.core import Final, response_pb, stream_pb
 from services.serve.heap import return_freed_memory
 from services.serve.metrics import ServeMetrics
 from services.serve.proxy import quiet_client_errors
 from services.serve.readiness import Readiness, serve_running_replicas
 from services.serve.status import log_failure, status_of
-from services.serve.validate import check_adapters, parse_request, request_id_of
+from services.serve.validate import (
+    Parsed,
+    RequestSpec,
+    check_adapters,
+    from_pb,
+    request_id_of,
+    validate_request,
+)
 
 log = logging.getLogger("ray.serve")
 WATCH_S = 300.0  # longest health Watch stream
@@ -44,6 +54,7 @@ class AlarmIngress:
         return_freed_memory()  # decoded audio of a burst does not stay resident (heap.py)
         self.cfg = ServeConfig.model_validate(cfg)
         self.encoders, self.fusion, self.llm = encoders, fusion, llm
+        self.tokens = Tokens(self.cfg.auth)
         self._catalog: dict[str, tuple[str, ...]] | None = None
         self._inflight = 0
         app = serve.get_replica_context().app_name
@@ -60,15 +71,8 @@ class AlarmIngress:
         arrival, rid, code = time.time(), _proxy_request_id(grpc_context), "OK"
         try:
             rid = request_id_of(request, rid)
-            async with self._admitted():
-                parsed, blocks, needed = await self._prepare(request, rid)
-                response = self.llm.generate.remote(parsed.llm, *blocks)
-                try:
-                    async with self.readiness.guard(needed, self.cfg.limits.replica_wait_s):
-                        final = await response
-                except BaseException:  # client deadline or cancel, a lost replica: Serve does not cancel children
-                    _cancel(response, *blocks)
-                    raise
+            self.tokens.check(grpc_authorization(grpc_context))
+            parsed, final = await self.final(from_pb(request), rid)
             return response_pb(final, rid, parsed.return_reasoning, arrival, parsed.decode_ms)
         except asyncio.CancelledError:
             code = "CANCELLED"
@@ -86,25 +90,15 @@ class AlarmIngress:
         try:
             rid = request_id_of(request, rid)
             _set_request_id(grpc_context, rid)
-            async with self._admitted():
-                parsed, blocks, needed = await self._prepare(request, rid)
-                events = self.llm.options(stream=True).stream.remote(parsed.llm, *blocks)
-                done = False
-                try:
-                    # placed once the first event comes: a replica lost after that fails the call by itself
-                    async with self.readiness.guard(needed, self.cfg.limits.replica_wait_s):
-                        ev = await anext(events, None)
-                    while ev is not None:
-                        if isinstance(ev, Final):
-                            done = True
-                            yield pb.GenerateStreamResponse(
-                                final=response_pb(ev, rid, parsed.return_reasoning, arrival, parsed.decode_ms))
-                        elif (msg := stream_pb(ev, parsed.return_reasoning)) is not None:
-                            yield msg
-                        ev = await anext(events, None)
-                finally:
-                    if not done:  # client gone (cancel, deadline) or a failure: the LLM replica aborts its request
-                        _cancel(events, *blocks)
+            self.tokens.check(grpc_authorization(grpc_context))
+            async with aclosing(self.events(from_pb(request), rid)) as events:
+                parsed = await anext(events)
+                async for ev in events:
+                    if isinstance(ev, Final):
+                        yield pb.GenerateStreamResponse(
+                            final=response_pb(ev, rid, parsed.return_reasoning, arrival, parsed.decode_ms))
+                    elif (msg := stream_pb(ev, parsed.return_reasoning)) is not None:
+                        yield msg
         except (asyncio.CancelledError, GeneratorExit):  # the client left mid-stream
             code = "CANCELLED"
             raise
@@ -114,6 +108,64 @@ class AlarmIngress:
             raise _StreamFailed(rid) from e
         finally:
             self._record("GenerateStream", code, arrival)
+
+    async def ListModels(self, request, grpc_context) -> pb.ListModelsResponse:  # noqa: N802
+        arrival, rid, code = time.time(), _proxy_request_id(grpc_context) or "", "OK"
+        try:
+            self.tokens.check(grpc_authorization(grpc_context))
+            return pb.ListModelsResponse(models=await self.models())
+        except Exception as e:
+            code = self._fail(grpc_context, e, rid)
+            return pb.ListModelsResponse()
+        finally:
+            self._record("ListModels", code, arrival)
+
+    # -- the OpenAI-compatible HTTP API (routes.py) --------------------------------------------------------------
+
+    async def __call__(self, request):
+        from services.serve.routes import handle
+
+        return await handle(self, request)
+
+    # -- the pipeline, for both protocols ------------------------------------------------------------------------
+
+    async def models(self) -> list[pb.Model]:
+        """The adapters this server offers, sorted by id."""
+        catalog = await self._adapters()
+        return [pb.Model(id=a, encoders=list(catalog[a]), base_model=self.cfg.model.llm.checkpoint,
+                         is_default=a == self.cfg.default_adapter) for a in sorted(catalog)]
+
+    async def final(self, spec: RequestSpec, rid: str) -> tuple[Parsed, Final]:
+        """One request to its end: (the validated request, the LLM stage's Final)."""
+        async with self._admitted():
+            parsed, blocks, needed = await self._prepare(spec, rid)
+            response = self.llm.generate.remote(parsed.llm, *blocks)
+            try:
+                async with self.readiness.guard(needed, self.cfg.limits.replica_wait_s):
+                    return parsed, await response
+            except BaseException:  # client deadline or cancel, a lost replica: Serve does not cancel children
+                _cancel(response, *blocks)
+                raise
+
+    async def events(self, spec: RequestSpec, rid: str) -> AsyncIterator:
+        """The validated request (Parsed) first, then the LLM stage's StreamEvents, then its Final. Close it
+        (`aclosing`) when done: closing before the Final, the client gone, aborts the engine request."""
+        async with self._admitted():
+            parsed, blocks, needed = await self._prepare(spec, rid)
+            yield parsed
+            events = self.llm.options(stream=True).stream.remote(parsed.llm, *blocks)
+            done = False
+            try:
+                # placed once the first event comes: a replica lost after that fails the call by itself
+                async with self.readiness.guard(needed, self.cfg.limits.replica_wait_s):
+                    ev = await anext(events, None)
+                while ev is not None:
+                    done = isinstance(ev, Final)
+                    yield ev
+                    ev = await anext(events, None)
+            finally:
+                if not done:  # client gone (cancel, deadline) or a failure: the LLM replica aborts its request
+                    _cancel(events, *blocks)
 
     @asynccontextmanager
     async def _admitted(self):
@@ -137,9 +189,9 @@ class AlarmIngress:
             self._inflight -= 1
             self.metrics["alarm_requests_in_flight"].set(self._inflight)
 
-    async def _prepare(self, request: pb.GenerateRequest, rid: str):
+    async def _prepare(self, spec: RequestSpec, rid: str):
         """(parsed request, fusion responses (one per adapter), the deployments the request needs)."""
-        parsed = await asyncio.to_thread(parse_request, request, self.cfg, rid)  # decodes audio off the loop
+        parsed = await asyncio.to_thread(validate_request, spec, self.cfg, rid)  # decodes audio off the loop
         if self.cfg.request_timeout_s:  # the LLM stage ends its request by itself when the call's time is up
             parsed = replace(parsed, llm=replace(parsed.llm, timeout_s=self.cfg.request_timeout_s))
         if parsed.audio is None:

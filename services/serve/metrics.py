@@ -26,7 +26,7 @@ class Metric:
 
 METRICS = {m.name: m for m in (
     Metric("alarm_requests", "counter", ("method", "code"),
-           "gRPC requests by method and final status code (Serve's own request metrics count a failed unary call "
+           "Requests (gRPC and HTTP) by method and final status code (Serve's own request metrics count a failed unary call "
            "as OK: the status travels in the gRPC context)."),
     Metric("alarm_request_latency_ms", "histogram", ("method",),
            "Server-side latency of a request, arrival at the ingress to its last byte, in ms.", tuple(MS[3:])),

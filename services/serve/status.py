@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -23,6 +23,7 @@ from alarm.errors import (
     InvalidInput,
     Overloaded,
     RequestTooLarge,
+    Unauthenticated,
     Unavailable,
 )
 from services.errors import error_chain
@@ -37,9 +38,17 @@ RAY_CANCELLED = {"RequestCancelledError", "TaskCancelledError"}
 
 # how each code is logged: client errors and load are one line with the request id; INTERNAL has the traceback
 LOG_LEVEL = {
-    "INVALID_ARGUMENT": logging.INFO, "CANCELLED": logging.INFO, "DEADLINE_EXCEEDED": logging.INFO,
+    "INVALID_ARGUMENT": logging.INFO, "UNAUTHENTICATED": logging.INFO, "CANCELLED": logging.INFO, "DEADLINE_EXCEEDED": logging.INFO,
     "RESOURCE_EXHAUSTED": logging.WARNING, "UNAVAILABLE": logging.WARNING, "INTERNAL": logging.ERROR,
 }
+
+# the one map from the table's codes to HTTP (OpenAI-compatible API): 499 is the de-facto "client closed request"
+HTTP_CODE = {
+    "INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "RESOURCE_EXHAUSTED": 429, "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504, "CANCELLED": 499, "INTERNAL": 500,
+}
+# a body over the size limit is 413, not 429: it is the request, not the load, that the client must change
+TOO_LARGE = 413
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,11 @@ class Status:
 
     code: str
     message: str
+    http: int = field(default=0, compare=False)  # the HTTP status of the same failure; 0 = HTTP_CODE[code]
+
+    def __post_init__(self):
+        if not self.http:
+            object.__setattr__(self, "http", HTTP_CODE.get(self.code, 500))
 
     @property
     def grpc_code(self) -> grpc.StatusCode:
@@ -60,7 +74,11 @@ def status_of(exc: BaseException, request_id: str) -> Status:
     ours = next((e for e in chain if isinstance(e, AlarmError) and type(e).__module__.startswith("alarm")), None)
     if isinstance(ours, InvalidInput):
         return Status("INVALID_ARGUMENT", str(ours))
-    if isinstance(ours, ContextOverflow | Overloaded | RequestTooLarge):
+    if isinstance(ours, Unauthenticated):
+        return Status("UNAUTHENTICATED", str(ours))
+    if isinstance(ours, RequestTooLarge):
+        return Status("RESOURCE_EXHAUSTED", str(ours), TOO_LARGE)
+    if isinstance(ours, ContextOverflow | Overloaded):
         return Status("RESOURCE_EXHAUSTED", str(ours))
     if isinstance(ours, Unavailable):
         return Status("UNAVAILABLE", f"{ours}; retry")

@@ -22,6 +22,7 @@ import yaml
 
 from alarm.cluster import GRPC_SERVICE, RESOURCE_FILES, Demand, pods_needed, render
 from alarm.config import ClusterConfig, ConfigError, ServeConfig, ServeLimits, load_config, preset_names
+from alarm.front import FRONT_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 # The KubeRay v1.7.0 CRDs (ray-operator/config/crd/bases/ of github.com/ray-project/kuberay): ALARM_KUBERAY_CRDS,
@@ -429,7 +430,8 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 def test_the_command_renders_atomically_and_checks_freshness(tmp_path):
     run = cli("render", "--preset", "tiny", "--out", str(tmp_path))
     assert run.returncode == 0, run.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(RESOURCE_FILES)  # no temporary files left behind
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert written == sorted([*RESOURCE_FILES, FRONT_FILE])  # no temporary files left behind
     fresh = render("tiny")
     for name in RESOURCE_FILES:
         assert (tmp_path / name).read_text() == fresh[name]

@@ -16,7 +16,7 @@ from alarm.errors import (
     RequestTooLarge,
     Unavailable,
 )
-from services.serve.status import REPLICA_RESTARTING, Status, grpc_status, log_failure, status_of
+from services.serve.status import LOG_LEVEL, REPLICA_RESTARTING, Status, grpc_status, log_failure, status_of
 
 
 def test_status_table():
@@ -77,3 +77,17 @@ def test_client_errors_log_one_line_and_only_internal_a_traceback(caplog):
         assert record.levelno == level and "rid-7" in record.getMessage(), (exc, record.levelname)
         assert (record.exc_info is not None) == (level == logging.ERROR), exc
         assert "\n" not in record.getMessage()
+
+
+def test_every_code_has_one_http_status():
+    from alarm.errors import Unauthenticated
+    from services.serve.status import HTTP_CODE
+
+    cases = [(InvalidInput("x"), 400), (Unauthenticated("x"), 401), (RequestTooLarge("x"), 413),
+             (Overloaded("x"), 429), (ContextOverflow("x"), 429), (Unavailable("x"), 503), (TimeoutError(), 504),
+             (asyncio.CancelledError(), 499), (RuntimeError("x"), 500)]
+    for exc, http in cases:
+        s = status_of(exc, "r")
+        assert s.http == http and HTTP_CODE[s.code] in (http, 429), (exc, s)
+    assert status_of(Unauthenticated("no token"), "r").grpc_code == grpc.StatusCode.UNAUTHENTICATED
+    assert set(HTTP_CODE) == set(LOG_LEVEL)  # every code the table gives has an HTTP status and a log level
