@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from alarm.config.base import RAY_RENAMED, RayConfig, Strict
+from alarm.config.base import RAY_RENAMED, JobStorageConfig, RayConfig, Strict
 
 # The system turn of self-generation (R0); instruction sources get none.
 GENERATION_SYSTEM_PROMPT = (
@@ -146,7 +146,13 @@ class CorpusConfig(Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     shard_rows: int = Field(256, gt=0, description="Rows per committed Parquet shard.")
+    storage: JobStorageConfig = Field(default_factory=JobStorageConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+
+    def node_paths(self) -> dict[str, str]:
+        """The paths this job's driver and workers open, by dotted key (`storage.shared` is about these). The
+        sources are read on the driver; the audio files their rows name are checked once they are read."""
+        return {"output": self.output, "engine.checkpoint": self.engine.checkpoint}
 
     @model_validator(mode="after")
     def _check(self) -> CorpusConfig:

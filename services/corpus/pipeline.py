@@ -21,9 +21,10 @@ from alarm.config import (
     ManifestSourceConfig,
     SyntheticSourceConfig,
 )
+from alarm.checkpoints import is_local
 from alarm.corpus.filters import corpus_stats
 from alarm.errors import InvalidInput
-from services.connect import init_ray
+from services.connect import check_shared_paths, gpu_options, init_ray
 from services.corpus.stages import CorpusLLMStage, cpu_stages
 from services.engines.llm import CPU_ENV, cpu_only
 from services.errors import alarm_error_in
@@ -39,14 +40,14 @@ def read_sources(cfg: CorpusConfig, skip: set[str]) -> ray.data.Dataset:
     from alarm.corpus.synthetic import synthetic_row
 
     parts = []
-    for s in cfg.sources:
+    for i, s in enumerate(cfg.sources):
         if isinstance(s, SyntheticSourceConfig):
             # Rendered in parallel from an index range: the driver never holds the audio.
             ds = ray.data.range(s.num_clips).map(lambda r, s=s: synthetic_row(s, int(r["id"])), num_cpus=0.25)
         elif isinstance(s, ManifestSourceConfig):
-            ds = _blocks(to_table(list(read_manifest(s, env.s3_storage_options()))))
+            ds = _blocks(_checked(cfg, i, to_table(list(read_manifest(s, env.s3_storage_options())))))
         elif isinstance(s, HFDatasetSourceConfig):
-            ds = _blocks(to_table(list(read_hf_dataset(s))))
+            ds = _blocks(_checked(cfg, i, to_table(list(read_hf_dataset(s)))))
         else:  # pragma: no cover - the config union is closed
             raise TypeError(type(s).__name__)
         parts.append(ds)
@@ -56,6 +57,15 @@ def read_sources(cfg: CorpusConfig, skip: set[str]) -> ray.data.Dataset:
         ds = ds.map_batches(lambda t, done=done: t.filter(pc.invert(pc.is_in(t["key"], value_set=done))),
                             batch_format="pyarrow", num_cpus=0.25)
     return ds
+
+
+def _checked(cfg: CorpusConfig, i: int, table: pa.Table) -> pa.Table:
+    """Source rows read on the driver whose audio the workers will open: local files must reach every node."""
+    uris = [u for u in table.column("audio_uri").to_pylist() if u] if "audio_uri" in table.column_names else []
+    if uris:
+        paths = {f"sources.{i} (audio_uri of {len(uris)} rows)": next((u for u in uris if is_local(u)), uris[0])}
+        check_shared_paths(cfg.ray, paths, cfg.storage.shared)
+    return table
 
 
 def _blocks(table: pa.Table, rows_per_block: int = 64) -> ray.data.Dataset:
@@ -82,7 +92,7 @@ def build(cfg: CorpusConfig, skip: set[str] = frozenset()) -> ray.data.Dataset:
     return ds.map_batches(
         CorpusLLMStage, fn_constructor_kwargs={"cfg_json": cfg_json},
         compute=ray.data.ActorPoolStrategy(size=w.num_workers), batch_size=w.batch_size, batch_format="pyarrow",
-        num_cpus=w.num_cpus, num_gpus=w.num_gpus or None,
+        num_cpus=w.num_cpus, **gpu_options(w.num_gpus),
         runtime_env={"env_vars": dict(CPU_ENV)} if w.num_gpus == 0 and cpu_only() else None,
     )
 
@@ -103,22 +113,24 @@ def run(cfg: CorpusConfig) -> dict:
     """Generate (or resume) run `cfg.run_id`; returns the stats written to stats.json."""
     from tqdm import tqdm
 
+    check_shared_paths(cfg.ray, cfg.node_paths(), cfg.storage.shared)  # before anything is written
     store = RunStore(posixpath.join(cfg.output, cfg.run_id))
     store.check_reachable()
     store.check_config(cfg.model_dump(mode="json"))
     done = store.committed_keys()
     attempt = store.next_attempt()
     shards = store.shard_rows()
-    store.write_index(cfg.run_id, attempt, complete=False, shards=shards)  # claim the attempt number first
     resolve_models(cfg)  # a missing checkpoint is a clear error here, not an actor stack trace later
     init_ray(cfg.ray)
     check_resources(cfg)
+    ds = build(cfg, done)  # reads the sources (and checks their audio paths); commits nothing yet
+    store.write_index(cfg.run_id, attempt, complete=False, shards=shards)  # claim the attempt number first
     tag = uuid.uuid4().hex[:8]  # two drivers on one run id (a resubmitted job) still never share a name
     total = sum(s.num_clips if isinstance(s, SyntheticSourceConfig) else 0 for s in cfg.sources) or None
     bar = tqdm(total=(total - len(done)) if total else None, unit="row", desc=f"generate {cfg.run_id}",
                file=sys.stderr, dynamic_ncols=True)
     t0, written = time.perf_counter(), 0
-    batches = build(cfg, done).iter_batches(batch_size=cfg.shard_rows, batch_format="pyarrow")
+    batches = ds.iter_batches(batch_size=cfg.shard_rows, batch_format="pyarrow")
     try:
         for i, batch in enumerate(batches):
             name = f"part-{attempt:03d}-{tag}-{i:06d}.parquet"
