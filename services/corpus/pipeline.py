@@ -15,13 +15,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from alarm.checkpoints import is_local
 from alarm.config import (
     CorpusConfig,
     HFDatasetSourceConfig,
     ManifestSourceConfig,
     SyntheticSourceConfig,
 )
-from alarm.checkpoints import is_local
 from alarm.corpus.filters import corpus_stats
 from alarm.errors import InvalidInput
 from services.connect import check_shared_paths, gpu_options, init_ray

@@ -12,6 +12,7 @@ heads would fight over ports) and starts it again afterwards; everything runs un
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -45,7 +46,7 @@ def cluster():
 
     from tests.integration.conftest import start_ray
 
-    shared = ray.is_initialized()
+    shared, environ = ray.is_initialized(), dict(os.environ)
     if shared:
         ray.shutdown()
     wait_for(lambda: not running_ray(), 60, "the shared Ray to stop")
@@ -58,6 +59,10 @@ def cluster():
     finally:
         ray.shutdown()
         LocalCluster.down()
+        # what joining the local cluster set (init_ray adopts its GPU stand-in and node count) must not reach
+        # the shared Ray's tests: they would ask for fake_gpu, or refuse their local paths
+        os.environ.clear()
+        os.environ.update(environ)
         if shared:
             start_ray()
 
@@ -68,8 +73,10 @@ def driver(cluster, monkeypatch):
     would): what it learns from the cluster is undone after the test."""
     import ray
 
-    for name in ("ALARM_GPU_RESOURCE", "ALARM_CLUSTER_NODES", "RAY_ADDRESS"):
-        monkeypatch.delenv(name, raising=False)
+    names = ("ALARM_GPU_RESOURCE", "ALARM_CLUSTER_NODES", "RAY_ADDRESS")
+    for name in names:  # set first so that monkeypatch restores them, even where init_ray sets them again
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     yield cluster.address
     ray.shutdown()
