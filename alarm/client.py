@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import grpc
@@ -55,22 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.audio is not None and "://" not in args.audio and not Path(args.audio).is_file():
             p.error(f"audio file not found: {args.audio}")
         ensemble = [a for a in args.ensemble.split(",") if a]
-        final = None
-        for msg in client.stream(
+        final = show(client.stream(
             args.audio, args.prompt, system_prompt=args.system_prompt, max_thinking_tokens=args.max_thinking_tokens,
             max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
             seed=args.seed, adapter_id=args.adapter, ensemble=ensemble, return_reasoning=args.reasoning,
-        ):
-            kind = msg.WhichOneof("event")
-            if kind == "reasoning_delta":
-                sys.stderr.write(msg.reasoning_delta)
-                sys.stderr.flush()
-            elif kind == "answer_delta":
-                sys.stdout.write(msg.answer_delta)
-                sys.stdout.flush()
-            elif kind == "final":
-                final = msg.final
-        sys.stdout.write("\n")
+        ))
         if final is not None:
             u, t = final.usage, final.timings
             print(f"[{pb.FinishReason.Name(final.finish_reason)}; {u.prompt_tokens} prompt ({u.audio_tokens} audio) + "
@@ -82,6 +72,31 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         client.close()
+
+
+def show(messages: Iterable[pb.GenerateStreamResponse]) -> pb.GenerateResponse | None:
+    """Streams reasoning deltas to stderr and answer deltas to stdout as they come; the reasoning ends with a line
+    break before the answer starts (both streams are usually one terminal). Returns the final response."""
+    final, open_line = None, ""  # open_line: the stream whose last line has no line break yet
+    for msg in messages:
+        kind = msg.WhichOneof("event")
+        if kind == "final":
+            final = msg.final
+            continue
+        text, stream, name = ((msg.reasoning_delta, sys.stderr, "err") if kind == "reasoning_delta"
+                              else (msg.answer_delta, sys.stdout, "out"))
+        if not text:
+            continue
+        if open_line and open_line != name:
+            (sys.stderr if open_line == "err" else sys.stdout).write("\n")
+        stream.write(text)
+        stream.flush()
+        open_line = "" if text.endswith("\n") else name
+    if open_line == "err":  # reasoning only (no answer: out of tokens)
+        sys.stderr.write("\n")
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    return final
 
 
 if __name__ == "__main__":

@@ -58,6 +58,10 @@ class Overloaded(AlarmError):
     """Recoverable: queues are full; retry later."""
 
 
+class Unavailable(AlarmError):
+    """Recoverable: part of the service has no running replica now (restarting, starting); retry."""
+
+
 class EngineDead(AlarmError):
     """Not recoverable in this process: the engine must be restarted."""
 

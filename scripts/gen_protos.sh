@@ -6,8 +6,8 @@
 #
 # The include root is mapped (-Iservices/serve/_proto=protos) so the generated *_pb2_grpc.py imports
 # `services.serve._proto.alarm.v1.alarm_pb2`; with a plain `-I protos` it would import `alarm.v1`, which collides
-# with our `alarm` package. Servicer path for Serve's grpc_options:
-#   services.serve._proto.alarm.v1.alarm_pb2_grpc.add_AlarmServiceServicer_to_server
+# with our `alarm` package. Serve's grpc_options name services.serve.proxy.add_alarm_service, which registers the
+# service from these stubs' descriptors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}

@@ -49,6 +49,9 @@ def to_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=pa.schema(fields))
 
 
+FOLDER_KEYS = ("output", "run_id")  # name the run folder; not part of how its contents are made
+
+
 class RunStore:
     """A run folder of shards and small JSON files; shared by corpus generation (writes) and training (reads)."""
 
@@ -109,12 +112,14 @@ class RunStore:
     def check_config(self, cfg_json: dict, ignore: tuple[str, ...] = ("workers", "ray", *RAY_RENAMED,
                                                                        "shard_rows", "storage")) -> None:
         """First run: write config.json. Resume: the config must match (except scaling and placement knobs, and
-        the Ray keys of runs written before the `ray` section), or the corpus would mix rows made two ways."""
+        the Ray keys of runs written before the `ray` section), or the corpus would mix rows made two ways. Where
+        the run lives (`output`, `run_id`) is this folder, however it was named (`runs` or an absolute path to it)."""
         old = self.read_json("config.json")
         if old is None:
             self.write_json("config.json", cfg_json)
             return
-        diff = sorted(k for k in set(old) | set(cfg_json) if k not in ignore and old.get(k) != cfg_json.get(k))
+        skip = {*ignore, *FOLDER_KEYS}
+        diff = sorted(k for k in set(old) | set(cfg_json) if k not in skip and old.get(k) != cfg_json.get(k))
         if diff:
             raise InvalidInput(
                 f"run {self.uri} exists with a different config ({', '.join(diff)} differ); resume it with the "

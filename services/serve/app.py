@@ -20,7 +20,7 @@ from alarm.config import ServeArgs, ServeConfig, load_config
 
 IMPORT_PATH = "services.serve.app:build_app"
 GRPC_SERVICERS = [
-    "services.serve._proto.alarm.v1.alarm_pb2_grpc.add_AlarmServiceServicer_to_server",
+    "services.serve.proxy.add_alarm_service",  # the generated registration, plus our proxy shims (proxy.py)
     "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
 ]
 
@@ -38,7 +38,8 @@ def build_app(args: dict):
     Args:
         args: `{"preset": ..., "overrides": [...]}` (ServeArgs), or a ServeConfig.
     """
-    from services.serve.deployments import AlarmIngress, EncoderServer, FusionServer, LLMServer
+    from services.serve.deployments import EncoderServer, FusionServer, LLMServer
+    from services.serve.ingress import AlarmIngress
 
     cfg = load_serve_config(args)
     data = cfg.model_dump(mode="json")
@@ -52,7 +53,8 @@ def build_app(args: dict):
         )
     fusion = FusionServer.options(name="fusion", **_options(d.fusion)).bind(data)
     llm = LLMServer.options(name="llm", **_options(d.llm)).bind(data)
-    return AlarmIngress.options(name="ingress", **_options(d.ingress)).bind(data, encoders, fusion, llm)
+    return AlarmIngress.options(name="ingress", **_options(d.ingress)).bind(
+        data, encoders, fusion, llm, required_deployments(cfg))
 
 
 def _options(spec) -> dict:
@@ -66,6 +68,8 @@ def _options(spec) -> dict:
         "max_ongoing_requests": spec.max_ongoing_requests,
         "max_queued_requests": spec.max_queued_requests,
         "graceful_shutdown_timeout_s": spec.graceful_shutdown_timeout_s,
+        "health_check_period_s": spec.health_check_period_s,
+        "health_check_timeout_s": spec.health_check_timeout_s,
     }
     if a.min_replicas == a.max_replicas:
         out["num_replicas"] = a.min_replicas
@@ -82,11 +86,21 @@ def deployment_names(cfg: ServeConfig) -> list[str]:
     return ["ingress", *(f"encoder-{n}" for n in cfg.model.encoders), "fusion", "llm"]
 
 
-def deployment_options(cfg: ServeConfig) -> dict[str, dict]:
+def deployment_specs(cfg: ServeConfig) -> dict:
+    """deployment name -> its DeploymentSpec, in deployment_names order."""
     d = cfg.deployments
     specs = {"ingress": d.ingress, "fusion": d.fusion, "llm": d.llm}
     specs |= {f"encoder-{n}": d.for_encoder(n) for n in cfg.model.encoders}
-    return {name: _options(specs[name]) for name in deployment_names(cfg)}
+    return {name: specs[name] for name in deployment_names(cfg)}
+
+
+def deployment_options(cfg: ServeConfig) -> dict[str, dict]:
+    return {name: _options(spec) for name, spec in deployment_specs(cfg).items()}
+
+
+def required_deployments(cfg: ServeConfig) -> list[str]:
+    """The deployments readiness needs a running replica of: those that never scale to zero (min_replicas >= 1)."""
+    return [name for name, spec in deployment_specs(cfg).items() if spec.autoscaling.min_replicas >= 1]
 
 
 def serve_config(args: ServeArgs, *, runtime_env: dict | None = None) -> dict:

@@ -1,4 +1,4 @@
-"""The Serve deployments: gRPC ingress, one deployment per frozen encoder, the fusion-compressor, the LLM.
+"""The Serve deployments behind the gRPC ingress (`ingress.py`): one per frozen encoder, the fusion-compressor, the LLM.
 
     client --gRPC--> AlarmIngress --+--> encoder-whisper --+
                       (validate,     +--> encoder-w2vbert --+--> fusion (adapter per id) --> llm (vLLM) --> deltas
@@ -12,7 +12,6 @@ downstream replica), so they never pass through the ingress. Each deployment is 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -21,29 +20,13 @@ from contextlib import aclosing
 import numpy as np
 import torch
 from ray import serve
-from ray.serve import metrics
 
 from alarm.audio.features import extract_features
-from alarm.config import GRPC_SERVICE, EncoderConfig, ServeConfig
+from alarm.config import EncoderConfig, ServeConfig
 from alarm.types import Waveform
 from services.engines.encoders import encode_clips, load_frozen_encoder
-from services.serve._proto.alarm.v1 import alarm_pb2 as pb
-from services.serve.core import (
-    AudioBlock,
-    Final,
-    FusionCore,
-    LLMCore,
-    LLMRequest,
-    check_adapters,
-    grpc_status,
-    parse_request,
-    request_id_of,
-    response_pb,
-    stream_pb,
-)
-
-log = logging.getLogger("ray.serve")
-WATCH_S = 300.0  # longest health Watch stream
+from services.serve.core import AudioBlock, Final, FusionCore, LLMCore
+from services.serve.validate import LLMRequest
 
 
 def _use_assigned_cpus() -> None:
@@ -150,202 +133,3 @@ class LLMServer:
 
     async def __del__(self):
         await self.core.aclose()
-
-
-@serve.deployment
-class AlarmIngress:
-    """`alarm.v1.AlarmService` (Generate, GenerateStream) and `grpc.health.v1.Health` (Check, Watch, List).
-
-    Every failure becomes one status code from `core.grpc_status` with a message for the client; the stack trace
-    stays in the replica's log. The request id goes back in the response and in the trailing metadata.
-    """
-
-    def __init__(self, cfg: dict, encoders: dict, fusion, llm):
-        self.cfg = ServeConfig.model_validate(cfg)
-        self.encoders, self.fusion, self.llm = encoders, fusion, llm
-        self._catalog: dict[str, tuple[str, ...]] | None = None
-        self._ready_at = 0.0
-        # our own request metrics: Serve's count a failed unary call as OK (the status travels in the context)
-        self._requests = metrics.Counter(
-            "alarm_requests", description="gRPC requests by method and status code", tag_keys=("method", "code"))
-        self._latency = metrics.Histogram(
-            "alarm_request_latency_ms", description="gRPC request latency (server side)", tag_keys=("method",),
-            boundaries=[50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000, 300000])
-
-    # -- alarm.v1.AlarmService ----------------------------------------------------------------------------------
-
-    async def Generate(self, request: pb.GenerateRequest, grpc_context) -> pb.GenerateResponse:  # noqa: N802
-        arrival, rid, code = time.time(), _proxy_request_id(grpc_context), "OK"
-        try:
-            rid = request_id_of(request, rid)
-            parsed, blocks = await self._prepare(request, rid)
-            response = self.llm.generate.remote(parsed.llm, *blocks)
-            try:
-                final = await response
-            except asyncio.CancelledError:  # client deadline or cancel: Serve does not cancel running children
-                _cancel(response, *blocks)
-                raise
-            return response_pb(final, rid, parsed.return_reasoning, arrival, parsed.decode_ms)
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        except Exception as e:
-            code = self._fail(grpc_context, e, rid)
-            return pb.GenerateResponse(request_id=rid)
-        finally:
-            _set_request_id(grpc_context, rid)
-            self._record("Generate", code, arrival)
-
-    async def GenerateStream(self, request: pb.GenerateRequest, grpc_context) -> AsyncIterator:  # noqa: N802
-        arrival, rid, code = time.time(), _proxy_request_id(grpc_context), "OK"
-        _set_request_id(grpc_context, rid)
-        try:
-            rid = request_id_of(request, rid)
-            _set_request_id(grpc_context, rid)
-            parsed, blocks = await self._prepare(request, rid)
-            events = self.llm.options(stream=True).stream.remote(parsed.llm, *blocks)
-            done = False
-            try:
-                async for ev in events:
-                    if isinstance(ev, Final):
-                        done = True
-                        yield pb.GenerateStreamResponse(
-                            final=response_pb(ev, rid, parsed.return_reasoning, arrival, parsed.decode_ms))
-                    elif (msg := stream_pb(ev, parsed.return_reasoning)) is not None:
-                        yield msg
-            finally:
-                if not done:  # client gone (cancel, deadline) or a failure: the LLM replica aborts its request
-                    _cancel(events, *blocks)
-        except (asyncio.CancelledError, GeneratorExit):  # the client left mid-stream
-            code = "CANCELLED"
-            raise
-        except Exception as e:
-            code = self._fail(grpc_context, e, rid, in_stream=True)
-            # raising (not returning) carries the code: Serve only sends a stream's context with a message
-            raise _StreamFailed(rid) from e
-        finally:
-            self._record("GenerateStream", code, arrival)
-
-    async def _prepare(self, request: pb.GenerateRequest, rid: str):
-        parsed = await asyncio.to_thread(parse_request, request, self.cfg, rid)  # decodes audio off the loop
-        if parsed.audio is None:
-            return parsed, []
-        catalog = await self._adapters()
-        check_adapters(parsed.adapters, catalog)
-        needed = sorted({e for a in parsed.adapters for e in catalog[a]})
-        states = {e: self.encoders[e].encode.remote(parsed.audio) for e in needed}
-        blocks = [
-            self.fusion.options(multiplexed_model_id=a).fuse.remote(**{e: states[e] for e in catalog[a]})
-            for a in parsed.adapters
-        ]
-        return parsed, blocks
-
-    async def _adapters(self) -> dict[str, tuple[str, ...]]:
-        if self._catalog is None:
-            self._catalog = await self.fusion.catalog.remote()
-        return self._catalog
-
-    def _fail(self, grpc_context, e: Exception, rid: str, in_stream: bool = False) -> str:
-        code, message = grpc_status(e, rid)
-        if in_stream:  # a failed stream carries no trailing metadata through Serve: name the request here
-            message = f"{message} [request_id={rid}]"
-        if code.name == "INTERNAL":
-            log.exception("request %s failed", rid)
-        else:
-            log.info("request %s: %s: %s", rid, code.name, message)
-        grpc_context.set_code(code)
-        grpc_context.set_details(message)
-        return code.name
-
-    def _record(self, method: str, code: str, arrival: float) -> None:
-        self._requests.inc(tags={"method": method, "code": code})
-        self._latency.observe((time.time() - arrival) * 1e3, tags={"method": method})
-
-    # -- grpc.health.v1.Health ----------------------------------------------------------------------------------
-
-    async def Check(self, request, grpc_context):  # noqa: N802
-        from grpc_health.v1 import health_pb2
-
-        if request.service not in ("", GRPC_SERVICE):
-            import grpc
-
-            grpc_context.set_code(grpc.StatusCode.NOT_FOUND)
-            grpc_context.set_details(f"unknown service {request.service!r}; ask for '' or {GRPC_SERVICE!r}")
-            return health_pb2.HealthCheckResponse()
-        return health_pb2.HealthCheckResponse(status=await self._status(request.service))
-
-    async def Watch(self, request, grpc_context) -> AsyncIterator:  # noqa: N802
-        """Streams the status now and whenever it changes (polled once a second) for at most WATCH_S seconds, so
-        watchers cannot hold the ingress's request slots forever; clients re-watch when the stream ends."""
-        from grpc_health.v1 import health_pb2
-
-        last, t0 = None, time.monotonic()
-        while time.monotonic() - t0 < WATCH_S:
-            status = (await self._status(request.service) if request.service in ("", GRPC_SERVICE)
-                      else health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
-            if status != last:
-                last = status
-                yield health_pb2.HealthCheckResponse(status=status)
-            await asyncio.sleep(1.0)
-
-    async def List(self, request, grpc_context):  # noqa: N802
-        from grpc_health.v1 import health_pb2
-
-        return health_pb2.HealthListResponse(statuses={
-            s: health_pb2.HealthCheckResponse(status=await self._status(s)) for s in ("", GRPC_SERVICE)
-        })
-
-    async def _status(self, service: str) -> int:
-        """"" = liveness (this replica answers). The service name = readiness: every deployment of the
-        application has a running replica (so every model is loaded and the LLM has warmed up; each replica's
-        constructor does that before Serve marks it running). Deploying, upgrading in place, autoscaling or one
-        replica restarting keep it SERVING while replicas run; it asks Serve's controller, never the model
-        replicas, so it stays fast and truthful when their queues are full."""
-        from grpc_health.v1 import health_pb2
-
-        if service == "":
-            return health_pb2.HealthCheckResponse.SERVING
-        if time.monotonic() - self._ready_at < 2.0:  # cache a positive answer for probes that poll fast
-            return health_pb2.HealthCheckResponse.SERVING
-        ready = await asyncio.to_thread(_every_deployment_running)
-        if ready:
-            self._ready_at = time.monotonic()
-        return health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-class _StreamFailed(Exception):
-    """Ends a failed stream; the status code and message are already on the gRPC context."""
-
-
-def _cancel(*responses) -> None:
-    for r in responses:
-        try:
-            r.cancel()
-        except Exception:  # already finished or failed: nothing to cancel
-            pass
-
-
-def _every_deployment_running() -> bool:
-    try:
-        app = serve.get_replica_context().app_name
-        status = serve.status().applications.get(app)
-    except Exception:
-        log.warning("readiness: cannot reach the Serve controller", exc_info=True)
-        return False
-    if status is None or status.status in ("DELETING", "DEPLOY_FAILED") or not status.deployments:
-        return False
-    return all(d.replica_states.get("RUNNING", 0) > 0 for d in status.deployments.values())
-
-
-def _proxy_request_id(grpc_context) -> str | None:
-    """The id Serve's proxy put in the trailing metadata (the client's `request_id` metadata, or a new one)."""
-    return dict(grpc_context.trailing_metadata()).get("request_id") or grpc_context.request_id()
-
-
-def _set_request_id(grpc_context, rid: str | None) -> None:
-    """Trailing metadata `request_id` = the id of the response (the body's id wins over the proxy's)."""
-    if rid is None:
-        return
-    rest = [(k, v) for k, v in grpc_context.trailing_metadata() if k != "request_id"]
-    # RayServegRPCContext.set_trailing_metadata keeps the proxy's request_id first; replace it instead
-    grpc_context._trailing_metadata = [*rest, ("request_id", rid)]

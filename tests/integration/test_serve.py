@@ -13,6 +13,7 @@ import asyncio
 import io
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import SimpleNamespace
 
 import grpc
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from alarm.client import AlarmClient
+from alarm.client import AlarmClient, make_request
 from alarm.config import GRPC_SERVICE, ServeConfig, load_config
 
 HTTP_PORT, GRPC_PORT = 8101, 9101
@@ -28,8 +29,8 @@ BUCKET = "serve-audio"
 MAX_MESSAGE = 8 * 2**20  # RAY_SERVE_GRPC_MAX_MESSAGE_SIZE set by the ray_cluster fixture
 OVERRIDES = ["model.llm.checkpoint=tiny://qwen3", "llm.max_model_len=2048", "defaults.max_tokens=64",
              "defaults.max_thinking_tokens=32",
-             # a short LLM queue so a burst overflows it: 20 running + 2 waiting, then RESOURCE_EXHAUSTED
-             "deployments.llm.max_ongoing_requests=20", "deployments.llm.max_queued_requests=2",
+             # a short LLM queue so a burst overflows it: 16 running + 2 waiting, then RESOURCE_EXHAUSTED
+             "deployments.llm.max_ongoing_requests=16", "deployments.llm.max_queued_requests=2",
              f"limits.audio_uri_prefixes=[s3://{BUCKET}/ok/]"]
 GREEDY = dict(temperature=0.0)
 
@@ -148,6 +149,9 @@ BAD = {
     "empty audio": (dict(audio=wav(0.0)), "0 samples"),
     "audio too long": (dict(audio=wav(61.0, rate=8000)), "60"),
     "negative temperature": (dict(temperature=-1.0), "temperature"),
+    "temperature over the engine's": (dict(temperature=2.5), "sampling.temperature must be a number in [0, 2]"),
+    "huge temperature": (dict(temperature=1e30), "sampling.temperature must be a number in [0, 2]"),
+    "negative seed": (dict(seed=-1), "sampling.seed must be in [0, "),
     "top_p zero": (dict(top_p=0.0), "top_p"),
     "negative top_k": (dict(top_k=-3), "top_k"),
     "negative max_tokens": (dict(max_tokens=-5), "max_tokens"),
@@ -172,6 +176,54 @@ def test_bad_input_is_invalid_argument_and_the_service_keeps_serving(served, cas
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
         assert needle in e.value.details() and "Traceback" not in e.value.details()
     assert served.client.generate(wav(), "Still there?", max_tokens=4).usage.total_tokens == 4
+
+
+UNDECODABLE = {
+    "invalid UTF-8 in a string": make_request(None, "hi").SerializeToString().replace(b"hi", b"\xff\xfe"),
+    "corrupt message": b"\x1a\xff\xff",
+}
+
+
+@pytest.mark.parametrize("case", list(UNDECODABLE))
+def test_bytes_that_do_not_parse_are_invalid_argument_with_a_request_id(served, case):
+    channel = served.client.channel
+    unary = channel.unary_unary("/alarm.v1.AlarmService/Generate")  # raw bytes, no serializer
+    with pytest.raises(grpc.RpcError) as e:
+        unary(UNDECODABLE[case], timeout=60, metadata=[("request_id", f"bad-{len(case)}")])
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+    assert "not a valid alarm.v1.GenerateRequest" in e.value.details()
+    assert "DecodeError" not in e.value.details() and "<class" not in e.value.details()
+    assert dict(e.value.trailing_metadata())["request_id"] == f"bad-{len(case)}"
+    stream = channel.unary_stream("/alarm.v1.AlarmService/GenerateStream")
+    with pytest.raises(grpc.RpcError) as e:
+        list(stream(UNDECODABLE[case], timeout=60, metadata=[("request_id", "bad-stream")]))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "[request_id=bad-stream]" in e.value.details()
+    assert served.client.generate(wav(), "Still there?", max_tokens=4).usage.total_tokens == 4
+
+
+def serve_logs() -> dict[str, str]:
+    """Serve's log files of this cluster (replicas, proxies, controller): name -> text."""
+    import ray
+
+    folder = Path(ray._private.worker._global_node.get_logs_dir_path()) / "serve"
+    return {f.name: f.read_text(errors="replace") for f in folder.glob("*.log")}
+
+
+def test_client_errors_are_one_line_in_the_logs_and_only_internal_has_a_traceback(served):
+    before = {name: text.count("Traceback") for name, text in serve_logs().items()}
+    for i in range(3):  # a stream, a unary call, an over-range sampling value: plain client errors
+        with pytest.raises(grpc.RpcError):
+            list(served.client.stream(wav(), " ", request_id=f"log-probe-{i}"))
+        with pytest.raises(grpc.RpcError):
+            served.client.generate(wav(), "What?", temperature=9.0, request_id=f"log-probe-u{i}")
+    time.sleep(2)  # Serve's log handlers write asynchronously
+    logs = serve_logs()
+    new_tracebacks = {n: t.count("Traceback") - before.get(n, 0) for n, t in logs.items()}
+    assert not any(new_tracebacks.values()), new_tracebacks
+    probes = [line for t in logs.values() for line in t.splitlines() if "log-probe-" in line]
+    ours = [line for line in probes if ": INVALID_ARGUMENT: " in line]  # the ingress's one line per request
+    assert len(ours) == 6 and all(line.startswith("INFO") for line in ours), ours
+    assert not [line for line in probes if line.startswith("ERROR")]
 
 
 def test_over_context_and_oversize_are_resource_exhausted(served):

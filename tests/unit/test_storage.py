@@ -36,3 +36,10 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
     store.check_config({"engine": {"checkpoint": "a"}, "workers": {"num_workers": 4}})  # scaling may change
     with pytest.raises(InvalidInput, match="different config \\(engine differ"):
         store.check_config({"engine": {"checkpoint": "b"}, "workers": {"num_workers": 1}})
+
+
+def test_the_same_folder_named_another_way_resumes(tmp_path):
+    """`output=runs` locally and `output=$PWD/runs` in a Ray job are one run folder (README runs both)."""
+    store = RunStore(str(tmp_path / "runs" / "tiny-corpus"))
+    store.check_config({"output": "runs", "run_id": "tiny-corpus", "engine": {"checkpoint": "a"}})
+    store.check_config({"output": str(tmp_path / "runs"), "run_id": "tiny-corpus", "engine": {"checkpoint": "a"}})

@@ -57,3 +57,44 @@ def test_make_request(tmp_path):
     r = make_request(None, "q", system_prompt="", temperature=0.0, seed=1, ensemble=["a", "b"])
     assert r.HasField("system_prompt") and r.sampling.HasField("temperature") and not r.sampling.HasField("top_p")
     assert list(r.ensemble_adapter_ids) == ["a", "b"]
+
+
+def test_llm_deployment_cannot_queue_inside_the_engine():
+    with pytest.raises(ConfigError, match="max_num_seqs"):
+        load_config(ServeConfig, "tiny", ["deployments.llm.max_ongoing_requests=17"], section="serve")
+
+
+def test_readiness_requires_the_deployments_that_never_scale_to_zero():
+    from services.serve.app import required_deployments
+
+    cfg = load_config(ServeConfig, "tiny", ["deployments.fusion.autoscaling.min_replicas=0",
+                                            "deployments.fusion.autoscaling.max_replicas=2"], section="serve")
+    assert required_deployments(cfg) == ["ingress", "encoder-whisper", "encoder-w2vbert", "encoder-muq",
+                                         "encoder-sslam", "llm"]
+
+
+def test_replicas_are_health_checked_often_and_requests_time_out_by_default():
+    data = serve_config(ServeArgs(preset="tiny"))
+    assert data["grpc_options"]["request_timeout_s"] == ServeConfig.model_fields["request_timeout_s"].default
+    for d in data["applications"][0]["deployments"]:
+        assert d["health_check_period_s"] <= 1.0, d["name"]
+
+
+def test_the_grpc_port_is_on_every_interface_and_every_first_mention_says_so():
+    """Ray Serve 2.60's gRPC proxy binds [::]:port and has no host option: the startup lines and README's first
+    mention of the port say so (when Ray grows an option, this fails and `host` can apply to gRPC too)."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    from ray.serve._private import grpc_util
+    from ray.serve.config import gRPCOptions
+
+    from alarm.serve import where
+
+    assert 'f"[::]:{grpc_options.port}"' in inspect.getsource(grpc_util.start_grpc_server)
+    assert "host" not in gRPCOptions.model_fields
+    assert "every interface" in where(load_config(ServeConfig, "tiny", section="serve"))
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    first = next(line for line in readme.splitlines() if re.search(r"\b9000\b", line))
+    assert "every interface" in first, first
