@@ -42,10 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ensemble", default="", help="comma-separated adapter ids for ALARM-E")
     p.add_argument("--application", default=None, help="Serve application (only with several on one cluster)")
     p.add_argument("--timeout", type=float, default=300.0, help="deadline in seconds")
+    p.add_argument("--retries", type=int, default=0, help="retry UNAVAILABLE (a replica or node lost) up to N "
+                   "times, with backoff, within --timeout, while no output has arrived (default 0)")
     p.add_argument("--health", action="store_true", help="check readiness and exit 0 iff SERVING")
     args = p.parse_args(argv)
+    if args.retries < 0:
+        p.error(f"--retries {args.retries}: expected 0 or more")
 
-    client = AlarmClient(args.target, timeout_s=args.timeout, application=args.application)
+    client = AlarmClient(args.target, timeout_s=args.timeout, application=args.application, retries=args.retries)
     try:
         if args.health:
             status = client.health()
