@@ -173,8 +173,10 @@ def rows_committed(run: Path) -> int | None:
 
 
 def last_step(logs: str) -> int | None:
-    """The training step the job's log printed last (`step N/M ...`: rank 0, every log_every steps)."""
-    steps = re.findall(r"^step (\d+)/\d+", logs, flags=re.M)
+    """The training step the job's log printed last (`step N/M ...`: rank 0, every log_every steps; in a job's log
+    behind the worker's prefix, `(RayTrainWorker pid=..., ip=...) step N/M`)."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", logs)  # Ray colours the prefix
+    steps = re.findall(r"^(?:\([^)\n]*\) )?step (\d+)/\d+ ", plain, flags=re.M)
     return int(steps[-1]) if steps else None
 
 
