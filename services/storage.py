@@ -120,10 +120,10 @@ class RunStore:
     # -- config --------------------------------------------------------------------------------------------------
 
     def check_config(self, cfg_json: dict, ignore: tuple[str, ...] = ("workers", "ray", *RAY_RENAMED,
-                                                                       "shard_rows")) -> None:
-        """First run: write config.json. Resume: the config must match (except scaling knobs, and the Ray keys of
-        runs written before the `ray` section), or the corpus would mix rows made two ways. Where the run lives
-        (`output`, `run_id`) is this folder, however it was named (`runs` or an absolute path to it)."""
+                                                                       "shard_rows", "storage")) -> None:
+        """First run: write config.json. Resume: the config must match (except scaling and placement knobs, and
+        the Ray keys of runs written before the `ray` section), or the corpus would mix rows made two ways. Where
+        the run lives (`output`, `run_id`) is this folder, however it was named (`runs` or an absolute path to it)."""
         old = self.read_json("config.json")
         if old is None:
             self.write_json("config.json", cfg_json)

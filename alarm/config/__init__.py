@@ -7,7 +7,7 @@ sections (`base`), and the loader of presets and dotted overrides (`loader`, `ke
 Imports pydantic and yaml only (no torch), so `--help` and `--print-config` are instant.
 """
 
-from alarm.config.base import RayConfig, Strict, WithModel
+from alarm.config.base import JobStorageConfig, RayConfig, Strict, WithModel
 from alarm.config.cluster import ClusterConfig
 from alarm.config.corpus import (
     GENERATION_SYSTEM_PROMPT,
@@ -87,7 +87,7 @@ __all__ = [
     "EncoderConfig", "EncoderDeploymentSpec", "EvalConfig", "EncoderKind", "EncoderPoolConfig", "EngineConfig", "Family",
     "FilterConfig", "FusionConfig", "GenerateStageConfig", "HFDatasetSourceConfig", "IdentityAdapterConfig",
     "LLMConfig", "LLMServeConfig", "LeakConfig", "MLPAdapterConfig", "ManifestSourceConfig", "ModelConfig",
-    "OptimConfig", "ParquetSourceConfig", "PerceiverFusionConfig", "PromptStageConfig", "RayConfig", "RephraseStageConfig",
+    "JobStorageConfig", "OptimConfig", "ParquetSourceConfig", "PerceiverFusionConfig", "PromptStageConfig", "RayConfig", "RephraseStageConfig",
     "RequestDefaults", "SamplingConfig", "ScoreConfig", "ServeArgs", "ServeConfig", "ServeDeploymentsConfig", "ServeLimits", "SourceConfig",
     "SplitConfig", "Strict", "SumFusionConfig", "SyntheticSourceConfig", "TrackingConfig", "TrainConfig", "TrainWorkersConfig",
     "WithModel", "WorkersConfig", "deep_merge", "dump_config", "format_validation_error", "load_config",

@@ -8,7 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from alarm.config.base import RAY_RENAMED, RayConfig, Strict
+from alarm.config.base import RAY_RENAMED, JobStorageConfig, RayConfig, Strict
 from alarm.config.loader import PRESETS_DIR, deep_merge, read_preset
 from alarm.errors import ConfigError
 
@@ -206,7 +206,16 @@ class CorpusConfig(Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     shard_rows: int = Field(256, gt=0, description="Rows per committed Parquet shard.")
+    storage: JobStorageConfig = Field(default_factory=JobStorageConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+
+    def node_paths(self) -> dict[str, str]:
+        """The paths this job's driver and workers open, by dotted key (`storage.shared` is about these): the
+        output, the engine's checkpoint and each file source (read in Ray tasks, on any node). Audio files that
+        local manifest rows name sit beside their manifest, so a manifest on a shared path covers them."""
+        paths = {"output": self.output, "engine.checkpoint": self.engine.checkpoint}
+        paths |= {f"sources.{i}.path": s.path for i, s in enumerate(self.sources) if getattr(s, "path", None)}
+        return paths
 
     @model_validator(mode="before")
     @classmethod

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from alarm.config.base import RAY_RENAMED, RayConfig, Strict, WithModel
+from alarm.config.base import RAY_RENAMED, JobStorageConfig, RayConfig, Strict, WithModel
 from alarm.config.model import ModelConfig
 
 
@@ -103,6 +103,7 @@ class TrainConfig(WithModel):
     workers: TrainWorkersConfig = Field(default_factory=TrainWorkersConfig)
     encoders: EncoderPoolConfig = Field(default_factory=EncoderPoolConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    storage: JobStorageConfig = Field(default_factory=JobStorageConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
     @model_validator(mode="after")
@@ -114,6 +115,15 @@ class TrainConfig(WithModel):
                 f"= {per_step} (gradient accumulation takes whole micro-batches)"
             )
         return self
+
+    def node_paths(self) -> dict[str, str]:
+        """The paths this job's driver and workers open, by dotted key (`storage.shared` is about these)."""
+        paths = {"output": self.output, "corpus": self.corpus, "init_adapter": self.init_adapter,
+                 "model.llm.checkpoint": self.model.llm.checkpoint}
+        for name, e in self.model.encoders.items():
+            paths |= {f"model.encoders.{name}.checkpoint": e.checkpoint,
+                      f"model.encoders.{name}.adapter_init": e.adapter_init}
+        return {k: v for k, v in paths.items() if v}
 
     @property
     def grad_accum(self) -> int:

@@ -16,7 +16,7 @@ import ray
 from alarm.config import CorpusConfig, SyntheticSourceConfig
 from alarm.corpus.stats import finish_stats, merge_counts
 from alarm.errors import InvalidInput
-from services.connect import init_ray
+from services.connect import check_shared_paths, gpu_options, init_ray
 from services.corpus.sources import read_sources
 from services.corpus.stages import CorpusLLMStage, cpu_stages
 from services.engines.llm import CPU_ENV, cpu_only
@@ -44,7 +44,7 @@ def build(cfg: CorpusConfig, skip: set[str] = frozenset()) -> ray.data.Dataset:
     return ds.map_batches(
         CorpusLLMStage, fn_constructor_kwargs={"cfg_json": cfg_json},
         compute=ray.data.ActorPoolStrategy(size=w.num_workers), batch_size=w.batch_size, batch_format="pyarrow",
-        num_cpus=w.num_cpus, num_gpus=w.num_gpus or None,
+        num_cpus=w.num_cpus, **gpu_options(w.num_gpus),
         runtime_env={"env_vars": dict(CPU_ENV)} if w.num_gpus == 0 and cpu_only() else None,
     )
 
@@ -65,22 +65,24 @@ def run(cfg: CorpusConfig) -> dict:
     """Generate (or resume) run `cfg.run_id`; returns the stats written to stats.json."""
     from tqdm import tqdm
 
+    check_shared_paths(cfg.ray, cfg.node_paths(), cfg.storage.shared)  # before anything is written
     store = RunStore(posixpath.join(cfg.output, cfg.run_id))
     store.check_reachable()
     store.check_config(cfg.model_dump(mode="json"))
     done = store.committed_keys()
     attempt = store.next_attempt()
     shards = store.shard_rows()
-    store.write_index(cfg.run_id, attempt, complete=False, shards=shards)  # claim the attempt number first
     resolve_models(cfg)  # a missing checkpoint is a clear error here, not an actor stack trace later
     init_ray(cfg.ray)
     check_resources(cfg)
+    ds = build(cfg, done)  # reads the sources (and checks their audio paths); commits nothing yet
+    store.write_index(cfg.run_id, attempt, complete=False, shards=shards)  # claim the attempt number first
     tag = uuid.uuid4().hex[:8]  # two drivers on one run id (a resubmitted job) still never share a name
     total = sum(s.num_clips if isinstance(s, SyntheticSourceConfig) else 0 for s in cfg.sources) or None
     bar = tqdm(total=(total - len(done)) if total else None, unit="row", desc=f"generate {cfg.run_id}",
                file=sys.stderr, dynamic_ncols=True)
     t0, written = time.perf_counter(), 0
-    batches = build(cfg, done).iter_batches(batch_size=cfg.shard_rows, batch_format="pyarrow")
+    batches = ds.iter_batches(batch_size=cfg.shard_rows, batch_format="pyarrow")
     try:
         for i, batch in enumerate(batches):
             name = f"part-{attempt:03d}-{tag}-{i:06d}.parquet"

@@ -62,10 +62,18 @@ def build_app(args: dict):
         data, encoders, fusion, llm, required_deployments(cfg))
 
 
-def _options(spec) -> dict:
-    """A DeploymentSpec as Serve deployment options."""
+def _options(spec, *, here: bool = True) -> dict:
+    """A DeploymentSpec as Serve deployment options: for the cluster this process runs on (`here`: GPUs as its
+    GPU resource, a stand-in on a local multi-node cluster, services.connect.gpu_options), or as written in a
+    Serve config for any cluster (`num_gpus`)."""
     a = spec.autoscaling
-    actor = {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus}
+    if here:
+        from services.connect import gpu_options  # imports ray: only when building the application, not rendering
+
+        gpus = gpu_options(spec.num_gpus)
+    else:
+        gpus = {"num_gpus": spec.num_gpus}
+    actor = {"num_cpus": spec.num_cpus, **gpus}
     if spec.memory_gb is not None:
         actor["memory"] = int(spec.memory_gb * 2**30)
     out = {
@@ -102,7 +110,7 @@ def deployment_specs(cfg: ServeConfig) -> dict:
 
 
 def deployment_options(cfg: ServeConfig) -> dict[str, dict]:
-    return {name: _options(spec) for name, spec in deployment_specs(cfg).items()}
+    return {name: _options(spec, here=False) for name, spec in deployment_specs(cfg).items()}
 
 
 def required_deployments(cfg: ServeConfig) -> list[str]:

@@ -18,10 +18,10 @@ from alarm.errors import InvalidInput
 from alarm.model.llm import resolve_llm
 from alarm.training.curves import plot_curves, read_metrics
 from alarm.training.trainer import plan_total_steps
-from services.connect import init_ray
+from services.connect import check_shared_paths, gpu_options, init_ray, real_gpus
 from services.errors import alarm_error_in
 from services.storage import INDEX, RunStore, fingerprint
-from services.train.data import build_split, count_examples, open_corpus
+from services.train.data import audio_paths, build_split, count_examples, open_corpus
 from services.train.worker import METRICS, train_loop
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,12 @@ def run(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    check_shared_paths(cfg.ray, cfg.node_paths(), cfg.storage.shared)  # before anything is read or written
     corpus = open_corpus(cfg.corpus)
+    check_shared_paths(cfg.ray, audio_paths(corpus), cfg.storage.shared)
     out = RunStore(posixpath.join(cfg.output, cfg.run_id))
     out.check_reachable()
-    out.check_config(cfg.model_dump(mode="json"), ignore=("workers", "encoders", "ray", *RAY_RENAMED,
+    out.check_config(cfg.model_dump(mode="json"), ignore=("workers", "encoders", "ray", "storage", *RAY_RENAMED,
                                                           "max_steps", "stop_after", "epochs", "eval_every",
                                                           "log_every", "tracking"))
     corpus_id = check_corpus(out, corpus, cfg.corpus)
@@ -68,14 +70,20 @@ def run(cfg: TrainConfig, callbacks: list | None = None) -> dict:
                 # no validation rows (tiny corpora): evaluate on a fixed slice of train, and say so in the summary
                 "val": build_split(cfg, corpus, "validation" if n_val else "train",
                                    limit=cfg.eval_batches * cfg.batch.per_worker * max(cfg.workers.num_workers, 1))}
+    # A worker's GPU: Ray Train's own (CUDA, NCCL), or on a local multi-node cluster the stand-in resource, with
+    # the work on CPU (gloo).
+    gpu = cfg.workers.use_gpu and real_gpus()
+    per_worker = {"CPU": cfg.workers.num_cpus}
+    if cfg.workers.use_gpu and not gpu:
+        per_worker |= gpu_options(1)["resources"]
     storage_path = out.root if out.local else out.root.rsplit("/", 1)[0]
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"cfg": cfg.model_dump(mode="json"), "total_steps": total_steps, "out": out.uri,
                            # built here: environment variables do not reach a cluster's workers
                            "storage_options": None if out.local else env.s3_storage_options()},
-        scaling_config=ScalingConfig(num_workers=cfg.workers.num_workers, use_gpu=cfg.workers.use_gpu,
-                                     resources_per_worker={"CPU": cfg.workers.num_cpus}),
+        scaling_config=ScalingConfig(num_workers=cfg.workers.num_workers, use_gpu=gpu,
+                                     resources_per_worker=per_worker),
         run_config=RunConfig(
             name="train" if out.local else posixpath.basename(out.root) + "/train",
             storage_path=storage_path, storage_filesystem=None if out.local else out.arrow_filesystem(),
@@ -84,7 +92,7 @@ def run(cfg: TrainConfig, callbacks: list | None = None) -> dict:
             callbacks=callbacks,
         ),
         datasets=datasets,
-        torch_config=TorchConfig(backend="nccl" if cfg.workers.use_gpu else "gloo"),
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
     )
     try:
         result = trainer.fit()

@@ -36,6 +36,7 @@ UPGRADE_TYPES = {"NewCluster", "NewClusterWithIncrementalUpgrade", "None"}  # Go
 CASES = [
     ("alarm-ca", ()),
     ("tiny", ()),
+    ("tiny-gpu", ()),
     ("alarm-ca", ("serve.readiness=exec", "worker.gpu_type=NVIDIA-L4", "image.pull_secrets=[regcred]")),
     ("alarm-ca", ("serve.readiness=kuberay", "serve.upgrade=None", "autoscaler.version=v2",
                   "generate.submission_mode=HTTPMode", "head.cpu_request=0.5")),

@@ -10,6 +10,7 @@ from services.serve.app import (
     GRPC_SERVICERS,
     IMPORT_PATH,
     build_app,
+    deployment_options,
     load_serve_config,
     serve_config,
 )
@@ -137,3 +138,17 @@ def test_the_grpc_port_is_on_every_interface_and_every_first_mention_says_so():
     readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
     first = next(line for line in readme.splitlines() if re.search(r"\b9000\b", line))
     assert "every interface" in first, first
+
+
+def test_replicas_ask_for_the_gpu_resource_of_the_cluster_they_run_on(monkeypatch):
+    """Built on a local multi-node cluster (ALARM_GPU_RESOURCE=fake_gpu), a replica's GPUs are the stand-in; the
+    Serve config written for any cluster keeps num_gpus."""
+    from services.serve.app import _options
+
+    cfg = load_serve_config(ServeArgs(preset="tiny", overrides=["deployments.llm.num_gpus=0.5"]))
+    monkeypatch.setenv("ALARM_GPU_RESOURCE", "fake_gpu")
+    here = _options(cfg.deployments.llm)["ray_actor_options"]
+    assert here["resources"] == {"fake_gpu": 0.5} and "num_gpus" not in here
+    assert deployment_options(cfg)["llm"]["ray_actor_options"]["num_gpus"] == 0.5
+    monkeypatch.delenv("ALARM_GPU_RESOURCE")
+    assert _options(cfg.deployments.llm)["ray_actor_options"]["num_gpus"] == 0.5
