@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
 from pathlib import Path
 
 FORMATS = {".wav": "wav", ".mp3": "mp3", ".flac": "flac", ".ogg": "ogg", ".opus": "ogg"}
@@ -54,7 +55,7 @@ class OpenAIAnswerer:
         import httpx
         import openai
 
-        http = httpx.AsyncClient(verify=ca if ca else True, timeout=timeout_s)
+        http = httpx.AsyncClient(verify=ssl.create_default_context(cafile=ca) if ca else True, timeout=timeout_s)
         client = openai.AsyncOpenAI(base_url=base_url(target, tls or ca is not None), api_key=token or "none",
                                     http_client=http, max_retries=2)
         if model is None:

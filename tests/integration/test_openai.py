@@ -9,6 +9,7 @@ import base64
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -175,6 +176,10 @@ def test_a_dropped_http_stream_aborts_the_engine_request(served):
 # -- TLS through a real nginx -----------------------------------------------------------------------------------
 
 
+def trust(ca) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca))
+
+
 @pytest.fixture
 def tls_front(served, tmp_path):
     """nginx on a free 127.0.0.1 port terminating TLS for both of Serve's proxies, from alarm.front's template."""
@@ -199,7 +204,7 @@ def tls_front(served, tmp_path):
             if proc.poll() is not None:
                 pytest.fail(f"nginx exited: {proc.stderr.read().decode()[-2000:]}")
             try:
-                httpx.get(f"https://127.0.0.1:{port}/-/healthz", verify=str(ca), timeout=1)
+                httpx.get(f"https://127.0.0.1:{port}/-/healthz", verify=trust(ca), timeout=1)
                 break
             except httpx.TransportError:
                 time.sleep(0.1)
@@ -219,7 +224,7 @@ def test_tls_front_with_tokens(served, tls_front):
             assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
         finally:
             c.close()
-        r = httpx.post(f"https://{target}/v1/chat/completions", verify=str(tls_front.ca), timeout=60,
+        r = httpx.post(f"https://{target}/v1/chat/completions", verify=trust(tls_front.ca), timeout=60,
                        json={"messages": ask("Hi", None)}, headers={"authorization": f"Bearer {token}"} if token else {})
         assert r.status_code == 401 and r.json()["error"]["code"] == "UNAUTHENTICATED"
     with AlarmClient(target, ca=tls_front.ca, token=TOKEN, timeout_s=60) as c:
@@ -227,7 +232,7 @@ def test_tls_front_with_tokens(served, tls_front):
         assert reply.usage.total_tokens > 0 and reply.request_id
         assert [m.id for m in c.list_models()] == sorted(served.cfg.adapters)
     oai = openai.OpenAI(base_url=f"https://{target}/v1", api_key=TOKEN, max_retries=0,
-                        http_client=httpx.Client(verify=str(tls_front.ca), timeout=60))
+                        http_client=httpx.Client(verify=trust(tls_front.ca), timeout=60))
     out = oai.chat.completions.create(model=served.cfg.default_adapter, messages=ask("What is it?", wav()),
                                       max_completion_tokens=8, temperature=0.0)
     assert out.usage.completion_tokens > 0
