@@ -69,7 +69,7 @@ def test_local_resources_keep_custom_resources_and_give_every_pod_with_cpus_one(
 
 def test_the_manifests_declare_the_most_nodes_their_cluster_can_have():
     docs = [d for text in render("tiny-gpu").values() for d in __import__("yaml").safe_load_all(text)]
-    for doc in docs:
+    for doc in (d for d in docs if d["kind"] in ("RayService", "RayJob", "RayCluster")):  # not the monitor, front
         spec = doc["spec"].get("rayClusterConfig") or doc["spec"].get("rayClusterSpec") or doc["spec"]
         nodes = 1 + spec["workerGroupSpecs"][0]["maxReplicas"]
         pods = [spec["headGroupSpec"]["template"], spec["workerGroupSpecs"][0]["template"]]
@@ -121,8 +121,9 @@ def test_a_ray_started_for_the_command_is_one_node(monkeypatch):
 
 def test_node_paths_name_every_path_a_job_opens():
     corpus = load_config(CorpusConfig, "tiny", ["sources.0={kind: manifest, name: m, path: /d/m.jsonl}"],
-                         section="corpus")  # read on the driver; the audio its rows name is checked once read
-    assert corpus.node_paths() == {"output": "runs", "engine.checkpoint": "tiny://qwen3-scripted"}
+                         section="corpus")  # read in Ray tasks, on any node; its rows' audio sits beside it
+    assert corpus.node_paths() == {"output": corpus.output, "engine.checkpoint": "tiny://qwen3-scripted",
+                                   "sources.0.path": "/d/m.jsonl"}
     train = load_config(TrainConfig, "tiny", ["corpus=c", "model=tiny-whisper", "init_adapter=/a"], section="train")
     assert set(train.node_paths()) == {"output", "corpus", "init_adapter", "model.llm.checkpoint",
                                        "model.encoders.whisper.checkpoint"}
@@ -138,16 +139,18 @@ def test_the_head_is_never_killed_as_a_worker():
 def test_audio_files_that_rows_name_must_reach_every_node(monkeypatch, tmp_path):
     import pyarrow as pa
 
-    from services.corpus import pipeline
     from services.storage import RunStore
     from services.train.data import audio_paths
 
     monkeypatch.setattr(connect, "max_nodes", lambda ray_cfg: (3, "3 nodes alive"))
-    cfg = load_config(CorpusConfig, "tiny", ["output=s3://b/c"], section="corpus")
-    source = pa.table({"key": ["m/1", "m/2", "m/3"], "audio_uri": ["s3://b/x.wav", "/data/a.wav", None]})
-    with pytest.raises(InvalidInput, match=r"^sources.0 \(audio_uri of 2 rows\)=/data/a.wav: local path"):
-        pipeline._checked(cfg, 0, source)  # a manifest read on the driver, its audio opened on the workers
-    pipeline._checked(cfg, 0, source.slice(0, 1))
+    local = ["output=s3://b/c", "engine.checkpoint=tiny://qwen3-scripted",
+             "sources.0={kind: manifest, name: m, path: /data/m.jsonl}"]
+    cfg = load_config(CorpusConfig, "tiny", local, section="corpus")
+    with pytest.raises(InvalidInput, match=r"^sources.0.path=/data/m.jsonl: local path"):
+        connect.check_shared_paths(cfg.ray, cfg.node_paths(), cfg.storage.shared)  # read on a worker node
+    cfg = load_config(CorpusConfig, "tiny", [*local[:2], "sources.0={kind: manifest, name: m, path: s3://b/m.jsonl}"],
+                      section="corpus")
+    connect.check_shared_paths(cfg.ray, cfg.node_paths(), cfg.storage.shared)
     store = RunStore(str(tmp_path / "c"))
     store.commit(pa.table({"key": ["a", "b", "c"], "audio_uri": ["/x/a.wav", None, "s3://b/c.wav"]}),
                  "part-001-x-000000.parquet")
