@@ -33,6 +33,7 @@ from pathlib import Path
 from alarm.cli import add_config_args, config_from_args
 from alarm.cluster import Plan, plan, ray_cluster
 from alarm.config import ClusterConfig
+from alarm.files import atomic_write
 from services.cluster import LocalCluster, nodes, wait_for
 from services.drills import (
     ENGINE,
@@ -152,6 +153,12 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def write(report: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "scale.json", json.dumps(report, indent=1) + "\n")
+    plot(report, out / "scale.png")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_config_args(parser, "cluster", "tiny-gpu", ClusterConfig)
@@ -175,13 +182,10 @@ def main() -> int:
             figs = SCENARIOS[name](cluster, p, work, timeline)
             report["scenarios"][name] = {"figures": figs, "timeline": timeline.to_json()}
             print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in figs.items()), flush=True)
+            write(report, args.out)  # after each scenario: a later one that fails or is stopped keeps these
     finally:
         LocalCluster.down()
         shutil.rmtree(work, ignore_errors=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scale.json").write_text(json.dumps(report, indent=1) + "\n")
-    if report["scenarios"]:
-        plot(report, args.out / "scale.png")
     print(f"wrote {args.out / 'scale.json'} and {args.out / 'scale.png'}")
     failed = [n for n, sc in report["scenarios"].items() if sc["figures"].get("status") != "SUCCEEDED"]
     return 1 if failed else 0
