@@ -67,6 +67,7 @@ class CorpusLLMStage:
         self.rebuilding = asyncio.Lock()
 
     async def __call__(self, batch: pa.Table) -> pa.Table:
+        self.loop = asyncio.get_running_loop()  # Ray Data runs every call on one loop, in its own thread
         rows = await asyncio.gather(*(self._row(r) for r in batch.to_pylist()))
         f, s = self.cfg.filters, self.cfg.split
         return to_table([R.finish_row(r, f, s.val_fraction, s.salt, self.count_tokens) for r in rows])
@@ -90,6 +91,16 @@ class CorpusLLMStage:
             log.error("row %s met a dead engine %d times; flagging it", row.get("key"), attempt + 1)
             return R.failed_llm_row(row, error)
 
+    def __del__(self):
+        """Stop the engine on the loop it runs on (Ray Data deletes the stage when the actor exits gracefully)."""
+        engine, loop = getattr(self, "engine", None), getattr(self, "loop", None)
+        if engine is None or loop is None or not loop.is_running() or loop is _running_loop():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(engine.aclose(), loop).result(timeout=30)
+        except Exception:
+            log.exception("stopping the vLLM engine failed")
+
     async def _rebuild(self, dead: int) -> None:
         """Replace engine generation `dead` (the first row to ask does it; the others find it done)."""
         async with self.rebuilding:
@@ -109,3 +120,10 @@ class CorpusLLMStage:
             except Exception as e:
                 log.exception("building a new vLLM engine failed")
                 self.rebuild_error = f"{type(e).__name__}: {e}"
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

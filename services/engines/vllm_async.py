@@ -152,7 +152,6 @@ class VLLMAsyncBackend:
     async def complete(self, prompt: str, max_tokens: int, sampling: SamplingConfig) -> Completion:
         """One text prompt to its end, as `VLLMEngine.generate` runs it (same parameters and caps): a prompt that
         cannot fit `max_model_len` gets finish_reason "error". Raises EngineDead when the engine died."""
-        from vllm.inputs import parse_model_prompt
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.exceptions import EngineDeadError
 
@@ -162,8 +161,7 @@ class VLLMAsyncBackend:
         params = sampling_params(sampling, cap, output_kind=RequestOutputKind.FINAL_ONLY)
         rid, outs = uuid.uuid4().hex, []
         try:
-            (engine_input,) = await self.engine.renderer.render_cmpl_async(
-                [parse_model_prompt(self.engine.model_config, prompt)])
+            (engine_input,) = await self.engine.renderer.render_cmpl_async([{"prompt": prompt}])  # as LLM.generate
             async with aclosing(self.engine.generate(engine_input, params, rid)) as stream:  # closed: aborted
                 outs = [out async for out in stream]  # FINAL_ONLY: one output, the finished request
         except EngineDeadError as e:

@@ -153,3 +153,27 @@ def test_an_engine_that_cannot_be_rebuilt_flags_the_rows_with_why():
     assert all("generate_failed" in f for f in flags(out)) and len(built) == 2
     assert set(out.column("llm_error").to_pylist()) == {
         "EngineDead: the engine could not be rebuilt: RuntimeError: no GPU left"}
+
+
+def test_deleting_the_stage_stops_its_engine_on_the_loop_it_runs_on():
+    """Ray Data runs the calls on its own event-loop thread and drops the stage from another thread at exit."""
+    import threading
+
+    class Closing(EchoEngine):
+        closed_on: list = []
+
+        async def aclose(self):
+            self.closed_on.append(threading.get_ident())
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        s = stage(lambda c: Closing())
+        asyncio.run_coroutine_threadsafe(s(batch(2)), loop).result(timeout=30)
+        del s
+        assert Closing.closed_on == [thread.ident]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
