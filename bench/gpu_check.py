@@ -85,24 +85,27 @@ def stage_llm(dry: bool, cache: Path) -> list[Row]:
         expect(tuple(hidden.shape), (2, 16, arch["hidden_size"]), "llm: prompt embeddings")
         expect(tuple(llm.lm_head.weight.shape), (arch["vocab_size"], arch["hidden_size"]), "llm: output head")
         return [Row("llm", "Qwen3-4B-Thinking-2507 on meta", f"{n / 1e9:.2f} B parameters")]
-    return _llm_throughput(llm_checkpoint(cache))
+    return llm_throughput(llm_checkpoint(cache))
 
 
-def _llm_throughput(folder: Path) -> list[Row]:
+def llm_throughput(folder: Path, dtype: str = "bfloat16", seqs: tuple[int, ...] = SEQS,
+                   max_tokens: int = 256) -> list[Row]:
+    """New tokens/s of the serving engine (prompt embeddings, thinking budget max_tokens / 2) at each of `seqs`
+    concurrent requests."""
     import asyncio
 
     from alarm.llm.backends import GenerationParams
     from services.engines.vllm_async import VLLMAsyncBackend
 
     async def run() -> list[Row]:
-        engine = VLLMAsyncBackend(folder, max_model_len=4096, dtype="bfloat16", max_num_seqs=max(SEQS),
+        engine = VLLMAsyncBackend(folder, max_model_len=4096, dtype=dtype, max_num_seqs=max(seqs),
                                   gpu_memory_utilization=0.5)
         try:
             prompt = engine.embed_text(engine.render([{"role": "user", "content": "What do you hear?"}]))
-            params = GenerationParams(max_tokens=256, max_thinking_tokens=128, temperature=0.6, seed=0)
+            params = GenerationParams(max_tokens=max_tokens, max_thinking_tokens=max_tokens // 2, seed=0)
             await engine.generate(prompt, params)  # warm-up
             rows = []
-            for n in SEQS:
+            for n in seqs:
                 t0 = time.perf_counter()
                 outs = await asyncio.gather(*(engine.generate(prompt, params) for _ in range(n)))
                 dt = time.perf_counter() - t0
@@ -186,34 +189,39 @@ def meta_encode(enc, x, lens):
 
 
 def stage_train(dry: bool, cache: Path) -> list[Row]:
+    from alarm.config import ModelConfig, load_config
+
+    cfg = load_config(ModelConfig, "alarm-ca", [], section="model")
+    if not dry:
+        return train_steps(cfg, llm_checkpoint(cache), "cuda")
+    adapter, states, lens = train_inputs(cfg, "meta")
+    # AudioAdapter.forward up to the fusion (its last step, `wrap`, reads the lengths' values)
+    streams = {k: adapter.adapters[k](adapter.mix[k](states[k]), lens[k]) for k in adapter.encoders}
+    fused, _ = adapter.fusion({k: v[0] for k, v in streams.items()}, {k: v[1] for k, v in streams.items()})
+    expect((fused.shape[0], fused.shape[2]), (2, cfg.llm.hidden_size), "train: fused audio (B, D_llm)")
+    n = sum(p.numel() for p in adapter.parameters() if p.requires_grad)
+    return [Row("train", "ALARM-CA adapter on meta", f"{n / 1e6:.1f} M trainable, fused audio {tuple(fused.shape)}")]
+
+
+def train_inputs(cfg, device: str):
+    """A fresh AudioAdapter for `cfg` on `device` and the encoder states of two CLIP_S clips."""
     import torch
 
-    from alarm.config import ModelConfig, load_config
     from alarm.encoders import family
     from alarm.model.audio_adapter import build_audio_adapter
 
-    cfg = load_config(ModelConfig, "alarm-ca", [], section="model")
-    device = "meta" if dry else "cuda"
     with torch.device(device):
         adapter = build_audio_adapter(cfg)
-    n_train = sum(p.numel() for p in adapter.parameters() if p.requires_grad)
     states, lens = {}, {}
     for k, e in cfg.encoders.items():
-        fam = family(k)
-        t = int(CLIP_S * fam.output_rate)
+        t = int(CLIP_S * family(k).output_rate)
         states[k] = torch.randn(len(e.layers), 2, t, e.hidden_size, device=device)
         lens[k] = torch.full((2,), t, dtype=torch.long, device=device)
-    if dry:
-        # AudioAdapter.forward up to the fusion (its last step, `wrap`, reads the lengths' values)
-        streams = {k: adapter.adapters[k](adapter.mix[k](states[k]), lens[k]) for k in adapter.encoders}
-        fused, _ = adapter.fusion({k: v[0] for k, v in streams.items()}, {k: v[1] for k, v in streams.items()})
-        expect((fused.shape[0], fused.shape[2]), (2, cfg.llm.hidden_size), "train: fused audio (B, D_llm)")
-        return [Row("train", "ALARM-CA adapter on meta", f"{n_train / 1e6:.1f} M trainable, fused audio "
-                                                          f"{tuple(fused.shape)}")]
-    return _train_steps(cfg, adapter, states, lens, n_train, cache)
+    return adapter, states, lens
 
 
-def _train_steps(cfg, adapter, states, lens, n_train, cache: Path) -> list[Row]:
+def train_steps(cfg, folder: Path, device: str, steps: int = 20) -> list[Row]:
+    """`steps` optimiser steps of the adapter over the frozen LLM in `folder`, bf16 autocast (the trainer's)."""
     import math
 
     import torch
@@ -224,27 +232,29 @@ def _train_steps(cfg, adapter, states, lens, n_train, cache: Path) -> list[Row]:
     from alarm.training.batch import TrainBatch
     from alarm.training.step import autocast_context, build_optimizer, forward_loss
 
-    folder = llm_checkpoint(cache)
-    llm = load_llm(folder, cfg.llm, dtype=torch.bfloat16, device="cuda")
+    adapter, states, lens = train_inputs(cfg, device)
+    n = sum(p.numel() for p in adapter.parameters() if p.requires_grad)
+    llm = load_llm(folder, cfg.llm, dtype=torch.bfloat16, device=device)
     builder = PromptBuilder(load_tokenizer(folder), llm.get_input_embeddings())
     batch = TrainBatch(keys=["a", "b"], sources=["check"] * 2, prompts=["What do you hear?"] * 2,
                        targets=["I hear a dog barking twice, then a car passing."] * 2, states=states, lens=lens)
     opt = build_optimizer(adapter, OptimConfig())
     adapter.train()
-    torch.cuda.reset_peak_memory_stats()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     t0, losses = time.perf_counter(), []
-    for _ in range(20):
-        with autocast_context("bf16", "cuda"):
+    for _ in range(steps):
+        with autocast_context("bf16", device):
             out = forward_loss(adapter, builder, llm, batch, max_length=4096)
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(float(out.loss))
     dt = time.perf_counter() - t0
-    peak = torch.cuda.max_memory_allocated() / 2**30
+    peak = f", peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if device == "cuda" else ""
     status = "ok" if all(math.isfinite(v) for v in losses) else "FAIL"
-    return [Row("train", f"ALARM-CA, 20 steps, bf16, batch 2 ({n_train / 1e6:.0f} M trainable)",
-                f"{20 / dt:.2f} steps/s, loss {losses[0]:.2f} -> {losses[-1]:.2f}, peak {peak:.1f} GiB", status)]
+    return [Row("train", f"{cfg.name}, {steps} steps, bf16, batch 2 ({n / 1e6:.1f} M trainable)",
+                f"{steps / dt:.2f} steps/s, loss {losses[0]:.2f} -> {losses[-1]:.2f}{peak}", status)]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -13,13 +13,18 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def gpu_check():
+def load_gpu_check():
+    """bench/gpu_check.py as a module (bench/ is a folder of scripts, not a package)."""
     spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["gpu_check"] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
-    yield module
+    return module
+
+
+@pytest.fixture(scope="module")
+def gpu_check():
+    yield load_gpu_check()
     del sys.modules["gpu_check"]
 
 
@@ -58,3 +63,14 @@ def test_an_unknown_stage_is_a_usage_error(gpu_check):
 def test_without_a_gpu_it_says_it_skipped(gpu_check, capsys):
     assert gpu_check.main([]) == 0
     assert "skipped, no CUDA GPU" in capsys.readouterr().out
+
+
+def test_the_training_stage_runs_its_steps_on_the_tiny_model(gpu_check):
+    """The GPU stage's code on CPU: the tiny preset's adapter over the tiny LLM, bf16 autocast, a finite loss."""
+    from alarm.config import ModelConfig, load_config
+    from alarm.tiny import ensure_tiny
+
+    cfg = load_config(ModelConfig, "tiny", [], section="model")
+    (row,) = gpu_check.train_steps(cfg, ensure_tiny("qwen3-scripted"), "cpu", steps=3)
+    assert row.status == "ok" and row.case.startswith("tiny, 3 steps"), row
+
