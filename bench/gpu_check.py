@@ -141,20 +141,35 @@ def stage_encoders(dry: bool, cache: Path) -> list[Row]:
             expect(tuple(states.shape), (len(fam.layers), 2, t, d), f"encoders: {kind} states")
             rows.append(Row("encoders", f"{kind} on meta", f"states {tuple(states.shape)}"))
             continue
-        _, fmt = checkpoint_format(kind)
-        with torch.device("cuda"):
-            enc = fmt.build(fam.real_config, fam.layers).to(torch.bfloat16).eval()
-        for b in (1, 16):
-            x, lens = clip_batch(fam, b, "cuda")
-            enc(x.to(torch.bfloat16), lens)  # warm-up
-            torch.cuda.synchronize()
-            t0, reps = time.perf_counter(), 3
-            for _ in range(reps):
-                enc(x.to(torch.bfloat16), lens)
-            torch.cuda.synchronize()
-            rows.append(Row("encoders", f"{kind} bf16, batch {b}", f"{reps * b / (time.perf_counter() - t0):.1f} "
-                                                                    f"clips/s ({CLIP_S:.0f} s clips)"))
-        del enc
+        rows += encoder_throughput(kind, fam.real_config, fam.layers, "cuda")
+    return rows
+
+
+def encoder_throughput(kind: str, config: dict, layers: list[int], device: str, batches=(1, 16),
+                       reps: int = 3) -> list[Row]:
+    """CLIP_S-second clips/s of encoder `kind` built from `config` with random weights, bf16, at each batch size."""
+    import torch
+
+    from alarm.encoders import family
+    from alarm.encoders.checkpoint import checkpoint_format
+
+    fam, (_, fmt) = family(kind), checkpoint_format(kind)
+    with torch.device(device):
+        enc = fmt.build(config, layers).to(torch.bfloat16).eval()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    rows = []
+    for b in batches:
+        x, lens = clip_batch(fam, b, device)
+        enc(x, lens)  # warm-up
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            enc(x, lens)
+        sync()
+        rows.append(Row("encoders", f"{kind} bf16, batch {b}",
+                        f"{reps * b / (time.perf_counter() - t0):.1f} clips/s ({CLIP_S:.0f} s clips)"))
+    del enc
+    if device == "cuda":
         torch.cuda.empty_cache()
     return rows
 

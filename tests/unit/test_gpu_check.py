@@ -74,3 +74,13 @@ def test_the_training_stage_runs_its_steps_on_the_tiny_model(gpu_check):
     (row,) = gpu_check.train_steps(cfg, ensure_tiny("qwen3-scripted"), "cpu", steps=3)
     assert row.status == "ok" and row.case.startswith("tiny, 3 steps"), row
 
+
+
+@pytest.mark.parametrize("kind", ["whisper", "w2vbert", "muq", "sslam"])
+def test_the_encoder_stage_runs_each_family_in_bf16_on_the_tiny_config(gpu_check, kind):
+    """The GPU stage's code on CPU: the family's builder, random weights, bf16, 30 s clips through forward."""
+    from alarm.encoders import family
+
+    fam = family(kind)
+    (row,) = gpu_check.encoder_throughput(kind, fam.tiny_config, fam.tiny_layers, "cpu", batches=(2,), reps=1)
+    assert row.status == "ok" and row.case == f"{kind} bf16, batch 2" and row.value.endswith("clips/s (30 s clips)")
