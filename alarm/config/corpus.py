@@ -186,9 +186,15 @@ class SplitConfig(Strict):
 
 class WorkersConfig(Strict):
     num_workers: int = Field(1, gt=0, description="vLLM worker actors (one engine each).")
-    batch_size: int = Field(64, gt=0, description="Rows per call into a worker; the engine batches them.")
+    batch_size: int = Field(
+        64, gt=0, description="Rows per call into a worker. A worker takes enough calls at once to keep "
+        "engine.max_num_seqs rows in flight, each row starting its next pass as soon as its last one ends.")
     num_gpus: float = Field(0, ge=0, description="GPUs per worker (0 on CPU).")
     num_cpus: float = Field(1, gt=0, description="Logical CPUs per worker.")
+    engine_retries: int = Field(
+        2, ge=0, description="When a worker's vLLM engine dies, the worker builds a new one and reruns the rows "
+        "that were in flight, each at most this many times; a row that meets a dead engine once more is flagged "
+        "generate_failed.")
 
 
 class CorpusConfig(Strict):

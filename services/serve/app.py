@@ -68,7 +68,9 @@ def _options(spec, *, here: bool = True) -> dict:
     Serve config for any cluster (`num_gpus`)."""
     a = spec.autoscaling
     if here:
-        from services.connect import gpu_options  # imports ray: only when building the application, not rendering
+        from services.connect import (
+            gpu_options,  # imports ray: only when building the application, not rendering
+        )
 
         gpus = gpu_options(spec.num_gpus)
     else:
