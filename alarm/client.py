@@ -30,16 +30,16 @@ def make_request(
     audio: bytes | str | Path | None, prompt: str, *, system_prompt: str | None = None, max_thinking_tokens: int = 0,
     max_tokens: int = 0, temperature: float | None = None, top_p: float | None = None, top_k: int | None = None,
     seed: int | None = None, adapter_id: str = "", ensemble: list[str] | tuple[str, ...] = (),
-    return_reasoning: bool = False, request_id: str = "",
+    return_reasoning: bool = False, request_id: str = "", no_thinking: bool = False,
 ) -> pb.GenerateRequest:
     """A GenerateRequest. audio: file bytes, a local path (read here), a URI the server reads, or None (text
-    only). Zero / None values mean the server's defaults."""
+    only). Zero / None values mean the server's defaults; no_thinking answers without reasoning (budget 0)."""
     sampling = pb.SamplingParams(**{k: v for k, v in dict(temperature=temperature, top_p=top_p, top_k=top_k,
                                                            seed=seed).items() if v is not None})
     req = pb.GenerateRequest(
         prompt=prompt, max_thinking_tokens=max_thinking_tokens, max_tokens=max_tokens, sampling=sampling,
         adapter_id=adapter_id, ensemble_adapter_ids=list(ensemble), return_reasoning=return_reasoning,
-        request_id=request_id,
+        request_id=request_id, no_thinking=no_thinking,
     )
     if system_prompt is not None:
         req.system_prompt = system_prompt
@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--system-prompt", default=None)
     p.add_argument("--reasoning", action="store_true", help="also stream the reasoning (to stderr)")
     p.add_argument("--max-thinking-tokens", type=int, default=0, help="0 = server default, -1 = unlimited")
+    p.add_argument("--no-thinking", action="store_true", help="answer without reasoning (a thinking budget of 0)")
     p.add_argument("--max-tokens", type=int, default=0, help="0 = server default")
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--top-p", type=float, default=None)
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             args.audio, args.prompt, system_prompt=args.system_prompt, max_thinking_tokens=args.max_thinking_tokens,
             max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
             seed=args.seed, adapter_id=args.adapter, ensemble=ensemble, return_reasoning=args.reasoning,
+            no_thinking=args.no_thinking,
         ):
             kind = msg.WhichOneof("event")
             if kind == "reasoning_delta":

@@ -102,6 +102,9 @@ def parse_request(req: pb.GenerateRequest, cfg: ServeConfig, request_id: str) ->
             f"max_thinking_tokens must be > 0, 0 (server default {d.max_thinking_tokens}) or -1 (unlimited), "
             f"found {req.max_thinking_tokens}"
         )
+    if req.no_thinking and req.max_thinking_tokens:
+        raise InvalidInput(f"no_thinking answers without reasoning; leave max_thinking_tokens 0, found "
+                           f"{req.max_thinking_tokens}")
     if req.max_tokens < 0:
         raise InvalidInput(f"max_tokens must be > 0 or 0 (server default), found {req.max_tokens}")
     s = req.sampling
@@ -151,7 +154,8 @@ def parse_request(req: pb.GenerateRequest, cfg: ServeConfig, request_id: str) ->
         raise InvalidInput("ensemble_adapter_ids needs audio: send audio_bytes or audio_uri")
     llm = LLMRequest(
         request_id=request_id, prompt=prompt, system=system, max_tokens=req.max_tokens or None,
-        max_thinking_tokens=req.max_thinking_tokens or d.max_thinking_tokens, temperature=temperature,
+        max_thinking_tokens=0 if req.no_thinking else req.max_thinking_tokens or d.max_thinking_tokens,
+        temperature=temperature,
         top_p=top_p, top_k=top_k, seed=s.seed if s.HasField("seed") else None,
     )
     return Parsed(llm, audio, adapters if audio is not None else (), req.return_reasoning,

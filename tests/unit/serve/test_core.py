@@ -58,6 +58,7 @@ def test_explicit_values_and_text_only():
     assert (p.llm.temperature, p.llm.top_p, p.llm.top_k, p.llm.seed) == (0.0, 1.0, 0, 3)
     e = parse_request(req(audio_bytes=wav(), ensemble_adapter_ids=["tiny", "tiny-b"]), CFG, "r")
     assert e.adapters == ("tiny", "tiny-b")
+    assert parse_request(req(no_thinking=True), CFG, "r").llm.max_thinking_tokens == 0  # a budget of 0
 
 
 @pytest.mark.parametrize("fields, needle", [
@@ -65,6 +66,7 @@ def test_explicit_values_and_text_only():
     (dict(prompt="x" * 20000), "limit of 16384"),
     (dict(max_thinking_tokens=-7), "max_thinking_tokens"),
     (dict(max_tokens=-1), "max_tokens"),
+    (dict(no_thinking=True, max_thinking_tokens=64), "leave max_thinking_tokens 0"),
     (dict(sampling={"temperature": float("nan")}), "temperature"),
     (dict(sampling={"top_p": 1.5}), "top_p"),
     (dict(sampling={"top_k": -1}), "top_k"),
