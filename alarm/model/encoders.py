@@ -24,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from alarm.audio.features import FEATURES
 from alarm.errors import CheckpointError, CheckpointMismatch
 
 
@@ -210,7 +211,8 @@ class FrozenWhisper(nn.Module):
     """`openai/whisper-large-v3` encoder (or any Whisper). Input `(B, T_mel, M)` log-mel, T_mel a multiple of
     3000, M = the checkpoint's `num_mel_bins` (128 for large-v3, 80 for tiny.en).
 
-    No mask: the Whisper encoder always sees full 3000-frame chunks (padding included), as in the reference.
+    No mask: the Whisper encoder always sees full windows (padding included), as in the reference: 3000 frames
+    (30 s), or `chunk` = 2 x max_source_positions for a checkpoint with a shorter audio context.
     """
 
     def __init__(self, model: nn.Module, layers: list[int], chunk: int = 3000):
@@ -283,7 +285,14 @@ def _build_whisper(cfg: dict, layers: list[int]) -> nn.Module:
     from transformers import WhisperConfig
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-    return FrozenWhisper(WhisperEncoder(WhisperConfig(**_hf_fields(cfg))), layers)
+    # the window the checkpoint encodes: 2 mel frames per position (30 s = 3000 frames, or fewer, e.g. 10 s), a
+    # divisor of the 3000-frame pieces the front-end pads to
+    chunk = 2 * int(cfg.get("max_source_positions", 1500))
+    if chunk <= 0 or FEATURES['whisper'].chunk % chunk:
+        raise CheckpointMismatch(f"whisper config.json: max_source_positions={cfg.get('max_source_positions')} "
+                                 f"gives {chunk}-frame windows, which do not divide the front-end's "
+                                 f"{FEATURES['whisper'].chunk}-frame pieces; use 1500 (30 s) or a divisor such as 500 (10 s)")
+    return FrozenWhisper(WhisperEncoder(WhisperConfig(**_hf_fields(cfg))), layers, chunk)
 
 
 def _build_w2vbert(cfg: dict, layers: list[int]) -> nn.Module:
