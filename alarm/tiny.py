@@ -70,19 +70,21 @@ def tiny_root() -> Path:
     return env.cache_dir() / "tiny"
 
 
-def ensure_tiny(name: str, root: Path | None = None) -> Path:
-    """The folder of tiny checkpoint `name`, built first if missing (safe across processes)."""
+def ensure_tiny(name: str, root: Path | None = None, seed: int = 0) -> Path:
+    """The folder of tiny checkpoint `name` (built from `seed`; `tiny://` names seed 0), built first if missing
+    (safe across processes)."""
     table = builders()
     if name not in table:
         from alarm.errors import CheckpointError
 
         raise CheckpointError(f"unknown tiny checkpoint tiny://{name}; valid: {', '.join(sorted(table))}")
     root = root or tiny_root()
-    dest = root / f"{name}-v{TINY_VERSION}-{builder_fingerprint(table[name])}"
+    tag = f"-seed{seed}" if seed else ""
+    dest = root / f"{name}{tag}-v{TINY_VERSION}-{builder_fingerprint(table[name])}"
 
     def build(tmp: Path) -> None:
-        table[name](tmp, 0)
-        (tmp / "tiny.json").write_text(json.dumps({"name": name, "version": TINY_VERSION, "seed": 0}) + "\n")
+        table[name](tmp, seed)
+        (tmp / "tiny.json").write_text(json.dumps({"name": name, "version": TINY_VERSION, "seed": seed}) + "\n")
 
     return build_once(dest, build)
 
