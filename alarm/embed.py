@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--system", default=None, help="system turn (default: the preset's system_prompt)")
     parser.add_argument("--adapter", default=None, help="trained adapter checkpoint (folder or s3://)")
     parser.add_argument("--out", default=None, help="save prompt_embeds to this .safetensors file")
-    add_config_args(parser, "model", "tiny")
+    add_config_args(parser, "model", "tiny", ModelConfig)
     args = parser.parse_args(argv)
     cfg = config_from_args(args, ModelConfig, "model")
 

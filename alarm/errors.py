@@ -54,10 +54,6 @@ class CheckpointMismatch(CheckpointError):
     """A checkpoint that exists but does not match what the config expects (shapes, keys, sizes)."""
 
 
-class ParseError(AlarmError):
-    """Model output that does not have the expected structure."""
-
-
 class Overloaded(AlarmError):
     """Recoverable: queues are full; retry later."""
 

@@ -19,7 +19,7 @@ from alarm.config import CorpusConfig
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m alarm.generate", description=__doc__.split("\n")[0])
-    add_config_args(parser, "corpus", "tiny")
+    add_config_args(parser, "corpus", "tiny", CorpusConfig)
     cfg = config_from_args(parser.parse_args(argv), CorpusConfig, "corpus")
 
     from alarm.errors import AlarmError

@@ -20,11 +20,11 @@ from alarm.config import TrainConfig
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m alarm.train", description=__doc__.split("\n")[0])
-    add_config_args(parser, "train", "tiny")
+    add_config_args(parser, "train", "tiny", TrainConfig)
     cfg = config_from_args(parser.parse_args(argv), TrainConfig, "train")
 
     from alarm.errors import AlarmError
-    from services.train.run import run
+    from services.train.driver import run
 
     try:
         summary = run(cfg)

@@ -13,7 +13,7 @@ Ray process boundaries as plain data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -55,18 +55,6 @@ class EncoderStates:
     encoder: str
     states: torch.Tensor
     lens: torch.Tensor
-
-
-@dataclass(frozen=True)
-class AudioEmbeds:
-    """LLM input vectors for a batch of clips, already wrapped in the audio start/end vectors.
-
-    embeds: one `(S_i, D_llm)` tensor per clip, S_i = audio tokens + 2.
-    """
-
-    embeds: list[torch.Tensor]
-    checkpoint_id: str = ""
-    meta: dict = field(default_factory=dict)
 
 
 def lengths_to_mask(lens: torch.Tensor, max_len: int | None = None) -> torch.Tensor:

@@ -52,7 +52,7 @@ def encode(encoder, name: str, items: list, batch: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_config_args(parser, "model", "tiny")
+    add_config_args(parser, "model", "tiny", ModelConfig)
     parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)

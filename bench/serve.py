@@ -7,7 +7,8 @@ Both paths run the same code (services/serve/core.py) on the same requests: a 5 
 and p95 latency and requests/s for each path and the ratio gRPC/in-process (the cost of the distributed path:
 gRPC, the proxy, object transfers between deployments). The in-process baseline runs first, alone, then the Serve
 application on a local Ray. Encoder batching: the whisper and w2vbert encoder deployments are deployed twice,
-`max_batch_size` 1 and 8, and called with 16 concurrent clips; the ratio is the clips/s gain from @serve.batch.
+`max_batch_size` 1 and 8, and called with 16 concurrent clips; the ratio is the clips/s gain from @serve.batch,
+and the batch sizes the deployment actually ran (its `stats()`) show how far the 16 clips were batched.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import io
 import os
 import statistics
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -94,8 +96,9 @@ def through_grpc(cfg: ServeConfig, n: int, max_tokens: int, port: int) -> dict[i
     return out
 
 
-def encoder_batching(cfg: ServeConfig, n: int) -> dict[str, tuple[float, float]]:
-    """clips/s of one encoder deployment at max_batch_size 1 and 8, 16 clips in flight."""
+def encoder_batching(cfg: ServeConfig, n: int) -> dict[str, tuple[float, float, dict[int, int]]]:
+    """clips/s of one encoder deployment at max_batch_size 1 and 8, n clips in flight, and the batch sizes the
+    max_batch_size 8 deployment ran them in (its stats() over the timed calls: {size: batches})."""
     from ray import serve
 
     from alarm.audio.decode import load_audio
@@ -104,24 +107,26 @@ def encoder_batching(cfg: ServeConfig, n: int) -> dict[str, tuple[float, float]]
     waves = [load_audio(clip(i)) for i in range(n)]
     out = {}
     for name in ("whisper", "w2vbert"):
-        rates = []
+        rates, sizes = [], {}
         for bs in (1, 8):
             app = EncoderServer.options(name=f"bench-{name}-{bs}", ray_actor_options={"num_cpus": 1},
                                         max_ongoing_requests=32).bind(
                 name, cfg.model.encoders[name].model_dump(mode="json"), cfg.model.audio.resample_quality, bs, 0.02)
             handle = serve.run(app, name=f"bench-{name}-{bs}", route_prefix=None)
             [r.result() for r in [handle.encode.remote(w) for w in waves[:4]]]  # warm-up
+            before = Counter(handle.stats.remote().result()["batch_sizes"])
             t0 = time.perf_counter()
             [r.result() for r in [handle.encode.remote(w) for w in waves]]
             rates.append(n / (time.perf_counter() - t0))
+            sizes = dict(sorted((Counter(handle.stats.remote().result()["batch_sizes"]) - before).items()))
             serve.delete(f"bench-{name}-{bs}")
-        out[name] = (rates[0], rates[1])
+        out[name] = (rates[0], rates[1], sizes)
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_config_args(parser, "serve", "tiny")
+    add_config_args(parser, "serve", "tiny", ServeConfig)
     parser.add_argument("--requests-per-level", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--grpc-port", type=int, default=9310)
@@ -144,9 +149,10 @@ def main() -> None:
     from ray.serve.config import gRPCOptions
 
     from alarm.client import AlarmClient
+    from services.connect import init_ray
     from services.serve.app import GRPC_SERVICERS, build_app
 
-    ray.init(num_cpus=cfg.ray_num_cpus or 4, include_dashboard=False, log_to_driver=False)
+    init_ray(cfg.ray.model_copy(update={"num_cpus": cfg.ray.num_cpus or 4}))
     serve.start(http_options={"host": "127.0.0.1", "port": args.grpc_port - 1000},
                 grpc_options=gRPCOptions(port=args.grpc_port, grpc_servicer_functions=GRPC_SERVICERS))
     _run(build_app(cfg), name=cfg.name, route_prefix="/", _blocking=True)
@@ -164,9 +170,11 @@ def main() -> None:
         a, b = local[c], remote[c]
         print(f"{c:>11} | {a['p50_ms']:7.0f} / {a['p95_ms']:7.0f}, {a['rps']:5.2f} | "
               f"{b['p50_ms']:7.0f} / {b['p95_ms']:7.0f}, {b['rps']:5.2f} | {b['rps'] / a['rps']:.2f}")
-    print("\nencoder deployment, 16 clips in flight | clips/s batch 1 | clips/s batch 8 | ratio")
-    for name, (one, eight) in batching.items():
-        print(f"{name:>38} | {one:15.1f} | {eight:15.1f} | {eight / one:.2f}")
+    print("\nencoder deployment, 16 clips in flight | clips/s batch 1 | clips/s batch 8 | ratio | batch 8: "
+          "batches run, by size")
+    for name, (one, eight, sizes) in batching.items():
+        seen = ", ".join(f"{k}: {v}" for k, v in sizes.items())
+        print(f"{name:>38} | {one:15.1f} | {eight:15.1f} | {eight / one:5.2f} | {seen}")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@
 
 Both arms train the same model on the same corpus rows with the same batch settings and count steady-state
 examples/s (the first optimizer step, which pays start-up and warm-up, is excluded from both). The baseline does
-everything in one process: decode, front-ends and frozen encoders for each micro-batch, then the train step. The
-Ray arm is `python -m alarm.train` itself with one worker. Target: ratio >= 0.8 at one worker.
+everything in one process: decode, front-ends and frozen encoders for each micro-batch (batched by the same
+`epoch_batches` policy as the Ray workers), then the train step. The Ray arm is `python -m alarm.train` itself
+with one worker. Target: ratio >= 0.8 at one worker.
 """
 
 from __future__ import annotations
@@ -24,31 +25,32 @@ def baseline(cfg: TrainConfig, steps: int) -> float:
 
     from alarm.audio.decode import load_audio
     from alarm.model.alarm_model import AlarmModel
-    from alarm.training.batch import to_train_batch
-    from alarm.training.loop import Trainer
-    from services.train.data import open_corpus
+    from alarm.training.batch import epoch_batches, to_train_batch
+    from alarm.training.trainer import Trainer
+    from services.train.data import READ, open_corpus
 
     store = open_corpus(cfg.corpus)
-    rows = [r for r in store.read_shards(["key", "source", "prompt", "target", "keep", "split", "audio_bytes",
-                                          "audio_uri"]).to_pylist() if r["keep"] and r["split"] == "train"]
+    rows = [r for r in store.read_shards(READ).to_pylist() if r["keep"] and r["split"] == "train"]
     torch.manual_seed(cfg.seed)
     model = AlarmModel.build(cfg.model, with_llm=True)
     trainer = Trainer(model.adapter, model.builder, model.llm, cfg, total_steps=steps + 1)
-    size, t_first, i = cfg.batch.per_worker, None, 0
-    while trainer.step < steps + 1:
-        group = [rows[(i + k) % len(rows)] for k in range(size)]
-        i += size
-        waves = [load_audio(r["audio_bytes"] or r["audio_uri"]) for r in group]
-        states = model.encode(model.features(waves))
-        examples = [{**r, **{f"states_{e}": s.states[:, j, : int(s.lens[j])].clone().numpy()
-                             for e, s in states.items()}} for j, r in enumerate(group)]
-        if trainer.train_micro_batch(to_train_batch(examples, list(cfg.model.encoders))).stepped and t_first is None:
-            t_first = time.perf_counter()
+    t_first = None
+    while trainer.step < steps + 1:  # production's batches: bucketed by clip length (here before encoding)
+        for group in epoch_batches(rows, cfg, trainer.epoch, length=lambda r: r["duration_s"]):
+            waves = [load_audio(r["audio_bytes"] or r["audio_uri"]) for r in group]
+            states = model.encode(model.features(waves))
+            examples = [{**r, **{f"states_{e}": s.states[:, j, : int(s.lens[j])].clone().numpy()
+                                 for e, s in states.items()}} for j, r in enumerate(group)]
+            if trainer.train_micro_batch(to_train_batch(examples, list(cfg.model.encoders))).stepped:
+                t_first = t_first or time.perf_counter()
+                if trainer.step >= steps + 1:
+                    break
+        trainer.next_epoch()
     return steps * cfg.batch.effective / (time.perf_counter() - t_first)
 
 
 def ray_train(cfg: TrainConfig, steps: int) -> float:
-    from services.train.run import run
+    from services.train.driver import run
 
     with tempfile.TemporaryDirectory() as out:
         summary = run(cfg.model_copy(update={"output": out, "max_steps": steps + 1, "run_id": "bench"}))
@@ -57,7 +59,7 @@ def ray_train(cfg: TrainConfig, steps: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_config_args(parser, "train", "tiny")
+    add_config_args(parser, "train", "tiny", TrainConfig)
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per arm")
     args = parser.parse_args()
     args.overrides = ["epochs=50", "checkpoint_every=1000", "eval_every=1000", *args.overrides]

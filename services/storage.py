@@ -1,6 +1,6 @@
-"""A corpus run folder, local or s3://: atomic Parquet shards, a manifest, stats and the resolved config.
+"""A corpus run folder, local or s3://: atomic Parquet shards, the run index, stats and the resolved config.
 
-    runs/<run_id>/config.json  manifest.json  stats.json  shards/part-<attempt>-<n>.parquet
+    runs/<run_id>/config.json  manifest.json (the index)  stats.json  shards/part-<attempt>-<n>.parquet
 
 A shard is committed atomically (local: temp file + rename; S3: one PUT), so any shard that exists is complete.
 Resume reads the `key` column of every shard and skips those rows: each key is written exactly once per run.
@@ -18,10 +18,12 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from alarm.config.base import RAY_RENAMED
 from alarm.corpus.schema import COLUMNS
 from alarm.errors import InvalidInput
 from alarm.files import atomic_write
 
+INDEX = "manifest.json"  # the run index: its on-disk name
 # Arrow types of the corpus columns (alarm.corpus.schema.COLUMNS holds their meanings; a test keeps both in step).
 STRING, INT, FLOAT, BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 ARROW_TYPES: dict[str, pa.DataType] = {
@@ -52,7 +54,7 @@ class RunStore:
 
     def __init__(self, uri: str):
         if uri.startswith("s3://"):
-            from alarm.sources import s3_filesystem
+            from alarm.checkpoints import s3_filesystem
 
             self.fs, self.root, self.local = s3_filesystem(), uri.removeprefix("s3://").rstrip("/"), False
         else:
@@ -104,10 +106,10 @@ class RunStore:
 
     # -- config --------------------------------------------------------------------------------------------------
 
-    def check_config(self, cfg_json: dict, ignore: tuple[str, ...] = ("workers", "ray_address", "ray_num_cpus",
+    def check_config(self, cfg_json: dict, ignore: tuple[str, ...] = ("workers", "ray", *RAY_RENAMED,
                                                                        "shard_rows")) -> None:
-        """First run: write config.json. Resume: the config must match (except scaling knobs), or the corpus
-        would mix rows made two ways."""
+        """First run: write config.json. Resume: the config must match (except scaling knobs, and the Ray keys of
+        runs written before the `ray` section), or the corpus would mix rows made two ways."""
         old = self.read_json("config.json")
         if old is None:
             self.write_json("config.json", cfg_json)
@@ -159,9 +161,9 @@ class RunStore:
         self.write_bytes(posixpath.join("shards", name), buf.getvalue())
 
     def next_attempt(self) -> int:
-        """1 + the highest attempt seen in the manifest or in any shard name, so a rerun never reuses a name
-        (a killed attempt may have committed shards before its manifest was written)."""
-        seen = [(self.read_json("manifest.json") or {}).get("attempts", 0)]
+        """1 + the highest attempt seen in the run index or in any shard name, so a rerun never reuses a name
+        (a killed attempt may have committed shards before its index was written)."""
+        seen = [(self.read_json(INDEX) or {}).get("attempts", 0)]
         seen += [int(m.group(1)) for n in self.shard_names() if (m := re.match(r"part-(\d+)-", n))]
         return max(seen) + 1
 
@@ -173,9 +175,11 @@ class RunStore:
                 out.append({"path": f"shards/{name}", "rows": pq.ParquetFile(f).metadata.num_rows})
         return out
 
-    def write_manifest(self, run_id: str, attempt: int, complete: bool, shards: list[dict] | None = None) -> dict:
+    def write_index(self, run_id: str, attempt: int, complete: bool, shards: list[dict] | None = None) -> dict:
+        """The run index (INDEX): the shards and their row counts, the attempt count, and whether the run is
+        complete (training refuses an incomplete corpus)."""
         shards = self.shard_rows() if shards is None else shards
-        manifest = {"run_id": run_id, "format": "alarm-corpus/1", "attempts": attempt, "complete": complete,
+        index = {"run_id": run_id, "format": "alarm-corpus/1", "attempts": attempt, "complete": complete,
                     "rows": sum(s["rows"] for s in shards), "shards": shards, "updated": time.time()}
-        self.write_json("manifest.json", manifest)
-        return manifest
+        self.write_json(INDEX, index)
+        return index

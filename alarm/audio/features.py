@@ -1,19 +1,21 @@
-"""Per-encoder front-ends (method.md §3.2): Whisper log-mel, W2V-BERT fbank, MuQ waveform, SSLAM fbank.
+"""Front-ends, as ALARM's reference code computes them: the shared Kaldi fbank math, the front-end table and the
+extraction entry points.
 
 Pure torch/numpy and deterministic; no weights. Each front-end resamples from the ORIGINAL waveform (MuQ gets
-real 24 kHz content, not 16 kHz upsampled; reference defect D11). The math reproduces the HF extractors the
-reference called (`WhisperFeatureExtractor`, `SeamlessM4TFeatureExtractor`) and torchaudio's Kaldi fbank
-(via the `transformers.audio_utils` equivalent, as `ASTFeatureExtractor` does without torchaudio); the unit
+real 24 kHz content, not 16 kHz upsampled; reference defect D11). Each family's own front-end lives in its module
+(`alarm.encoders.whisper`: log-mel, `w2vbert`: SeamlessM4T fbank, `muq`: waveform, `sslam`: EAT fbank) as a
+`FrontEnd`; `feature_spec` joins it with the family record's rate, chunk and width. The math reproduces the HF
+extractors the reference called (`WhisperFeatureExtractor`, `SeamlessM4TFeatureExtractor`) and torchaudio's Kaldi
+fbank (via the `transformers.audio_utils` equivalent, as `ASTFeatureExtractor` does without torchaudio); the unit
 tests check parity.
 
-`FEATURES` holds the front-ends of the paper's checkpoints. A checkpoint that takes another feature width
-(Whisper tiny.en: 80 mel bins, not large-v3's 128) gets its variant from `feature_spec(encoder, feature_dim)`;
-the width is the loaded encoder's `feature_dim`, or `checkpoint_feature_dim` where no encoder is loaded.
+A checkpoint that takes another feature width than the record's (Whisper tiny.en: 80 mel bins, not large-v3's
+128) gets its variant from `feature_spec(encoder, feature_dim)`; the width is the loaded encoder's `feature_dim`,
+or `checkpoint_feature_dim` where no encoder is loaded.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import warnings
@@ -24,7 +26,8 @@ import numpy as np
 import torch
 from transformers.audio_utils import mel_filter_bank, window_function
 
-from alarm.errors import CheckpointMismatch, ConfigError, EmptyAudioError
+from alarm.encoders import EncoderFamily, family
+from alarm.errors import CheckpointMismatch, EmptyAudioError
 from alarm.types import Features, Waveform
 
 from .resample import Quality, resample
@@ -33,16 +36,27 @@ from .resample import Quality, resample
 KALDI_WIN, KALDI_HOP, KALDI_FFT = 400, 160, 512
 KALDI_MEL_FLOOR = 1.192092955078125e-07  # float32 eps, Kaldi's log floor
 KALDI_PREEMPHASIS = 0.97
-WHISPER_PIECE = 480_000  # 30 s at 16 kHz
-WHISPER_N_FFT, WHISPER_HOP = 400, 160
-WHISPER_MEL_BINS = (80, 128)  # Whisper v1/v2 (tiny .. large-v2), large-v3
-SSLAM_MEAN, SSLAM_STD = -4.268, 4.569  # AudioSet fbank statistics (EAT/SSLAM)
 EDGE_PAD = 160  # samples of zeros each side before the W2V-BERT and SSLAM fbanks (reference)
 
 
 @dataclass(frozen=True)
+class FrontEnd:
+    """A family's front-end, as its module declares it.
+
+    extract: `samples (N,) float32 at the record's sample_rate -> (features, valid length)`; a family with
+        `widths` takes `feature_dim=` for them.
+    valid_frames: the valid length `extract` returns for N samples (pure arithmetic, for token budgets).
+    widths: feature widths the front-end makes besides the record's `feature_dim` (Whisper: 80 mel bins).
+    """
+
+    extract: Callable[..., tuple[torch.Tensor, int]]
+    valid_frames: Callable[[int], int]
+    widths: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class FeatureSpec:
-    """Static facts of one encoder's front-end.
+    """One encoder's front-end at one feature width (the record's facts joined with its `FrontEnd`).
 
     sample_rate: Hz the front-end expects.
     chunk: frames (samples for MuQ) per encoder chunk; `collate` pads to a multiple of it.
@@ -60,16 +74,6 @@ class FeatureSpec:
 
 # ---------------------------------------------------------------------------------------------------------------
 # filters and windows (built once)
-
-
-@functools.cache
-def _whisper_mel(n_mels: int) -> torch.Tensor:
-    """(201, n_mels) Slaney mel filters of `WhisperFeatureExtractor(feature_size=n_mels)`."""
-    m = mel_filter_bank(
-        num_frequency_bins=1 + WHISPER_N_FFT // 2, num_mel_filters=n_mels, min_frequency=0.0,
-        max_frequency=8000.0, sampling_rate=16000, norm="slaney", mel_scale="slaney",
-    )
-    return torch.from_numpy(m).float()
 
 
 @functools.cache
@@ -115,82 +119,9 @@ def kaldi_fbank(x: torch.Tensor, window: str, num_mel_bins: int) -> torch.Tensor
     return torch.clamp(power @ _kaldi_mel(num_mel_bins), min=KALDI_MEL_FLOOR).log()  # (T, M)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# front-ends
-
-
-def whisper_features(samples: np.ndarray, n_mels: int = 128) -> tuple[torch.Tensor, int]:
-    """Whisper log-mel: 30 s pieces, each zero-padded to 3000 frames and normalised on its own.
-
-    Matches `WhisperFeatureExtractor(feature_size=n_mels)` called on the list of 30 s pieces (the reference),
-    then concatenated along time. Valid length = the extractor's attention mask = ceil(N / 160).
-
-    Args:
-        n_mels: mel bins, the checkpoint's `num_mel_bins` (128: large-v3, 80: every earlier Whisper).
-
-    Returns:
-        `(3000 * ceil(N / 480000), n_mels)` float32 and the valid frame count.
-    """
-    n = len(samples)
-    pieces = math.ceil(n / WHISPER_PIECE)
-    wave = torch.zeros(pieces * WHISPER_PIECE, dtype=torch.float32)
-    wave[:n] = torch.from_numpy(samples)
-    wave = wave.view(pieces, WHISPER_PIECE)  # (P, 480000)
-    window = torch.hann_window(WHISPER_N_FFT)
-    stft = torch.stft(wave, WHISPER_N_FFT, WHISPER_HOP, window=window, return_complex=True)  # (P, 201, 3001)
-    power = (stft[..., :-1].abs() ** 2).contiguous()  # (P, 201, 3000)
-    log_spec = torch.clamp(_whisper_mel(n_mels).T @ power, min=1e-10).log10()  # (P, M, 3000)
-    peak = log_spec.amax(dim=(1, 2), keepdim=True)  # per 30 s piece, as the extractor does per batch item
-    log_spec = (torch.maximum(log_spec, peak - 8.0) + 4.0) / 4.0
-    feats = log_spec.transpose(1, 2).reshape(pieces * (WHISPER_PIECE // WHISPER_HOP), n_mels)  # (T, M)
-    return feats, math.ceil(n / WHISPER_HOP)
-
-
-def w2vbert_features(samples: np.ndarray) -> tuple[torch.Tensor, int]:
-    """W2V-BERT 2.0 input: pad 160 each side, SeamlessM4T fbank (80 bins, povey, int16 scale), per-bin mean/var
-    normalisation, pad frames to even, stack pairs -> 160-dim at 50 frames/s.
-
-    Valid length = the extractor's attention mask = T100 // 2 (an odd last frame is paired with padding).
-
-    Returns:
-        `(ceil(T100 / 2), 160)` float32 and the valid frame count.
-    """
-    x = torch.nn.functional.pad(torch.from_numpy(samples).double(), (EDGE_PAD, EDGE_PAD)) * 2**15
-    fb = kaldi_fbank(x, "povey", 80)  # (T100, 80)
-    mean, var = fb.mean(dim=0, keepdim=True), fb.var(dim=0, keepdim=True, correction=1)
-    fb = ((fb - mean) / torch.sqrt(var + 1e-7)).float()
-    t100 = fb.shape[0]
-    fb = torch.nn.functional.pad(fb, (0, 0, 0, t100 % 2))  # (2 * T50, 80)
-    return fb.reshape(-1, 160), t100 // 2  # (T50, 160)
-
-
-def muq_features(samples: np.ndarray) -> tuple[torch.Tensor, int]:
-    """MuQ takes the raw 24 kHz waveform. Returns `(N,)` float32 and N."""
-    return torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)), len(samples)
-
-
-def sslam_features(samples: np.ndarray) -> tuple[torch.Tensor, int]:
-    """SSLAM/EAT fbank: remove DC, pad 160 each side, Kaldi fbank (128 bins, hanning, htk_compat, no dither,
-    no energy), normalise `(x + 4.268) / (2 * 4.569)`.
-
-    Returns:
-        `(T, 128)` float32 (`collate` pads T to a multiple of 1024) and T.
-    """
-    x = torch.from_numpy(samples).double()
-    x = torch.nn.functional.pad(x - x.mean(), (EDGE_PAD, EDGE_PAD))
-    fb = kaldi_fbank(x, "hann", 128)  # (T, 128)
-    fb = (fb - SSLAM_MEAN) / (2 * SSLAM_STD)
-    return fb.float(), fb.shape[0]
-
-
-FEATURES: dict[str, FeatureSpec] = {
-    "whisper": FeatureSpec(16000, chunk=3000, feature_dim=128, min_samples=1, extract=whisper_features),
-    # Two fbank frames need 240 samples once 2 x 160 are padded on; one frame has no variance to normalise.
-    "w2vbert": FeatureSpec(16000, chunk=1500, feature_dim=160, min_samples=240, extract=w2vbert_features),
-    "muq": FeatureSpec(24000, chunk=720_000, feature_dim=None, min_samples=1, extract=muq_features),
-    # One Kaldi frame (400 samples) needs 80 once 2 x 160 are padded on.
-    "sslam": FeatureSpec(16000, chunk=1024, feature_dim=128, min_samples=80, extract=sslam_features),
-}
+def kaldi_frames(samples: int) -> int:
+    """Frames of `kaldi_fbank` over `samples` once `EDGE_PAD` zeros are added on each side."""
+    return max(0, 1 + (samples + 2 * EDGE_PAD - KALDI_WIN) // KALDI_HOP)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -201,31 +132,31 @@ def feature_spec(encoder: str, feature_dim: int | None = None) -> FeatureSpec:
     """The front-end of `encoder` for a checkpoint that takes `feature_dim`-wide features.
 
     Args:
-        feature_dim: F the checkpoint expects (the encoder's `feature_dim`); None = the `FEATURES` entry.
+        feature_dim: F the checkpoint expects (the encoder's `feature_dim`); None = the family record's.
 
     Raises:
-        ConfigError: unknown encoder (the message lists the valid keys).
+        ConfigError: unknown encoder (the message lists the valid names).
         CheckpointMismatch: no front-end of `encoder` makes `feature_dim`-wide features.
     """
-    if encoder not in FEATURES:
-        raise ConfigError(f"unknown encoder {encoder!r} for feature extraction; valid: {', '.join(FEATURES)}")
-    spec = FEATURES[encoder]
-    if feature_dim is None or feature_dim == spec.feature_dim:
-        return spec
-    if encoder == "whisper" and feature_dim in WHISPER_MEL_BINS:
-        return _whisper_spec(feature_dim)
-    widths = WHISPER_MEL_BINS if encoder == "whisper" else (spec.feature_dim,)
-    made = "raw waveforms" if spec.feature_dim is None else f"{' or '.join(map(str, widths))}-wide features"
-    raise CheckpointMismatch(
-        f"the {encoder} checkpoint takes {feature_dim}-wide input features, but the {encoder} front-end "
-        f"makes {made}; point encoders.{encoder}.checkpoint at a checkpoint that takes those"
-    )
+    fam = family(encoder)
+    return _spec(fam, fam.feature_dim if feature_dim is None else feature_dim)
 
 
 @functools.cache
-def _whisper_spec(n_mels: int) -> FeatureSpec:
-    return dataclasses.replace(FEATURES["whisper"], feature_dim=n_mels,
-                               extract=functools.partial(whisper_features, n_mels=n_mels))
+def _spec(fam: EncoderFamily, feature_dim: int | None) -> FeatureSpec:
+    front: FrontEnd = fam.code().FRONT_END
+    if feature_dim == fam.feature_dim:
+        extract = front.extract
+    elif feature_dim in front.widths:
+        extract = functools.partial(front.extract, feature_dim=feature_dim)
+    else:
+        widths = front.widths or (fam.feature_dim,)
+        made = "raw waveforms" if fam.feature_dim is None else f"{' or '.join(map(str, widths))}-wide features"
+        raise CheckpointMismatch(
+            f"the {fam.name} checkpoint takes {feature_dim}-wide input features, but the {fam.name} front-end "
+            f"makes {made}; point encoders.{fam.name}.checkpoint at a checkpoint that takes those"
+        )
+    return FeatureSpec(fam.sample_rate, fam.chunk, feature_dim, fam.min_samples, extract)
 
 
 def extract_features(
@@ -234,7 +165,7 @@ def extract_features(
     """Resample the original waveform to the encoder's rate and run its front-end.
 
     Args:
-        feature_dim: F the encoder's checkpoint expects (`encoder.feature_dim`); None = the `FEATURES` entry.
+        feature_dim: F the encoder's checkpoint expects (`encoder.feature_dim`); None = the record's.
 
     Returns:
         Features `(T, F)` (`(N,)` for MuQ) and the valid length in frames (samples for MuQ).
@@ -260,7 +191,7 @@ def extract_many(
     """`extract_features` for several encoders, resampling the original waveform once per distinct rate.
 
     Args:
-        feature_dims: encoder -> F its checkpoint expects; a missing encoder gets its `FEATURES` entry.
+        feature_dims: encoder -> F its checkpoint expects; a missing encoder gets its record's.
     """
     feature_dims = feature_dims or {}
     by_rate: dict[int, Waveform] = {}
@@ -278,7 +209,7 @@ def collate(encoder: str, items: list[tuple[torch.Tensor, int]]) -> Features:
     """Right-pad per-clip features with zeros to the longest item, rounded up to a multiple of the chunk.
 
     Args:
-        encoder: A `FEATURES` key.
+        encoder: a registered family.
         items: `(features (T_i, F) or (N_i,), valid length)` per clip, as from `extract_features`.
 
     Returns:

@@ -1,4 +1,4 @@
-"""The description D: a source's metadata rendered in the paper's text format (method.md §2.1).
+"""The description D: a source's metadata rendered in the ALARM paper's text format.
 
     describe({"label": "dog"}, 5.0, "labels")   # '[00:00-00:05] |dog| (duration: 5s)'
 

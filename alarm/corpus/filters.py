@@ -1,4 +1,4 @@
-"""Target formation, reject flags and corpus statistics (method.md §2.6-2.7).
+"""Target formation, reject flags and corpus statistics (the ALARM recipe's filters and targets).
 
     row |= flag_row(row, cfg.filters, count_tokens=tokenizer_len)   # + target, n_tokens_target, flags, keep
     stats = corpus_stats(rows)                                      # written as stats.json by the pipeline

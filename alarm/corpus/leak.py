@@ -1,4 +1,4 @@
-"""Leak checks: does a response reveal that the model read a text surrogate instead of hearing the audio (§2.5)?
+"""Leak checks: does a response reveal that the model read a text surrogate instead of hearing the audio?
 
     find_leaks("The description says a dog barks.")    # ['the description']
     find_leaks("I hear a dog barking in the distance.")  # []

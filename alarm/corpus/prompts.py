@@ -1,4 +1,4 @@
-"""The user prompt P: a deterministic pick from per-family template pools, or an LLM writer + checker (§2.2).
+"""The user prompt P: a deterministic pick from per-family template pools, or an LLM writer + checker.
 
     prompt, origin = choose_prompt("esc50/1-100038-A-14", "labels", {"category": "dog"})  # origin 'template:labels:4'
 

@@ -1,4 +1,4 @@
-"""Self-rephrasing R0 -> R: the rewrite prompt, per-row input preparation, and output parsing (method.md §2.4).
+"""Self-rephrasing R0 -> R: the rewrite prompt, per-row input preparation, and output parsing.
 
     messages, complete = rephrase_messages(r0)            # the rephraser sees R0 only, never D or P
     result = parse_rephrase(engine_output, complete)      # RephraseResult(answer=R or None, has_answer_tag=...)

@@ -4,7 +4,7 @@
     -> finish_row (filters, target, split)
 
 Every stage adds columns and never overwrites one; a row that fails a stage is flagged and carried to the end,
-never dropped. The LLM stages run over an `Engine` (vLLM in `services/actors/llm.py`; a scripted fake in tests).
+never dropped. The LLM stages run over an `Engine` (vLLM in `services/engines/llm.py`; a scripted fake in tests).
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def generate_r0(rows: list[Row], engine: Engine, cfg: CorpusConfig) -> None:
 
 
 def generation_messages(row: Row, system_prompt: str | None) -> list[dict]:
-    if row["instruction"]:  # instruction data: no system turn, the spoken question stands for itself (§2.7)
+    if row["instruction"]:  # instruction data: no system turn, the spoken question stands for itself
         user = f"<start_audio>{row['audio_description']}<end_audio>\n\n{row['prompt'] or ''}".rstrip()
         return [{"role": "user", "content": user}]
     user = f"<start_audio>{row['audio_description']}<end_audio>\n\n{row['prompt']}"

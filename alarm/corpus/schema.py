@@ -32,7 +32,7 @@ COLUMNS: dict[str, str] = {
     "audio_bytes": "binary|None: encoded audio file contents, when inlined (synthetic, hf_dataset)",
     "metadata": "json: the source's metadata fields for this item as a JSON object (input of describe)",
     "family": "str: describer / prompt family (config.Family literal)",
-    "instruction": "bool: instruction data: prompt given, R0 is the target, no rephrasing (method.md §2.7)",
+    "instruction": "bool: instruction data: prompt given, R0 is the target, no rephrasing",
     "prompt_given": "str|None: prompt shipped with the source (instruction data), else None",
     # audio probe
     "duration_s": "float|None: clip duration in seconds (from the header or the decode)",

@@ -3,7 +3,7 @@
     items = load_items("mmau", ["mmau-test-mini.json"])      # list[Item], metadata order
     items = load_items("mmar", ["MMAR-meta.json", "MMAR-meta.jsonl"])  # merged by id, order of the first
 
-Field names, quirks and audio layouts follow ../shared/reference/benchmarks.md §1-§4. Every row is validated
+Field names, quirks and audio layouts follow the official repositories (docs/evaluation.md). Every row is validated
 here, at the edge: a malformed file or row raises `BenchmarkDataError` naming the file, the row and the field.
 """
 
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from alarm import jsonl
 from alarm.errors import AlarmError
 
 LETTERS = "ABCD"
@@ -55,14 +56,14 @@ class Item:
 
 @dataclass(frozen=True)
 class BenchmarkSpec:
-    """Static facts about one benchmark (benchmarks.md §1).
+    """Static facts about one benchmark (docs/evaluation.md).
 
     Attributes:
-        name: Registry key, the value of `--benchmark`.
+        name: Registry key, the value of `benchmark`.
         version: The version this harness reproduces (stated in every report).
         native_answer: What the benchmark's own prompt asks for: the choice `text` or its `letter`.
         official_groups: The group fields the official scorer aggregates by (in its print order).
-        prediction_keys: Fields the submission file carries the prediction in (§6).
+        prediction_keys: Fields the submission file carries the prediction in.
         submission: File name of the submission file; `{suffix}` is the first metadata file's suffix.
         read_row: Builds an Item from one validated row.
     """
@@ -100,7 +101,7 @@ class Row:
             if optional:
                 return None
             raise self.fail(key, f"is missing (the row has {sorted(self.record)}); "
-                                 "is this the right --benchmark?")
+                                 "is this the right benchmark=?")
         return self.record[key]
 
     def text(self, key: str, optional: bool = False) -> str | None:
@@ -166,7 +167,7 @@ def gold_index(choices: Sequence[str], answer: str | None) -> int | None:
     return next((i for i, c in enumerate(choices) if c == answer), None)
 
 
-# -- per-benchmark rows (benchmarks.md §1) -------------------------------------------------------------------
+# -- per-benchmark rows ---------------------------------------------------------------------------------
 
 
 def _item(row: Row, question: str, choices: tuple[str, ...], answer: str | None, groups: dict,
@@ -243,14 +244,10 @@ def read_records(path: str | Path) -> list[Any]:
     except OSError as e:
         raise BenchmarkDataError(f"{path}: cannot read the metadata file: {e.strerror or e}") from None
     if path.suffix == ".jsonl":
-        records = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise BenchmarkDataError(f"{path}: line {n} is not valid JSON: {e.msg}") from None
-        return records
+        try:
+            return jsonl.loads(text, str(path))
+        except jsonl.JsonlError as e:
+            raise BenchmarkDataError(str(e)) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -280,7 +277,7 @@ def load_items(benchmark: str, paths: Sequence[str | Path]) -> list[Item]:
     first file's and each item's fields come from the last file that has it; the id sets must be equal.
     """
     if not paths:
-        raise BenchmarkDataError("no metadata file given (--meta)")
+        raise BenchmarkDataError("no metadata file given (meta=[...])")
     base = load_file(benchmark, paths[0])
     for path in paths[1:]:
         other = {it.id: it for it in load_file(benchmark, path)}

@@ -26,6 +26,7 @@ from alarm.eval.runner import (
     check_audio,
     run_items,
 )
+from alarm.eval.scoring import check_vocab
 from alarm.files import atomic_write
 
 RUN_FILE, PREDICTIONS = "run.json", "predictions.jsonl"
@@ -50,23 +51,26 @@ async def run_benchmark(items: Sequence[Item], meta: Sequence[str | Path], audio
                         settings: RunSettings, make_answerer: Callable[[], Awaitable[Answerer]], *,
                         model: str, concurrency: int = 8, max_errors: int = 10,
                         scorers: Sequence[str] = ("official", "strict"), parse: str = "standard",
-                        fallback: str | None = None,
+                        fallback: str = "none",
                         check: Callable[[list[str]], set[str]] | None = None) -> tuple[dict[str, Path], int]:
     """Check audio, answer the items not yet answered in `out`, then score and write the outputs.
 
     Returns (written paths, number of items whose request failed). Raises EvalRunError for missing audio or an
-    output folder that holds a run with other settings; nothing runs in either case.
+    output folder that holds a run with other settings, ScoreError for group values the official scorer cannot
+    score (when it is asked for); nothing runs in any of these cases.
     """
     out = Path(out)
+    if "official" in scorers:  # the official MMAU/MMAR scorers crash on other group values: say so up front
+        check_vocab(settings.benchmark, items)
     locations = audio_locations(items, audio_root)
     check_audio(locations, audio_root, exists=check)
     saved = read_run(out)
     if saved is not None and (diff := settings.mismatch(saved)):
-        raise EvalRunError(f"{out} holds a run with other settings ({diff}); use another --out, or the same "
+        raise EvalRunError(f"{out} holds a run with other settings ({diff}); use another out=..., or the same "
                            f"settings to resume")
     if saved is not None and saved.get("model") not in (None, model):
         raise EvalRunError(f"{out} holds the answers of another model ({saved['model']!r}, now {model!r}); use "
-                           f"another --out, or the same model to resume")
+                           f"another out=..., or the same model to resume")
     context = {**asdict(settings), "meta": meta_facts(meta), "audio_root": audio_root, "model": model}
     atomic_write(out / RUN_FILE, json.dumps(context, indent=2) + "\n")
 
@@ -90,7 +94,7 @@ async def run_benchmark(items: Sequence[Item], meta: Sequence[str | Path], audio
 
 def rescore(out: str | Path, *, benchmark: str | None = None, meta: Sequence[str | Path] = (),
             fmt: str | None = None, scorers: Sequence[str] = ("official", "strict"), parse: str = "standard",
-            fallback: str | None = None, seed: int | None = None, predictions: str | Path | None = None,
+            fallback: str = "none", seed: int | None = None, predictions: str | Path | None = None,
             limit: int | None = None) -> dict[str, Path]:
     """Score an existing predictions file again (no inference). Settings missing from the arguments come from
     the folder's run.json; `meta` given here replaces the recorded metadata (predictions join by id)."""
@@ -100,9 +104,9 @@ def rescore(out: str | Path, *, benchmark: str | None = None, meta: Sequence[str
     meta = list(meta) or [m["path"] for m in saved.get("meta", [])]
     seed = seed if seed is not None else saved.get("seed")
     if not (benchmark and fmt and meta):
-        raise EvalRunError(f"{out} has no {RUN_FILE}: pass --benchmark, --format and --meta")
+        raise EvalRunError(f"{out} has no {RUN_FILE}: pass benchmark=, format= and meta=")
     if fallback == "random" and seed is None:
-        raise EvalRunError("--fallback random needs --seed (the run recorded none)")
+        raise EvalRunError("fallback=random needs seed= (the run recorded none)")
     store = PredictionStore(predictions or out / PREDICTIONS)
     if not store.path.exists():
         raise EvalRunError(f"no predictions file at {store.path}")

@@ -3,11 +3,19 @@
     p = parse_answer(item, "<answer>2</answer>", fmt="alarm", benchmark="mmau")
     p.index, p.parse_ok, p.fallback, p.submission   # 2, True, None, item.choices[2]
 
-Parse modes: `standard` (ours: the last closed `<answer>N</answer>`, 0 <= N < len(choices); a letter alone
-or after "answer is"/"answer:"; the choice text) and `reference` (the published tools: ALARM's `int()` parse
-with its quirks, benchmarks.md §5, and the official MMSU/AIR-Bench letter rule, §3). There is no silent
-option 0: an unparsable answer gets the fallback the caller names: `none` (no option: wrong), `first`
-(option 0, what the reference did) or `random` (seeded per item).
+Parse modes:
+- `standard` (ours). ALARM format: the body of the last closed `<answer>...</answer>`, or the whole answer when
+  it has no tag, is one option id N with 0 <= N < len(choices), in ASCII digits, written `N`, `Option_N`,
+  `Option N` or `OptionN` (the prompt's own label, any case), optionally in balanced parentheses and followed
+  by a period: `<answer>2</answer>`, `<answer>(Option_2)</answer>`, `2.`. Anything else (other digits such as
+  "٢", words, two ids) is a parse failure. Native format: a letter alone or after "answer is"/"answer:", or the
+  choice text (`letter_standard`, `text_choice`).
+- `reference` (the published tools): ALARM's `int()` parse with its quirks (ALARM's generate_vllm_mcqa.py) and
+  the official MMSU / AIR-Bench letter rule.
+There is no silent option 0, in any mode: an unparsable answer chooses no option (scored wrong) unless the
+caller names another fallback: `first` (option 0, what the ALARM reference did) or `random` (seeded per item).
+Where an item repeats an option string (MMAU test-mini has such items), its note says which options are
+identical: the strict scorer credits any copy of the gold text.
 """
 
 from __future__ import annotations
@@ -15,17 +23,16 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
+from alarm.config.eval import Fallback, ParseMode
 from alarm.eval.benchmarks import LETTERS, Item, get_spec
 
-ParseMode = Literal["standard", "reference"]
-Fallback = Literal["none", "first", "random"]
-PARSE_MODES: tuple[str, ...] = ("standard", "reference")
-FALLBACKS: tuple[str, ...] = ("none", "first", "random")
+PARSE_MODES: tuple[str, ...] = get_args(ParseMode)
+FALLBACKS: tuple[str, ...] = get_args(Fallback)
 
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S)
-_OPTION_ID = re.compile(r"\(?(?:option[_ ]?)?(\d+)\)?\.?", re.I)
+_OPTION_ID = re.compile(r"(?:\((?:option[_ ]?)?([0-9]+)\)|(?:option[_ ]?)?([0-9]+))\.?", re.I)
 _LETTER = re.compile(r"(?:.*\banswer(?:\s+is)?\s*[:\-]?\s*)?[(\[]?([A-D])[)\]]?\.?", re.I | re.S)
 _TOKENS = re.compile(r"\b\w+\b")
 
@@ -50,11 +57,6 @@ class Parsed:
     note: str = ""
 
 
-def default_fallback(mode: str) -> str:
-    """`first` for the reference parse (it is part of the reference behaviour), `none` otherwise."""
-    return "first" if mode == "reference" else "none"
-
-
 def tokens(text: str) -> set[str]:
     return set(_TOKENS.findall(text.lower()))
 
@@ -63,14 +65,15 @@ def tokens(text: str) -> set[str]:
 
 
 def alarm_standard(answer: str, n: int) -> tuple[int | None, str]:
-    """The last closed `<answer>...</answer>` (else the whole answer) holding one option id in range."""
+    """The last closed `<answer>...</answer>` (else the whole answer) holding one option id in range, in one of
+    the forms the module docstring lists."""
     tags = _ANSWER_TAG.findall(answer)
     body = (tags[-1] if tags else answer).strip()
     m = _OPTION_ID.fullmatch(body)
     if m is None:
         where = "<answer>" if tags else "the answer (no <answer> tag)"
         return None, f"no option id in {where}: {body[:40]!r}"
-    k = int(m.group(1))
+    k = int(m.group(1) or m.group(2))
     return (k, "") if k < n else (None, f"option id {k} out of range for {n} options")
 
 
@@ -133,7 +136,7 @@ def _normalise(text: str) -> str:
 
 
 def string_match(answer: str, prediction: str, choices: tuple[str, ...] | list[str]) -> bool:
-    """The official MMAU/MMAR rule (benchmarks.md §2): the answer's word set is inside the prediction's, and
+    """The official MMAU/MMAR rule (their evaluation.py): the answer's word set is inside the prediction's, and
     the prediction has no word unique to a choice whose word set differs from the answer's. Word sets ignore
     order, so a wrong choice with the answer's words is credited too ("From near to far" / "far to near")."""
     pred, gold = tokens(prediction), tokens(answer)
@@ -151,18 +154,17 @@ def string_match(answer: str, prediction: str, choices: tuple[str, ...] | list[s
 
 
 def parse_answer(item: Item, answer: str, *, fmt: str, benchmark: str, mode: str = "standard",
-                 fallback: str | None = None, seed: int | None = None, reasoning: str = "") -> Parsed:
+                 fallback: str = "none", seed: int | None = None, reasoning: str = "") -> Parsed:
     """Choose an option for `answer` (the text after the reasoning).
 
     Args:
         fmt: The prompt format the answer replies to ("alarm" or "native").
         mode: "standard" or "reference". The reference ALARM parse reads `reasoning + answer`, as the
             reference read the whole generated text.
-        fallback: "none", "first" or "random"; None = `default_fallback(mode)`.
+        fallback: What an unparsable answer chooses: "none" (no option, in every mode), "first" or "random".
         seed: Needed by the random fallback; the option is drawn from a generator seeded by (seed, item id),
             so it does not depend on the order items finish in.
     """
-    fallback = fallback or default_fallback(mode)
     if fallback not in FALLBACKS:
         raise ValueError(f"unknown fallback {fallback!r}; expected one of {FALLBACKS}")
     if mode not in PARSE_MODES:
@@ -192,7 +194,17 @@ def parse_answer(item: Item, answer: str, *, fmt: str, benchmark: str, mode: str
             raise ValueError("the random fallback needs a seed")
         index = 0 if fallback == "first" else random.Random(f"{seed}:{item.id}").randrange(n)
         used = fallback
-    return Parsed(index, ok, used, _submission(item, answer, fmt, letters, index, ok, literal), note)
+    return Parsed(index, ok, used, _submission(item, answer, fmt, letters, index, ok, literal),
+                  "; ".join(filter(None, (note, identical_options(item.choices)))))
+
+
+def identical_options(choices: tuple[str, ...]) -> str:
+    """'identical options: 3=4' when options repeat a string (exactly), else ''."""
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(choices):
+        groups.setdefault(c, []).append(i)
+    same = ["=".join(map(str, g)) for g in groups.values() if len(g) > 1]
+    return f"identical options: {', '.join(same)}" if same else ""
 
 
 def _submission(item: Item, answer: str, fmt: str, letters: bool, index: int | None, ok: bool,

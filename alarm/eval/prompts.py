@@ -1,4 +1,4 @@
-"""Prompts for one item: ALARM's `<answer>` format or the benchmark's native format (benchmarks.md §3-§5).
+"""Prompts for one item: ALARM's `<answer>` format or the benchmark's native format.
 
     p = build_prompt(item, "alarm", "mmau")   # Prompt(system=..., user="Instruction: ...<question>...")
 
@@ -13,12 +13,12 @@ job).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import get_args
 
+from alarm.config.eval import PromptFormat
 from alarm.eval.benchmarks import LETTERS, Item, get_spec
 
-PromptFormat = Literal["alarm", "native"]
-FORMATS: tuple[str, ...] = ("alarm", "native")
+FORMATS: tuple[str, ...] = get_args(PromptFormat)
 
 ALARM_SYSTEM = (
     "You are an audio-understanding model. You will receive an audio clip, a question about it, and a list "

@@ -1,10 +1,10 @@
 """Score a run's predictions and write its outputs: report.json, report.md, scored.jsonl and the benchmark's
-submission file (benchmarks.md §6), each written atomically (temporary file + os.replace).
+submission file (docs/evaluation.md), each written atomically (temporary file + os.replace).
 
     result = score_predictions(items, predictions, benchmark="mmau", fmt="alarm")
     write_outputs(out_dir, result, context={...})   # -> {"report.json": Path, ...}
 
-Every report states what §8 asks for: scorer, benchmark version, thinking budget, max_tokens, seed and the
+Every report states what makes an MCQA number comparable (docs/evaluation.md): scorer, benchmark version, thinking budget, max_tokens, seed and the
 parse-failure rate, next to the fallback mode that decided unparsable answers.
 """
 
@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from alarm import jsonl
 from alarm.eval.benchmarks import Item, get_spec
-from alarm.eval.parsing import Parsed, default_fallback, parse_answer
+from alarm.eval.parsing import Parsed, parse_answer
 from alarm.eval.scoring import SCORERS, aggregate, official_verdicts, strict_keys, strict_verdicts
 from alarm.files import atomic_write
 
@@ -35,11 +36,10 @@ class ScoredRun:
 
 
 def score_predictions(items: Sequence[Item], predictions: dict[str, dict], *, benchmark: str, fmt: str,
-                      scorers: Sequence[str] = SCORERS, parse: str = "standard", fallback: str | None = None,
+                      scorers: Sequence[str] = SCORERS, parse: str = "standard", fallback: str = "none",
                       seed: int | None = None) -> ScoredRun:
     """Parse every answered item and score it under each scorer. predictions: id -> record with `answer` (and
     optionally `reasoning`, `finish_reason`), as in predictions.jsonl; ids not among the items are ignored."""
-    fallback = fallback or default_fallback(parse)
     bad = [s for s in scorers if s not in SCORERS]
     if bad or not scorers:
         raise ValueError(f"unknown scorer(s) {bad}; expected some of {SCORERS}")
@@ -91,7 +91,7 @@ def _notes(benchmark: str, scores: dict) -> list[str]:
                      "Average).")
     if benchmark in ("mmau", "mmar") and "official" in scores:
         notes.append("The official string_match credits a wrong choice with the same words as the answer "
-                     "(benchmarks.md §2), so it can exceed the strict score.")
+                     "(a word-set match), so it can exceed the strict score.")
     if benchmark == "mmsu" and "official" in scores:
         notes.append("Official MMSU drops wrong-format responses from the denominator ('excluded') and "
                      "counts \"None\"/empty as wrong.")
@@ -117,7 +117,7 @@ def submission_text(run: ScoredRun, suffix: str = ".json") -> tuple[str, str]:
     records = [{**it.record, **dict.fromkeys(spec.prediction_keys, p.submission)} for it, _, p in run.rows]
     name = spec.submission.format(suffix=suffix)
     if name.endswith(".jsonl"):
-        return name, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        return name, jsonl.dumps(records)
     return name, json.dumps(records, ensure_ascii=False, indent=2) + "\n"
 
 
@@ -127,11 +127,11 @@ def write_outputs(out: str | Path, run: ScoredRun, context: dict | None = None,
     report states (model, thinking budget, max_tokens, temperature, seed, metadata files)."""
     out = Path(out)
     report = {**run.report, "run": context or {}}
-    scored = "".join(json.dumps({
+    scored = jsonl.dumps({
         "id": it.id, "index": p.index, "gold": it.gold, "parse_ok": p.parse_ok, "fallback": p.fallback,
         "submission": p.submission, "note": p.note, "finish_reason": rec.get("finish_reason"),
         **{f"correct_{s}": v.get(it.id) for s, v in run.verdicts.items()},
-    }, ensure_ascii=False) + "\n" for it, rec, p in run.rows)
+    } for it, rec, p in run.rows)
     name, sub = submission_text(run, meta_suffix)
     as_json = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
     return {

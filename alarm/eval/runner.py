@@ -12,8 +12,6 @@ checked before anything runs: missing files are listed up front.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from alarm import jsonl
 from alarm.errors import AlarmError
 from alarm.eval.benchmarks import Item
 from alarm.eval.prompts import build_prompt
@@ -36,7 +35,7 @@ class Answerer(Protocol):
 
     audio: file bytes, a local path or a URI the server reads (s3://), or None (text only).
     max_thinking_tokens and max_tokens: 0 = the server's default; -1 thinking = unlimited. The in-process
-    and gRPC implementations are in `alarm.eval.answerers`; tests use a scripted fake.
+    and gRPC implementations are in `services.serve.answerers`; tests use a scripted fake.
     """
 
     async def answer(self, audio: bytes | str | None, prompt: str, system_prompt: str | None,
@@ -67,7 +66,11 @@ class RunSettings:
 
 
 class PredictionStore:
-    """Append-only JSON lines keyed by item id; a torn last line (a crash mid-write) is cut off on load."""
+    """Append-only JSON lines keyed by item id (`alarm.jsonl`: any answer text round-trips).
+
+    A last line cut short by a crash is left out on load, with a warning, and cut off by the next append, so a
+    resumed run answers that item again; a bad line anywhere else is an EvalRunError naming the file and line.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -75,36 +78,20 @@ class PredictionStore:
     def load(self) -> dict[str, dict]:
         if not self.path.exists():
             return {}
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            cut = data.rfind(b"\n") + 1
-            print(f"warning: {self.path}: dropping a torn last line ({len(data) - cut} bytes)",
-                  file=sys.stderr)
-            with self.path.open("r+b") as f:
-                f.truncate(cut)
-            data = data[:cut]
         done = {}
-        for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise EvalRunError(f"{self.path}: line {n} is not valid JSON ({e.msg}); fix or remove it"
-                                   ) from None
-            if not (isinstance(rec, dict) and isinstance(rec.get("id"), str)
-                    and isinstance(rec.get("answer"), str)):
-                raise EvalRunError(f"{self.path}: line {n} is not a prediction record "
-                                   "(it needs the strings 'id' and 'answer')")
-            done[rec["id"]] = rec
+        try:
+            for n, rec in jsonl.lines(self.path.read_bytes(), str(self.path), torn="drop"):
+                if not (isinstance(rec, dict) and isinstance(rec.get("id"), str)
+                        and isinstance(rec.get("answer"), str)):
+                    raise EvalRunError(f"{self.path}: line {n} is not a prediction record "
+                                       "(it needs the strings 'id' and 'answer'); fix or remove that line")
+                done[rec["id"]] = rec
+        except jsonl.JsonlError as e:
+            raise EvalRunError(str(e)) from None
         return done
 
     def append(self, record: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        jsonl.append(self.path, record)
 
 
 # -- audio ---------------------------------------------------------------------------------------------------
@@ -116,7 +103,7 @@ def audio_locations(items: Sequence[Item], root: str) -> dict[str, str]:
         base = root.rstrip("/")
         return {it.id: f"{base}/{it.audio}" for it in items}
     if "://" in root:
-        raise EvalRunError(f"--audio-root {root!r}: only local folders and s3:// URIs are supported")
+        raise EvalRunError(f"audio_root={root!r}: only local folders and s3:// URIs are supported")
     return {it.id: str(Path(root) / it.audio) for it in items}
 
 
@@ -128,9 +115,9 @@ def check_audio(locations: dict[str, str], root: str, exists: Callable[[list[str
     missing = [p for p in paths if p not in found]
     if missing:
         raise EvalRunError(
-            f"{len(missing)} of {len(paths)} audio files are missing under --audio-root {root}, e.g.:\n  "
+            f"{len(missing)} of {len(paths)} audio files are missing under audio_root={root}, e.g.:\n  "
             + "\n  ".join(missing[:show])
-            + "\nCheck --audio-root: it must be the folder the metadata paths are relative to (MMAU: the "
+            + "\nCheck audio_root: it must be the folder the metadata paths are relative to (MMAU: the "
             "folder holding test-mini-audios/; AIR-Bench: the folder holding Foundation/)."
         )
 
@@ -141,7 +128,7 @@ def _existing_local(paths: list[str]) -> set[str]:
 
 def _existing_s3(uris: list[str]) -> set[str]:
     """The s3:// URIs that exist, from one listing per distinct parent prefix."""
-    from alarm.sources import s3_filesystem
+    from alarm.checkpoints import s3_filesystem
 
     fs = s3_filesystem()
     found: set[str] = set()
@@ -226,7 +213,7 @@ async def run_items(items: Sequence[Item], answerer: Answerer, settings: RunSett
     stats.seconds = time.perf_counter() - start
     if len(stats.failed) >= max_errors:
         first = "\n  ".join(f"{k}: {v}" for k, v in list(stats.failed.items())[:5])
-        raise EvalRunError(f"stopped after {len(stats.failed)} failed requests (--max-errors {max_errors}):"
+        raise EvalRunError(f"stopped after {len(stats.failed)} failed requests (max_errors={max_errors}):"
                            f"\n  {first}\nAnswered items are saved; fix the cause and rerun to resume.")
     return stats
 

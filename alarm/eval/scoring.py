@@ -4,7 +4,7 @@
     verdicts = strict_verdicts([(item, chosen_index_or_None), ...])
     table = aggregate(verdicts, ("task", "difficulty"))   # overall + per group: correct / total / accuracy
 
-Official rules (benchmarks.md §2-§4): MMAU and MMAR credit the submission text by `string_match` against
+Official rules (docs/evaluation.md): MMAU and MMAR credit the submission text by `string_match` against
 the gold text; MMSU and AIR-Bench read a letter (first character, else the second-to-last). MMSU drops a
 wrong-format response from the denominator and counts "None"/empty as wrong; AIR-Bench drops both
 (`fail_num`) and stops the whole run when a parsed item's gold answer is not a choice (here: `ScoreError`
@@ -21,12 +21,14 @@ from alarm.errors import AlarmError
 from alarm.eval.benchmarks import LETTERS, Item, get_spec
 from alarm.eval.parsing import official_letter, string_match
 
-# Fixed vocabularies of the official MMAU/MMAR scorers; any other value is a KeyError there.
+# Fixed vocabularies of the official MMAU/MMAR scorers (the dicts they tally into: Sakshi113/MMAU evaluation.py,
+# ddlBoJack/MMAR code/evaluation.py); a missing field or any other value is a KeyError there.
 OFFICIAL_VOCAB: dict[str, dict[str, frozenset[str]]] = {
     "mmau": {"task": frozenset({"sound", "music", "speech"}),
              "difficulty": frozenset({"easy", "medium", "hard"})},
     "mmar": {"modality": frozenset({"sound", "music", "speech", "mix-sound-music", "mix-sound-speech",
-                                    "mix-music-speech", "mix-sound-music-speech"})},
+                                    "mix-music-speech", "mix-sound-music-speech"}),
+             "category": frozenset({"Signal Layer", "Perception Layer", "Semantic Layer", "Cultural Layer"})},
 }
 SCORERS: tuple[str, ...] = ("official", "strict")
 
@@ -52,7 +54,7 @@ class Verdict:
 def official_verdicts(benchmark: str, rows: Iterable[tuple[Item, str]]) -> list[Verdict]:
     """The official scorer's verdict per item. rows: (item, the prediction field of its submission record)."""
     rows = list(rows)
-    _check_vocab(benchmark, [it for it, _ in rows])
+    check_vocab(benchmark, [it for it, _ in rows])
     if get_spec(benchmark).native_answer == "text":
         return [Verdict(it, True, string_match(it.gold_text, pred, it.choices)) for it, pred in rows]
     verdicts, no_gold = [], []
@@ -76,7 +78,7 @@ def official_verdicts(benchmark: str, rows: Iterable[tuple[Item, str]]) -> list[
         raise ScoreError(
             f"airbench: the official scorer exits (exit(1)) when a parsed item's answer_gt equals none of "
             f"its choices; {len(no_gold)} such item(s), e.g. ids {no_gold[:5]}. Fix the metadata or score "
-            f"with --scorer strict"
+            f"with scorer=strict"
         )
     return verdicts
 
@@ -86,20 +88,28 @@ def _official_gold_letter(item: Item) -> str | None:
     return next((x for x in LETTERS if item.record.get(f"choice_{x.lower()}") == gold), None)
 
 
-def _check_vocab(benchmark: str, items: Sequence[Item]) -> None:
+def check_vocab(benchmark: str, items: Sequence[Item]) -> None:
+    """Raise ScoreError naming the first item whose group field the official scorer cannot tally (it would raise
+    KeyError), with the allowed values. Run before inference when the official scorer is asked for."""
     for key, allowed in OFFICIAL_VOCAB.get(benchmark, {}).items():
         bad = [it for it in items if it.groups.get(key) not in allowed]
         if bad:
+            value = bad[0].groups.get(key)
+            found = f"has {key}={value!r}" if value is not None else f"has no {key!r}"
             raise ScoreError(
-                f"{benchmark}: item {bad[0].id!r} has {key}={bad[0].groups.get(key)!r}; the official scorer "
-                f"only knows {sorted(allowed)} (it raises KeyError). Use --scorer strict for other data"
+                f"{benchmark}: {len(bad)} item(s) the official scorer cannot score, e.g. item {bad[0].id!r} "
+                f"{found}; the official scorer only knows {key} in {sorted(allowed)} (it raises KeyError). Fix "
+                f"the metadata, or use scorer=strict for other data"
             )
 
 
 def strict_verdicts(rows: Iterable[tuple[Item, int | None]]) -> list[Verdict]:
-    """Index-based: correct iff the chosen index is the gold index (an item whose answer is not a choice, or
-    with no chosen option, is wrong). Every item counts."""
-    return [Verdict(it, True, index is not None and index == it.gold) for it, index in rows]
+    """Index-based: correct iff the chosen option is the gold one, that is the gold index or another option with
+    the identical string (the gold index is the first copy; no scorer can tell which copy was meant). An item
+    whose answer is not a choice, or with no chosen option, is wrong. Every item counts. The forms an answer may
+    take to choose an option are the parse mode's (`alarm.eval.parsing`)."""
+    return [Verdict(it, True, index is not None and it.gold is not None and it.choices[index] == it.choices[it.gold])
+            for it, index in rows]
 
 
 # -- aggregation ---------------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@
     async for ev in backend.stream(prompt.embeds, params):        # ev.kind: "reasoning" | "answer" | "final"
         ...
 
-Every backend implements one `Backend` protocol; the vLLM one lives in `services/actors/vllm_async.py` (this
-module imports no ray / vllm / grpc). The two-phase thinking budget (method.md §6.2) is implemented once, in
+Every backend implements one `Backend` protocol; the vLLM one lives in `services/engines/vllm_async.py` (this
+module imports no ray / vllm / grpc). The two-phase thinking budget (ALARM's, as in its generate_vllm.py) is implemented once, in
 `run_with_budget`, over a backend's `phase(prompt_embeds, max_tokens)` stream of token deltas. Unlike the reference,
 `max_tokens` bounds phase 1 + phase 2 together (phase 2 gets `max_tokens - phase1_tokens`).
 

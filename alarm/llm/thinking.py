@@ -1,4 +1,4 @@
-"""Two-phase thinking budget and answer extraction (method.md §6.2-6.3), pure logic over a `Generate` protocol.
+"""Two-phase thinking budget and answer extraction (ALARM's inference), pure logic over a `Generate` protocol.
 
     outs = generate_with_budget(engine, prompts, budget=1536, max_tokens=4096, max_total=4096,
                                 extend=lambda prompt, text: prompt + text)

@@ -40,7 +40,7 @@ def zero_padding(x: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
 
 
 class LayerMix(nn.Module):
-    """Softmax-weighted sum of the tapped hidden states (method §3.3): one fp32 logit per layer, initialised to 0.
+    """Softmax-weighted sum of the tapped hidden states: one fp32 logit per layer, initialised to 0.
 
     Shapes:
         states (L, B, T, D) -> (B, T, D)
@@ -113,7 +113,7 @@ def _norm(kind: str, channels: int) -> nn.Module:
 
 
 class Downsample(nn.Module):
-    """Convolutional ÷2 downsampler (method §3.4): 50 Hz encoder frames -> 25 Hz LLM tokens.
+    """Convolutional ÷2 downsampler: 50 Hz encoder frames -> 25 Hz LLM tokens.
 
     input_proj (only when d_enc != width) -> zero-pad T to even -> Conv1d(width→2·width, k3 s1 p1) -> GELU ->
     Norm -> Conv1d(2·width→width, k4 s2 p1) -> GELU -> Norm -> llm_proj.
@@ -157,7 +157,7 @@ class Downsample(nn.Module):
 
 
 class MLP(nn.Module):
-    """Two-layer MLP + llm_proj, no downsampling (MuQ is already 25 Hz; method §3.4).
+    """Two-layer MLP + llm_proj, no downsampling (MuQ is already 25 Hz).
 
     Shapes:
         x (B, T, d_enc), lens (B,) -> (B, T, d_llm), (B,)

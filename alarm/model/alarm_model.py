@@ -16,14 +16,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from alarm.audio.features import FEATURES, collate, extract_features
+from alarm.audio.features import collate, extract_features
+from alarm.checkpoints import resolve_checkpoint
 from alarm.config import ModelConfig
+from alarm.encoders.checkpoint import load_encoder
 from alarm.model.audio_adapter import AudioAdapter, build_audio_adapter
 from alarm.model.checkpoint import load_adapter, load_encoder_adapters
-from alarm.model.encoders import load_encoder
 from alarm.model.llm import load_embedding, load_llm, load_tokenizer, resolve_llm
 from alarm.model.prompt import Prompt, PromptBuilder
-from alarm.sources import resolve_checkpoint
 from alarm.types import EncoderStates, Features, Waveform
 
 
@@ -108,10 +108,6 @@ def ensemble_prompt(models: list[AlarmModel], text: str, audio: Waveform, system
     """ALARM-E: each checkpoint builds its own audio block for the same clip; blocks are concatenated in one turn."""
     blocks = [m.audio_embeds([audio])[0] for m in models]
     return models[0].builder.build_ensemble(text, blocks, system)
-
-
-def encoder_sample_rates(cfg: ModelConfig) -> dict[str, int]:
-    return {name: FEATURES[name].sample_rate for name in cfg.encoders}
 
 
 def summarize_prompt(

@@ -6,12 +6,13 @@ already wrapped as [audio_start] + tokens + [audio_end], plus the length bookkee
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
 from alarm.config import ModelConfig
+from alarm.encoders import family
 from alarm.model.adapters import ADAPTERS, LayerMix
 from alarm.model.fusion import FUSIONS
 from alarm.types import lengths_to_mask
@@ -172,31 +173,18 @@ def build_audio_adapter(cfg: ModelConfig, enc_dims: dict[str, int] | None = None
 # token counts from durations (pure arithmetic; must agree with the encoders' output_lengths)
 
 
-def _fbank_frames(samples: int) -> int:
-    """Frames of a 25 ms / 10 ms fbank (snip edges) at 16 kHz after padding 160 samples on each side."""
-    return max(0, 1 + (samples + 320 - 400) // 160)
-
-
-# encoder -> (input sample rate, encoder output frames from the clip's sample count); method §3.2
-ENCODER_FRAMES: dict[str, tuple[int, Callable[[int], int]]] = {
-    "whisper": (16000, lambda n: -(-n // 160) // 2),  # valid mel frames ceil(n/160), // 2 (50 Hz)
-    "w2vbert": (16000, lambda n: _fbank_frames(n) // 2),  # SeamlessM4T fbank stacked ×2 (50 Hz)
-    "muq": (24000, lambda n: n // 960),  # 25 Hz
-    "sslam": (16000, lambda n: _fbank_frames(n) // 2),  # Kaldi fbank frames // 2 (nominal 50 Hz)
-}
-
-
 def encoder_frames(enc: str, duration_s: float, sample_rate: int | None = None) -> int:
     """Encoder output frames for a clip of `duration_s` seconds (decoded at `sample_rate`, if known).
 
-    With `sample_rate` the count is exact: the clip has round(duration_s * sample_rate) samples and the
-    resampler returns ceil(N * sr / sample_rate) of them at the encoder's rate `sr`.
+    From the family record and its front-end: the front-end's valid input frames for the clip's samples at the
+    record's rate, times output_rate / input_rate. With `sample_rate` the count is exact: the clip has
+    round(duration_s * sample_rate) samples and the resampler returns ceil(N * sr / sample_rate) of them at the
+    encoder's rate `sr`.
     """
-    sr, frames = ENCODER_FRAMES[enc]
-    if sample_rate is None:
-        return frames(round(duration_s * sr))
-    n = round(duration_s * sample_rate)
-    return frames(-(-n * sr // sample_rate))
+    fam = family(enc)
+    sr = fam.sample_rate
+    n = round(duration_s * sr) if sample_rate is None else -(-round(duration_s * sample_rate) * sr // sample_rate)
+    return fam.code().FRONT_END.valid_frames(n) * fam.output_rate // fam.input_rate
 
 
 def audio_token_count(cfg: ModelConfig, duration_s: float, sample_rate: int | None = None) -> int:

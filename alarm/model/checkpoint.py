@@ -112,13 +112,8 @@ def load_adapter(
     folder = _local(folder)
     stored = _read_config(folder)
     if cfg is not None:
-        diffs = _config_diffs(stored, cfg)
-        if diffs:
-            raise CheckpointMismatch(
-                f"checkpoint {folder} was trained with a different adapter configuration:\n  "
-                + "\n  ".join(diffs)
-                + "\nuse the stored model_config.json or fix these keys"
-            )
+        check_fit(stored, cfg, f"checkpoint {folder} was trained with a different adapter configuration",
+                  "use the stored model_config.json or fix these keys", rebuild=True)
     cfg = cfg or stored
     state = _read_weights(folder)
     adapter = build_audio_adapter(cfg)
@@ -140,7 +135,7 @@ def load_encoder_adapter(adapter: AudioAdapter, enc: str, folder: str | Path, fr
     """Load ONE encoder's layer mix and adapter from a (single-encoder) checkpoint into `adapter`.
 
     Used to start fusion training from trained single-encoder adapters (`encoders.<enc>.adapter_init`). The
-    checkpoint's separators and fusion are ignored (separators are re-initialised every run, method §3.6).
+    checkpoint's separators and fusion are ignored (separators are re-initialised every run, as in ALARM).
 
     Raises:
         CheckpointMismatch: the checkpoint has no `enc`, or its keys / shapes for `enc` differ.
@@ -202,26 +197,45 @@ def _check_state(folder: Path, expected: dict, found: dict, strict: bool) -> Non
         )
 
 
-def _config_diffs(stored: ModelConfig, cfg: ModelConfig) -> list[str]:
-    """Dotted keys whose values change the AudioAdapter's structure, as `key: checkpoint X, config Y`."""
+def fit_problems(adapter: ModelConfig, model: ModelConfig, *, rebuild: bool = False) -> list[str]:
+    """Why an adapter trained with config `adapter` cannot run in the model `model` describes: one
+    `key: checkpoint X, config Y` line per problem, none when it fits. The one rule of loading and serving.
+
+    Always (the adapter reads what the model produces): the same LLM width; every encoder the adapter reads is
+    one the model runs, with as many tapped layers of the same width. With `rebuild` (the adapter is built from
+    `model`'s config instead of its own, as `load_adapter(folder, cfg)` does), also its structure: the same
+    encoders, adapters and fusion (dropout aside: it changes no weights).
+    """
     diffs = []
 
     def cmp(key: str, a, b) -> None:
         if a != b:
             diffs.append(f"{key}: checkpoint {a!r}, config {b!r}")
 
-    cmp("llm.hidden_size", stored.llm.hidden_size, cfg.llm.hidden_size)
-    cmp("encoders", sorted(stored.encoders), sorted(cfg.encoders))
-    for k in sorted(set(stored.encoders) & set(cfg.encoders)):
-        s, c = stored.encoders[k], cfg.encoders[k]
-        cmp(f"encoders.{k}.hidden_size", s.hidden_size, c.hidden_size)
-        cmp(f"encoders.{k}.layers (count)", len(s.layers), len(c.layers))
-        cmp(f"encoders.{k}.adapter", s.adapter.model_dump(), c.adapter.model_dump())
-    sf, cf = stored.fusion.model_dump(), cfg.fusion.model_dump()
-    for d in (sf, cf):
-        d.pop("dropout", None)  # dropout changes no weights
-    cmp("fusion", sf, cf)
+    cmp("llm.hidden_size", adapter.llm.hidden_size, model.llm.hidden_size)
+    reads, runs = sorted(adapter.encoders), sorted(model.encoders)
+    if reads != runs if rebuild else not set(reads) <= set(runs):
+        diffs.append(f"encoders: checkpoint {reads!r}, config {runs!r}"
+                     + ("" if rebuild else f" (the model does not run {sorted(set(reads) - set(runs))})"))
+    for k in sorted(set(reads) & set(runs)):
+        a, m = adapter.encoders[k], model.encoders[k]
+        cmp(f"encoders.{k}.hidden_size", a.hidden_size, m.hidden_size)
+        cmp(f"encoders.{k}.layers (count)", len(a.layers), len(m.layers))
+        if rebuild:
+            cmp(f"encoders.{k}.adapter", a.adapter.model_dump(), m.adapter.model_dump())
+    if rebuild:
+        af, mf = adapter.fusion.model_dump(), model.fusion.model_dump()
+        for d in (af, mf):
+            d.pop("dropout", None)
+        cmp("fusion", af, mf)
     return diffs
+
+
+def check_fit(adapter: ModelConfig, model: ModelConfig, what: str, fix: str, *, rebuild: bool = False) -> None:
+    """Raise CheckpointMismatch (`what`, every problem of `fit_problems`, then `fix`) unless the adapter fits."""
+    diffs = fit_problems(adapter, model, rebuild=rebuild)
+    if diffs:
+        raise CheckpointMismatch(f"{what}:\n  " + "\n  ".join(diffs) + f"\n{fix}")
 
 
 # ---------------------------------------------------------------------------------------------------------------

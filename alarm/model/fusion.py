@@ -82,7 +82,7 @@ class SumFusion(nn.Module):
 
 
 class CrossAttentionFusion(nn.Module):
-    """ALARM-CA (method §3.5): the main stream attends to each conditional stream in turn.
+    """ALARM-CA: the main stream attends to each conditional stream in turn.
 
     in_proj[enc] for every stream; one pre-norm TransformerDecoderLayer per conditional encoder in `order`
     (self-attention over the running main stream, cross-attention to that encoder); out_proj back to D_llm.
@@ -214,7 +214,7 @@ class PerceiverEncoder(nn.Module):
 
 
 class PerceiverFusion(nn.Module):
-    """ALARM-P (method §3.5): one Perceiver per conditional stream, latents prepended to the main stream.
+    """ALARM-P: one Perceiver per conditional stream, latents prepended to the main stream.
 
     Output per item: [cond_start] + latents of each conditional encoder in `order` (projected to D_llm) +
     [cond_end] + the main stream's valid tokens, zero-padded on the right. Returns a tensor (the reference

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from alarm.checkpoints import resolve_checkpoint
 from alarm.config import LLMConfig
 from alarm.errors import CheckpointError, CheckpointMismatch
-from alarm.sources import resolve_checkpoint
 
 EMBED_KEYS = ("model.embed_tokens.weight", "embed_tokens.weight", "model.language_model.embed_tokens.weight")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

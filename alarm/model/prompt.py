@@ -4,7 +4,7 @@
     <|im_start|>assistant\\n<think>\\n  {target (training only)}
 
 The user turn is rendered by the tokenizer's own chat template and split where the user content begins, so the
-audio sits right after `<|im_start|>user\\n` and before the prompt, with no newline in between (method.md §3.6).
+audio sits right after `<|im_start|>user\\n` and before the prompt, with no newline in between (as ALARM trained).
 ALARM-E puts several checkpoints' audio blocks in one user turn behind a multi-view preamble. Text-only input is
 tokenized as one string and embedded with the frozen table, so it equals the base LLM's token-id path exactly.
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from alarm import jsonl
 from alarm.config import SyntheticSourceConfig
 from alarm.corpus import rows as R
 from alarm.corpus.synthetic import KINDS, synthetic_row
@@ -343,11 +344,11 @@ def write_source(folder: Path, items: list[ToyItem]) -> Path:
         item_id = item.key.split("/", 1)[1].replace("#", "-")
         rows.append({"id": item_id, "audio": _write_audio(folder, item), "prompt": item.prompt,
                      "family": item.family, **item.metadata})
-    return atomic_write(folder / "manifest.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return atomic_write(folder / "manifest.jsonl", jsonl.dumps(rows))
 
 
 def write_benchmark(folder: Path, items: list[ToyItem]) -> Path:
-    """The held-out questions in MMAU's metadata format (`alarm.eval --benchmark mmau --audio-root folder`):
+    """The held-out questions in MMAU's metadata format (`alarm.eval benchmark=mmau audio_root=folder`):
     `folder/toy-mmau.json` and `folder/audio/<clip>.flac`. Returns the metadata path."""
     records = [{"id": item.key, "audio_id": _write_audio(folder, item), "question": item.question,
                 "choices": list(item.choices), "answer": item.answer, "task": "sound", "difficulty": "easy",

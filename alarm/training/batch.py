@@ -1,21 +1,26 @@
-"""Training examples -> padded batches of encoder states, and length bucketing to limit padding.
+"""Training examples -> micro-batches (the one batching policy of every training driver) -> padded batches of
+encoder states.
 
 An example is a plain dict, as the data pipeline streams it to a training worker:
 
     key, source, prompt, target: str
     states_<enc>: float32 / float16 array (L, T_i, D), the frozen encoder's tapped states trimmed to the clip
+
+    for group in epoch_batches(examples, cfg, epoch):       # the Ray Train worker and `fit` alike
+        trainer.train_micro_batch(to_train_batch(group, encoders))
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 import torch
 
+from alarm.config import TrainConfig
 from alarm.errors import InvalidInput
 
 T = TypeVar("T")
@@ -136,3 +141,45 @@ def bucket_by_length(
 def example_length(ex: dict) -> int:
     """Frames of the longest encoder stream in an example (a `key_fn` for `bucket_by_length`)."""
     return max(np.shape(v)[1] for k, v in ex.items() if k.startswith("states_"))
+
+
+def epoch_batches(examples: Iterable[dict], cfg: TrainConfig, epoch: int, skip: int = 0,
+                  length: Callable[[dict], float] = example_length) -> Iterator[list[dict]]:
+    """One epoch's micro-batches of `cfg.batch.per_worker` examples from a stream of examples, in training order.
+
+    The stream is cut into windows of `cfg.batch.window_batches` micro-batches' worth of examples; inside each
+    window the examples are bucketed by `length` (`cfg.batch.bucket_by_duration`) with seed `cfg.seed + epoch`,
+    so every epoch has a new order, else cut in stream order; incomplete batches are dropped (per window, the
+    recipe's drop_last). Windows keep the stream's order. A window as large as the corpus buckets the whole epoch.
+
+    Args:
+        skip: examples of this epoch already trained on (a resumed run): that many whole batches are skipped, so
+            a resumed run sees exactly the batches a run that never stopped would have seen.
+        length: the bucketing key (default: frames of the longest encoder stream).
+    """
+    size = cfg.batch.per_worker
+    span = size * cfg.batch.window_batches
+    to_skip = skip // size
+    window: list[dict] = []
+
+    def emit(rows: list[dict]) -> Iterator[list[dict]]:
+        nonlocal to_skip
+        if cfg.batch.bucket_by_duration:
+            batches = bucket_by_length(rows, length, size, seed=cfg.seed + epoch)
+        else:
+            batches = [rows[i : i + size] for i in range(0, len(rows), size)]
+        for b in batches:
+            if len(b) < size:
+                continue
+            if to_skip:
+                to_skip -= 1
+                continue
+            yield b
+
+    for ex in examples:
+        window.append(ex)
+        if len(window) == span:
+            yield from emit(window)
+            window = []
+    if window:
+        yield from emit(window)

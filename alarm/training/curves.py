@@ -1,15 +1,15 @@
-"""Training metrics on disk: an append-only JSONL log and a PNG of the curves (train/val loss, accuracy, lr)."""
+"""The training curves as a PNG (train/val loss, target-token accuracy, learning rate) from metrics.jsonl's records."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from alarm import jsonl
 
 
 def read_metrics(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The records of a metrics.jsonl, [] when there is none."""
+    return jsonl.read(path) if path.exists() else []
 
 
 def plot_curves(records: list[dict], out: Path) -> Path:

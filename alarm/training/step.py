@@ -52,7 +52,7 @@ def forward_loss(
         builder: prompt assembly over the LLM's frozen input embedding.
         llm: the frozen causal LM (a Hugging Face `*ForCausalLM`).
         batch: the micro-batch.
-        max_length: LLM positions per example; longer targets are cut (method §3.6, `model_max_length`).
+        max_length: LLM positions per example; longer targets are cut (ALARM's `model_max_length`).
 
     Raises:
         InvalidInput: an example whose prompt and audio alone reach `max_length`, or whose target is empty.

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import posixpath
 import sys
 import time
@@ -24,8 +23,9 @@ from alarm.config import (
 )
 from alarm.corpus.filters import corpus_stats
 from alarm.errors import InvalidInput
-from services.actors.llm import CPU_ENV, cpu_only
+from services.connect import init_ray
 from services.corpus.stages import CorpusLLMStage, cpu_stages
+from services.engines.llm import CPU_ENV, cpu_only
 from services.errors import alarm_error_in
 from services.storage import STATS_COLUMNS, RunStore, to_table
 
@@ -65,7 +65,7 @@ def _blocks(table: pa.Table, rows_per_block: int = 64) -> ray.data.Dataset:
 
 
 def resolve_models(cfg: CorpusConfig) -> None:
-    from alarm.sources import resolve_checkpoint
+    from alarm.checkpoints import resolve_checkpoint
 
     resolve_checkpoint(cfg.engine.checkpoint, cfg.engine.revision, expect=["config.json"])
 
@@ -83,7 +83,6 @@ def build(cfg: CorpusConfig, skip: set[str] = frozenset()) -> ray.data.Dataset:
         CorpusLLMStage, fn_constructor_kwargs={"cfg_json": cfg_json},
         compute=ray.data.ActorPoolStrategy(size=w.num_workers), batch_size=w.batch_size, batch_format="pyarrow",
         num_cpus=w.num_cpus, num_gpus=w.num_gpus or None,
-        ray_remote_args_fn=lambda: {"max_restarts": w.max_restarts, "max_task_retries": w.max_restarts},
         runtime_env={"env_vars": dict(CPU_ENV)} if w.num_gpus == 0 and cpu_only() else None,
     )
 
@@ -100,18 +99,6 @@ def check_resources(cfg: CorpusConfig) -> None:
         )
 
 
-def init_ray(cfg: CorpusConfig) -> None:
-    if ray.is_initialized():
-        return
-    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=cfg.ray_num_cpus, include_dashboard=False, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-
-
 def run(cfg: CorpusConfig) -> dict:
     """Generate (or resume) run `cfg.run_id`; returns the stats written to stats.json."""
     from tqdm import tqdm
@@ -122,9 +109,9 @@ def run(cfg: CorpusConfig) -> dict:
     done = store.committed_keys()
     attempt = store.next_attempt()
     shards = store.shard_rows()
-    store.write_manifest(cfg.run_id, attempt, complete=False, shards=shards)  # claim the attempt number first
+    store.write_index(cfg.run_id, attempt, complete=False, shards=shards)  # claim the attempt number first
     resolve_models(cfg)  # a missing checkpoint is a clear error here, not an actor stack trace later
-    init_ray(cfg)
+    init_ray(cfg.ray)
     check_resources(cfg)
     tag = uuid.uuid4().hex[:8]  # two drivers on one run id (a resubmitted job) still never share a name
     total = sum(s.num_clips if isinstance(s, SyntheticSourceConfig) else 0 for s in cfg.sources) or None
@@ -139,7 +126,7 @@ def run(cfg: CorpusConfig) -> dict:
             shards.append({"path": f"shards/{name}", "rows": batch.num_rows})
             written += batch.num_rows
             bar.update(batch.num_rows)
-            store.write_manifest(cfg.run_id, attempt, complete=False, shards=shards)
+            store.write_index(cfg.run_id, attempt, complete=False, shards=shards)
     except Exception as e:
         cause = alarm_error_in(e)
         if cause is not None:  # e.g. a bad checkpoint inside an actor: say what it is, not a Ray trace
@@ -153,6 +140,6 @@ def run(cfg: CorpusConfig) -> dict:
                            "rows_per_s": round(written / elapsed, 3) if elapsed > 0 else None,
                            "resumed_rows": len(done), "attempt": attempt}
     store.write_json("stats.json", stats)
-    manifest = store.write_manifest(cfg.run_id, attempt, complete=True, shards=shards)
-    log.info("run %s: %d rows in %d shards at %s", cfg.run_id, manifest["rows"], len(manifest["shards"]), store.uri)
+    index = store.write_index(cfg.run_id, attempt, complete=True, shards=shards)
+    log.info("run %s: %d rows in %d shards at %s", cfg.run_id, index["rows"], len(index["shards"]), store.uri)
     return stats

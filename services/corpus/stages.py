@@ -26,25 +26,31 @@ def cpu_stages(batch: pa.Table, cfg_json: dict, storage_options: dict | None = N
 
 
 class CorpusLLMStage:
-    """One vLLM engine per actor: R0 generation, self-rephrasing, leak checks, judge, then flags and split."""
+    """One vLLM engine per actor: R0 generation, self-rephrasing, leak checks, judge, then flags and split.
+
+    A failed batch is flagged (generate_failed), never fatal. A dead engine (vLLM's EngineDeadError) cannot be
+    restarted in its process: the batch that met it is flagged and returned, and the next call ends the process,
+    so Ray Data restarts the actor with a fresh engine and runs that call's batch there. A batch that kills every
+    engine is thus flagged once instead of being retried forever (Ray Data restarts actors and retries their
+    tasks without limit).
+    """
 
     def __init__(self, cfg_json: dict):
-        from services.actors.llm import VLLMEngine
+        from services.engines.llm import VLLMEngine
 
         self.cfg = CorpusConfig.model_validate(cfg_json)
         self.engine = VLLMEngine(self.cfg.engine)
+        self.engine_dead = False
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.engine_dead:
+            log.critical("this worker's vLLM engine died; restarting the worker")
+            os._exit(1)
         rows = batch.to_pylist()
         try:
             rows = R.llm_stages(rows, self.engine, self.cfg)
         except Exception as e:
-            if type(e).__name__ == "EngineDeadError":
-                # Not recoverable in this process. Raising would fail the job; exiting lets Ray restart the actor
-                # (workers.max_restarts) and Ray Data retry the batch on the new engine.
-                log.critical("vLLM engine died: %s; restarting this worker", e)
-                os._exit(1)
-            # One bad batch must not kill the job: flag its rows (generate_failed) and carry on.
+            self.engine_dead = type(e).__name__ == "EngineDeadError"
             log.exception("LLM stage failed on a batch of %d rows; flagging them", len(rows))
             rows = [R.failed_llm_row(r, f"{type(e).__name__}: {e}") for r in rows]
         f = self.cfg.filters

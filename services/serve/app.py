@@ -16,30 +16,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
-
-from alarm.config import ServeConfig, Strict, load_config
+from alarm.config import ServeArgs, ServeConfig, load_config
 
 IMPORT_PATH = "services.serve.app:build_app"
 GRPC_SERVICERS = [
     "services.serve._proto.alarm.v1.alarm_pb2_grpc.add_AlarmServiceServicer_to_server",
     "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
 ]
-# Serve reads this in the proxy process at start-up; set it in the environment of `ray start` / the pod.
-MAX_MESSAGE_ENV = "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"
 
 
-class AppArgs(Strict):
-    """The `args` of the application: a serve preset (name or YAML path) and dotted overrides, as on the CLI."""
-
-    preset: str = Field("tiny", description="Serve preset name (alarm/presets/serve) or a YAML path.")
-    overrides: list[str] = Field(default_factory=list, description="key.sub=value, as on the command line.")
-
-
-def load_serve_config(args: dict[str, Any] | AppArgs | ServeConfig) -> ServeConfig:
+def load_serve_config(args: dict[str, Any] | ServeArgs | ServeConfig) -> ServeConfig:
     if isinstance(args, ServeConfig):
         return args
-    a = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
+    a = args if isinstance(args, ServeArgs) else ServeArgs.model_validate(args or {})
     return load_config(ServeConfig, a.preset, a.overrides, section="serve")
 
 
@@ -47,7 +36,7 @@ def build_app(args: dict):
     """The bound application: ingress -> {encoder per configured encoder} -> fusion -> llm.
 
     Args:
-        args: `{"preset": ..., "overrides": [...]}` (AppArgs), or a ServeConfig.
+        args: `{"preset": ..., "overrides": [...]}` (ServeArgs), or a ServeConfig.
     """
     from services.serve.deployments import AlarmIngress, EncoderServer, FusionServer, LLMServer
 
@@ -100,7 +89,7 @@ def deployment_options(cfg: ServeConfig) -> dict[str, dict]:
     return {name: _options(specs[name]) for name in deployment_names(cfg)}
 
 
-def serve_config(args: AppArgs, *, runtime_env: dict | None = None) -> dict:
+def serve_config(args: ServeArgs, *, runtime_env: dict | None = None) -> dict:
     """The Serve config file (`serve run`, `serve deploy`, KubeRay serveConfigV2) for the application `args`
     builds. Deployment options are written out explicitly (the values build_app applies) so operators see them in
     one place; a value changed there overrides the preset for that deployment."""

@@ -28,6 +28,7 @@ import torch
 
 from alarm import env
 from alarm.audio.decode import load_audio
+from alarm.checkpoints import resolve_checkpoint
 from alarm.config import ModelConfig, ServeConfig
 from alarm.errors import (
     AlarmError,
@@ -40,17 +41,15 @@ from alarm.errors import (
 )
 from alarm.llm.backends import GenerationParams, GenerationResult, StreamEvent
 from alarm.model.audio_adapter import AudioAdapter, build_audio_adapter
-from alarm.model.checkpoint import load_adapter, read_adapter_config
+from alarm.model.checkpoint import check_fit, load_adapter, read_adapter_config
 from alarm.model.llm import load_llm, load_tokenizer, resolve_llm
 from alarm.model.prompt import PromptBuilder
-from alarm.sources import resolve_checkpoint
 from alarm.types import Waveform
 from services.errors import error_chain
 from services.serve._proto.alarm.v1 import alarm_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-SERVICE = "alarm.v1.AlarmService"
 MAX_REQUEST_ID = 128
 
 
@@ -193,8 +192,8 @@ class AudioBlock:
 class FusionCore:
     """The adapter checkpoints a server offers: validated at start-up, weights loaded on demand.
 
-    Every adapter must read states this server's encoders produce: its encoders are a subset of
-    `cfg.model.encoders` with the same tapped-layer count and width, and its LLM width is the served LLM's.
+    Every adapter must fit the served model (`alarm.model.checkpoint.fit_problems`): it reads states this server's
+    encoders produce, and its LLM width is the served LLM's. An untrained adapter is built from the served model.
     """
 
     def __init__(self, cfg: ServeConfig):
@@ -208,7 +207,9 @@ class FusionCore:
             else:
                 folder = str(resolve_checkpoint(spec.checkpoint))
                 self.folders[aid], self.configs[aid] = folder, read_adapter_config(folder)
-            _check_compatible(aid, self.configs[aid], cfg.model)
+                check_fit(self.configs[aid], cfg.model, f"adapter {aid!r} ({spec.checkpoint}) cannot run on this "
+                          "server's model", "serve it with a model whose LLM and encoders match the adapter's "
+                          "(its model_config.json), or serve another adapter")
 
     @property
     def catalog(self) -> dict[str, tuple[str, ...]]:
@@ -240,25 +241,6 @@ class FusionCore:
         return adapter.split(embeds, out_lens)[0].float().cpu().numpy()
 
 
-def _check_compatible(aid: str, got: ModelConfig, served: ModelConfig) -> None:
-    problems = []
-    if got.llm.hidden_size != served.llm.hidden_size:
-        problems.append(f"llm.hidden_size {got.llm.hidden_size}, served LLM has {served.llm.hidden_size}")
-    for k, e in got.encoders.items():
-        s = served.encoders.get(k)
-        if s is None:
-            problems.append(f"reads encoder {k!r}, which this server does not run (it runs {sorted(served.encoders)})")
-        elif (len(e.layers), e.hidden_size) != (len(s.layers), s.hidden_size):
-            problems.append(
-                f"encoders.{k}: {len(e.layers)} tapped layers of width {e.hidden_size}, the server taps "
-                f"{len(s.layers)} of width {s.hidden_size}"
-            )
-    if problems:
-        from alarm.errors import CheckpointMismatch
-
-        raise CheckpointMismatch(f"adapter {aid!r} cannot run on this server: " + "; ".join(problems))
-
-
 # -- stage 3: the LLM -------------------------------------------------------------------------------------------
 
 
@@ -288,7 +270,7 @@ class LLMCore:
         tok = load_tokenizer(folder)
         e = cfg.llm
         if e.backend == "vllm":
-            from services.actors.vllm_async import VLLMAsyncBackend
+            from services.engines.vllm_async import VLLMAsyncBackend
 
             backend = VLLMAsyncBackend(
                 folder, max_model_len=e.max_model_len, dtype=cfg.model.llm.dtype, max_num_seqs=e.max_num_seqs,

@@ -24,12 +24,11 @@ from ray import serve
 from ray.serve import metrics
 
 from alarm.audio.features import extract_features
-from alarm.config import EncoderConfig, ServeConfig
+from alarm.config import GRPC_SERVICE, EncoderConfig, ServeConfig
 from alarm.types import Waveform
-from services.actors.encoders import encode_clips, load_frozen_encoder
+from services.engines.encoders import encode_clips, load_frozen_encoder
 from services.serve._proto.alarm.v1 import alarm_pb2 as pb
 from services.serve.core import (
-    SERVICE,
     AudioBlock,
     Final,
     FusionCore,
@@ -93,7 +92,7 @@ class EncoderServer:
         return await asyncio.to_thread(encode_clips, self.encoder, self.name, feats, self.device)
 
     def stats(self) -> dict:
-        """Batches run so far, by size (benchmarks and tests read the batching gain from it)."""
+        """Batches run so far, by size (bench/serve.py reports the distribution under load)."""
         return {"batch_sizes": dict(self.batch_sizes)}
 
 
@@ -267,11 +266,11 @@ class AlarmIngress:
     async def Check(self, request, grpc_context):  # noqa: N802
         from grpc_health.v1 import health_pb2
 
-        if request.service not in ("", SERVICE):
+        if request.service not in ("", GRPC_SERVICE):
             import grpc
 
             grpc_context.set_code(grpc.StatusCode.NOT_FOUND)
-            grpc_context.set_details(f"unknown service {request.service!r}; ask for '' or {SERVICE!r}")
+            grpc_context.set_details(f"unknown service {request.service!r}; ask for '' or {GRPC_SERVICE!r}")
             return health_pb2.HealthCheckResponse()
         return health_pb2.HealthCheckResponse(status=await self._status(request.service))
 
@@ -282,7 +281,7 @@ class AlarmIngress:
 
         last, t0 = None, time.monotonic()
         while time.monotonic() - t0 < WATCH_S:
-            status = (await self._status(request.service) if request.service in ("", SERVICE)
+            status = (await self._status(request.service) if request.service in ("", GRPC_SERVICE)
                       else health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
             if status != last:
                 last = status
@@ -293,7 +292,7 @@ class AlarmIngress:
         from grpc_health.v1 import health_pb2
 
         return health_pb2.HealthListResponse(statuses={
-            s: health_pb2.HealthCheckResponse(status=await self._status(s)) for s in ("", SERVICE)
+            s: health_pb2.HealthCheckResponse(status=await self._status(s)) for s in ("", GRPC_SERVICE)
         })
 
     async def _status(self, service: str) -> int:

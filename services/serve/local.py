@@ -18,7 +18,7 @@ import torch
 
 from alarm.audio.features import extract_features
 from alarm.config import ServeConfig
-from services.actors.encoders import encode_clips, load_frozen_encoder
+from services.engines.encoders import encode_clips, load_frozen_encoder
 from services.serve._proto.alarm.v1 import alarm_pb2 as pb
 from services.serve.core import (
     AudioBlock,

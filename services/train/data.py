@@ -13,26 +13,26 @@ import pyarrow.parquet as pq
 import ray
 
 from alarm.audio.features import feature_spec
+from alarm.checkpoints import resolve_checkpoint
 from alarm.config import TrainConfig
+from alarm.encoders.checkpoint import checkpoint_feature_dim
 from alarm.errors import InvalidInput
-from alarm.model.encoders import checkpoint_feature_dim
-from alarm.sources import resolve_checkpoint
-from services.actors.encoders import EncoderActor, _ragged
-from services.storage import RunStore
+from services.engines.encoders import EncoderActor, _ragged
+from services.storage import INDEX, RunStore
 
 REQUIRED = ("key", "source", "prompt", "target", "keep", "split", "audio_bytes", "audio_uri")
 READ = [*REQUIRED, "duration_s"]
 
 
 def open_corpus(uri: str) -> RunStore:
-    """The corpus run folder, checked: a manifest, shards, and the columns training reads."""
+    """The corpus run folder, checked: a complete run index, shards, and the columns training reads."""
     store = RunStore(uri)
-    manifest = store.read_json("manifest.json")
-    if manifest is None:
+    index = store.read_json(INDEX)
+    if index is None:
         raise InvalidInput(
-            f"corpus {uri} has no manifest.json; point `corpus` at a run folder written by python -m alarm.generate"
+            f"corpus {uri} has no {INDEX}; point `corpus` at a run folder written by python -m alarm.generate"
         )
-    if manifest.get("complete") is False:
+    if index.get("complete") is False:
         raise InvalidInput(
             f"corpus {uri} is not complete (its generation is running or was stopped); rerun python -m "
             "alarm.generate with the same run_id to finish it"
@@ -66,7 +66,7 @@ def decode_features(batch: dict[str, np.ndarray], encoders: list[str], max_durat
                     feature_dims: dict[str, int | None] | None = None) -> dict:
     """Decode each clip once, resample per encoder rate from the original, and compute the front-ends.
 
-    feature_dims: encoder -> F its checkpoint takes (`checkpoint_feature_dim`); missing: the `FEATURES` entry.
+    feature_dims: encoder -> F its checkpoint takes (`checkpoint_feature_dim`); missing: the family record's.
     """
     from alarm.audio.decode import load_audio
     from alarm.audio.features import extract_many
@@ -120,8 +120,8 @@ def build_split(cfg: TrainConfig, store: RunStore, split: str, limit: int | None
         folder = resolve_checkpoint(enc.checkpoint, enc.revision, expect=["config.json"])
         feature_dims[name] = feature_spec(name, checkpoint_feature_dim(name, folder)).feature_dim
 
-    ds = ray.data.read_parquet(store.shard_uris(), filesystem=store.arrow_filesystem(), columns=READ,
-                               ray_remote_args={"num_cpus": 0.25})
+    ds = ray.data.read_parquet(store.shard_uris(), filesystem=store.arrow_filesystem(), num_cpus=0.25)
+    ds = ds.select_columns(READ)  # pushed down into the Parquet read
     ds = ds.filter(lambda r, split=split: bool(r["keep"]) and r["split"] == split)
     ds = in_key_order(ds, cfg.seed)
     if limit is not None:

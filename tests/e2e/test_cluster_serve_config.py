@@ -2,7 +2,7 @@
 deployed with `serve run` (what KubeRay does through the head's dashboard, minus Kubernetes) and answers over gRPC.
 
 Starts its own local Ray cluster in a subprocess: run it alone (`python -m pytest -m slow tests/e2e`), not in
-parallel with another Ray test (fixed per-node ports; see serving.md §7).
+parallel with another Ray test (a Ray node's ports are fixed, so two clusters on one machine collide).
 """
 
 from __future__ import annotations

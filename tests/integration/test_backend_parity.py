@@ -41,7 +41,7 @@ def pair(request):
 
     from alarm.model.prompt import PromptBuilder
     from alarm.tiny import ensure_tiny
-    from services.actors.vllm_async import VLLMAsyncBackend
+    from services.engines.vllm_async import VLLMAsyncBackend
 
     folder = ensure_tiny(request.param)
     tok = AutoTokenizer.from_pretrained(str(folder))
@@ -85,7 +85,7 @@ def test_greedy_outputs_are_identical(pair):
         assert _same(a, b), (a, b)
     assert pair.prompts[2].audio_spans and pair.prompts[2].length > pair.prompts[0].length
     if pair.name == "qwen3-scripted":
-        from alarm.tiny_scripted import SELF_GENERATION_OUTPUT
+        from alarm.tiny.scripted import SELF_GENERATION_OUTPUT
 
         assert [r.text for r in vl] == [SELF_GENERATION_OUTPUT] * 3 and {r.finish_reason for r in vl} == {"stop"}
     else:

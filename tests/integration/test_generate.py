@@ -54,8 +54,15 @@ def test_pipeline_writes_flagged_keyed_rows(ray_cluster, tmp_path):
     assert {r["split"] for r in rows} <= {"train", "validation"}
 
 
+def test_the_pipeline_calls_no_deprecated_ray_api(ray_cluster, tmp_path, ray_deprecations):
+    from services.corpus.pipeline import build
+
+    build(corpus_cfg(tmp_path))  # the calls are made while the dataset is planned, before it runs
+    assert ray_deprecations() == []
+
+
 def test_s3_output(ray_cluster, s3_endpoint, tmp_path):
-    from alarm.sources import s3_filesystem
+    from alarm.checkpoints import s3_filesystem
     from services.corpus.pipeline import run
 
     fs = s3_filesystem()

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from alarm.tiny_scripted import expected_output
-from tests.unit.test_tiny_scripted import REPHRASE_CASES, SELF_GENERATION_CASES, prompt_ids
+from alarm.tiny.scripted import expected_output
+from tests.unit.tiny.test_scripted import REPHRASE_CASES, SELF_GENERATION_CASES, prompt_ids
 
 CASES = SELF_GENERATION_CASES + REPHRASE_CASES
 

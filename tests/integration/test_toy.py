@@ -9,8 +9,8 @@ import pytest
 
 @pytest.mark.slow
 def test_small_toy_loop_learns_from_audio_and_reports(ray_cluster, tmp_path):
-    from alarm.toy.__main__ import SIZES, run
     from alarm.toy.report import render
+    from services.toy import SIZES, run
 
     summary = run(tmp_path, SIZES["small"], [0])
     (result,) = summary["results"]

@@ -34,7 +34,7 @@ def test_loss_falls_and_the_adapter_loads_for_inference(ray_cluster, tiny_corpus
     from alarm.model.audio_adapter import audio_token_count
     from alarm.model.checkpoint import load_adapter
     from alarm.types import Waveform
-    from services.train.run import run
+    from services.train.driver import run
 
     cfg = train_cfg(tiny_corpus, tmp_path, "max_steps=10", model="tiny")
     summary = run(cfg)
@@ -55,24 +55,32 @@ def test_loss_falls_and_the_adapter_loads_for_inference(ray_cluster, tiny_corpus
     assert len([p for p in (run_dir / "train").glob("checkpoint_*") if p.is_dir()]) <= cfg.num_to_keep
 
 
-def test_a_finished_run_is_not_trained_or_encoded_again(ray_cluster, tiny_corpus, tmp_path, monkeypatch):
-    import services.train.run as train_run
+def test_the_data_pipeline_calls_no_deprecated_ray_api(ray_cluster, tiny_corpus, tmp_path, ray_deprecations):
+    from services.train.data import build_split, open_corpus
 
-    first = train_run.run(train_cfg(tiny_corpus, tmp_path, "max_steps=3"))
+    for split in ("train", "validation"):
+        build_split(train_cfg(tiny_corpus, tmp_path), open_corpus(str(tiny_corpus)), split)
+    assert ray_deprecations() == []
+
+
+def test_a_finished_run_is_not_trained_or_encoded_again(ray_cluster, tiny_corpus, tmp_path, monkeypatch):
+    import services.train.driver as train_driver
+
+    first = train_driver.run(train_cfg(tiny_corpus, tmp_path, "max_steps=3"))
 
     def never(*a, **k):
         raise AssertionError("a finished run built its datasets again")
 
-    monkeypatch.setattr(train_run, "build_split", never)
-    assert train_run.run(train_cfg(tiny_corpus, tmp_path, "max_steps=3")) == first
+    monkeypatch.setattr(train_driver, "build_split", never)
+    assert train_driver.run(train_cfg(tiny_corpus, tmp_path, "max_steps=3")) == first
     with pytest.raises(AssertionError, match="built its datasets again"):  # more steps: it does train on
-        train_run.run(train_cfg(tiny_corpus, tmp_path, "max_steps=4"))
+        train_driver.run(train_cfg(tiny_corpus, tmp_path, "max_steps=4"))
 
 
 def test_cached_encoder_states_train_the_same_adapter(ray_cluster, tiny_corpus, tmp_path):
     """encoders.cache=true encodes each clip once for all epochs; the batches, and so the training, are the same."""
     from alarm.model.checkpoint import load_adapter
-    from services.train.run import run
+    from services.train.driver import run
 
     runs = {}
     for cache in (False, True):
@@ -89,7 +97,7 @@ def test_cached_encoder_states_train_the_same_adapter(ray_cluster, tiny_corpus, 
 def test_the_adapter_depends_on_the_corpus_rows_not_their_shard_layout(ray_cluster, tiny_corpus, tmp_path):
     """Generation writes rows in the order its actors finish blocks, so two runs of one config hold the same rows
     in other shards and another order. Training on either, or twice on one, gives byte-identical adapters."""
-    from services.train.run import run
+    from services.train.driver import run
 
     relaid = tmp_path / "relaid"
     (relaid / "shards").mkdir(parents=True)
@@ -111,7 +119,7 @@ def test_the_adapter_depends_on_the_corpus_rows_not_their_shard_layout(ray_clust
 def test_states_cached_on_disk_are_reused_by_the_next_run(ray_cluster, tiny_corpus, tmp_path, monkeypatch):
     """encoders.cache_dir: a second run on the same clips loads every clip's states instead of encoding it, and
     trains the same adapter."""
-    from services.train.run import run
+    from services.train.driver import run
 
     cache = tmp_path / "states"
     run(train_cfg(tiny_corpus, tmp_path / "a", "max_steps=3", f"encoders.cache_dir={cache}"))
@@ -126,7 +134,7 @@ def test_states_cached_on_disk_are_reused_by_the_next_run(ray_cluster, tiny_corp
 
 @pytest.mark.slow
 def test_restarted_job_resumes_where_it_stopped(ray_cluster, tiny_corpus, tmp_path):
-    from services.train.run import run
+    from services.train.driver import run
 
     first = run(train_cfg(tiny_corpus, tmp_path / "a", "max_steps=8", "stop_after=4"))
     assert first["steps"] == 4 and first["planned_steps"] == 8
@@ -141,7 +149,7 @@ def test_restarted_job_resumes_where_it_stopped(ray_cluster, tiny_corpus, tmp_pa
 
 @pytest.mark.slow
 def test_killed_worker_resumes_from_last_checkpoint(ray_cluster, tiny_corpus, tmp_path):
-    from services.train.run import run
+    from services.train.driver import run
 
     cfg = train_cfg(tiny_corpus, tmp_path, "max_steps=10")
     result: dict = {}
@@ -175,8 +183,8 @@ def train_worker_pids() -> list[int]:
 
 
 def test_checkpoints_to_s3(ray_cluster, tiny_corpus, s3_endpoint):
-    from alarm.sources import s3_filesystem
-    from services.train.run import run
+    from alarm.checkpoints import s3_filesystem
+    from services.train.driver import run
 
     fs = s3_filesystem()
     fs.mkdir("trained")
@@ -188,7 +196,7 @@ def test_checkpoints_to_s3(ray_cluster, tiny_corpus, s3_endpoint):
 
 
 def test_bad_corpus_gives_a_clear_error(ray_cluster, tiny_corpus, tmp_path):
-    from services.train.run import run
+    from services.train.driver import run
 
     with pytest.raises(InvalidInput, match="no manifest.json"):
         run(train_cfg(tmp_path / "nowhere", tmp_path))

@@ -5,14 +5,17 @@ import sys
 import pytest
 
 from alarm.config import (
-    ENCODER_KINDS,
     ConfigError,
+    CorpusConfig,
     CrossAttentionFusionConfig,
     ModelConfig,
+    ServeConfig,
+    TrainConfig,
     load_config,
     preset_names,
     write_config,
 )
+from alarm.encoders import FAMILIES
 
 REAL_PRESETS = ["alarm-ca", "alarm-p", "al-whisper"]
 
@@ -25,7 +28,7 @@ def test_required_presets_exist():
 def test_every_preset_validates(name):
     cfg = load_config(ModelConfig, name)
     assert cfg.name == name
-    assert set(cfg.encoders) <= set(ENCODER_KINDS)
+    assert set(cfg.encoders) <= set(FAMILIES)
 
 
 @pytest.mark.parametrize("name", REAL_PRESETS)
@@ -130,3 +133,43 @@ def test_print_config_command():
     assert json.loads(out)["encoders"].keys() == {"whisper"}
     bad = subprocess.run([sys.executable, "-m", "alarm.config", "fusion.nope=1"], capture_output=True, text=True)
     assert bad.returncode == 2 and "valid keys under fusion" in bad.stderr
+
+
+@pytest.mark.parametrize("cls, section", [(CorpusConfig, "corpus"), (TrainConfig, "train"), (ServeConfig, "serve")])
+def test_the_old_top_level_ray_keys_name_the_new_ones(cls, section, tmp_path):
+    with pytest.raises(ConfigError, match=r"'ray_address' was renamed to 'ray.address': write ray.address="):
+        load_config(cls, "tiny", ["ray_address=127.0.0.1:6379"], section=section)
+    old = tmp_path / "old.yaml"
+    old.write_text("base: tiny\nray_num_cpus: 4\n")
+    with pytest.raises(ConfigError, match=r"'ray_num_cpus' was renamed to 'ray.num_cpus'.*`ray: \{num_cpus: \.\.\.\}`"):
+        load_config(cls, old, section=section)
+    cfg = load_config(cls, "tiny", ["ray.address=ray://head:10001"], section=section)
+    assert cfg.ray.address == "ray://head:10001" and cfg.ray.num_cpus == 4 and not cfg.ray.dashboard
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["fusion.dropout=2"], "fusion.dropout"),
+    (["encoders.whisper.adapter.width=0"], "encoders.whisper.adapter.width"),
+    (["fusion.kind=perceiver", "fusion.num_latents=0"], "fusion.num_latents"),
+])
+def test_errors_name_the_dotted_key_without_union_tags(overrides, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(ModelConfig, "tiny", overrides)
+    lines = str(e.value).splitlines()[1:]
+    assert any(line.strip().startswith(f"{key}:") for line in lines), str(e.value)
+    assert not any(f".{tag}." in str(e.value) for tag in ("cross_attention", "perceiver", "downsample"))
+
+
+def test_a_union_tag_is_dropped_only_where_the_schema_has_the_union():
+    with pytest.raises(ConfigError) as e:  # a list of sources: the tag follows the index
+        load_config(CorpusConfig, "tiny", ["sources.0.num_clips=0"], section="corpus")
+    assert "  sources.0.num_clips:" in str(e.value)
+
+
+def test_every_union_tag_is_a_kind_literal_of_its_members():
+    from alarm.config.keys import union_members
+    from alarm.config.model import AdapterConfig, FusionConfig
+
+    assert set(union_members(FusionConfig)) == {"sum", "cross_attention", "perceiver"}
+    assert set(union_members(AdapterConfig)) == {"downsample", "mlp", "identity"}
+    assert union_members(int | None) == {}

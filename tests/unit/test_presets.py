@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from alarm.config import ModelConfig, load_config, preset_names
+from alarm.encoders.checkpoint import build_encoder_meta, checkpoint_format
 from alarm.model.audio_adapter import audio_token_count, build_audio_adapter
-from alarm.model.encoders import ENCODERS, build_encoder_meta
 from alarm.model.llm import QWEN3_4B_THINKING_2507, build_llm_meta
-from alarm.pretrained import WHISPER_TINY_EN
-from alarm.tiny import TINY_QWEN3
-from alarm.toy.teacher import TEACHER_ARCH
+from alarm.tiny.pretrained import WHISPER_TINY_EN
+from alarm.tiny.qwen3 import TINY_QWEN3
+from alarm.tiny.teacher import TEACHER_ARCH
 
 REAL = ["alarm-ca", "alarm-p", "al-whisper"]
 
@@ -23,13 +23,13 @@ def test_preset_builds_on_meta(name):
     cfg = load_config(ModelConfig, name)
     tiny = name not in REAL
     for enc_name, enc in cfg.encoders.items():
-        spec = ENCODERS[enc_name]
-        if enc.checkpoint.startswith("pretrained://whisper-tiny.en"):  # toy: a real small Whisper, no meta spec
+        spec, fmt = checkpoint_format(enc_name)
+        if enc.checkpoint.startswith("pretrained://whisper-tiny.en"):  # toy: a real small Whisper, no meta spec for it
             assert enc.hidden_size == WHISPER_TINY_EN["d_model"]
             assert max(enc.layers) <= WHISPER_TINY_EN["encoder_layers"]
             continue
         if not tiny:
-            assert enc.hidden_size == spec.hidden_size, f"encoders.{enc_name}.hidden_size"
+            assert enc.hidden_size == spec.real_config[fmt.hidden], f"encoders.{enc_name}.hidden_size"
             assert enc.checkpoint == spec.checkpoint and enc.revision == spec.revision
         module = build_encoder_meta(enc_name, enc.layers, tiny=tiny)
         assert all(p.is_meta for p in module.parameters())

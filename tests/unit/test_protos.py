@@ -63,3 +63,10 @@ def test_stubs_import_under_the_services_package_and_round_trip():
     methods = pb.DESCRIPTOR.services_by_name["AlarmService"].methods_by_name
     assert set(methods) == {"Generate", "GenerateStream"}
     assert methods["GenerateStream"].server_streaming and not methods["Generate"].server_streaming
+
+
+def test_the_service_name_constant_is_the_protos():
+    from alarm.config import GRPC_SERVICE
+    from services.serve._proto.alarm.v1 import alarm_pb2
+
+    assert alarm_pb2.DESCRIPTOR.services_by_name["AlarmService"].full_name == GRPC_SERVICE

@@ -8,7 +8,7 @@ from alarm.corpus.describe import FAMILIES, describe, fix_typos, fix_vctk, fmt_v
 from alarm.errors import InvalidInput
 
 # ---------------------------------------------------------------------------------------------------------------
-# canonical strings (method.md §2.1)
+# canonical strings (the ALARM paper's description format)
 
 
 def test_esc50_label():

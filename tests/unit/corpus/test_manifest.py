@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from alarm import env
+from alarm import env, jsonl
 from alarm.audio.decode import load_audio
 from alarm.config import HFDatasetSourceConfig, ManifestSourceConfig, SyntheticSourceConfig
 from alarm.corpus.manifest import ROW_KEYS, count_rows, read_hf_dataset, read_manifest
@@ -143,6 +143,18 @@ def test_prompt_column_and_instruction_rows(tmp_path):
         read_manifest(_cfg(path, instruction=True))
 
 
+def test_jsonl_fields_with_unicode_line_separators_stay_one_row(tmp_path):
+    seps = ["\u2028", "\u2029", "\x85", "\v", "\x1c"]
+    records = [{"id": str(i), "audio": "x.wav", "question": f"first{sep}second", "note": f"a{sep}b"}
+               for i, sep in enumerate(seps)]
+    for name, text in (("raw.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)),
+                       ("ours.jsonl", jsonl.dumps(records))):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        rows = list(read_manifest(_cfg(tmp_path / name, prompt_column="question")))
+        assert [r["prompt_given"] for r in rows] == [r["question"] for r in records]
+        assert [json.loads(r["metadata"])["note"] for r in rows] == [r["note"] for r in records]
+
+
 def test_family_column_picks_each_rows_describer(tmp_path):
     path = _jsonl(tmp_path / "m.jsonl", [
         {"id": "1", "audio": "x.wav", "kind": "labels", "label": "dog"},
@@ -263,7 +275,7 @@ def test_csv_rows_with_the_wrong_number_of_fields_are_flagged(tmp_path):
 
 
 def test_s3_manifest_resolves_audio_against_its_prefix(s3_endpoint, tmp_path):
-    from alarm.sources import s3_filesystem
+    from alarm.checkpoints import s3_filesystem
 
     fs = s3_filesystem()
     fs.mkdir("manifest-bucket")

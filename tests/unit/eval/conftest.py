@@ -1,4 +1,4 @@
-"""The local MMAU test-mini metadata (1000 items), skipped where the shared folder is absent."""
+"""The MMAU test-mini metadata (1000 items), skipped where the file is absent (see helpers.MMAU_MINI)."""
 
 from __future__ import annotations
 
@@ -11,5 +11,6 @@ from tests.unit.eval.helpers import MMAU_MINI
 @pytest.fixture(scope="session")
 def mmau_items() -> list[Item]:
     if not MMAU_MINI.exists():
-        pytest.skip(f"{MMAU_MINI} not present (shared benchmark metadata, see ../shared/ext/benchmarks)")
+        pytest.skip(f"{MMAU_MINI} not present: set ALARM_MMAU_TEST_MINI to mmau-test-mini.json of "
+                    "github.com/Sakshi113/MMAU")
     return load_items("mmau", [MMAU_MINI])

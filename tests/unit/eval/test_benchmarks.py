@@ -46,6 +46,14 @@ def test_mmar_json_and_jsonl_merge_by_id_not_position(tmp_path):
         load_items("mmar", [a, tmp_path / "other.jsonl"])
 
 
+def test_jsonl_metadata_with_unicode_line_separators(tmp_path):
+    rows = [mmsu_row(i, question=f"Q{i} first{sep}second") for i, sep in enumerate(["\u2028", "\u2029", "\x85"])]
+    path = tmp_path / "mmsu.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")  # raw
+    items = load_items("mmsu", [path])
+    assert [it.question for it in items] == [r["question"] for r in rows]
+
+
 def test_mmsu_lettered_choices_and_audio_path(tmp_path):
     items = load_items("mmsu", [write_jsonl(tmp_path / "mmsu.jsonl", [mmsu_row(7, "c"), mmsu_row(8, "a")])])
     it = items[0]

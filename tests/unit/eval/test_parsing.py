@@ -1,4 +1,4 @@
-"""Answer parsing: ALARM's reference quirks (benchmarks.md §7.3), the official letter rule (§7.4), our
+"""Answer parsing: ALARM's reference quirks, the official letter rule, our
 standard parse, choice-text mapping and the named fallbacks (never a silent option 0)."""
 
 from __future__ import annotations
@@ -20,9 +20,18 @@ def ref(answer: str, reasoning: str = "", n: int = 4, **kw):
 
 
 @pytest.mark.parametrize("answer", ["it is 2", "<answer>Option_2</answer>", "<answer>2.</answer>", ""])
-def test_reference_non_integer_is_option_0_and_flagged(answer):
-    p = ref(answer)
+def test_reference_non_integer_is_option_0_only_when_asked(answer):
+    p = ref(answer, fallback="first")  # what the ALARM reference did, silently
     assert (p.index, p.parse_ok, p.fallback, p.submission) == (0, False, "first", "choice a")
+    p = ref(answer)  # no fallback unless asked for, in the reference mode too
+    assert (p.index, p.parse_ok, p.fallback, p.submission) == (None, False, None, "")
+
+
+@pytest.mark.parametrize("bench, answer", [("mmau", ""), ("mmau", "I am not sure"), ("mmsu", ""),
+                                               ("airbench", "none of them")])
+def test_native_reference_parse_has_no_fallback_unless_asked(bench, answer):
+    p = parse_answer(item(), answer, fmt="native", benchmark=bench, mode="reference")
+    assert (p.index, p.parse_ok, p.fallback, p.submission) == (None, False, None, answer)
 
 
 def test_reference_quirks():
@@ -34,7 +43,7 @@ def test_reference_quirks():
     assert (p.index, p.parse_ok) == (2, True)
     assert ref("3").index == 3  # no tag: the whole text goes through int()
     # the reference parsed the whole generated text, reasoning included
-    assert ref("3", reasoning="Let me think.</think>").fallback == "first"
+    assert ref("3", reasoning="Let me think.</think>", fallback="first").fallback == "first"
     assert ref("no tag", reasoning="maybe <answer>1</answer>").index == 1
     p = ref("<answer>x</answer>", fallback="none")  # the reference parse with our fallback
     assert (p.index, p.fallback, p.submission) == (None, None, "")
@@ -42,14 +51,26 @@ def test_reference_quirks():
 
 @pytest.mark.parametrize("answer, index", [
     ("<answer>2</answer>", 2), ("<answer> Option_2 </answer>", 2), ("<answer>(Option_3)</answer>", 3),
-    ("<answer>2.</answer>", 2), ("2", 2), ("x <answer>1</answer> y <answer>0</answer>", 0),
+    ("<answer>option 1</answer>", 1), ("<answer>OPTION1</answer>", 1), ("<answer>(2).</answer>", 2),
+    ("<answer>2.</answer>", 2), ("2", 2), ("Option_1", 1), ("x <answer>1</answer> y <answer>0</answer>", 0),
     ("<answer>7</answer>", None), ("<answer>-1</answer>", None), ("<answer>two</answer>", None),
-    ("The answer is 2", None), ("<answer>2", None), ("", None),
+    ("The answer is 2", None), ("<answer>2", None), ("", None), ("<answer>1 2</answer>", None),
+    ("<answer>(2</answer>", None), ("<answer>2)</answer>", None), ("<answer>Option-2</answer>", None),
+    ("<answer>\u0662</answer>", None), ("<answer>\uff12</answer>", None), ("\u0968", None),  # non-ASCII digits
 ])
 def test_standard_alarm_parse(answer, index):
     p = parse_answer(item(), answer, fmt="alarm", benchmark="mmau")
     assert (p.index, p.parse_ok, p.fallback) == (index, index is not None, None)
     assert p.submission == ("" if index is None else item().choices[index])
+
+
+def test_identical_options_are_named_in_the_note():
+    it = Item("d", "Q", ("one", "six", "four", "four"), 2, "four", {}, "a.wav", 0, {})
+    p = parse_answer(it, "<answer>3</answer>", fmt="alarm", benchmark="mmau")
+    assert (p.index, p.parse_ok, p.note) == (3, True, "identical options: 2=3")
+    p = parse_answer(it, "<answer>x</answer>", fmt="alarm", benchmark="mmau")
+    assert p.note == "no option id in <answer>: 'x'; identical options: 2=3"
+    assert parse_answer(item(), "<answer>3</answer>", fmt="alarm", benchmark="mmau").note == ""
 
 
 def test_alarm_format_letter_benchmark_submits_letters():

@@ -1,8 +1,10 @@
-"""Scoring a run's predictions into the report (the §8 facts) and the submission files of §6."""
+"""Scoring a run's predictions into the report (the facts docs/evaluation.md lists) and the submission files."""
 
 from __future__ import annotations
 
 import json
+
+import pytest
 
 from alarm.eval.benchmarks import load_items
 from alarm.eval.report import score_predictions, submission_text, write_outputs
@@ -77,11 +79,25 @@ def test_reference_parse_reproduces_alarm(tmp_path):
     answers = {"q0": "junk", "q1": "<answer>-1</answer>", "q2": "<answer>7</answer>",
                "q3": "<answer>0</answer>"}
     run = score_predictions(items, preds(answers), benchmark="mmau", fmt="alarm", parse="reference")
+    assert run.report["settings"]["fallback"] == "none" and run.report["parse"]["fallback_used"] == {}
+    assert run.report["scores"]["official"]["overall"]["correct"] == 1  # q1 (-1: the last option) is wrong
+    run = score_predictions(items, preds(answers), benchmark="mmau", fmt="alarm", parse="reference",
+                            fallback="first")
     assert run.report["settings"]["fallback"] == "first"
     assert [p.submission for _, _, p in run.rows] == [items[0].choices[0], items[1].choices[3], "7",
                                                       items[3].choices[0]]
     assert run.report["parse"]["fallback_used"] == {"first": 1} and run.report["parse"]["failed"] == 3
     assert run.report["scores"]["official"]["overall"]["correct"] == 2  # the option-0 fallback scores
+
+
+def test_empty_native_answers_score_zero_unless_a_fallback_is_asked_for(mmau_items):
+    empty = preds({it.id: "" for it in mmau_items})
+    for parse in ("standard", "reference"):
+        run = score_predictions(mmau_items, empty, benchmark="mmau", fmt="native", parse=parse)
+        assert run.report["scores"]["official"]["overall"]["correct"] == 0
+        assert run.report["scores"]["strict"]["overall"]["correct"] == 0
+    run = score_predictions(mmau_items, empty, benchmark="mmau", fmt="native", parse="reference", fallback="first")
+    assert run.report["scores"]["official"]["overall"]["accuracy"] == pytest.approx(0.398, abs=0.0005)
 
 
 def test_mmar_submission_keeps_the_container(tmp_path):

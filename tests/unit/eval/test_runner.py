@@ -62,15 +62,24 @@ def test_resume_skips_answered_items(items, tmp_path):
 
 def test_torn_last_line_is_dropped_and_retried(items, tmp_path):
     path = tmp_path / "p.jsonl"
-    path.write_text(json.dumps({"id": "q0", "answer": "a"}) + "\n" + '{"id": "q1", "ans')
+    torn = json.dumps({"id": "q0", "answer": "a"}) + "\n" + '{"id": "q1", "ans'
+    path.write_text(torn)
     store = PredictionStore(path)
-    assert list(store.load()) == ["q0"] and path.read_text().endswith("}\n")
+    assert list(store.load()) == ["q0"] and path.read_text() == torn  # loading (e.g. rescoring) changes nothing
     fake = ScriptedAnswerer(lambda p, s: "x")
     run(items, fake, store)
     assert len(fake.calls) == 5 and len(store.load()) == 6
-    path.write_text("not json\n")
-    with pytest.raises(EvalRunError, match="line 1 is not valid JSON"):
-        store.load()
+    assert all(json.loads(line) for line in path.read_text().split("\n")[:-1])  # the torn line was cut off
+
+
+def test_a_bad_line_before_the_last_is_an_error_naming_it(items, tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"id": "q0", "answer": "a"}\nnot json\n{"id": "q1", "answer": "b"}\n')
+    with pytest.raises(EvalRunError, match=r"p.jsonl: line 2 is not valid JSON"):
+        PredictionStore(path).load()
+    path.write_text('{"id": "q0", "answer": "a"}\n{"id": "q1"}\n')
+    with pytest.raises(EvalRunError, match=r"p.jsonl: line 2 is not a prediction record"):
+        PredictionStore(path).load()
 
 
 def test_failed_requests_are_left_for_a_rerun(items, tmp_path):
@@ -78,7 +87,7 @@ def test_failed_requests_are_left_for_a_rerun(items, tmp_path):
     stats = run(items, ScriptedAnswerer(lambda p, s: "x", fail_on={"Question 2?"}), store)
     assert stats.done == 5 and stats.failed == {"q2": "RuntimeError: scripted failure"}
     assert "q2" not in store.load()
-    with pytest.raises(EvalRunError, match=r"stopped after 2 failed requests \(--max-errors 2\)"):
+    with pytest.raises(EvalRunError, match=r"stopped after 2 failed requests \(max_errors=2\)"):
         run(items, ScriptedAnswerer(lambda p, s: "x", fail_on={"Question"}),
             PredictionStore(tmp_path / "q.jsonl"), max_errors=2, concurrency=1)
 
@@ -111,7 +120,7 @@ def test_missing_audio_is_listed_before_running(items, tmp_path):
     for it in items[:4]:
         (root / it.audio).write_bytes(b"x")
     locations = audio_locations(items, str(root))
-    with pytest.raises(EvalRunError, match=r"2 of 6 audio files are missing under --audio-root .*\n.*q4.wav"):
+    with pytest.raises(EvalRunError, match=r"2 of 6 audio files are missing under audio_root=.*\n.*q4.wav"):
         check_audio(locations, str(root))
     check_audio(audio_locations(items[:4], str(root)), str(root))
     with pytest.raises(EvalRunError, match="only local folders and s3:// URIs"):
@@ -119,7 +128,7 @@ def test_missing_audio_is_listed_before_running(items, tmp_path):
 
 
 def test_missing_audio_on_s3(items, s3_endpoint):
-    from alarm.sources import s3_filesystem
+    from alarm.checkpoints import s3_filesystem
 
     fs = s3_filesystem()
     fs.mkdir("eval-bucket")

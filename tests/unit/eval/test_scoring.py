@@ -1,7 +1,10 @@
-"""The official and strict scorers against documented numbers (benchmarks.md §2, §6, §7) and the MMSU /
+"""The official and strict scorers against documented numbers (docs/evaluation.md) and the MMSU /
 AIR-Bench letter rules, including their denominators."""
 
 from __future__ import annotations
+
+import json
+import re
 
 import pytest
 
@@ -39,12 +42,13 @@ def test_mmau_always_option_0(mmau_items):
 
 
 def test_bag_of_words_pairs_official_credits_strict_does_not(mmau_items):
-    twins = {}  # id -> a wrong choice with the gold answer's word set
+    twins = {}  # id -> a wrong choice with the gold answer's word set (another string: copies are the gold)
     for it in mmau_items:
-        same = [i for i, c in enumerate(it.choices) if i != it.gold and tokens(c) == tokens(it.gold_text)]
+        same = [i for i, c in enumerate(it.choices)
+                if i != it.gold and tokens(c) == tokens(it.gold_text) and c != it.gold_text]
         if same:
             twins[it.id] = same[0]
-    assert len(twins) == 24 and any(k.startswith("40c9c875-") for k in twins)
+    assert len(twins) == 9 and any(k.startswith("40c9c875-") for k in twins)
     items = [it for it in mmau_items if it.id in twins]
     off = official_verdicts("mmau", [(it, it.choices[twins[it.id]]) for it in items])
     strict = strict_verdicts([(it, twins[it.id]) for it in items])
@@ -66,11 +70,38 @@ def test_missing_predictions_shrink_the_denominator(mmau_items):
 
 def test_official_vocabulary(tmp_path):
     row = {"id": "m", "audio_path": "a.wav", "question": "q", "choices": ["x", "y"], "answer": "x",
-           "modality": "ambient"}
+           "modality": "ambient", "category": "Signal Layer"}
     [it] = load_items("mmar", [write_json(tmp_path / "m.json", [row])])
-    with pytest.raises(ScoreError, match=r"modality='ambient'; the official scorer only knows"):
+    with pytest.raises(ScoreError, match=r"item 'm' has modality='ambient'; the official scorer only knows "
+                                         r"modality in \['mix-music-speech', "):
         official_verdicts("mmar", [(it, "x")])
     assert strict_verdicts([(it, 0)])[0].correct
+
+
+@pytest.mark.parametrize("category, found", [("Acoustic Layer", "has category='Acoustic Layer'"),
+                                              (None, "has no 'category'")])
+def test_official_mmar_categories(tmp_path, category, found):
+    row = {"id": "m", "audio_path": "a.wav", "question": "q", "choices": ["x", "y"], "answer": "x",
+           "modality": "sound", **({"category": category} if category else {})}
+    [it] = load_items("mmar", [write_json(tmp_path / "m.json", [row])])
+    allowed = "['Cultural Layer', 'Perception Layer', 'Semantic Layer', 'Signal Layer']"
+    with pytest.raises(ScoreError, match=re.escape(f"{found}; the official scorer only knows category in {allowed}")):
+        official_verdicts("mmar", [(it, "x")])
+    layers = [{**row, "id": f"m{i}", "category": c} for i, c in enumerate(json.loads(allowed.replace("'", '"')))]
+    assert all(v.correct for v in official_verdicts("mmar", [(it, "x") for it in load_items(
+        "mmar", [write_json(tmp_path / "ok.json", layers)])]))
+
+
+def test_strict_credits_any_copy_of_a_repeated_gold_option(mmau_items):
+    repeated = [it for it in mmau_items if len(set(it.choices)) < len(it.choices)]
+    assert len(repeated) == 27
+    gold_repeated = [it for it in repeated if it.choices.count(it.gold_text) > 1]
+    assert len(gold_repeated) == 16  # e.g. a gold answer written as options 3 and 4
+    for it in gold_repeated:
+        copies = [i for i, c in enumerate(it.choices) if c == it.gold_text]
+        assert it.gold == copies[0] and all(v.correct for v in strict_verdicts([(it, i) for i in copies]))
+        others = [i for i in range(len(it.choices)) if i not in copies]
+        assert not any(v.correct for v in strict_verdicts([(it, i) for i in others]))
 
 
 def test_strict_gold_not_in_choices_is_always_wrong():

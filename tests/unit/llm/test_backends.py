@@ -190,7 +190,7 @@ def hf():
 
 
 def test_hf_greedy_generate_returns_the_scripted_answer(hf):
-    from alarm.tiny_scripted import SELF_GENERATION_OUTPUT
+    from alarm.tiny.scripted import SELF_GENERATION_OUTPUT
 
     backend, tok, prompt = hf
     assert isinstance(backend, Backend)

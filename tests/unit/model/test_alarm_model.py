@@ -78,7 +78,7 @@ def test_trained_adapter_round_trips_through_build(tmp_path):
 
 
 def test_adapter_from_s3(tmp_path, s3_endpoint, monkeypatch):
-    from alarm.sources import s3_filesystem
+    from alarm.checkpoints import s3_filesystem
 
     monkeypatch.setenv("ALARM_CACHE", str(tmp_path / "cache"))
     cfg = load_config(ModelConfig, "tiny-whisper")

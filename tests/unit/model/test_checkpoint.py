@@ -209,3 +209,23 @@ def test_load_encoder_adapter_mismatches(tmp_path):
     wide = cfg_for("cross_attention", whisper={"adapter": {"kind": "downsample", "width": 16, "norm": "batch"}})
     with pytest.raises(CheckpointMismatch, match=r"adapters\.whisper\.conv1\.weight: expected \(32, 16, 3\)"):
         load_encoder_adapter(build_audio_adapter(wide), "whisper", folder)
+
+
+def test_one_fit_rule_for_loading_and_serving():
+    served = cfg_for("cross_attention")
+    single = cfg_for("sum", encoders=("whisper",))
+    assert ckpt.fit_problems(single, served) == []  # serving: a single-encoder adapter on a four-encoder server
+    assert ckpt.fit_problems(single, served, rebuild=True) == [  # rebuilding it from the fusion config: no
+        "encoders: checkpoint ['whisper'], config ['muq', 'sslam', 'w2vbert', 'whisper']",
+        "fusion: checkpoint {'kind': 'sum'}, config " + repr({k: v for k, v in served.fusion.model_dump().items()
+                                                                  if k != "dropout"}),
+    ]
+    wider = served.model_copy(update={"llm": served.llm.model_copy(update={"hidden_size": 48})})
+    assert ckpt.fit_problems(single, wider) == ["llm.hidden_size: checkpoint 32, config 48"]
+    narrow = cfg_for("sum", encoders=("whisper", "muq"))
+    assert ckpt.fit_problems(narrow, single) == [
+        "encoders: checkpoint ['muq', 'whisper'], config ['whisper'] (the model does not run ['muq'])"]
+    layer_norm = cfg_for("sum", encoders=("whisper",), whisper={"adapter": {"kind": "downsample", "width": 32,
+                                                                           "norm": "layer"}})
+    assert ckpt.fit_problems(single, layer_norm) == []  # serving builds the adapter from its own config
+    assert [p.split(":")[0] for p in ckpt.fit_problems(single, layer_norm, rebuild=True)] == ["encoders.whisper.adapter"]

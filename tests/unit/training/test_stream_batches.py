@@ -1,10 +1,11 @@
-"""The Ray Train worker's micro-batches: length buckets within windows of the stream, a new order every epoch."""
+"""The Ray Train worker's micro-batches (alarm.training.batch.epoch_batches over its shard): length buckets within
+windows of the stream, a new order every epoch."""
 
 import numpy as np
 
 from alarm.config import TrainConfig, load_config
 from alarm.training.batch import bucket_by_length, example_length
-from services.train.loop import stream_batches
+from services.train.worker import stream_batches
 
 
 class Shard:
@@ -34,7 +35,7 @@ def keys(batches) -> list[list[str]]:
     return [[r["key"] for r in b] for b in batches]
 
 
-def test_a_window_as_large_as_the_corpus_buckets_the_whole_epoch_like_the_in_process_trainer():
+def test_a_window_as_large_as_the_corpus_buckets_the_whole_epoch():
     data, c = rows(90), cfg(window_batches=32)  # 128 rows >= 90
     for epoch in (0, 1):
         expected = bucket_by_length(data, example_length, 4, seed=c.seed + epoch)

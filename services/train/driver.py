@@ -1,0 +1,111 @@
+"""The training job's driver, `run(cfg)`: checks the corpus and checkpoints, plans the steps, launches a
+TorchTrainer of `worker.train_loop` over the Ray Data splits (data.py), and exports the final adapter, metrics and
+curves to output/run_id. Resumable."""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import sys
+import tempfile
+from pathlib import Path
+
+from alarm.checkpoints import resolve_checkpoint
+from alarm.config import TrainConfig
+from alarm.config.base import RAY_RENAMED
+from alarm.errors import InvalidInput
+from alarm.model.llm import resolve_llm
+from alarm.training.curves import plot_curves, read_metrics
+from alarm.training.trainer import plan_total_steps
+from services.connect import init_ray
+from services.errors import alarm_error_in
+from services.storage import RunStore
+from services.train.data import build_split, count_examples, open_corpus
+from services.train.worker import METRICS, train_loop
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: TrainConfig) -> dict:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    corpus = open_corpus(cfg.corpus)
+    out = RunStore(posixpath.join(cfg.output, cfg.run_id))
+    out.check_reachable()
+    out.check_config(cfg.model_dump(mode="json"), ignore=("workers", "encoders", "ray", *RAY_RENAMED,
+                                                          "max_steps", "stop_after", "epochs", "eval_every",
+                                                          "log_every"))
+    counts = count_examples(corpus)
+    n_train, n_val = counts.get("train", 0), counts.get("validation", 0)
+    if n_train < cfg.batch.effective:
+        raise InvalidInput(f"corpus {cfg.corpus} has {n_train} kept train rows, fewer than one optimizer step "
+                           f"(batch.effective={cfg.batch.effective}); generate more or lower batch.effective")
+    total_steps = plan_total_steps(cfg, n_train)
+    done = out.read_json("summary.json")
+    if done and done.get("steps") == done.get("planned_steps") == total_steps and \
+            done.get("train_examples") == n_train and out.read_json("adapter/meta.json") is not None:
+        print(f"{cfg.run_id}: already trained ({total_steps} steps, adapter {done['adapter']}); nothing to do",
+              file=sys.stderr)
+        return done  # a rerun of a finished job must not encode the corpus again to find that out
+    # Every checkpoint resolves here, on the driver: a missing one is a clear error, not a worker stack trace.
+    resolve_llm(cfg.model.llm)
+    for enc in cfg.model.encoders.values():
+        resolve_checkpoint(enc.checkpoint, enc.revision, expect=["config.json"])
+    for uri in [cfg.init_adapter, *(e.adapter_init for e in cfg.model.encoders.values())]:
+        if uri is not None:
+            resolve_checkpoint(uri, expect=["adapter.safetensors", "model_config.json"])
+    init_ray(cfg.ray, log_to_driver=True)  # the workers print the progress lines
+    datasets = {"train": build_split(cfg, corpus, "train"),
+                # no validation rows (tiny corpora): evaluate on a fixed slice of train, and say so in the summary
+                "val": build_split(cfg, corpus, "validation" if n_val else "train",
+                                   limit=cfg.eval_batches * cfg.batch.per_worker * max(cfg.workers.num_workers, 1))}
+    storage_path = out.root if out.local else out.root.rsplit("/", 1)[0]
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "total_steps": total_steps},
+        scaling_config=ScalingConfig(num_workers=cfg.workers.num_workers, use_gpu=cfg.workers.use_gpu,
+                                     resources_per_worker={"CPU": cfg.workers.num_cpus}),
+        run_config=RunConfig(
+            name="train" if out.local else posixpath.basename(out.root) + "/train",
+            storage_path=storage_path, storage_filesystem=None if out.local else out.arrow_filesystem(),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep),
+            failure_config=FailureConfig(max_failures=cfg.workers.max_failures),
+        ),
+        datasets=datasets,
+        torch_config=TorchConfig(backend="nccl" if cfg.workers.use_gpu else "gloo"),
+    )
+    try:
+        result = trainer.fit()
+    except Exception as e:
+        cause = alarm_error_in(e)
+        if cause is not None:  # bad data or checkpoints surfaced inside a worker: report it as what it is
+            raise InvalidInput(cause) from None
+        raise
+    if result.checkpoint is None:
+        raise RuntimeError(f"training {cfg.run_id} finished without a checkpoint: {result.error}")
+    return export(result.checkpoint, out, cfg, total_steps, n_train, n_val)
+
+
+def export(checkpoint, out: RunStore, cfg: TrainConfig, total_steps: int, n_train: int, n_val: int) -> dict:
+    """Final adapter (loads directly into inference), metrics.jsonl and curves.png next to the checkpoints."""
+    with checkpoint.as_directory() as d, tempfile.TemporaryDirectory() as tmp:
+        d = Path(d)
+        history = read_metrics(d / METRICS)
+        plot = plot_curves(history, Path(tmp) / "curves.png")
+        for name in ("adapter.safetensors", "model_config.json", "meta.json"):
+            out.write_bytes(posixpath.join("adapter", name), (d / "adapter" / name).read_bytes())
+        out.write_bytes(METRICS, (d / METRICS).read_bytes())
+        out.write_bytes("curves.png", plot.read_bytes())
+    train = [h for h in history if h["kind"] == "train"]
+    val = [h for h in history if h["kind"] == "val"]
+    summary = {
+        "run": out.uri, "adapter": posixpath.join(out.uri, "adapter"),
+        "steps": train[-1]["step"] if train else 0, "planned_steps": total_steps,
+        "train_examples": n_train, "val_examples": n_val or f"none (validated on {cfg.eval_batches} train batches)",
+        "first_loss": train[0]["loss"] if train else None, "last_loss": train[-1]["loss"] if train else None,
+        "last_val_loss": val[-1]["loss"] if val else None,
+        "examples_per_s": round(sum(h["examples_per_s"] for h in train[1:]) / max(len(train) - 1, 1), 3),
+    }
+    out.write_json("summary.json", summary)
+    return summary

@@ -1,0 +1,81 @@
+"""Tiny checkpoints' cache keys: they move when what the bytes depend on moves, and only then (a docstring edit
+in a module that produces the teacher's data must not cost a ~4-minute rebuild)."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from alarm.tiny import builder, keys, teacher
+from alarm.toy import world
+
+EDITED = ("alarm.corpus.rows", "alarm.eval.prompts", "alarm.corpus.synthetic", "alarm.toy.world")
+
+
+def key(name: str) -> str:
+    return keys.cache_key(name, builder(name), 0)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A cache of this module's own, so every data digest is computed here rather than read back."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def before(cache) -> str:
+    """The teacher's key as the library stands."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("ALARM_CACHE", str(cache))
+        return key("qwen3-teacher")
+
+
+def edit_sources(monkeypatch, modules=EDITED, tag: str | None = "edited") -> None:
+    """What an edit of `modules` does to the library as the key sees it: their source reads differently and, with
+    a `tag`, the library's source digest (the key of remembered data digests) changes."""
+    getsource = inspect.getsource
+
+    def edited(obj):
+        text = getsource(obj)
+        return text + '\n"""edited"""\n' if getattr(obj, "__name__", None) in modules else text
+
+    monkeypatch.setattr(inspect, "getsource", edited)
+    if tag is not None:
+        monkeypatch.setattr(keys, "library_digest", lambda: tag)
+
+
+def test_a_docstring_edit_where_the_data_comes_from_keeps_the_teacher_key(cache, before, monkeypatch):
+    monkeypatch.setenv("ALARM_CACHE", str(cache))
+    edit_sources(monkeypatch)
+    assert key("qwen3-teacher") == before
+    assert (cache / "tiny" / ".keys" / "qwen3-teacher-data-0-edited").is_file()  # the data digest was made again
+
+
+def test_a_change_of_the_training_data_changes_the_teacher_key(cache, before, monkeypatch):
+    monkeypatch.setenv("ALARM_CACHE", str(cache))
+    monkeypatch.setitem(world.LEVELS, "quiet", "soft")  # the descriptions' word for a quiet clip
+    edit_sources(monkeypatch, ("alarm.toy.world",), tag="reworded")
+    assert key("qwen3-teacher") != before
+
+
+def test_the_teacher_key_covers_its_code_and_recipe(cache, before, monkeypatch):
+    monkeypatch.setenv("ALARM_CACHE", str(cache))  # the data digest is remembered there for this source
+    for module in ("alarm.tiny.teacher", "alarm.tiny.lm"):
+        with monkeypatch.context() as m:
+            edit_sources(m, (module,), tag=None)  # the data digest stays remembered: only the code moved
+            assert key("qwen3-teacher") != before, module
+    monkeypatch.setitem(teacher.TEACHER_ARCH, "num_hidden_layers", 5)
+    assert key("qwen3-teacher") != before
+
+
+def test_encoder_keys_cover_the_record_and_the_writers(monkeypatch):
+    from alarm.encoders import FAMILIES
+
+    before = key("sslam")
+    monkeypatch.setitem(FAMILIES["sslam"].tiny_config, "depth", 3)
+    assert key("sslam") != before
+    monkeypatch.undo()
+    edit_sources(monkeypatch, ("alarm.encoders.checkpoint",), tag=None)
+    assert key("sslam") != before
+    assert key("sslam") != key("muq")
