@@ -30,6 +30,7 @@ SIZES = {"full": Size(train_clips=400, per_type=32, epochs=12), "small": Size(tr
 BUDGETS = (256, 64, 0)
 MAX_TOKENS = 192
 TEACHER = "tiny://qwen3-teacher"
+ENCODER = "pretrained://whisper-tiny.en-10s"  # the toy model preset's (its sha256 goes into the report)
 
 
 def run(out: Path, size: Size, seeds, teacher: str | None = None) -> dict:
@@ -62,7 +63,7 @@ def run_seed(out: Path, size: Size, seed: int, teacher: str | None, states: Path
     with _stage(times, "teacher + encoder", seed):
         teacher = teacher or teacher_for(seed)
         teacher_dir = resolve_checkpoint(teacher)
-        whisper_dir = resolve_checkpoint("pretrained://whisper-tiny.en")
+        whisper_dir = resolve_checkpoint(ENCODER)
     with _stage(times, "data", seed):
         train_items = [it for i in range(size.train_clips) for it in toy_items(sources(seed)["train clips"], i)]
         held_out = eval_items(sources(seed)["held-out clips"], size.per_type)
