@@ -44,7 +44,8 @@ class GenerationParams:
 
     Attributes:
         max_tokens: Cap on new tokens, reasoning and answer together (the forcing sentence is not counted).
-        max_thinking_tokens: Phase-1 budget in new tokens; -1 = unlimited (one call). 0 is invalid.
+        max_thinking_tokens: Phase-1 budget in new tokens; -1 = unlimited (one call); 0 = no thinking (no phase
+            1: the forcing sentence closes the reasoning at once).
         temperature: In [0, 2]; 0 = greedy (the ranges are `alarm.llm.limits`, vLLM's).
         top_p: In (0, 1]; 1 = disabled.
         top_k: >= 0; 0 = disabled.
@@ -224,7 +225,8 @@ async def run_with_budget(
 ) -> AsyncIterator[StreamEvent]:
     """Generate with the two-phase thinking budget, streaming reasoning and answer deltas, then the final result.
 
-    Phase 1 runs with `min(max_thinking_tokens, max_tokens)` (or `max_tokens` alone when the budget is -1). If it
+    Phase 1 runs with `min(max_thinking_tokens, max_tokens)` (or `max_tokens` alone when the budget is -1; not at
+    all when it is 0, as if it had stopped on length at once). If it
     stopped on length without closing `</think>`, the forcing sentence is appended (as embeddings of phase-1 text +
     FORCING_SUFFIX after the prompt) and phase 2 runs with the `max_tokens - phase1_tokens` left, if any. If it
     stopped on length after closing `</think>`, phase 2 continues the answer from the phase-1 text, unforced (the
@@ -252,13 +254,16 @@ async def run_with_budget(
     budget = params.max_thinking_tokens
     ids1: list[int] = []
     text1, fin1 = "", None
-    cap1 = params.max_tokens if budget < 0 else min(budget, params.max_tokens)
-    async with aclosing(run(prompt_embeds, cap1, ids1)) as deltas:
-        async for text, fin in deltas:
-            text1, fin1 = text1 + text, fin or fin1
-            for ev in splitter.feed(text):
-                yield ev
-    _check_finish(fin1, "phase 1")
+    if budget == 0:  # no thinking: phase 1 ends before it starts, so the forcing sentence comes first
+        fin1 = "length"
+    else:
+        cap1 = params.max_tokens if budget < 0 else min(budget, params.max_tokens)
+        async with aclosing(run(prompt_embeds, cap1, ids1)) as deltas:
+            async for text, fin in deltas:
+                text1, fin1 = text1 + text, fin or fin1
+                for ev in splitter.feed(text):
+                    yield ev
+        _check_finish(fin1, "phase 1")
 
     # Phase 2 when the budget (not EOS) ended phase 1 and tokens are left: forced if still reasoning; a plain
     # continuation if the reasoning closed in time, so the answer is never cut by the thinking budget
@@ -266,7 +271,7 @@ async def run_with_budget(
     forced = needs_forcing(Completion(text1, len(ids1), fin1))
     ids2: list[int] = []
     text2, fin2 = "", None
-    phase2 = budget > 0 and fin1 == "length" and left > 0
+    phase2 = budget >= 0 and fin1 == "length" and left > 0
     if phase2:
         prefix = text1 + FORCING_SUFFIX if forced else text1
         for ev in splitter.feed(FORCING_SUFFIX if forced else ""):
