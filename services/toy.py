@@ -207,11 +207,11 @@ async def _run(folder: Path, meta: Path, answerer, budget: int, model: str) -> l
 
 
 def _totals(scored: list[dict]) -> dict:
-    from alarm.toy.judge import leak_rates
+    from alarm.toy.judge import leak_rates, own_reasoning
 
     return {"n": len(scored), "correct": sum(s["correct"] for s in scored),
             "parsed": sum(s["parsed"] for s in scored),
-            "leak": leak_rates([s["record"].get("reasoning") or "" for s in scored])}
+            "leak": leak_rates([own_reasoning(s["record"].get("reasoning") or "") for s in scored])}
 
 
 def _per_type(runs: dict[str, list[dict]]) -> dict[str, dict]:

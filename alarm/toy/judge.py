@@ -15,6 +15,9 @@ from __future__ import annotations
 import re
 
 from alarm.corpus.leak import find_leaks
+from alarm.llm.thinking import FORCING_SUFFIX
+
+FORCING_SENTENCE = FORCING_SUFFIX.split("\n")[0]  # as it stands in a reply's reasoning, without </think>
 
 HELD_OUT = (
     r"descri\w*", r"meta[- ]?data", r"caption\w*", r"label\w*", r"annotat\w*", r"tag(?:s|ged)?", r"transcri\w*",
@@ -40,6 +43,12 @@ def leaks(text: str) -> dict[str, list[str]]:
     """Both judges' findings, by judge ('lexical': the corpus detector, 'held_out': this one); empty if clean."""
     found = {"lexical": find_leaks(text), "held_out": held_out_leaks(text)}
     return {k: v for k, v in found.items() if v}
+
+
+def own_reasoning(text: str) -> str:
+    """A reply's reasoning without the forcing sentence: the server wrote that one when the thinking budget ran out
+    ("... I have to give the solution ..."), so it says nothing about what the model heard or read."""
+    return text.replace(FORCING_SENTENCE, "")
 
 
 def leak_rates(texts: list[str]) -> dict[str, float]:
