@@ -321,8 +321,10 @@ def test_a_burst_over_the_queue_is_resource_exhausted(served):
 
 def test_ensemble_and_multiplexed_adapters(served):
     # sampled with one seed: the random tiny LLM's greedy text is blank whatever it hears, its samples are not
-    one = served.client.generate(wav(), "What is it?", adapter_id="tiny", max_tokens=24, temperature=1.0, seed=7)
-    other = served.client.generate(wav(), "What is it?", adapter_id="tiny-b", max_tokens=24, temperature=1.0, seed=7)
+    one = served.client.generate(wav(), "What is it?", adapter_id="tiny", max_tokens=24, temperature=1.0, seed=7,
+                                 return_reasoning=True)
+    other = served.client.generate(wav(), "What is it?", adapter_id="tiny-b", max_tokens=24, temperature=1.0, seed=7,
+                                   return_reasoning=True)
     assert one.usage.audio_tokens == other.usage.audio_tokens
     assert (one.reasoning, one.answer) != (other.reasoning, other.answer)  # another adapter, another hearing
     both = served.client.generate(wav(), "What is it?", ensemble=["tiny", "tiny-b"], max_tokens=24, **GREEDY)

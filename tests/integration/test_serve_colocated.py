@@ -13,7 +13,7 @@ from alarm.config import ServeConfig, load_config
 from tests.integration.test_serve import GREEDY, OVERRIDES, assert_same_as_in_process, start_app, wav
 
 HTTP_PORT, GRPC_PORT = 8103, 9103
-SEEDED = dict(temperature=1.0, seed=7)
+SEEDED = dict(temperature=1.0, seed=7, return_reasoning=True)  # 24 tokens: all reasoning
 COLOCATED = [*[o for o in OVERRIDES if not o.startswith("deployments.colocate")], "deployments.colocate=true"]
 
 
