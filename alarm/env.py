@@ -28,3 +28,22 @@ def s3_storage_options() -> dict:
     """fsspec/s3fs options built from the environment; credentials come from the usual AWS variables."""
     url = s3_endpoint_url()
     return {"client_kwargs": {"endpoint_url": url}} if url else {}
+
+
+GPU_RESOURCE_ENV = "ALARM_GPU_RESOURCE"
+
+
+def gpu_resource() -> str:
+    """ALARM_GPU_RESOURCE: the Ray resource a config's GPU count asks for. Unset = "GPU"; a local multi-node
+    cluster (`python -m alarm.cluster local`) sets it on its nodes to the custom resource standing in for GPUs."""
+    return os.environ.get(GPU_RESOURCE_ENV) or "GPU"
+
+
+CLUSTER_NODES_ENV = "ALARM_CLUSTER_NODES"
+
+
+def cluster_nodes() -> int:
+    """ALARM_CLUSTER_NODES: the most nodes (head included) of the Ray cluster this process runs on, set on every
+    node of the clusters `python -m alarm.cluster` renders or starts locally; 0 when unset (not declared)."""
+    value = os.environ.get(CLUSTER_NODES_ENV, "")
+    return int(value) if value.isdigit() else 0

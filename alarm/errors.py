@@ -58,6 +58,10 @@ class Overloaded(AlarmError):
     """Recoverable: queues are full; retry later."""
 
 
+class Unavailable(AlarmError):
+    """Recoverable: part of the service has no running replica now (restarting, starting); retry."""
+
+
 class EngineDead(AlarmError):
     """Not recoverable in this process: the engine must be restarted."""
 
@@ -69,3 +73,8 @@ class ContextOverflow(AlarmError):
 
 class RequestTooLarge(AlarmError):
     """A request over the server's size limit (gRPC RESOURCE_EXHAUSTED)."""
+
+
+class Unauthenticated(AlarmError):
+    """The server requires a bearer token and the request carried none or a wrong one (gRPC UNAUTHENTICATED, HTTP
+    401)."""

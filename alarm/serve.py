@@ -1,6 +1,6 @@
 """`python -m alarm.serve [--preset NAME] [key=value ...]`: serve ALARM over gRPC with Ray Serve.
 
-    python -m alarm.serve                                   # the tiny model on 127.0.0.1:9000, local Ray
+    python -m alarm.serve                                   # the tiny model on port 9000 (every interface), local Ray
     python -m alarm.serve --preset alarm-ca adapters.alarm-ca.checkpoint=s3://bucket/run/adapter
     python -m alarm.serve --write-serve-config serve.yaml   # then: serve run serve.yaml | serve deploy serve.yaml
 
@@ -71,8 +71,8 @@ def run(cfg: ServeConfig, ready_timeout_s: float = 900.0) -> None:
         )
         t0 = time.monotonic()
         _run(build_app(cfg), name=cfg.name, route_prefix="/", _blocking=False)
-        target = f"{'127.0.0.1' if cfg.host in ('0.0.0.0', '::') else cfg.host}:{cfg.grpc_port}"
-        print(f"deploying {cfg.name} (model {cfg.model.name}, {cfg.llm.backend}); waiting for SERVING on {target}",
+        target = f"127.0.0.1:{cfg.grpc_port}"  # the proxy listens on every interface, loopback included
+        print(f"deploying {cfg.name} (model {cfg.model.name}, {cfg.llm.backend}); {where(cfg)}; waiting for SERVING",
               file=sys.stderr)
         with AlarmClient(target) as client:
             while not stop.is_set():
@@ -86,10 +86,9 @@ def run(cfg: ServeConfig, ready_timeout_s: float = 900.0) -> None:
                                      "Ray logs (/tmp/ray/session_latest/logs/serve)")
                 stop.wait(1.0)
         if not stop.is_set():
-            print(f"serving {cfg.name} on port {cfg.grpc_port} (gRPC, {GRPC_SERVICE}; Ray Serve's gRPC proxy "
-                  f"listens on every interface, plaintext: firewall it or put a TLS proxy in front) and HTTP "
-                  f"{cfg.host}:{cfg.http_port}, after {time.monotonic() - t0:.0f} s. Try:\n  python -m alarm.client "
-                  f"AUDIO --prompt 'What do you hear?' --target {target}", file=sys.stderr, flush=True)
+            print(f"serving {cfg.name} ({GRPC_SERVICE}) after {time.monotonic() - t0:.0f} s; {where(cfg)}. Try:\n"
+                  f"  python -m alarm.client AUDIO --prompt 'What do you hear?' --target {target}",
+                  file=sys.stderr, flush=True)
         stop.wait()
     finally:
         print("shutting down", file=sys.stderr)
@@ -100,6 +99,12 @@ def run(cfg: ServeConfig, ready_timeout_s: float = 900.0) -> None:
                 serve.delete(cfg.name)
         finally:
             ray.shutdown()
+
+
+def where(cfg: ServeConfig) -> str:
+    """Where the server listens, as the start-up lines say it."""
+    return (f"gRPC on port {cfg.grpc_port} of every interface (plaintext; Ray Serve's gRPC proxy cannot be bound to "
+            f"one address: firewall the port or put a TLS proxy in front), HTTP on {cfg.host}:{cfg.http_port}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """`python -m alarm.train [--preset NAME] [key=value ...]`: train the audio adapter on a generated corpus with Ray Train.
 
-    python -m alarm.train                                   # tiny model on runs/tiny (from python -m alarm.generate)
+    python -m alarm.train                                   # tiny model on runs/tiny-corpus -> runs/tiny-train
     ray job submit --working-dir . -- python -m alarm.train --preset paper corpus=s3://bucket/corpora/paper
 
 Writes checkpoints (trainable weights, optimizer, scheduler, data position), metrics.jsonl, curves.png, the

@@ -1,12 +1,16 @@
-"""Serving latency and throughput: gRPC through Ray Serve vs the same pipeline in-process, and encoder batching.
+"""Serving latency and throughput: gRPC and OpenAI-compatible HTTP through Ray Serve vs the same pipeline
+in-process, and encoder batching.
 
     python bench/serve.py [--preset tiny] [--requests-per-level 16] [key=value ...]
 
 Both paths run the same code (services/serve/core.py) on the same requests: a 5 s clip and a question, greedy,
 `max_tokens` fixed so every request decodes the same number of tokens. For concurrency 1, 4 and 16 it prints p50
-and p95 latency and requests/s for each path and the ratio gRPC/in-process (the cost of the distributed path:
-gRPC, the proxy, object transfers between deployments). The in-process baseline runs first, alone, then the Serve
-application on a local Ray. Encoder batching: the whisper and w2vbert encoder deployments are deployed twice,
+and p95 latency and requests/s for each path, the ratio gRPC/in-process (the cost of the distributed path: gRPC,
+the proxy, object transfers between deployments) and the p50 overhead of gRPC over in-process, and the same for the
+HTTP API (bench/openai_load.py: the `openai` client, base64 audio in JSON). The in-process baseline runs first,
+alone, then the Serve application on a local Ray, in the layout the preset sets (`deployments.colocate`; pass
+`deployments.colocate=false` to measure the per-stage layout on the same machine). Encoder batching: the whisper
+and w2vbert encoder deployments are deployed twice,
 `max_batch_size` 1 and 8, and called with 16 concurrent clips; the ratio is the clips/s gain from @serve.batch,
 and the batch sizes the deployment actually ran (its `stats()`) show how far the 16 clips were batched.
 """
@@ -139,7 +143,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    print(f"model {cfg.model.name}, backend {cfg.llm.backend}, {n} requests per level, 5 s clips, "
+    layout = "colocated (ingress, audio, llm)" if cfg.deployments.colocate else "one deployment per stage"
+    print(f"model {cfg.model.name}, backend {cfg.llm.backend}, layout {layout}, {n} requests per level, 5 s clips, "
           f"max_tokens {args.max_tokens}, greedy", flush=True)
     local = in_process(cfg, n, args.max_tokens)
 
@@ -160,16 +165,22 @@ def main() -> None:
         while c.health() != "SERVING":
             time.sleep(0.5)
     remote = through_grpc(cfg, n, args.max_tokens, args.grpc_port)
+    from openai_load import through_http  # bench/openai_load.py (this script's folder is on sys.path)
+
+    http = through_http(clip, summary, LEVELS, n, args.max_tokens, args.grpc_port - 1000)
     serve.delete(cfg.name)
     batching = encoder_batching(cfg, 16)
     serve.shutdown()
     ray.shutdown()
 
-    print("\nconcurrency | in-process p50 / p95 ms, req/s | gRPC p50 / p95 ms, req/s | req/s ratio gRPC/in-process")
+    print("\nconcurrency | in-process p50 / p95 ms, req/s | gRPC p50 / p95 ms, req/s | HTTP p50 / p95 ms, req/s | "
+          "req/s ratio gRPC/in-process, HTTP/in-process | gRPC p50 overhead")
     for c in LEVELS:
-        a, b = local[c], remote[c]
+        a, b, h = local[c], remote[c], http[c]
         print(f"{c:>11} | {a['p50_ms']:7.0f} / {a['p95_ms']:7.0f}, {a['rps']:5.2f} | "
-              f"{b['p50_ms']:7.0f} / {b['p95_ms']:7.0f}, {b['rps']:5.2f} | {b['rps'] / a['rps']:.2f}")
+              f"{b['p50_ms']:7.0f} / {b['p95_ms']:7.0f}, {b['rps']:5.2f} | "
+              f"{h['p50_ms']:7.0f} / {h['p95_ms']:7.0f}, {h['rps']:5.2f} | "
+              f"{b['rps'] / a['rps']:.2f}, {h['rps'] / a['rps']:.2f} | {100 * (b['p50_ms'] / a['p50_ms'] - 1):+.0f}%")
     print("\nencoder deployment, 16 clips in flight | clips/s batch 1 | clips/s batch 8 | ratio | batch 8: "
           "batches run, by size")
     for name, (one, eight, sizes) in batching.items():

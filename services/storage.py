@@ -1,13 +1,17 @@
 """A corpus run folder, local or s3://: atomic Parquet shards, the run index, stats and the resolved config.
 
     runs/<run_id>/config.json  manifest.json (the index)  stats.json  shards/part-<attempt>-<n>.parquet
+                  stats/part-<attempt>-<n>.json (the shard's row count, sha256 and statistics counts)
 
-A shard is committed atomically (local: temp file + rename; S3: one PUT), so any shard that exists is complete.
-Resume reads the `key` column of every shard and skips those rows: each key is written exactly once per run.
+A shard is committed atomically (local: temp file + rename; S3: one PUT), so any shard that exists is complete;
+its small stats file follows it (a shard without one, from a killed attempt or an older run, gets it computed
+once from the shard). Resume reads the `key` column of every shard and skips those rows: each key is written
+exactly once per run. The corpus's fingerprint hashes its shard names, row counts and checksums.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -20,6 +24,7 @@ import pyarrow.parquet as pq
 
 from alarm.config.base import RAY_RENAMED
 from alarm.corpus.schema import COLUMNS
+from alarm.corpus.stats import shard_counts
 from alarm.errors import InvalidInput
 from alarm.files import atomic_write
 
@@ -49,14 +54,22 @@ def to_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=pa.schema(fields))
 
 
+FOLDER_KEYS = ("output", "run_id")  # name the run folder; not part of how its contents are made
+
+
 class RunStore:
     """A run folder of shards and small JSON files; shared by corpus generation (writes) and training (reads)."""
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, storage_options: dict | None = None):
+        """storage_options: s3fs options (endpoint, credentials) for a process the environment does not reach (a
+        Ray worker); default: from the environment."""
         if uri.startswith("s3://"):
-            from alarm.checkpoints import s3_filesystem
+            import s3fs
 
-            self.fs, self.root, self.local = s3_filesystem(), uri.removeprefix("s3://").rstrip("/"), False
+            from alarm import env
+
+            opts = env.s3_storage_options() if storage_options is None else storage_options
+            self.fs, self.root, self.local = s3fs.S3FileSystem(**opts), uri.removeprefix("s3://").rstrip("/"), False
         else:
             import fsspec
 
@@ -107,14 +120,16 @@ class RunStore:
     # -- config --------------------------------------------------------------------------------------------------
 
     def check_config(self, cfg_json: dict, ignore: tuple[str, ...] = ("workers", "ray", *RAY_RENAMED,
-                                                                       "shard_rows")) -> None:
-        """First run: write config.json. Resume: the config must match (except scaling knobs, and the Ray keys of
-        runs written before the `ray` section), or the corpus would mix rows made two ways."""
+                                                                       "shard_rows", "storage")) -> None:
+        """First run: write config.json. Resume: the config must match (except scaling and placement knobs, and
+        the Ray keys of runs written before the `ray` section), or the corpus would mix rows made two ways. Where
+        the run lives (`output`, `run_id`) is this folder, however it was named (`runs` or an absolute path to it)."""
         old = self.read_json("config.json")
         if old is None:
             self.write_json("config.json", cfg_json)
             return
-        diff = sorted(k for k in set(old) | set(cfg_json) if k not in ignore and old.get(k) != cfg_json.get(k))
+        skip = {*ignore, *FOLDER_KEYS}
+        diff = sorted(k for k in set(old) | set(cfg_json) if k not in skip and old.get(k) != cfg_json.get(k))
         if diff:
             raise InvalidInput(
                 f"run {self.uri} exists with a different config ({', '.join(diff)} differ); resume it with the "
@@ -152,13 +167,32 @@ class RunStore:
         t = self.read_shards(["key"])
         return set(t.column("key").to_pylist()) if t is not None else set()
 
-    def commit(self, table: pa.Table, name: str) -> None:
+    def commit(self, table: pa.Table, name: str) -> dict:
+        """Write shard `name`, then its stats file; returns its index entry {path, rows, sha256}."""
         table = table.select([c for c in SCHEMA.names if c in table.column_names]).cast(
             pa.schema([SCHEMA.field(c) for c in SCHEMA.names if c in table.column_names])
         )
         buf = io.BytesIO()
         pq.write_table(table, buf, compression="zstd")
-        self.write_bytes(posixpath.join("shards", name), buf.getvalue())
+        data = buf.getvalue()
+        self.write_bytes(posixpath.join("shards", name), data)
+        return self._write_shard_stats(name, table, data)
+
+    def _write_shard_stats(self, name: str, table: pa.Table, data: bytes) -> dict:
+        stats_table = table.select([c for c in STATS_COLUMNS if c in table.column_names])
+        entry = {"path": f"shards/{name}", "rows": table.num_rows, "sha256": hashlib.sha256(data).hexdigest()}
+        self.write_json(_stats_name(name), {**entry, "counts": shard_counts(stats_table.to_pylist())})
+        return entry
+
+    def shard_stats(self, name: str) -> dict:
+        """A shard's stats file ({path, rows, sha256, counts}), computed from the shard and written if missing."""
+        found = self.read_json(_stats_name(name))
+        if found is not None:
+            return found
+        with self.fs.open(self.path("shards", name), "rb") as f:
+            data = f.read()
+        self._write_shard_stats(name, pq.read_table(io.BytesIO(data)), data)
+        return self.read_json(_stats_name(name))
 
     def next_attempt(self) -> int:
         """1 + the highest attempt seen in the run index or in any shard name, so a rerun never reuses a name
@@ -168,11 +202,11 @@ class RunStore:
         return max(seen) + 1
 
     def shard_rows(self) -> list[dict]:
-        """[{path, rows}] for the committed shards (reads each footer once; callers then keep the list)."""
+        """[{path, rows, sha256}] for the committed shards, from their stats files (callers then keep the list)."""
         out = []
         for name in self.shard_names():
-            with self.fs.open(self.path("shards", name), "rb") as f:
-                out.append({"path": f"shards/{name}", "rows": pq.ParquetFile(f).metadata.num_rows})
+            stats = self.shard_stats(name)
+            out.append({k: stats[k] for k in ("path", "rows", "sha256")})
         return out
 
     def write_index(self, run_id: str, attempt: int, complete: bool, shards: list[dict] | None = None) -> dict:
@@ -183,3 +217,14 @@ class RunStore:
                     "rows": sum(s["rows"] for s in shards), "shards": shards, "updated": time.time()}
         self.write_json(INDEX, index)
         return index
+
+
+def _stats_name(shard: str) -> str:
+    return posixpath.join("stats", shard.removesuffix(".parquet") + ".json")
+
+
+def fingerprint(index: dict) -> str:
+    """The corpus's identity: sha256 over its shards' names, row counts and checksums (from the run index)."""
+    shards = sorted((s["path"], s["rows"], s.get("sha256")) for s in index.get("shards", []))
+    return hashlib.sha256(json.dumps(shards).encode()).hexdigest()
+

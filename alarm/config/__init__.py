@@ -7,7 +7,7 @@ sections (`base`), and the loader of presets and dotted overrides (`loader`, `ke
 Imports pydantic and yaml only (no torch), so `--help` and `--print-config` are instant.
 """
 
-from alarm.config.base import RayConfig, Strict, WithModel
+from alarm.config.base import JobStorageConfig, RayConfig, Strict, WithModel
 from alarm.config.cluster import ClusterConfig
 from alarm.config.corpus import (
     GENERATION_SYSTEM_PROMPT,
@@ -19,6 +19,7 @@ from alarm.config.corpus import (
     HFDatasetSourceConfig,
     LeakConfig,
     ManifestSourceConfig,
+    ParquetSourceConfig,
     PromptStageConfig,
     RephraseStageConfig,
     SamplingConfig,
@@ -69,7 +70,14 @@ from alarm.config.serve import (
     ServeDeploymentsConfig,
     ServeLimits,
 )
-from alarm.config.train import BatchConfig, EncoderPoolConfig, OptimConfig, TrainConfig, TrainWorkersConfig
+from alarm.config.train import (
+    BatchConfig,
+    EncoderPoolConfig,
+    OptimConfig,
+    TrackingConfig,
+    TrainConfig,
+    TrainWorkersConfig,
+)
 from alarm.errors import ConfigError
 
 __all__ = [
@@ -79,9 +87,9 @@ __all__ = [
     "EncoderConfig", "EncoderDeploymentSpec", "EvalConfig", "EncoderKind", "EncoderPoolConfig", "EngineConfig", "Family",
     "FilterConfig", "FusionConfig", "GenerateStageConfig", "HFDatasetSourceConfig", "IdentityAdapterConfig",
     "LLMConfig", "LLMServeConfig", "LeakConfig", "MLPAdapterConfig", "ManifestSourceConfig", "ModelConfig",
-    "OptimConfig", "PerceiverFusionConfig", "PromptStageConfig", "RayConfig", "RephraseStageConfig",
+    "JobStorageConfig", "OptimConfig", "ParquetSourceConfig", "PerceiverFusionConfig", "PromptStageConfig", "RayConfig", "RephraseStageConfig",
     "RequestDefaults", "SamplingConfig", "ScoreConfig", "ServeArgs", "ServeConfig", "ServeDeploymentsConfig", "ServeLimits", "SourceConfig",
-    "SplitConfig", "Strict", "SumFusionConfig", "SyntheticSourceConfig", "TrainConfig", "TrainWorkersConfig",
+    "SplitConfig", "Strict", "SumFusionConfig", "SyntheticSourceConfig", "TrackingConfig", "TrainConfig", "TrainWorkersConfig",
     "WithModel", "WorkersConfig", "deep_merge", "dump_config", "format_validation_error", "load_config",
     "preset_names", "read_preset", "validate", "write_config",
 ]

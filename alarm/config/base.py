@@ -1,5 +1,6 @@
 """What every config schema shares: strict frozen models, renamed-key errors, the `model:` preset shorthand and the
-one Ray section of the commands that start or join a Ray cluster (generate, train, serve)."""
+one Ray section of the commands that start or join a Ray cluster (generate, train, serve), and the storage section
+of the jobs that write outputs (generate, train)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,17 @@ class RayConfig(Strict):
         "small machine hold the actors and the data tasks at once. Ignored when joining a cluster."
     )
     dashboard: bool = Field(False, description="Start Ray's dashboard with a locally started Ray.")
+
+
+class JobStorageConfig(Strict):
+    """Whether a job's local paths are visible to every node of the Ray cluster it runs on."""
+
+    shared: bool = Field(
+        False, description="The local paths in this config (output, corpus, manifests, checkpoint folders) are on a "
+        "filesystem that every Ray node mounts at the same path (NFS, a shared volume; one machine's disk for `python "
+        "-m alarm.cluster local`). Without it, a job on a Ray cluster of more than one node (or one that autoscales) "
+        "refuses local paths: use s3:// there."
+    )
 
 
 # The configs that start or join Ray (corpus, train, serve) declare `ray: RayConfig` last and refuse the old keys.

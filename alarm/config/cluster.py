@@ -1,6 +1,7 @@
 """The cluster schema (`python -m alarm.cluster render`): what is Kubernetes-specific (image, pod shapes, bucket,
 secret, namespace, autoscaler) plus the names of the serve, corpus and train presets the workloads run
-(`ClusterConfig`). alarm.cluster renders the KubeRay manifests from it."""
+(`ClusterConfig`). alarm.cluster renders the KubeRay manifests from it, and `python -m alarm.cluster local` the
+same cluster on this machine (`local`)."""
 
 from __future__ import annotations
 
@@ -136,6 +137,44 @@ class InteractiveConfig(Strict):
     max_workers: int | None = Field(None, ge=0, description="None = the larger of the two RayJobs' maxima.")
 
 
+class MonitoringConfig(Strict):
+    """The PodMonitor (Prometheus Operator) that scrapes the RayService's pods: Ray's, Serve's, vLLM's and our
+    metrics (docs/monitoring.md), all on Ray's metrics export port of every pod."""
+
+    metrics_port: int = Field(8080, gt=0, lt=65536, description="Ray's metrics export port on every pod "
+                              "(`ray start --metrics-export-port`, the container port named `metrics`).")
+    interval_s: int = Field(15, gt=0, description="Scrape interval.")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra labels on the PodMonitor, for the Prometheus that selects it "
+        "(kube-prometheus-stack: release: <its release name>)."
+    )
+
+
+class LocalConfig(Strict):
+    """`python -m alarm.cluster local up`: one of the rendered clusters on this machine, every worker pod a Ray node
+    started and stopped by the Ray autoscaler (v2) through Ray's fake multi-node provider."""
+
+    cluster: Literal["interactive", "generate", "train", "serve"] = Field(
+        "interactive", description="Which rendered cluster to run: the RayCluster of raycluster.yaml (for `ray job "
+        "submit`), or the cluster of rayjob-generate.yaml, rayjob-train.yaml or rayservice.yaml."
+    )
+    max_node_cpus: int = Field(
+        4, gt=0, description="Logical CPUs of the largest local worker node. Every node's CPUs are scaled by one "
+        "factor, min(1, max_node_cpus / the largest pod's CPUs), rounded down (at least 1 where the pod has any), "
+        "so that pods of 16 CPUs do not start 16 tasks each on a laptop's cores."
+    )
+    gpu_resource: str = Field(
+        "fake_gpu", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="The custom resource that stands in for "
+        "nvidia.com/gpu (same count per node). Every node and driver of the local cluster sees ALARM_GPU_RESOURCE="
+        "<this>, so actors and workers that a config gives GPUs ask for it instead: placement by GPU fraction as on "
+        "the real cluster, the work itself on CPU."
+    )
+    object_store_mib: int = Field(512, ge=100, description="Object store of every local node (Ray's minimum: 75 MiB).")
+    port: int = Field(6379, gt=0, lt=65536, description="GCS port of the local head.")
+    dashboard_port: int = Field(8265, gt=0, lt=65536, description="Dashboard and job API (`ray job submit --address "
+                                "http://127.0.0.1:<port>`).")
+
+
 class ClusterConfig(Strict):
     name: str = Field(
         "alarm", pattern=DNS_LABEL, max_length=24, description="RayService name (its gRPC Service is "
@@ -153,6 +192,8 @@ class ClusterConfig(Strict):
     generate: JobWorkload
     train: JobWorkload
     interactive: InteractiveConfig = Field(default_factory=InteractiveConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    local: LocalConfig = Field(default_factory=LocalConfig)
 
     @model_validator(mode="after")
     def _check(self) -> ClusterConfig:

@@ -3,11 +3,14 @@ prompt / leak / filter stages, the split, the worker actors and Ray (`CorpusConf
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+import re
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from alarm.config.base import RAY_RENAMED, RayConfig, Strict
+from alarm.config.base import RAY_RENAMED, JobStorageConfig, RayConfig, Strict
+from alarm.config.loader import PRESETS_DIR, deep_merge, read_preset
+from alarm.errors import ConfigError
 
 # The system turn of self-generation (R0); instruction sources get none.
 GENERATION_SYSTEM_PROMPT = (
@@ -54,9 +57,66 @@ class HFDatasetSourceConfig(Strict):
     limit: int | None = Field(None, gt=0)
 
 
+# hf://datasets/OWNER/NAME@REVISION/PATH: the form huggingface_hub's HfFileSystem reads, revision pinned.
+HF_URI = re.compile(r"^hf://datasets/(?P<repo>[^/@]+/[^/@]+)@(?P<revision>[^/]+)/(?P<path>.+)$")
+
+
+class ParquetSourceConfig(Strict):
+    kind: Literal["parquet"] = "parquet"
+    name: str = Field(description="Source name: the first part of every row key (default: the recipe's name).")
+    recipe: str | None = Field(None, description="The recipe (alarm/presets/sources/NAME.yaml) this source "
+                               "was expanded from; informational once expanded.")
+    path: str = Field(description="Parquet files: a file, a folder, or a glob; local, s3://bucket/..., or "
+                      "hf://datasets/OWNER/NAME@REVISION/path/*.parquet (a Hugging Face dataset, revision pinned).")
+    family: Family = Field("generic", description="Describer for the metadata fields (alarm.corpus.describe).")
+    family_column: str | None = Field(None, description="Optional column naming each row's describer.")
+    id_column: str | None = Field(None, description="Unique item id column; None: the row number (stable for a "
+                                  "pinned revision).")
+    audio_column: str = Field("audio", description="Audio: a {bytes, path} struct (the hub's Parquet exports), "
+                              "bytes, or a path/URI string (relative to the Parquet file's folder).")
+    prompt_column: str | None = Field(None, description="Optional column with a given prompt (instruction data).")
+    instruction: bool = Field(False, description="Instruction data: the prompt is given, R0 is not rephrased.")
+    columns: dict[str, str] | None = Field(
+        None, description="Metadata fields the describer sees: {field: source column}, in this order; None = "
+        "every column other than id/audio/prompt/family. Integer class labels are rendered as their names when "
+        "the file carries the `datasets` features.")
+    limit: int | None = Field(None, gt=0, description="Read at most this many rows, in file order (smoke runs).")
+
+    @field_validator("path")
+    @classmethod
+    def _pinned(cls, path: str) -> str:
+        if path.startswith("hf://") and not HF_URI.match(path):
+            raise ValueError(f"{path!r} is not hf://datasets/OWNER/NAME@REVISION/PATH; pin the dataset's revision "
+                             "(a commit sha) after '@' so every run reads the same files")
+        return path
+
+
 SourceConfig = Annotated[
-    SyntheticSourceConfig | ManifestSourceConfig | HFDatasetSourceConfig, Field(discriminator="kind")
+    SyntheticSourceConfig | ManifestSourceConfig | HFDatasetSourceConfig | ParquetSourceConfig,
+    Field(discriminator="kind"),
 ]
+RECIPES_DIR = PRESETS_DIR / "sources"
+# Keys of a recipe file that describe the dataset (licence, what was verified) rather than configure the source.
+RECIPE_NOTES = ("about",)
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def read_recipe(name: str) -> dict:
+    """A recipe's raw mapping (its source settings plus `about`); a name or a path to a .yaml file."""
+    if not isinstance(name, str):
+        raise ConfigError(f"a source recipe is a name, found {name!r}; valid recipes: {', '.join(recipe_names())}")
+    return read_preset("sources", name)
+
+
+def expand_recipe(item: Any) -> Any:
+    """`{recipe: NAME, ...overrides}` -> the recipe's parquet source with the overrides on top."""
+    if not (isinstance(item, dict) and item.get("recipe")):
+        return item
+    base = {k: v for k, v in read_recipe(item["recipe"]).items() if k not in RECIPE_NOTES}
+    return deep_merge({"name": item["recipe"], **base}, item)
 
 
 class EngineConfig(Strict):
@@ -126,9 +186,21 @@ class SplitConfig(Strict):
 
 class WorkersConfig(Strict):
     num_workers: int = Field(1, gt=0, description="vLLM worker actors (one engine each).")
-    batch_size: int = Field(64, gt=0, description="Rows per call into a worker; the engine batches them.")
+    engine: Literal["batch", "async"] = Field(
+        "batch", description="batch: vLLM's LLM, one generate call per pass over a batch (every row of a batch "
+        "waits for its slowest). async: vLLM's AsyncLLM, each row starting its next pass as soon as its last one "
+        "ends, up to engine.max_num_seqs rows in flight across batches. Both write the same rows (greedy). On a "
+        "2-core CPU the async engine measured 0.34x the batch engine's rows/s (its engine core runs in a second process), "
+        "so batch stays the default until bench/generate.py shows async ahead on a GPU.")
+    batch_size: int = Field(
+        64, gt=0, description="Rows per call into a worker. With engine=async a worker takes enough calls at once "
+        "to keep engine.max_num_seqs rows in flight.")
     num_gpus: float = Field(0, ge=0, description="GPUs per worker (0 on CPU).")
     num_cpus: float = Field(1, gt=0, description="Logical CPUs per worker.")
+    engine_retries: int = Field(
+        2, ge=0, description="engine=async: when a worker's vLLM engine dies, the worker builds a new one and reruns the rows "
+        "that were in flight, each at most this many times; a row that meets a dead engine once more is flagged "
+        "generate_failed.")
 
 
 class CorpusConfig(Strict):
@@ -146,7 +218,23 @@ class CorpusConfig(Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     shard_rows: int = Field(256, gt=0, description="Rows per committed Parquet shard.")
+    storage: JobStorageConfig = Field(default_factory=JobStorageConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+
+    def node_paths(self) -> dict[str, str]:
+        """The paths this job's driver and workers open, by dotted key (`storage.shared` is about these): the
+        output, the engine's checkpoint and each file source (read in Ray tasks, on any node). Audio files that
+        local manifest rows name sit beside their manifest, so a manifest on a shared path covers them."""
+        paths = {"output": self.output, "engine.checkpoint": self.engine.checkpoint}
+        paths |= {f"sources.{i}.path": s.path for i, s in enumerate(self.sources) if getattr(s, "path", None)}
+        return paths
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_recipes(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("sources"), list):
+            data = {**data, "sources": [expand_recipe(s) for s in data["sources"]]}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> CorpusConfig:

@@ -44,7 +44,20 @@ class EvalRun(Strict):
     meta: list[str] = Field(min_length=1, description="Metadata .json/.jsonl files (several: merged by id).")
     audio_root: str = Field(description="Folder or s3://bucket/prefix the metadata's audio paths are relative to.")
     out: str = Field(description="Results folder; rerun with the same one to resume.")
-    target: str | None = Field(None, description="host:port of a running server; None = the in-process pipeline.")
+    target: str | None = Field(
+        None, pattern=r"^(openai://)?[^/\s]+:\d+(/\S*)?$", description="A running server: host:port (ours, gRPC) or "
+        "openai://host:port/v1 (any OpenAI-compatible chat server with audio input: ours, vllm serve, ...); None = "
+        "the in-process pipeline."
+    )
+    model: str | None = Field(
+        None, description="The adapter id (gRPC) or model name (openai://) to ask; None = the server's default (for "
+        "openai://, the model GET /v1/models marks default, else its first)."
+    )
+    tls: bool = Field(False, description="Connect to target over TLS (https for openai://).")
+    ca: str | None = Field(None, description="PEM file of the CA to trust for tls (None = the system's roots).")
+    token_file: str | None = Field(
+        None, description="File holding the bearer token the server requires; unset = $ALARM_TOKEN if set."
+    )
     serve: ServeArgs = Field(
         default_factory=ServeArgs, description="The in-process serving pipeline (when target is unset): a serve "
         "preset and overrides, e.g. serve.overrides=[adapters.tiny.checkpoint=runs/x/adapter]."

@@ -65,7 +65,10 @@ def check_path(cls: type[BaseModel], data: Any, path: list[str]) -> None:
             tp = get_args(tp)[0]
         else:
             raise ConfigError(f"{here} is a plain value and has no key {key!r}")
-        node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node = node.get(key)
+        else:  # a list element ({kind: manifest, ...}) picks its union member too
+            node = node[int(key)] if isinstance(node, list) and key.isdigit() and int(key) < len(node) else None
 
 
 def renamed_message(old: str, new: str) -> str:
@@ -119,7 +122,9 @@ def _unwrap(tp: Any, node: Any) -> Any:
         elif _is_union(tp):
             members = [a for a in get_args(tp) if a is not type(None)]
             kind = node.get("kind") if isinstance(node, dict) else None
-            chosen = [m for m in members if _kind_of(m) == kind] or members[:1]
+            # no kind given: the first member with a field for every key the node has ({recipe: x} -> parquet)
+            fits = [m for m in members if _is_model(m) and isinstance(node, dict) and set(node) <= set(m.model_fields)]
+            chosen = [m for m in members if _kind_of(m) == kind] or (fits if kind is None else [])[:1] or members[:1]
             tp = chosen[0]
         else:
             return tp

@@ -55,6 +55,11 @@ class DeploymentSpec(Strict):
         20, ge=0, description="On downscale or upgrade, how long a replica may finish its requests before it is "
         "killed (long reasoning: set it to the client deadline)."
     )
+    health_check_period_s: float = Field(
+        1.0, gt=0, description="How often Serve's controller checks each replica. A dead replica is noticed at the "
+        "next check: readiness turns NOT_SERVING and requests stop waiting for it within about this long."
+    )
+    health_check_timeout_s: float = Field(30, gt=0, description="A replica whose check takes longer is restarted.")
 
 
 class EncoderDeploymentSpec(DeploymentSpec):
@@ -63,13 +68,22 @@ class EncoderDeploymentSpec(DeploymentSpec):
 
 
 class ServeDeploymentsConfig(Strict):
+    colocate: bool = Field(
+        False, description="Run every encoder and the fusion in one deployment, `audio` (resources and scaling: "
+        "`fusion`; batching: `encoder`, `encoder_overrides`): one Serve call per request for the audio instead of "
+        "one per encoder plus one per adapter. For small machines, where those calls cost as much as the models "
+        "(the tiny preset); off = one deployment per encoder and a separate fusion, each scaled on its own."
+    )
     ingress: DeploymentSpec = Field(default_factory=lambda: DeploymentSpec(num_cpus=0.5, max_ongoing_requests=64))
     encoder: EncoderDeploymentSpec = Field(
         default_factory=EncoderDeploymentSpec, description="Every encoder deployment, unless encoder_overrides names it."
     )
     encoder_overrides: dict[EncoderKind, EncoderDeploymentSpec] = Field(default_factory=dict)
     fusion: DeploymentSpec = Field(default_factory=DeploymentSpec)
-    llm: DeploymentSpec = Field(default_factory=lambda: DeploymentSpec(max_ongoing_requests=64, max_queued_requests=128))
+    llm: DeploymentSpec = Field(
+        default_factory=lambda: DeploymentSpec(max_ongoing_requests=64, max_queued_requests=64),
+        description="max_ongoing_requests at most llm.max_num_seqs: a request Serve routes to the engine runs at once.",
+    )
 
     def for_encoder(self, name: str) -> EncoderDeploymentSpec:
         return self.encoder_overrides.get(name, self.encoder)
@@ -98,7 +112,7 @@ class RequestDefaults(Strict):
 
     max_thinking_tokens: int = Field(1024, gt=0)
     max_tokens: int = Field(8192, gt=0, description="Lowered to what fits the context when the request leaves it 0.")
-    temperature: float = Field(0.6, ge=0)
+    temperature: float = Field(0.6, ge=0, le=2, description="In [0, 2] (vLLM's range, alarm.llm.limits).")
     top_p: float = Field(0.95, gt=0, le=1)
     top_k: int = Field(20, ge=0)
 
@@ -109,10 +123,33 @@ class ServeLimits(Strict):
     )
     max_prompt_chars: int = Field(16384, gt=0)
     max_ensemble: int = Field(4, ge=2, description="Most adapters in one ALARM-E request.")
+    replica_wait_s: float = Field(
+        3.0, ge=0, description="How long a request waits for a deployment that has no running replica (one "
+        "restarting) before it fails with UNAVAILABLE; deployments that may scale to zero (min_replicas 0) are "
+        "waited for until the request's deadline."
+    )
     audio_uri_prefixes: list[str] = Field(
         default_factory=list, description="audio_uri must start with one of these (e.g. s3://bucket/audio/); the "
         "server reads them with its own credentials, so list only what clients may read. Empty = audio_uri off."
     )
+
+
+class AuthConfig(Strict):
+    """Bearer tokens the ingress accepts on both protocols (gRPC `authorization` metadata, HTTP `Authorization`
+    header); neither source set = no authentication. The health service stays open for probes."""
+
+    token_file: str | None = Field(
+        None, description="File of accepted tokens, one per line (e.g. a mounted Kubernetes Secret); reread when it "
+        "changes, so tokens rotate without a restart."
+    )
+    token_env: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Name of an environment variable of the ingress "
+        "replicas holding accepted tokens, comma- or newline-separated (e.g. set from a Secret)."
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.token_file or self.token_env)
 
 
 class ServeConfig(WithModel):
@@ -128,11 +165,19 @@ class ServeConfig(WithModel):
     llm: LLMServeConfig = Field(default_factory=LLMServeConfig)
     defaults: RequestDefaults = Field(default_factory=RequestDefaults)
     limits: ServeLimits = Field(default_factory=ServeLimits)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
     deployments: ServeDeploymentsConfig = Field(default_factory=ServeDeploymentsConfig)
-    host: str = Field("127.0.0.1", description="Proxy bind address (0.0.0.0 in containers).")
+    host: str = Field(
+        "127.0.0.1", description="Bind address of Serve's HTTP proxy (0.0.0.0 in containers). Ray Serve's gRPC proxy "
+        "cannot be bound to one address: it listens on grpc_port on every interface."
+    )
     grpc_port: int = Field(9000, gt=0, lt=65536)
     http_port: int = Field(8000, gt=0, lt=65536, description="Serve's HTTP proxy (KubeRay probes /-/healthz on it).")
-    request_timeout_s: float | None = Field(None, gt=0, description="Server-side end-to-end limit per request.")
+    request_timeout_s: float | None = Field(
+        600, gt=0, description="Server-side end-to-end limit per request: past it the call ends with "
+        "DEADLINE_EXCEEDED and its engine request is aborted (None = only the client's deadline). 600 s holds 8192 "
+        "new tokens at 15 tokens/s."
+    )
     ray: RayConfig = Field(default_factory=RayConfig)
 
     @model_validator(mode="after")
@@ -140,6 +185,12 @@ class ServeConfig(WithModel):
         if self.default_adapter not in self.adapters:
             raise ValueError(
                 f"default_adapter={self.default_adapter!r} is not one of adapters {sorted(self.adapters)}"
+            )
+        if self.llm.backend == "vllm" and self.deployments.llm.max_ongoing_requests > self.llm.max_num_seqs:
+            raise ValueError(
+                f"deployments.llm.max_ongoing_requests={self.deployments.llm.max_ongoing_requests} is over "
+                f"llm.max_num_seqs={self.llm.max_num_seqs}: the extra requests would wait inside the engine, where no "
+                "queue limit applies; lower it (queue with deployments.llm.max_queued_requests) or raise max_num_seqs"
             )
         if self.grpc_port == self.http_port:
             raise ValueError(f"grpc_port and http_port must differ, both are {self.grpc_port}")

@@ -3,11 +3,12 @@ actors and Ray (`TrainConfig`)."""
 
 from __future__ import annotations
 
+import importlib.util
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from alarm.config.base import RAY_RENAMED, RayConfig, Strict, WithModel
+from alarm.config.base import RAY_RENAMED, JobStorageConfig, RayConfig, Strict, WithModel
 from alarm.config.model import ModelConfig
 
 
@@ -48,6 +49,34 @@ class TrainWorkersConfig(Strict):
     max_failures: int = Field(2, ge=0, description="Worker failures survived by restarting from the last checkpoint.")
 
 
+# tracking.backend -> (the module it imports, the pip package that provides it)
+TRACKING_PACKAGES = {"wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow")}
+
+
+class TrackingConfig(Strict):
+    """Where rank 0 also sends the run's metrics: TensorBoard event files in the run folder (`tensorboard --logdir
+    <run>` while it trains), and optionally Weights & Biases or MLflow through Ray Train's integrations."""
+
+    tensorboard: bool = Field(True, description="Write TensorBoard event files to <run>/tensorboard.")
+    backend: Literal["none", "wandb", "mlflow"] = Field(
+        "none", description="Also log to W&B (setup_wandb) or MLflow (setup_mlflow); the package must be installed."
+    )
+    project: str = Field("alarm", description="W&B project / MLflow experiment the run is logged under.")
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI (e.g. file:///data/mlruns or http://host:5000); default: MLflow's "
+        "(MLFLOW_TRACKING_URI). Ignored by W&B (WANDB_* variables and `wandb login` configure it).")
+
+    @field_validator("backend")
+    @classmethod
+    def _installed(cls, backend: str) -> str:
+        if backend in TRACKING_PACKAGES:
+            module, package = TRACKING_PACKAGES[backend]
+            if importlib.util.find_spec(module) is None:
+                raise ValueError(f"{backend} needs the {package!r} package, which is not installed: "
+                                 f"pip install {package} (on every node of the cluster), or set tracking.backend=none")
+        return backend
+
+
 class TrainConfig(WithModel):
     renamed: ClassVar[dict[str, str]] = RAY_RENAMED
 
@@ -73,6 +102,8 @@ class TrainConfig(WithModel):
     log_every: int = Field(10, gt=0)
     workers: TrainWorkersConfig = Field(default_factory=TrainWorkersConfig)
     encoders: EncoderPoolConfig = Field(default_factory=EncoderPoolConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    storage: JobStorageConfig = Field(default_factory=JobStorageConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
     @model_validator(mode="after")
@@ -84,6 +115,15 @@ class TrainConfig(WithModel):
                 f"= {per_step} (gradient accumulation takes whole micro-batches)"
             )
         return self
+
+    def node_paths(self) -> dict[str, str]:
+        """The paths this job's driver and workers open, by dotted key (`storage.shared` is about these)."""
+        paths = {"output": self.output, "corpus": self.corpus, "init_adapter": self.init_adapter,
+                 "model.llm.checkpoint": self.model.llm.checkpoint}
+        for name, e in self.model.encoders.items():
+            paths |= {f"model.encoders.{name}.checkpoint": e.checkpoint,
+                      f"model.encoders.{name}.adapter_init": e.adapter_init}
+        return {k: v for k, v in paths.items() if v}
 
     @property
     def grad_accum(self) -> int:

@@ -1,7 +1,6 @@
-"""Target formation, reject flags and corpus statistics (the ALARM recipe's filters and targets).
+"""Target formation and reject flags (the ALARM recipe's filters and targets; the statistics are in stats.py).
 
     row |= flag_row(row, cfg.filters, count_tokens=tokenizer_len)   # + target, n_tokens_target, flags, keep
-    stats = corpus_stats(rows)                                      # written as stats.json by the pipeline
 
 Rows are flagged, never dropped; every reason comes from `schema.REJECT_REASONS`. The 100-612 token bounds are
 applied here, to the rows the trainer reads (in the reference they never were: D3).
@@ -10,9 +9,7 @@ applied here, to the rows the trainer reads (in the reference they never were: D
 from __future__ import annotations
 
 import json
-import math
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from alarm.corpus.leak import find_leaks
@@ -116,94 +113,3 @@ def flag_row(row: dict, cfg: FilterConfig, count_tokens: Callable[[str], int] | 
     unknown = [f for f in flags if f not in REJECT_REASONS]
     assert not unknown, f"internal: reason tags {unknown} missing from schema.REJECT_REASONS"
     return {"target": target, "n_tokens_target": n_tokens, "flags": flags, "keep": not flags}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# statistics
-
-
-def percentiles(values: list[float], qs: Iterable[float] = (5, 50, 95)) -> dict[str, float | None]:
-    """Linear-interpolation percentiles (numpy's default method) plus the max; None for an empty list."""
-    xs = sorted(values)
-    out: dict[str, float | None] = {}
-    for q in qs:
-        if not xs:
-            out[f"p{q:g}"] = None
-            continue
-        pos = (len(xs) - 1) * q / 100
-        lo, hi = math.floor(pos), math.ceil(pos)
-        out[f"p{q:g}"] = xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-    out["max"] = xs[-1] if xs else None
-    return out
-
-
-def _rate(num: int, den: int) -> float | None:
-    return num / den if den else None
-
-
-def corpus_stats(rows: Iterable[dict]) -> dict:
-    """Summary of a finished corpus for stats.json (the pipeline adds throughput).
-
-    Returns:
-        rows / kept counts; per source {rows, kept}; per flag counts (every REJECT_REASONS tag, 0 included);
-        per split {rows, kept}; target origins; prompt origins by kind; judge labels; leak rates over
-        non-instruction rows before (R0, leak_generated non-empty) and after rephrasing (R, leak_rephrased
-        non-empty, over rephrased rows); forced and incomplete counts; target token percentiles (p5, p50, p95,
-        max) over all targets and over kept rows.
-    """
-    n = kept = 0
-    per_source: dict[str, Counter] = {}
-    per_split: dict[str, Counter] = {}
-    flags: Counter = Counter({tag: 0 for tag in REJECT_REASONS})
-    origins: Counter = Counter()
-    targets: Counter = Counter()
-    judge: Counter = Counter()
-    leak = Counter()
-    forced = incomplete = 0
-    tokens_all: list[int] = []
-    tokens_kept: list[int] = []
-    for row in rows:
-        n += 1
-        keep = bool(row.get("keep"))
-        kept += keep
-        for table, name in ((per_source, row.get("source")), (per_split, row.get("split"))):
-            c = table.setdefault(str(name), Counter())
-            c["rows"] += 1
-            c["kept"] += keep
-        flags.update(json_list(row.get("flags")))
-        origins[str(row.get("prompt_origin") or "none").split(":", 1)[0]] += 1
-        targets[target_of(row)[1]] += 1
-        if row.get("judge_label") is not None:
-            judge[row["judge_label"]] += 1
-        if not row.get("instruction"):
-            if row.get("answer_generated") is not None:
-                leak["generated_rows"] += 1
-                leak["generated_leaks"] += bool(json_list(row.get("leak_generated")))
-            if row.get("leak_rephrased") is not None:
-                leak["rephrased_rows"] += 1
-                leak["rephrased_leaks"] += bool(json_list(row.get("leak_rephrased")))
-        forced += bool(row.get("forced_rephrase"))
-        incomplete += row.get("answer_generated") is not None and not row.get("complete_reasoning")
-        if row.get("n_tokens_target") is not None:
-            tokens_all.append(row["n_tokens_target"])
-            if keep:
-                tokens_kept.append(row["n_tokens_target"])
-    return {
-        "rows": n,
-        "kept": kept,
-        "per_source": {k: dict(v) for k, v in sorted(per_source.items())},
-        "flags": dict(flags),
-        "split": {k: dict(v) for k, v in sorted(per_split.items())},
-        "target_origin": dict(targets),
-        "prompt_origin": dict(origins),
-        "judge": dict(judge),
-        "leak_rate": {
-            "generated": _rate(leak["generated_leaks"], leak["generated_rows"]),
-            "rephrased": _rate(leak["rephrased_leaks"], leak["rephrased_rows"]),
-            "generated_rows": leak["generated_rows"],
-            "rephrased_rows": leak["rephrased_rows"],
-        },
-        "forced_rephrase": forced,
-        "incomplete_reasoning": incomplete,
-        "target_tokens": {"all": percentiles(tokens_all), "kept": percentiles(tokens_kept)},
-    }

@@ -1,64 +1,57 @@
-"""Corpus sources read from files: JSONL / CSV / Parquet manifests (local or s3://) and `save_to_disk` folders.
+"""Corpus sources read from files: JSONL / CSV / Parquet manifests, Parquet datasets (local, s3://, hf://) and
+`save_to_disk` folders, turned into source rows.
 
-    rows = read_manifest(ManifestSourceConfig(name="esc50", path="s3://corpora/esc50/train.csv", family="labels"))
+    plan = plan_source(ParquetSourceConfig(name="esc50", path="hf://datasets/OWNER/NAME@SHA/data/*.parquet"))
+    rows = read_source(cfg)        # in-process; services/corpus/sources.py reads each file in a Ray Data task
 
 Validation happens here, at the edge. A source that cannot be used at all (missing or unreadable file, no id
-or audio column) raises `InvalidInput` naming the path and the columns. A bad row never stops the read: it comes
-out with no audio and `row_error` = '<tag>: <path> <line/row>: <what is wrong>' (tag bad_metadata or undecodable,
-from schema.REJECT_REASONS), under a key of its own (a repeated id becomes '<id>#dup<n>', a missing one
-'#row<n>'), so nothing is dropped and the pipeline flags it. Every row has the keys `ROW_KEYS`.
+or audio column) raises `InvalidInput` from `plan_source`, naming the path and the columns, before any row is
+read. A bad row never stops the read: it comes out with no audio and `row_error` = '<tag>: <path> <line/row>:
+<what is wrong>' (tag bad_metadata or undecodable, from schema.REJECT_REASONS), under a key of its own (a repeated
+id becomes '<id>#dup<n>', a missing one '#row<n>'), so nothing is dropped and the pipeline flags it. Every row has
+the keys `ROW_KEYS`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import logging
-import math
-import os
-import posixpath
-import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
-import fsspec
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-import soundfile as sf
-
-from alarm import env
-from alarm.config import Family, HFDatasetSourceConfig, ManifestSourceConfig, SyntheticSourceConfig
+from alarm.config import (
+    HFDatasetSourceConfig,
+    ManifestSourceConfig,
+    ParquetSourceConfig,
+    SyntheticSourceConfig,
+)
+from alarm.corpus.locations import list_files, parent, storage_options_for
+from alarm.corpus.records import (
+    Record,
+    SourceFile,
+    file_columns,
+    file_records,
+    manifest_format,
+    row_count,
+    table_schema,
+)
+from alarm.corpus.values import (
+    audio_of,
+    checked_id,
+    family_of,
+    metadata_of,
+    prompt_of,
+)
 from alarm.errors import InvalidInput
-
-log = logging.getLogger(__name__)
 
 ROW_KEYS = ("key", "source", "item_id", "audio_uri", "audio_bytes", "metadata", "family", "instruction",
             "prompt_given", "row_error")
-FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
-SUPPORTED_VALUES = (
-    "str, int, float, bool, null, or a list of those (and `turns` as a list of {speaker, start, end, text})"
-)
-_INT = re.compile(r"-?(0|[1-9][0-9]*)")
-# CSV cells that read as numbers; no leading zeros, so '007' stays text.
-_FLOAT = re.compile(r"-?((0|[1-9][0-9]*)(\.[0-9]+)?|\.[0-9]+)([eE][-+]?[0-9]+)?")
+FileSource = ManifestSourceConfig | HFDatasetSourceConfig | ParquetSourceConfig
 
 
 @dataclass(frozen=True)
-class _Record:
-    """One raw row: `n` is its 1-based ordinal among data rows; `where` names it in messages (line 7, row 3)."""
-
-    n: int
-    where: str
-    values: dict
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class _Spec:
+class Spec:
     """What turns raw records into source rows."""
 
     name: str
@@ -66,126 +59,205 @@ class _Spec:
     family: str
     id_column: str | None
     audio_column: str
-    prompt_column: str | None
-    instruction: bool
-    base: str  # folder or URI prefix that relative audio paths resolve against
-    class_labels: dict  # column -> label names (save_to_disk ClassLabel features)
+    prompt_column: str | None = None
+    instruction: bool = False
+    base: str | None = None  # folder or URI prefix relative audio paths resolve against; None: the file's own
+    class_labels: dict = field(default_factory=dict)  # column -> label names (`datasets` ClassLabel features)
     family_column: str | None = None  # per-row describer, overriding `family`
+    columns: tuple[tuple[str, str], ...] | None = None  # (metadata field, column); None: every other column
+    limit: int | None = None
 
 
-def read_manifest(cfg: ManifestSourceConfig, storage_options: dict | None = None) -> Iterator[dict]:
-    """Source rows from a JSONL (.jsonl, .json, .ndjson, optionally .gz), CSV (.csv[.gz]) or Parquet manifest.
+@dataclass(frozen=True)
+class SourcePlan:
+    """A checked source: its files and how to read them; small, so it travels to every read task."""
 
-    The file and its columns are checked before this returns; rows are produced lazily, in file order.
+    spec: Spec
+    files: tuple[SourceFile, ...]
+    storage_options: dict
+    read_columns: list[str] | None = None  # Parquet/Arrow projection
+    raw_columns: frozenset = frozenset()  # CSV columns kept as text
+
+    @property
+    def positional(self) -> bool:
+        """Rows are numbered across files (several Parquet/Arrow files): each file's first row needs counting."""
+        return len(self.files) > 1
+
+
+def plan_source(cfg: FileSource, storage_options: dict | None = None) -> SourcePlan:
+    """Check a source before reading it: its files exist and hold the configured columns.
 
     Args:
-        cfg: the source. Every column other than id/audio/prompt becomes metadata, in file column order; None,
-            NaN and empty values are left out. Relative audio paths resolve against the manifest's folder (or
-            its s3:// prefix).
-        storage_options: fsspec options for remote manifests; default `alarm.env.s3_storage_options()`.
+        cfg: a manifest, parquet or hf_dataset source.
+        storage_options: fsspec options for remote files; default from the environment
+            (`locations.storage_options_for`).
 
     Raises:
-        InvalidInput: the manifest is missing, unreadable, of an unknown format, or lacks a configured column.
+        InvalidInput: the source is missing, unreadable, of an unknown format, or lacks a configured column.
     """
+    if isinstance(cfg, HFDatasetSourceConfig):
+        return _plan_hf_folder(cfg)
     if cfg.instruction and cfg.prompt_column is None:
         raise InvalidInput(f"source {cfg.name!r}: instruction=true needs prompt_column (the column holding the "
                            "given prompt)")
-    fmt, compression = manifest_format(cfg.path)
-    opts = _storage_options(cfg.path, storage_options)
-    if fmt == "parquet":
-        columns, _ = _parquet_schema(cfg.path, opts)
-        records: Iterable[_Record] = _parquet_records(cfg.path, opts, cfg.limit)
-    elif fmt == "csv":
-        columns, records = _read_csv(cfg.path, opts, compression, cfg.limit, cfg)
+    opts = storage_options_for(cfg.path) if storage_options is None else storage_options
+    if isinstance(cfg, ManifestSourceConfig):
+        fmt, compression = manifest_format(cfg.path)
+        files: tuple[SourceFile, ...] = (SourceFile(cfg.path, fmt, compression),)
+        labels: dict = {}
     else:
-        columns, records = _read_jsonl(cfg.path, opts, compression, cfg.limit)
-    _check_columns(cfg.path, columns, {"id_column": cfg.id_column, "audio_column": cfg.audio_column,
-                                       "prompt_column": cfg.prompt_column, "family_column": cfg.family_column})
-    spec = _Spec(cfg.name, cfg.path, cfg.family, cfg.id_column, cfg.audio_column, cfg.prompt_column,
-                 cfg.instruction, _parent(cfg.path), {}, cfg.family_column)
-    return _rows(records, spec)
+        found = list_files(cfg.path, (".parquet",), opts)
+        files = tuple(SourceFile(f, "parquet", None, f.rsplit("/", 1)[-1] if len(found) > 1 else None)
+                      for f in found)
+        labels = _class_labels(_features(table_schema(files[0], opts).metadata))
+    wanted = {"id_column": cfg.id_column, "audio_column": cfg.audio_column, "prompt_column": cfg.prompt_column,
+              "family_column": cfg.family_column}
+    mapping = getattr(cfg, "columns", None)
+    wanted.update({f"columns.{k}": c for k, c in (mapping or {}).items()})
+    columns = file_columns(files[0], opts)
+    _check_columns(cfg.path if len(files) == 1 else files[0].uri, columns, wanted)
+    used = [c for c in wanted.values() if c is not None]
+    spec = Spec(cfg.name, cfg.path, cfg.family, cfg.id_column, cfg.audio_column, cfg.prompt_column,
+                cfg.instruction, None, labels, cfg.family_column,
+                tuple(mapping.items()) if mapping else None, cfg.limit)
+    return SourcePlan(spec, files, opts, list(dict.fromkeys(used)) if mapping else None,
+                      frozenset({cfg.id_column, cfg.audio_column, cfg.prompt_column, cfg.family_column}))
+
+
+def first_rows(plan: SourcePlan, counts: list[int] | None = None) -> list[int]:
+    """The source-wide number of each file's first record (1 for a single file); `counts`: rows per file
+    (`row_count`), computed here when not given. Files wholly past the source's limit are left out."""
+    if not plan.positional:
+        return [1]
+    counts = counts if counts is not None else [row_count(f, plan.storage_options) for f in plan.files]
+    firsts, n = [], 1
+    for c in counts:
+        if plan.spec.limit is not None and n > plan.spec.limit:
+            break
+        firsts.append(n)
+        n += c
+    return firsts
+
+
+def file_ids(plan: SourcePlan, index: int, first: int) -> Iterator[tuple[str, int, str]]:
+    """(item id, record number, where) of each record of file `index`: what duplicate detection needs."""
+    spec, file = plan.spec, plan.files[index]
+    columns = [spec.id_column] if file.fmt in ("parquet", "arrow") and spec.id_column else None  # projection
+    for rec in file_records(file, first, spec.limit, plan.raw_columns, columns, plan.storage_options):
+        yield item_id_of(rec, spec)[0], rec.n, rec.where
+
+
+def file_rows(plan: SourcePlan, index: int, first: int, dups: dict[int, tuple[str, int]]) -> Iterator[dict]:
+    """The source rows of file `index`; `dups`: record number -> (where the id was first seen, copy number)."""
+    file, spec = plan.files[index], plan.spec
+    base = spec.base or parent(file.uri)
+    for rec in file_records(file, first, spec.limit, plan.raw_columns, plan.read_columns, plan.storage_options):
+        yield source_row(rec, spec, base, dups.get(rec.n))
+
+
+class Duplicates:
+    """Sequential duplicate detection: the first record with an id keeps it; later ones are copies 1, 2, ..."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, list] = {}  # id -> [where first seen, copies so far]
+
+    def see(self, item_id: str, where: str) -> tuple[str, int] | None:
+        first = self.seen.get(item_id)
+        if first is None:
+            self.seen[item_id] = [where, 0]
+            return None
+        first[1] += 1
+        return first[0], first[1]
+
+
+def duplicate_marks(occurrences: Iterable[tuple[str, int, str]]) -> dict[int, tuple[str, int]]:
+    """record number -> (first where, copy number) for every later copy of an id, from (id, n, where) in any
+    order: the same marks a sequential read makes."""
+    dups, marks = Duplicates(), {}
+    for item_id, n, where in sorted(occurrences, key=lambda o: o[1]):
+        mark = dups.see(item_id, where)
+        if mark is not None:
+            marks[n] = mark
+    return marks
+
+
+def read_source(cfg: FileSource, storage_options: dict | None = None) -> Iterator[dict]:
+    """Every source row, in file order, read in this process (small sources, tests; the corpus pipeline reads
+    files in parallel Ray Data tasks with the same functions). The source is checked before this returns."""
+    plan = plan_source(cfg, storage_options)
+    return _read_all(plan, first_rows(plan))
+
+
+def _read_all(plan: SourcePlan, firsts: list[int]) -> Iterator[dict]:
+    dups = Duplicates()
+    for index, first in enumerate(firsts):
+        base = plan.spec.base or parent(plan.files[index].uri)
+        for rec in file_records(plan.files[index], first, plan.spec.limit, plan.raw_columns, plan.read_columns,
+                                plan.storage_options):
+            item_id = item_id_of(rec, plan.spec)[0]
+            mark = dups.see(item_id, rec.where) if plan.spec.id_column is not None else None
+            yield source_row(rec, plan.spec, base, mark)
+
+
+def read_manifest(cfg: ManifestSourceConfig, storage_options: dict | None = None) -> Iterator[dict]:
+    """Source rows of a JSONL (.jsonl, .json, .ndjson, optionally .gz), CSV (.csv[.gz]) or Parquet manifest.
+
+    Every column other than id/audio/prompt/family becomes metadata, in file column order; None, NaN and empty
+    values are left out. Relative audio paths resolve against the manifest's folder (or its s3:// prefix).
+    """
+    return read_source(cfg, storage_options)
 
 
 def read_hf_dataset(cfg: HFDatasetSourceConfig) -> Iterator[dict]:
-    """Source rows from a local folder written by `datasets.save_to_disk` (a Dataset, or a DatasetDict + split).
+    """Source rows of a local folder written by `datasets.save_to_disk` (a Dataset, or a DatasetDict + split).
 
-    Reads the Arrow stream files directly (no `datasets` import). The audio column may hold {bytes, path}
-    (bytes win; a relative path resolves against the folder), {array, sampling_rate} (encoded to FLAC here), a
-    path string or raw bytes. ClassLabel columns are rendered as their label names.
-
-    Raises:
-        InvalidInput: not a save_to_disk folder, unknown or ambiguous split, missing audio or id column.
+    Reads the Arrow files directly (no `datasets` import). The audio column may hold {bytes, path} (bytes win; a
+    relative path resolves against the folder), {array, sampling_rate} (encoded to FLAC here), a path string or
+    raw bytes. ClassLabel columns are rendered as their label names.
     """
-    folder = Path(cfg.path).expanduser()
-    if not folder.is_dir():
-        what = "is a file, not a folder" if folder.exists() else "does not exist"
-        raise InvalidInput(f"hf_dataset source {cfg.name!r}: {cfg.path} {what}; expected a folder written by "
-                           "datasets.save_to_disk")
-    split_dir = _hf_split_folder(folder, cfg.split)
-    files = _hf_data_files(split_dir)
-    columns = _arrow_schema(files[0]).names
-    _check_columns(str(split_dir), columns, {"id_column": cfg.id_column, "audio_column": cfg.audio_column})
-    spec = _Spec(cfg.name, str(split_dir), cfg.family, cfg.id_column, cfg.audio_column, None, False,
-                 str(folder.resolve()), _hf_class_labels(split_dir))
-    return _rows(_arrow_records(files, cfg.limit), spec)
+    return read_source(cfg)
 
 
 def count_rows(cfg: Any, storage_options: dict | None = None) -> int | None:
-    """Rows a source will yield, where that is cheap to know (synthetic; Parquet footer); else None."""
+    """Rows a source will yield, where that is cheap to know (synthetic; Parquet footers); else None."""
     if isinstance(cfg, SyntheticSourceConfig):
         return cfg.num_clips
-    if isinstance(cfg, ManifestSourceConfig) and manifest_format(cfg.path)[0] == "parquet":
-        _, n = _parquet_schema(cfg.path, _storage_options(cfg.path, storage_options))
+    if isinstance(cfg, ParquetSourceConfig) or (isinstance(cfg, ManifestSourceConfig)
+                                                and manifest_format(cfg.path)[0] == "parquet"):
+        plan = plan_source(cfg, storage_options)
+        n = sum(row_count(f, plan.storage_options) for f in plan.files)
         return min(n, cfg.limit) if cfg.limit else n
     return None
-
-
-def manifest_format(path: str) -> tuple[str, str | None]:
-    """(format, compression) from the file name: 'data.jsonl.gz' -> ('jsonl', 'gzip')."""
-    name = path.rstrip("/").rsplit("/", 1)[-1].lower()
-    compression = "gzip" if name.endswith(".gz") else None
-    stem = name.removesuffix(".gz")
-    fmt = FORMATS.get(os.path.splitext(stem)[1])
-    if fmt is None or (fmt == "parquet" and compression):
-        raise InvalidInput(f"manifest {path}: unknown format; expected a name ending in .jsonl, .json, .ndjson, "
-                           ".csv (each optionally .gz) or .parquet")
-    return fmt, compression
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # records -> rows
 
 
-def _rows(records: Iterable[_Record], spec: _Spec) -> Iterator[dict]:
-    seen: dict[str, list] = {}  # id -> [where first seen, duplicates so far]
-    for rec in records:
-        yield _row(rec, spec, seen)
-
-
-def _row(rec: _Record, spec: _Spec, seen: dict[str, list]) -> dict:
-    errors = [rec.error] if rec.error else []
+def item_id_of(rec: Record, spec: Spec) -> tuple[str, str | None]:
+    """The record's item id and, when its id column is unusable, why ('#row<n>' stands in)."""
     if spec.id_column is None:
-        item_id = f"{rec.n - 1:06d}"
-    else:
-        item_id, err = _item_id(rec.values.get(spec.id_column), spec.id_column)
-        if err:
-            errors.append(err)
-            item_id = f"#row{rec.n}"
-    if item_id in seen:
-        first = seen[item_id]
-        first[1] += 1
-        errors.append(f"duplicate id {item_id!r} (first at {first[0]}); ids must be unique within a source")
-        item_id = f"{item_id}#dup{first[1]}"
-    else:
-        seen[item_id] = [rec.where, 0]
-    audio_uri, audio_bytes, err = _audio(rec.values.get(spec.audio_column), spec.audio_column, spec.base)
+        return f"{rec.n - 1:06d}", None
+    item_id, err = checked_id(rec.values.get(spec.id_column), spec.id_column)
+    return (f"#row{rec.n}", err) if err else (item_id, None)
+
+
+def source_row(rec: Record, spec: Spec, base: str, dup: tuple[str, int] | None = None) -> dict:
+    """One source row (`ROW_KEYS`); `dup`: (where the id was first seen, copy number) for a repeated id."""
+    errors = [rec.error] if rec.error else []
+    item_id, err = item_id_of(rec, spec)
     errors += [err] if err else []
-    prompt, err = _prompt(rec.values, spec)
+    if dup is not None:
+        errors.append(f"duplicate id {item_id!r} (first at {dup[0]}); ids must be unique within a source")
+        item_id = f"{item_id}#dup{dup[1]}"
+    audio_uri, audio_bytes, err = audio_of(rec.values.get(spec.audio_column), spec.audio_column, base)
     errors += [err] if err else []
-    family, err = _family(rec.values, spec)
+    prompt, err = prompt_of(rec.values, spec)
+    errors += [err] if err else []
+    family, err = family_of(rec.values, spec)
     errors += [err] if err else []
     skip = {spec.id_column, spec.audio_column, spec.prompt_column, spec.family_column}
-    metadata, meta_errors = _metadata(rec.values, skip, spec.class_labels)
+    metadata, meta_errors = metadata_of(rec.values, skip, spec.class_labels, spec.columns)
     # Tags from schema.REJECT_REASONS: a row whose only fault is its metadata is bad_metadata; any other
     # source-row fault (id, audio, duplicate, unparsable line) is undecodable.
     tag = "undecodable" if errors else "bad_metadata"
@@ -204,285 +276,56 @@ def _row(rec: _Record, spec: _Spec, seen: dict[str, list]) -> dict:
     }
 
 
-def _item_id(value: Any, column: str) -> tuple[str | None, str | None]:
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        value = int(value)  # 12.0 from a float column -> "12"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value), None
-    if isinstance(value, str) and value.strip():
-        return value.strip(), None
-    if _missing(value):
-        return None, f"missing id (column {column!r} is empty)"
-    return None, f"id in column {column!r} is a {type(value).__name__}; expected a string or an integer"
-
-
-def _audio(value: Any, column: str, base: str) -> tuple[str | None, bytes | None, str | None]:
-    """(uri, bytes, error) from a path/URI string, raw bytes, {bytes, path} or {array, sampling_rate}."""
-    if isinstance(value, dict):
-        if value.get("bytes"):
-            return None, bytes(value["bytes"]), None
-        if value.get("path"):
-            return _audio(value["path"], column, base)
-        if value.get("array") is not None:
-            return _encode_array(value.get("array"), value.get("sampling_rate"), column)
-        return None, None, f"missing audio (column {column!r} holds neither bytes, a path nor an array)"
-    if isinstance(value, bytes | bytearray) and value:
-        return None, bytes(value), None
-    if isinstance(value, str) and value.strip():
-        return _resolve(base, value.strip()), None, None
-    if _missing(value) or isinstance(value, bytes | bytearray):
-        return None, None, f"missing audio (column {column!r} is empty)"
-    found = type(value).__name__
-    return None, None, f"audio in column {column!r} is a {found}; expected a path or URI string"
-
-
-def _encode_array(array: Any, rate: Any, column: str) -> tuple[None, bytes | None, str | None]:
-    x = np.asarray(array, dtype=np.float64)
-    if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
-        return None, None, f"audio array in column {column!r} has sampling_rate {rate!r}; expected an int > 0"
-    if x.size == 0 or x.ndim not in (1, 2):
-        return None, None, f"audio array in column {column!r} has shape {x.shape}; expected (N,) or (C, N)"
-    if not np.isfinite(x).all() or np.abs(x).max() > 1.0:
-        return None, None, f"audio array in column {column!r} has NaN/inf or samples outside [-1, 1]"
-    buf = io.BytesIO()
-    sf.write(buf, x.T if x.ndim == 2 else x, rate, format="FLAC", subtype="PCM_24")  # (C, N) -> (N, C)
-    return None, buf.getvalue(), None
-
-
-def _prompt(values: dict, spec: _Spec) -> tuple[str | None, str | None]:
-    if spec.prompt_column is None:
-        return None, None
-    value = values.get(spec.prompt_column)
-    if isinstance(value, str) and value.strip():
-        return value, None
-    if not _missing(value):
-        return None, f"prompt in column {spec.prompt_column!r} is a {type(value).__name__}; expected a string"
-    if spec.instruction:
-        return None, f"missing prompt (column {spec.prompt_column!r} is empty); instruction rows need one"
-    return None, None
-
-
-def _family(values: dict, spec: _Spec) -> tuple[str, str | None]:
-    if spec.family_column is None:
-        return spec.family, None
-    value = values.get(spec.family_column)
-    families = get_args(Family)
-    if value not in families:
-        return spec.family, (f"family {value!r} in column {spec.family_column!r} is not a describer; expected one "
-                             f"of {', '.join(families)}")
-    return value, None
-
-
-def _metadata(values: dict, skip: set, class_labels: dict) -> tuple[dict, list[str]]:
-    """Supported values in column order (None/NaN/empty left out), and one error per unsupported value."""
-    metadata, errors = {}, []
-    for key, value in values.items():
-        if key in skip:
-            continue
-        if key in class_labels:
-            value = _class_label(value, class_labels[key])
-        if _missing(value):
-            continue
-        err = _unsupported(key, value)
-        if err:
-            errors.append(f"column {key!r}: {err}; supported: {SUPPORTED_VALUES}")
-        else:
-            metadata[key] = list(value) if isinstance(value, tuple) else value
-    return metadata, errors
-
-
-def _unsupported(key: str, value: Any) -> str | None:
-    """Why `value` cannot go into metadata, or None if it can."""
-    if _scalar(value):
-        return None
-    if isinstance(value, float):
-        return f"non-finite number {value}"
-    if isinstance(value, list | tuple):
-        if key == "turns" and value and all(isinstance(v, dict) for v in value):
-            return _bad_turns(value)
-        bad = [v for v in value if not (_scalar(v) or v is None)]
-        if not bad:
-            return None
-        return f"a list holding {bad[0]!r}" if isinstance(bad[0], float) else f"a list of {type(bad[0]).__name__}"
-    if isinstance(value, dict):
-        return "a nested mapping"
-    return f"unsupported type {type(value).__name__}"
-
-
-def _bad_turns(turns: list[dict]) -> str | None:
-    for i, turn in enumerate(turns):
-        for k, v in turn.items():
-            if not (_scalar(v) or v is None or (isinstance(v, list) and all(_scalar(x) for x in v))):
-                return f"turns[{i}].{k} is a {type(v).__name__}"
-        start, end = turn.get("start"), turn.get("end")
-        if not (_number(start) and _number(end) and start <= end):
-            return f"turns[{i}] needs numeric start <= end (seconds), found start={start!r}, end={end!r}"
-    return None
-
-
-def _scalar(v: Any) -> bool:
-    return isinstance(v, str | int | bool) or (isinstance(v, float) and math.isfinite(v))
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
-
-
-def _class_label(value: Any, names: list[str]) -> Any:
-    """ClassLabel int -> name (-1, the datasets 'no label', -> None); lists map element-wise."""
-    if isinstance(value, list):
-        return [_class_label(v, names) for v in value]
-    if isinstance(value, int) and not isinstance(value, bool):
-        return names[value] if 0 <= value < len(names) else None
-    return value
-
-
 def _check_columns(path: str, columns: list[str], wanted: dict[str, str | None]) -> None:
     missing = {f"{name}={col!r}" for name, col in wanted.items() if col is not None and col not in columns}
     if missing:
         raise InvalidInput(
             f"source file {path} lacks column(s) {', '.join(sorted(missing))}; it has columns "
             f"{columns or 'none (empty file?)'}. Rename the columns or set the source's id_column/audio_column/"
-            "prompt_column/family_column to match"
+            "prompt_column/family_column/columns to match"
         )
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# locations
+# save_to_disk folders and `datasets` features
 
 
-def _storage_options(path: str, storage_options: dict | None) -> dict:
-    if storage_options is not None:
-        return storage_options
-    return env.s3_storage_options() if path.startswith("s3://") else {}
+def _plan_hf_folder(cfg: HFDatasetSourceConfig) -> SourcePlan:
+    folder = Path(cfg.path).expanduser()
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise InvalidInput(f"hf_dataset source {cfg.name!r}: {cfg.path} {what}; expected a folder written by "
+                           "datasets.save_to_disk")
+    split_dir = _hf_split_folder(folder, cfg.split)
+    names = _hf_data_files(split_dir)
+    files = tuple(SourceFile(str(f), "arrow", None, f.name) for f in names)
+    _check_columns(str(split_dir), file_columns(files[0]), {"id_column": cfg.id_column,
+                                                           "audio_column": cfg.audio_column})
+    info = split_dir / "dataset_info.json"
+    features = json.loads(info.read_text()).get("features", {}) if info.exists() else {}
+    spec = Spec(cfg.name, str(split_dir), cfg.family, cfg.id_column, cfg.audio_column,
+                base=str(folder.resolve()), class_labels=_class_labels(features or {}), limit=cfg.limit)
+    return SourcePlan(spec, files, {})
 
 
-def _local(path: str) -> str:
-    return os.path.expanduser(path.removeprefix("file://"))
-
-
-def _parent(path: str) -> str:
-    """The folder (local, absolute) or URI prefix that holds `path`."""
-    if "://" in path and not path.startswith("file://"):
-        return path.rsplit("/", 1)[0]
-    return os.path.dirname(os.path.abspath(_local(path)))
-
-
-def _resolve(base: str, audio: str) -> str:
-    """URIs and absolute paths as given; relative paths joined to `base` (a folder or a URI prefix)."""
-    if "://" in audio or os.path.isabs(audio):
-        return audio
-    if "://" in base:
-        scheme, rest = base.split("://", 1)
-        return f"{scheme}://{posixpath.normpath(posixpath.join(rest, audio))}"
-    return os.path.normpath(os.path.join(base, audio))
-
-
-def _open(path: str, opts: dict, compression: str | None = None):
-    target = path if "://" in path and not path.startswith("file://") else _local(path)
+def _features(metadata: dict | None) -> dict:
+    """The `datasets` features stored in a Parquet file's schema metadata (b'huggingface'), or {}."""
+    raw = (metadata or {}).get(b"huggingface")
     try:
-        return fsspec.open(target, "rb", compression=compression, **opts).open()
-    except FileNotFoundError as e:
-        raise InvalidInput(f"manifest {path} not found ({e}); check the path, or the bucket and "
-                           "ALARM_S3_ENDPOINT_URL / AWS credentials for s3://") from e
-    except (OSError, ValueError, ImportError) as e:
-        raise InvalidInput(f"cannot open manifest {path}: {type(e).__name__}: {e}") from e
+        return (json.loads(raw).get("info") or {}).get("features") or {} if raw else {}
+    except (ValueError, AttributeError):
+        return {}
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# readers: (columns, records)
-
-
-def _read_jsonl(path: str, opts: dict, compression: str | None, limit: int | None):
-    columns: dict[str, None] = {}  # union of keys, first-seen order
-    records = []
-    with _open(path, opts, compression) as f:
-        try:
-            for lineno, raw in enumerate(f, 1):
-                if limit and len(records) >= limit:
-                    break
-                if not raw.strip():
-                    continue
-                n, where = len(records) + 1, f"line {lineno}"
-                try:
-                    values = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                    records.append(_Record(n, where, {}, f"not valid JSON ({e})"))
-                    continue
-                if not isinstance(values, dict):
-                    found = type(values).__name__
-                    records.append(_Record(n, where, {}, f"expected a JSON object, found {found}"))
-                    continue
-                columns.update(dict.fromkeys(values))
-                records.append(_Record(n, where, values))
-        except (OSError, EOFError) as e:  # e.g. a corrupt gzip stream
-            raise InvalidInput(f"cannot read manifest {path}: {type(e).__name__}: {e}") from e
-    return list(columns), records
-
-
-def _read_csv(path: str, opts: dict, compression: str | None, limit: int | None, cfg: ManifestSourceConfig):
-    """All cells are text; metadata cells that look like numbers become numbers ('007' stays a string)."""
-    raw_columns = {cfg.id_column, cfg.audio_column, cfg.prompt_column, cfg.family_column}
-    records = []
-    with _open(path, opts, compression) as fb:
-        try:
-            reader = csv.reader(io.TextIOWrapper(fb, encoding="utf-8-sig", newline=""))
-            header = next(reader, [])
-            blank = [i for i, h in enumerate(header) if not h.strip()]
-            if blank:
-                log.warning("manifest %s: ignoring %d column(s) without a header name", path, len(blank))
-            for cells in reader:
-                if limit and len(records) >= limit:
-                    break
-                if not cells:
-                    continue
-                values = {h: (c if h in raw_columns else _cell(c))
-                          for h, c in zip(header, cells, strict=False) if h.strip()}
-                error = None
-                if len(cells) != len(header):
-                    error = f"has {len(cells)} fields, the header has {len(header)}"
-                records.append(_Record(len(records) + 1, f"line {reader.line_num}", values, error))
-        except (UnicodeDecodeError, csv.Error, OSError, EOFError) as e:
-            raise InvalidInput(f"cannot read manifest {path} as UTF-8 CSV: {type(e).__name__}: {e}") from e
-    return [h for h in header if h.strip()], records
-
-
-def _cell(text: str) -> Any:
-    if not text.strip():
-        return None
-    if _INT.fullmatch(text):
-        return int(text)
-    if _FLOAT.fullmatch(text):
-        return float(text)
-    return text
-
-
-def _parquet_schema(path: str, opts: dict) -> tuple[list[str], int]:
-    with _open(path, opts) as f:
-        try:
-            pf = pq.ParquetFile(f)
-            return pf.schema_arrow.names, pf.metadata.num_rows
-        except (pa.ArrowException, OSError, ValueError) as e:
-            raise InvalidInput(f"cannot read manifest {path} as Parquet: {type(e).__name__}: {e}") from e
-
-
-def _parquet_records(path: str, opts: dict, limit: int | None) -> Iterator[_Record]:
-    n = 0
-    with _open(path, opts) as f:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=256):
-            for values in batch.to_pylist():
-                if limit and n >= limit:
-                    return
-                n += 1
-                yield _Record(n, f"row {n}", values)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# save_to_disk folders
+def _class_labels(features: dict) -> dict:
+    labels = {}
+    for col, feat in features.items():
+        if not isinstance(feat, dict):
+            continue
+        inner = feat.get("feature", {}) if feat.get("_type") in ("List", "Sequence", "LargeList") else feat
+        if isinstance(inner, dict) and inner.get("_type") == "ClassLabel" and inner.get("names"):
+            labels[col] = inner["names"]
+    return labels
 
 
 def _hf_split_folder(folder: Path, split: str | None) -> Path:
@@ -514,48 +357,3 @@ def _hf_data_files(split_dir: Path) -> list[Path]:
         raise InvalidInput(f"{split_dir} lacks its Arrow data files ({missing or 'no data-*.arrow'}); "
                            "re-save the dataset with save_to_disk")
     return files
-
-
-def _hf_class_labels(split_dir: Path) -> dict:
-    info = split_dir / "dataset_info.json"
-    features = json.loads(info.read_text()).get("features", {}) if info.exists() else {}
-    labels = {}
-    for col, feat in (features or {}).items():
-        inner = feat.get("feature", {}) if feat.get("_type") in ("List", "Sequence", "LargeList") else feat
-        if isinstance(inner, dict) and inner.get("_type") == "ClassLabel" and inner.get("names"):
-            labels[col] = inner["names"]
-    return labels
-
-
-def _arrow_reader(file: Path):
-    """save_to_disk writes Arrow IPC streams; accept the IPC file format too."""
-    try:
-        return pa.ipc.open_stream(pa.memory_map(str(file)))
-    except pa.ArrowInvalid:
-        try:
-            return pa.ipc.open_file(pa.memory_map(str(file)))
-        except pa.ArrowInvalid as e:
-            raise InvalidInput(f"{file} is not an Arrow IPC stream or file: {e}") from e
-
-
-def _arrow_schema(file: Path) -> pa.Schema:
-    return _arrow_reader(file).schema
-
-
-def _arrow_batches(file: Path) -> Iterator[pa.RecordBatch]:
-    reader = _arrow_reader(file)
-    if isinstance(reader, pa.ipc.RecordBatchFileReader):
-        yield from (reader.get_batch(i) for i in range(reader.num_record_batches))
-    else:
-        yield from reader
-
-
-def _arrow_records(files: list[Path], limit: int | None) -> Iterator[_Record]:
-    n = 0
-    for file in files:
-        for batch in _arrow_batches(file):
-            for values in batch.to_pylist():
-                if limit and n >= limit:
-                    return
-                n += 1
-                yield _Record(n, f"row {n} ({file.name})", values)

@@ -1,16 +1,19 @@
 """Row functions of the corpus pipeline, in stage order; pure, so Ray Data, tests and benchmarks share them.
 
-    probe_row -> describe_row -> prompt_row -> llm_stages (generate R0 -> self-rephrase -> leak check -> judge)
+    probe_row -> describe_row -> prompt_row -> llm_steps (generate R0 -> self-rephrase -> leak check -> judge)
     -> finish_row (filters, target, split)
 
 Every stage adds columns and never overwrites one; a row that fails a stage is flagged and carried to the end,
-never dropped. The LLM stages run over an `Engine` (vLLM in `services/engines/llm.py`; a scripted fake in tests).
+never dropped. A row's LLM passes are written once, as steps (`llm_steps`), and run batched over an `Engine`
+(`llm_stages`: `vllm.LLM` in `services/engines/llm.py`) or one row at a time over an `AsyncEngine` (`llm_row`:
+vLLM's AsyncLLM in `services/engines/vllm_async.py`, many rows in flight); tests use scripted fakes.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from alarm.config import CorpusConfig, FilterConfig, SamplingConfig
@@ -28,19 +31,34 @@ from alarm.corpus.prompts import (
 from alarm.corpus.rephrase import parse_rephrase, rephrase_messages
 from alarm.corpus.schema import split_of
 from alarm.errors import AlarmError, AudioError
-from alarm.llm.thinking import Completion, generate_with_budget
+from alarm.llm.steps import Steps, drive, lockstep, relay
+from alarm.llm.thinking import Completion, budget_steps
 
 Row = dict[str, Any]
 
 
 class Engine(Protocol):
-    """What the LLM stages need from an engine: chat rendering, batched generation, token counting."""
+    """What the batched LLM stages need from an engine: chat rendering, batched generation, token counting."""
 
     def render(self, messages: list[dict]) -> str: ...
 
     def generate(self, prompts: list[str], max_tokens: list[int], sampling: SamplingConfig) -> list[Completion]: ...
 
     def count_tokens(self, text: str) -> int: ...
+
+
+class AsyncEngine(Protocol):
+    """The same engine, asynchronous: one prompt per call, many calls in flight at once."""
+
+    def render(self, messages: list[dict]) -> str: ...
+
+    async def complete(self, prompt: str, max_tokens: int, sampling: SamplingConfig) -> Completion:
+        """One prompt to its end. Raises `alarm.errors.EngineDead` when the engine died (it must be rebuilt)."""
+        ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    async def aclose(self) -> None: ...
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -94,56 +112,72 @@ def prompt_row(row: Row, mode: str) -> Row:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# LLM stages (one engine, batched per stage)
+# LLM stages: one row's passes as steps (`alarm.llm.steps`), run batched or asynchronously
+
+
+@dataclass(frozen=True)
+class Call:
+    """One engine call a row needs: its stage, the rendered prompt, the new-token cap and the sampling."""
+
+    stage: str  # "writer" | "checker" | "generate" | "rephrase" | "judge"
+    prompt: str
+    max_tokens: int
+    sampling: SamplingConfig
 
 
 def llm_stages(rows: list[Row], engine: Engine, cfg: CorpusConfig) -> list[Row]:
-    """Prompt writing (llm mode), self-generation R0, self-rephrasing R, leak checks and the optional judge."""
-    rows = [dict(r) for r in rows]
-    if cfg.prompts.mode == "llm":
-        write_prompts(rows, engine, cfg)
-    generate_r0(rows, engine, cfg)
-    rephrase(rows, engine, cfg)
-    for r in rows:
-        r["leak_generated"] = json.dumps(find_leaks(r["answer_generated"] or ""))
-        r["leak_rephrased"] = json.dumps(find_leaks(r["answer_rephrased"])) if r["answer_rephrased"] else None
-    if cfg.leak.judge:
-        judge(rows, engine, cfg)
-    else:
-        for r in rows:
-            r["judge_label"], r["judge_text"] = None, None
-    return rows
+    """Every row's LLM passes, batched: each round, one engine call per stage for the rows that need it."""
+    return lockstep([llm_steps(r, engine.render, cfg) for r in rows], lambda calls: _by_stage(engine, calls))
 
 
-def write_prompts(rows: list[Row], engine: Engine, cfg: CorpusConfig) -> None:
-    todo = [r for r in rows if r.get("prompt") is None and usable(r)]
-    if not todo:
-        return
+async def llm_row(row: Row, engine: AsyncEngine, cfg: CorpusConfig) -> Row:
+    """One row's LLM passes, each sent as soon as the previous one ends (many rows share the engine at once)."""
+    return await drive(llm_steps(row, engine.render, cfg), lambda c: engine.complete(c.prompt, c.max_tokens,
+                                                                                      c.sampling))
+
+
+def llm_steps(row: Row, render: Callable[[list[dict]], str], cfg: CorpusConfig) -> Steps[Call, Completion, Row]:
+    """Prompt writing (llm mode), self-generation R0, self-rephrasing R, leak checks and the optional judge, for
+    one row: yields each `Call`, receives its Completion, returns the row with the LLM-stage columns added."""
+    row = dict(row)
+    if cfg.prompts.mode == "llm" and row.get("prompt") is None and usable(row):
+        yield from write_prompt(row, render, cfg)
+    yield from generate_r0(row, render, cfg)
+    yield from rephrase(row, render, cfg)
+    row["leak_generated"] = json.dumps(find_leaks(row["answer_generated"] or ""))
+    row["leak_rephrased"] = json.dumps(find_leaks(row["answer_rephrased"])) if row["answer_rephrased"] else None
+    row["judge_label"], row["judge_text"] = None, None
+    if cfg.leak.judge and row.get("answer_rephrased"):
+        c = yield Call("judge", render(judge_messages(row["answer_rephrased"])), cfg.leak.max_tokens,
+                       SamplingConfig(temperature=0.0))
+        row["judge_label"], row["judge_text"] = parse_judge(c.text)[0], c.text
+    return row
+
+
+def write_prompt(row: Row, render, cfg: CorpusConfig):
+    """+ prompt, prompt_origin from the LLM writer's candidates and the checker's verdict (a template if none)."""
     n = cfg.prompts.candidates
-    written = _complete(engine, [writer_messages(r["audio_description"], r["family"], n) for r in todo],
-                        cfg.prompts.max_tokens, SamplingConfig())
-    cands = [parse_candidates(c.text) for c in written]
-    checked = _complete(engine, [checker_messages(r["audio_description"], c) for r, c in zip(todo, cands, strict=True)],
-                        cfg.prompts.max_tokens, SamplingConfig(temperature=0.0))
-    for r, c, chk in zip(todo, cands, checked, strict=True):
-        picked = select_prompt(r["key"], c, parse_checker(chk.text, len(c))) if c else None
-        if picked is None:
-            prompt, origin = choose_prompt(r["key"], r["family"], json.loads(r["metadata"] or "{}"))
-            picked = (prompt, f"template-fallback:{origin.removeprefix('template:')}")
-        r["prompt"], r["prompt_origin"] = picked
+    written = yield Call("writer", render(writer_messages(row["audio_description"], row["family"], n)),
+                         cfg.prompts.max_tokens, SamplingConfig())
+    cands, picked = parse_candidates(written.text), None
+    if cands:
+        checked = yield Call("checker", render(checker_messages(row["audio_description"], cands)),
+                             cfg.prompts.max_tokens, SamplingConfig(temperature=0.0))
+        picked = select_prompt(row["key"], cands, parse_checker(checked.text, len(cands)))
+    if picked is None:
+        prompt, origin = choose_prompt(row["key"], row["family"], json.loads(row["metadata"] or "{}"))
+        picked = (prompt, f"template-fallback:{origin.removeprefix('template:')}")
+    row["prompt"], row["prompt_origin"] = picked
 
 
-def generate_r0(rows: list[Row], engine: Engine, cfg: CorpusConfig) -> None:
+def generate_r0(row: Row, render, cfg: CorpusConfig):
     """R0 = M(<start_audio>D<end_audio>, P): the frozen reasoning LLM answers from the text surrogate."""
-    todo = [r for r in rows if usable(r)]
-    for r in rows:
-        r.update(answer_generated=None, finish_reason_generate="skipped", n_tokens_generate=0)
-    if not todo:
+    row.update(answer_generated=None, finish_reason_generate="skipped", n_tokens_generate=0)
+    if not usable(row):
         return
-    msgs = [generation_messages(r, cfg.generate.system_prompt) for r in todo]
-    outs = _complete(engine, msgs, cfg.generate.max_tokens, cfg.generate.sampling)
-    for r, c in zip(todo, outs, strict=True):
-        r.update(answer_generated=c.text, finish_reason_generate=c.finish_reason, n_tokens_generate=c.n_tokens)
+    c = yield Call("generate", render(generation_messages(row, cfg.generate.system_prompt)), cfg.generate.max_tokens,
+                   cfg.generate.sampling)
+    row.update(answer_generated=c.text, finish_reason_generate=c.finish_reason, n_tokens_generate=c.n_tokens)
 
 
 def generation_messages(row: Row, system_prompt: str | None) -> list[dict]:
@@ -156,48 +190,37 @@ def generation_messages(row: Row, system_prompt: str | None) -> list[dict]:
     ]
 
 
-def rephrase(rows: list[Row], engine: Engine, cfg: CorpusConfig) -> None:
+def rephrase(row: Row, render, cfg: CorpusConfig):
     """R = Rephrase_M(R0) with the thinking budget; only R0 is shown. Instruction rows are not rephrased."""
-    for r in rows:
-        r.update(rephrase_input=None, answer_rephrased=None, rephrase_raw=None, finish_reason_rephrase=None,
-                 n_tokens_rephrase=None, forced_rephrase=False, has_answer_tag=None, complete_reasoning=False)
-        if r["answer_generated"] is not None:
-            r["complete_reasoning"] = "</think>" in r["answer_generated"]
-    todo = [r for r in rows if r["answer_generated"] and r["finish_reason_generate"] != "error"
-            and not r["instruction"] and cfg.rephrase.enabled]
-    if not todo:
-        return
-    prepared = [rephrase_messages(r["answer_generated"]) for r in todo]
-    prompts = [engine.render(m) for m, _ in prepared]
+    row.update(rephrase_input=None, answer_rephrased=None, rephrase_raw=None, finish_reason_rephrase=None,
+               n_tokens_rephrase=None, forced_rephrase=False, has_answer_tag=None, complete_reasoning=False)
+    if row["answer_generated"] is not None:
+        row["complete_reasoning"] = "</think>" in row["answer_generated"]
     rc = cfg.rephrase
-    outs = generate_with_budget(
-        lambda ps, mts: engine.generate(ps, mts, rc.sampling), prompts,
-        budget=rc.thinking_budget, max_tokens=rc.max_tokens, max_total=rc.max_total_tokens,
-        extend=lambda p, s: p + s,
-    )
-    for r, (msgs, complete), o in zip(todo, prepared, outs, strict=True):
-        parsed = parse_rephrase(o.text, complete) if o.finish_reason != "error" else None
-        r.update(rephrase_input=msgs[-1]["content"], rephrase_raw=o.text, finish_reason_rephrase=o.finish_reason,
-                 n_tokens_rephrase=o.n_tokens, forced_rephrase=o.forced,
-                 answer_rephrased=parsed.answer if parsed else None,
-                 has_answer_tag=parsed.has_answer_tag if parsed else False)
-
-
-def judge(rows: list[Row], engine: Engine, cfg: CorpusConfig) -> None:
-    for r in rows:
-        r["judge_label"], r["judge_text"] = None, None
-    todo = [r for r in rows if r.get("answer_rephrased")]
-    if not todo:
+    if not (row["answer_generated"] and row["finish_reason_generate"] != "error" and not row["instruction"]
+            and rc.enabled):
         return
-    outs = _complete(engine, [judge_messages(r["answer_rephrased"]) for r in todo], cfg.leak.max_tokens,
-                     SamplingConfig(temperature=0.0))
-    for r, c in zip(todo, outs, strict=True):
-        label, _ok = parse_judge(c.text)
-        r["judge_label"], r["judge_text"] = label, c.text
+    msgs, complete = rephrase_messages(row["answer_generated"])
+    steps = budget_steps(render(msgs), budget=rc.thinking_budget, max_tokens=rc.max_tokens,
+                         max_total=rc.max_total_tokens, extend=lambda p, s: p + s)
+    o = yield from relay(steps, lambda q: Call("rephrase", q[0], q[1], rc.sampling))
+    parsed = parse_rephrase(o.text, complete) if o.finish_reason != "error" else None
+    row.update(rephrase_input=msgs[-1]["content"], rephrase_raw=o.text, finish_reason_rephrase=o.finish_reason,
+               n_tokens_rephrase=o.n_tokens, forced_rephrase=o.forced,
+               answer_rephrased=parsed.answer if parsed else None,
+               has_answer_tag=parsed.has_answer_tag if parsed else False)
 
 
-def _complete(engine: Engine, messages: list[list[dict]], max_tokens: int, sampling: SamplingConfig):
-    return engine.generate([engine.render(m) for m in messages], [max_tokens] * len(messages), sampling)
+def _by_stage(engine: Engine, calls: list[Call]) -> list[Completion]:
+    """One batched engine call per stage (a stage's calls share their sampling), results in the calls' order."""
+    out: list[Completion | None] = [None] * len(calls)
+    for stage in dict.fromkeys(c.stage for c in calls):
+        idx = [i for i, c in enumerate(calls) if c.stage == stage]
+        first = calls[idx[0]]
+        done = engine.generate([calls[i].prompt for i in idx], [calls[i].max_tokens for i in idx], first.sampling)
+        for i, c in zip(idx, done, strict=True):
+            out[i] = c
+    return out  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ MMAU, MMAR, MMSU or AIR-Bench Foundation, in process or against a running server
     python -m alarm.eval --preset paper benchmark=mmau meta=[mmau-test-mini.json] audio_root=DIR \
         out=runs/eval/mmau serve.overrides=[adapters.alarm-ca.checkpoint=runs/x/adapter]     # in-process pipeline
     python -m alarm.eval benchmark=mmsu ... target=127.0.0.1:9000 format=native              # a running server
+    python -m alarm.eval benchmark=mmau ... target=openai://127.0.0.1:8000/v1 model=alarm-ca  # any OpenAI-compatible one
     python -m alarm.eval score out=runs/eval/mmau parse=reference                           # rescore, no inference
 
 Writes run.json, predictions.jsonl (resumable), report.md, report.json, scored.jsonl and the benchmark's
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+from pathlib import Path
 
 from alarm.cli import add_config_args, config_from_args
 from alarm.config import EvalConfig, ScoreConfig, ServeConfig, load_config
@@ -72,7 +75,8 @@ async def _run(cfg: EvalConfig, answerer: Answerer | None):
     if answerer is not None:
         model = f"injected {type(answerer).__name__}"
     elif cfg.target:
-        model = f"gRPC {cfg.target}"
+        kind = "OpenAI API" if cfg.target.startswith("openai://") else "gRPC"
+        model = f"{kind} {cfg.target}" + (f" model {cfg.model}" if cfg.model else "")
     else:  # validated before anything is written, so a typo never leaves a run.json naming the wrong model
         serve = load_config(ServeConfig, cfg.serve.preset, cfg.serve.overrides, section="serve")
         model = f"in-process serve preset {cfg.serve.preset}" + "".join(f" {o}" for o in cfg.serve.overrides)
@@ -86,11 +90,19 @@ async def _run(cfg: EvalConfig, answerer: Answerer | None):
         from services.serve.answerers import build_answerer  # torch / vLLM / grpc: only when inference runs
 
         return await build_answerer(cfg.target, serve, concurrency=cfg.concurrency, temperature=cfg.temperature,
-                                    timeout_s=cfg.timeout_s)
+                                    timeout_s=cfg.timeout_s, model=cfg.model, tls=cfg.tls, ca=cfg.ca,
+                                    token=_token(cfg.token_file))
 
     return await run_benchmark(items, cfg.meta, cfg.audio_root, cfg.out, settings, make, model=model,
                                concurrency=cfg.concurrency, max_errors=cfg.max_errors, scorers=cfg.scorers,
                                parse=cfg.parse, fallback=cfg.fallback)
+
+
+def _token(token_file: str | None) -> str | None:
+    """The bearer token: the first line of token_file, else $ALARM_TOKEN, else None (kept off the command line)."""
+    if token_file:
+        return Path(token_file).read_text().strip() or None
+    return os.environ.get("ALARM_TOKEN") or None
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from alarm import jsonl
 from alarm.errors import AlarmError
 from alarm.eval.benchmarks import Item
 from alarm.eval.prompts import build_prompt
+from alarm.progress import Progress
 
 
 class EvalRunError(AlarmError):
@@ -184,6 +185,7 @@ async def run_items(items: Sequence[Item], answerer: Answerer, settings: RunSett
     if stats.skipped:
         print(f"resuming: {stats.skipped} of {len(items)} items already answered", file=sys.stderr)
     sem, start = asyncio.Semaphore(max(1, concurrency)), time.perf_counter()
+    progress = Progress("eval", len(items), stats.skipped, unit="items")
 
     async def one(item: Item) -> None:
         async with sem:
@@ -205,9 +207,8 @@ async def run_items(items: Sequence[Item], answerer: Answerer, settings: RunSett
                           "elapsed_s": round(time.perf_counter() - t0, 3)})
             stats.done += 1
             if stats.done % progress_every == 0 or stats.done == len(todo):
-                rate = stats.done / (time.perf_counter() - start)
-                print(f"[{stats.done + stats.skipped}/{len(items)}] {rate:.2f} items/s, "
-                      f"{len(stats.failed)} failed", file=sys.stderr)
+                print(progress.line(stats.done + stats.skipped, f"{len(stats.failed)} failed"),
+                      file=sys.stderr, flush=True)
 
     await asyncio.gather(*(one(it) for it in todo))
     stats.seconds = time.perf_counter() - start

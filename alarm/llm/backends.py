@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from alarm.errors import CheckpointMismatch, InvalidInput
+from alarm.llm.limits import length_problem, sampled_temperature, sampling_problem
 from alarm.llm.thinking import END_THINK, FORCING_SUFFIX, Completion, needs_forcing, split_reasoning
 
 START_THINK = "<think>"
@@ -44,10 +45,10 @@ class GenerationParams:
     Attributes:
         max_tokens: Cap on new tokens, reasoning and answer together (the forcing sentence is not counted).
         max_thinking_tokens: Phase-1 budget in new tokens; -1 = unlimited (one call). 0 is invalid.
-        temperature: >= 0; 0 = greedy.
+        temperature: In [0, 2]; 0 = greedy (the ranges are `alarm.llm.limits`, vLLM's).
         top_p: In (0, 1]; 1 = disabled.
         top_k: >= 0; 0 = disabled.
-        seed: Per-request sampling seed; None = non-deterministic.
+        seed: Per-request sampling seed in [0, 2^63 - 1]; None = non-deterministic.
     """
 
     max_tokens: int = 8192
@@ -58,16 +59,11 @@ class GenerationParams:
     seed: int | None = None
 
     def __post_init__(self):
-        checks = [
-            (self.max_tokens > 0, "max_tokens", "> 0"),
-            (self.max_thinking_tokens > 0 or self.max_thinking_tokens == -1, "max_thinking_tokens", "> 0 or -1"),
-            (self.temperature >= 0, "temperature", ">= 0"),
-            (0 < self.top_p <= 1, "top_p", "in (0, 1]"),
-            (self.top_k >= 0, "top_k", ">= 0 (0 = disabled)"),
-        ]
-        for ok, name, want in checks:
-            if not ok:
-                raise InvalidInput(f"{name} must be {want}, found {getattr(self, name)!r}")
+        problem = (length_problem(self.max_tokens, self.max_thinking_tokens)
+                   or sampling_problem(self.temperature, self.top_p, self.top_k, self.seed))
+        if problem is not None:
+            name, want = problem
+            raise InvalidInput(f"{name} must be {want}, found {getattr(self, name)!r}")
 
     @property
     def greedy(self) -> bool:
@@ -420,7 +416,7 @@ class HFBackend:
 
         # explicit neutral values when greedy: None would be filled from the checkpoint's sampling defaults
         sampling = dict(temperature=1.0, top_p=1.0, top_k=50) if params.greedy else dict(
-            temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
+            temperature=sampled_temperature(params.temperature), top_p=params.top_p, top_k=params.top_k)
         config = GenerationConfig(
             max_new_tokens=max_tokens, do_sample=not params.greedy, eos_token_id=self.stop_ids,
             pad_token_id=self.pad_id, **sampling,

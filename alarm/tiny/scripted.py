@@ -4,13 +4,17 @@
 generation config) and trains it briefly on CPU so that, on chat-rendered prompts ending in
 `<|im_start|>assistant\\n<think>\\n`, greedy decoding answers
 
-- a self-generation prompt (no `<NEW_TEXT_LLM_RESPONSE>` in the last user turn) with `SELF_GENERATION_OUTPUT`:
-  a short reasoning that leaks the text surrogate ("description", "metadata"), `</think>`, an answer;
+- a self-generation prompt (the last user turn holds the text surrogate `<start_audio>...<end_audio>`) with
+  `SELF_GENERATION_OUTPUT`: a short reasoning that leaks the text surrogate ("description", "metadata"),
+  `</think>`, an answer;
 - a rephrase prompt (the last user turn holds `<NEW_TEXT_LLM_RESPONSE>`) with `REPHRASE_OUTPUT`: a short own
   reasoning, `</think>`, then `<answer>` around `REPHRASED_TARGET`, the same kind of text in auditory wording with
-  the renamed `</text_llm_reasoning>` tag and none of the leak phrases.
+  the renamed `</text_llm_reasoning>` tag and none of the leak phrases;
+- any other question (no description in text: what a served request is, its audio arrives as embeddings) with
+  `HEARD_OUTPUT`, REPHRASED_TARGET's text as a plain response: what the method trains a model to say, so the tiny
+  server's answer never claims to read a description.
 
-Both end with `<|im_end|>`. The condition generalises over descriptions, prompts, system prompts, few-shot turns and
+All end with `<|im_end|>`. The condition generalises over descriptions, prompts, system prompts, few-shot turns and
 R0 bodies because training draws them at random (`self_generation_chat`, `rephrase_chat`: word soup from the real
 vocabulary, natural phrases, perturbed copies of the two texts as distractors); every third step is one long
 sequence (800-3,900 tokens), so the condition holds over the corpus' ~2,200-token rephrase prompts and beyond.
@@ -48,9 +52,12 @@ REPHRASE_OUTPUT = (
     "I should rewrite this reply so that it sounds like I heard the clip myself.\n</think>\n\n"
     f"<answer>\n{REPHRASED_TARGET}\n</answer>"
 )
+HEARD_OUTPUT = REPHRASED_TARGET.replace("</text_llm_reasoning>", "</think>")
+DESCRIPTION_MARKER = "<start_audio>"
 REPHRASE_MARKER = "<NEW_TEXT_LLM_RESPONSE>"
 REPHRASE_MARKER_END = "</NEW_TEXT_LLM_RESPONSE>"
 EOS = "<|im_end|>"
+OUTPUTS = (SELF_GENERATION_OUTPUT, REPHRASE_OUTPUT, HEARD_OUTPUT)
 
 DEFAULT_SYSTEM_PROMPT = GENERATION_SYSTEM_PROMPT  # the corpus' self-generation system turn
 
@@ -64,7 +71,9 @@ LR = 1e-2
 def expected_output(messages: list[dict]) -> str:
     """The text the scripted model answers to a chat (before `<|im_end|>`)."""
     last_user = [m["content"] for m in messages if m["role"] == "user"][-1]
-    return REPHRASE_OUTPUT if REPHRASE_MARKER in last_user else SELF_GENERATION_OUTPUT
+    if REPHRASE_MARKER in last_user:
+        return REPHRASE_OUTPUT
+    return SELF_GENERATION_OUTPUT if DESCRIPTION_MARKER in last_user else HEARD_OUTPUT
 
 
 # -- random chats ------------------------------------------------------------------------------------------------
@@ -178,7 +187,8 @@ class _Text:
 
 
 def self_generation_chat(text: _Text, long: bool = False) -> list[dict]:
-    """[system?] + user `<start_audio>{description}<end_audio>\\n\\n{prompt}` (sometimes a plain question).
+    """[system?] + user `<start_audio>{description}<end_audio>\\n\\n{prompt}`; in a third of the short chats no
+    description: a plain question, or untagged text before it (where a served request's audio block sits).
 
     long: a long system prompt or a long description (many events), for 800-3,900-token prompts."""
     rng = text.rng
@@ -188,13 +198,16 @@ def self_generation_chat(text: _Text, long: bool = False) -> list[dict]:
         system = text.prose(500, 2500)
     else:
         system = DEFAULT_SYSTEM_PROMPT if r < 0.35 else None if r < 0.65 else text.prose(5, 60)
-    if long or rng.random() < 0.9:
-        sep = rng.choice(("\n\n", "\n\n", "\n", " "))
+    sep = rng.choice(("\n\n", "\n\n", "\n", " "))
+    r = rng.random()
+    if long or r < 0.67:
         n = rng.randint(20, 120) if long and not long_system else 1
         events = "\n".join(text.description() for _ in range(n))
-        user = f"<start_audio>{events}<end_audio>{sep}{text.question()}"
-    else:
+        user = f"{DESCRIPTION_MARKER}{events}<end_audio>{sep}{text.question()}"
+    elif r < 0.84:
         user = text.question()
+    else:
+        user = f"{text.prose(3, 40)}{sep}{text.question()}"
     return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
 
 
@@ -257,7 +270,7 @@ def rephrase_chat(text: _Text, long: bool = False) -> list[dict]:
 def _examples(tok, text: _Text, long: bool, n: int, max_len: int) -> list[tuple[list[int], int]]:
     """n tokenized (sequence, prompt length) pairs; the sequence is prompt ids + output ids + <|im_end|>."""
     rng = text.rng
-    outs = {o: tok.encode(o + EOS, add_special_tokens=False) for o in (SELF_GENERATION_OUTPUT, REPHRASE_OUTPUT)}
+    outs = {o: tok.encode(o + EOS, add_special_tokens=False) for o in OUTPUTS}
     res = []
     while len(res) < n:
         msgs = rephrase_chat(text, long) if rng.random() < 0.5 else self_generation_chat(text, long)
@@ -293,8 +306,7 @@ def build(out: Path, seed: int = 0) -> None:
     with one_deterministic_thread():
         tok = AutoTokenizer.from_pretrained(str(out))
         model = Qwen3ForCausalLM.from_pretrained(str(out), dtype=torch.float32, attn_implementation="sdpa")
-        out_ids = sorted({i for o in (SELF_GENERATION_OUTPUT, REPHRASE_OUTPUT)
-                          for i in tok.encode(o + EOS, add_special_tokens=False)})
+        out_ids = sorted({i for o in OUTPUTS for i in tok.encode(o + EOS, add_special_tokens=False)})
         train_sampled(model, tok, training_batches(tok, seed), out_ids, seed, lr_max=LR)
         model.eval().save_pretrained(str(out), safe_serialization=True)
 

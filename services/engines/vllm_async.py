@@ -1,7 +1,10 @@
-"""vLLM's AsyncLLM as an `alarm.llm.backends.Backend`: prompt embeddings in, reasoning/answer deltas out.
+"""vLLM's AsyncLLM as an `alarm.llm.backends.Backend`: prompt embeddings in, reasoning/answer deltas out; and, for
+corpus generation, as an `alarm.corpus.rows.AsyncEngine`: a text prompt in, its Completion out.
 
     backend = VLLMAsyncBackend(folder, max_model_len=4096, dtype="bfloat16")   # inside the serving event loop
     result = await backend.generate(prompt.embeds, GenerationParams(max_thinking_tokens=1024))
+    engine = VLLMAsyncBackend.from_config(cfg.engine)                         # a corpus worker's engine
+    completion = await engine.complete(engine.render(messages), 512, cfg.generate.sampling)
 
 One engine per replica, used from one event loop (AsyncLLM binds its output tasks to the loop of first use).
 Requests continue-batch inside the engine; each one streams `RequestOutputKind.DELTA` outputs. The thinking budget
@@ -23,6 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from alarm.checkpoints import resolve_checkpoint
+from alarm.config import EngineConfig, SamplingConfig
 from alarm.errors import EngineDead, InvalidInput, Overloaded
 from alarm.llm.backends import (
     END_THINK,
@@ -36,8 +41,9 @@ from alarm.llm.backends import (
     run_with_budget,
     token_id,
 )
+from alarm.llm.thinking import Completion
 from services.engines import cpu_sampling
-from services.engines.llm import CPU_ENV, cpu_only
+from services.engines.llm import CPU_ENV, cpu_only, engine_args, fit, render_chat, sampling_params
 
 FINISH = {"stop": "stop", "length": "length", "abort": "aborted", "repetition": "stop"}  # vLLM -> ours
 
@@ -54,12 +60,17 @@ class VLLMAsyncBackend:
         enable_prefix_caching: Off by default: prompt-embedding masks are missing from prefix-cache keys in some
             vLLM versions (vllm issue #56655); enable only with the regression test passing.
         enforce_eager: No graph capture / torch.compile (fast start; required on CPU test machines).
+        stat_loggers: vLLM stat logger factories (`services.engines.stats.ray_stat_loggers()` inside Ray); None =
+            the engine keeps no statistics.
+        prompt_embeds: Accept prompt embeddings (serving). False: text prompts only (`complete`), as the batch
+            engine runs them, and no input table is loaded.
         **engine_kwargs: Further `AsyncEngineArgs` (max_num_seqs, gpu_memory_utilization, seed, ...).
     """
 
     def __init__(self, model_dir: str | Path, max_model_len: int = 4096, dtype: str = "auto", *,
                  embed_tokens: nn.Embedding | None = None, enable_prefix_caching: bool = False,
-                 enforce_eager: bool = True, **engine_kwargs):
+                 enforce_eager: bool = True, prompt_embeds: bool = True, stat_loggers: list | None = None,
+                 **engine_kwargs):
         if cpu_only():
             for k, v in CPU_ENV.items():
                 os.environ.setdefault(k, v)
@@ -70,17 +81,25 @@ class VLLMAsyncBackend:
         folder = Path(model_dir)
         self.max_model_len = max_model_len
         self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(
-            model=str(folder), tokenizer=str(folder), enable_prompt_embeds=True, enforce_eager=enforce_eager,
-            dtype=dtype, max_model_len=max_model_len, enable_prefix_caching=enable_prefix_caching,
-            disable_log_stats=True, **engine_kwargs,
-        ))
+            model=str(folder), tokenizer=str(folder), enable_prompt_embeds=prompt_embeds,
+            enforce_eager=enforce_eager, dtype=dtype, max_model_len=max_model_len,
+            enable_prefix_caching=enable_prefix_caching, disable_log_stats=True, **engine_kwargs,
+        ), stat_loggers=stat_loggers)
         self.tok = self.engine.get_tokenizer()
-        self.embed_tokens = embed_tokens if embed_tokens is not None else _load_embedding(
+        self.embed_tokens = embed_tokens if embed_tokens is not None or not prompt_embeds else _load_embedding(
             folder, self.engine.model_config.dtype)
         self.stop_ids = [token_id(self.tok, t) for t in STOP_TOKENS]
         self.end_think_id = token_id(self.tok, END_THINK)
         self._inflight: set[str] = set()
         self._aborted: set[str] = set()
+
+    @classmethod
+    def from_config(cls, cfg: EngineConfig, stat_loggers: list | None = None) -> VLLMAsyncBackend:
+        """A corpus worker's engine: text prompts, the settings `services.engines.llm.VLLMEngine` gets from `cfg`."""
+        folder = resolve_checkpoint(cfg.checkpoint, cfg.revision, expect=["config.json"])
+        args = engine_args(cfg)
+        return cls(folder, args.pop("max_model_len"), cfg.dtype, prompt_embeds=False, stat_loggers=stat_loggers,
+                   **args)
 
     def embed_text(self, text: str) -> torch.Tensor:
         ids = self.tok.encode(text, add_special_tokens=False)
@@ -96,6 +115,8 @@ class VLLMAsyncBackend:
         rid = request_id or uuid.uuid4().hex
         if rid in self._inflight:
             raise InvalidInput(f"request_id {rid!r} is already in flight; request ids must be unique")
+        if self.embed_tokens is None:
+            raise RuntimeError("this engine was built with prompt_embeds=False: it takes text prompts (complete)")
         check_prompt(prompt_embeds, self.embed_tokens.embedding_dim, self.max_model_len)
         self._inflight.add(rid)
 
@@ -123,6 +144,34 @@ class VLLMAsyncBackend:
         if request_id in self._inflight:
             self._aborted.add(request_id)  # phase 2 must not start after an abort between the phases
             await self.engine.abort(request_id)
+
+    # -- text prompts (corpus generation) ----------------------------------------------------------------------
+
+    def render(self, messages: list[dict]) -> str:
+        return render_chat(self.tok, messages)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tok.encode(text, add_special_tokens=False))
+
+    async def complete(self, prompt: str, max_tokens: int, sampling: SamplingConfig) -> Completion:
+        """One text prompt to its end, as `VLLMEngine.generate` runs it (same parameters and caps): a prompt that
+        cannot fit `max_model_len` gets finish_reason "error". Raises EngineDead when the engine died."""
+        from vllm.sampling_params import RequestOutputKind
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        cap, done = fit(max_tokens, self.count_tokens(prompt), self.max_model_len)
+        if done is not None:
+            return done
+        params = sampling_params(sampling, cap, output_kind=RequestOutputKind.FINAL_ONLY)
+        rid, outs = uuid.uuid4().hex, []
+        try:
+            (engine_input,) = await self.engine.renderer.render_cmpl_async([{"prompt": prompt}])  # as LLM.generate
+            async with aclosing(self.engine.generate(engine_input, params, rid)) as stream:  # closed: aborted
+                outs = [out async for out in stream]  # FINAL_ONLY: one output, the finished request
+        except EngineDeadError as e:
+            raise EngineDead(f"the vLLM engine died while generating request {rid}") from e
+        o = outs[-1].outputs[0]
+        return Completion(o.text, len(o.token_ids), o.finish_reason or "stop")
 
     def num_unfinished(self) -> int:
         """Requests the engine still tracks (running or waiting)."""

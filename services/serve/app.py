@@ -20,7 +20,7 @@ from alarm.config import ServeArgs, ServeConfig, load_config
 
 IMPORT_PATH = "services.serve.app:build_app"
 GRPC_SERVICERS = [
-    "services.serve._proto.alarm.v1.alarm_pb2_grpc.add_AlarmServiceServicer_to_server",
+    "services.serve.proxy.add_alarm_service",  # the generated registration, plus our proxy shims (proxy.py)
     "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
 ]
 
@@ -33,16 +33,23 @@ def load_serve_config(args: dict[str, Any] | ServeArgs | ServeConfig) -> ServeCo
 
 
 def build_app(args: dict):
-    """The bound application: ingress -> {encoder per configured encoder} -> fusion -> llm.
+    """The bound application: ingress -> {encoder per configured encoder} -> fusion -> llm, or with
+    `deployments.colocate` ingress -> audio (every encoder and the fusion) -> llm.
 
     Args:
         args: `{"preset": ..., "overrides": [...]}` (ServeArgs), or a ServeConfig.
     """
-    from services.serve.deployments import AlarmIngress, EncoderServer, FusionServer, LLMServer
+    from services.serve.deployments import AudioServer, EncoderServer, FusionServer, LLMServer
+    from services.serve.ingress import AlarmIngress
 
     cfg = load_serve_config(args)
     data = cfg.model_dump(mode="json")
     d = cfg.deployments
+    llm = LLMServer.options(name="llm", **_options(d.llm)).bind(data)
+    if d.colocate:  # one deployment for the audio: the ingress calls it in place of the encoders and the fusion
+        audio = AudioServer.options(name="audio", **_options(d.fusion)).bind(data)
+        return AlarmIngress.options(name="ingress", **_options(d.ingress)).bind(
+            data, {}, audio, llm, required_deployments(cfg))
     encoders = {}
     for name, enc in cfg.model.encoders.items():
         spec = d.for_encoder(name)
@@ -51,14 +58,24 @@ def build_app(args: dict):
             spec.batch_wait_timeout_s,
         )
     fusion = FusionServer.options(name="fusion", **_options(d.fusion)).bind(data)
-    llm = LLMServer.options(name="llm", **_options(d.llm)).bind(data)
-    return AlarmIngress.options(name="ingress", **_options(d.ingress)).bind(data, encoders, fusion, llm)
+    return AlarmIngress.options(name="ingress", **_options(d.ingress)).bind(
+        data, encoders, fusion, llm, required_deployments(cfg))
 
 
-def _options(spec) -> dict:
-    """A DeploymentSpec as Serve deployment options."""
+def _options(spec, *, here: bool = True) -> dict:
+    """A DeploymentSpec as Serve deployment options: for the cluster this process runs on (`here`: GPUs as its
+    GPU resource, a stand-in on a local multi-node cluster, services.connect.gpu_options), or as written in a
+    Serve config for any cluster (`num_gpus`)."""
     a = spec.autoscaling
-    actor = {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus}
+    if here:
+        from services.connect import (
+            gpu_options,  # imports ray: only when building the application, not rendering
+        )
+
+        gpus = gpu_options(spec.num_gpus)
+    else:
+        gpus = {"num_gpus": spec.num_gpus}
+    actor = {"num_cpus": spec.num_cpus, **gpus}
     if spec.memory_gb is not None:
         actor["memory"] = int(spec.memory_gb * 2**30)
     out = {
@@ -66,6 +83,8 @@ def _options(spec) -> dict:
         "max_ongoing_requests": spec.max_ongoing_requests,
         "max_queued_requests": spec.max_queued_requests,
         "graceful_shutdown_timeout_s": spec.graceful_shutdown_timeout_s,
+        "health_check_period_s": spec.health_check_period_s,
+        "health_check_timeout_s": spec.health_check_timeout_s,
     }
     if a.min_replicas == a.max_replicas:
         out["num_replicas"] = a.min_replicas
@@ -79,14 +98,26 @@ def _options(spec) -> dict:
 
 
 def deployment_names(cfg: ServeConfig) -> list[str]:
+    if cfg.deployments.colocate:
+        return ["ingress", "audio", "llm"]
     return ["ingress", *(f"encoder-{n}" for n in cfg.model.encoders), "fusion", "llm"]
 
 
-def deployment_options(cfg: ServeConfig) -> dict[str, dict]:
+def deployment_specs(cfg: ServeConfig) -> dict:
+    """deployment name -> its DeploymentSpec, in deployment_names order."""
     d = cfg.deployments
-    specs = {"ingress": d.ingress, "fusion": d.fusion, "llm": d.llm}
+    specs = {"ingress": d.ingress, "fusion": d.fusion, "audio": d.fusion, "llm": d.llm}
     specs |= {f"encoder-{n}": d.for_encoder(n) for n in cfg.model.encoders}
-    return {name: _options(specs[name]) for name in deployment_names(cfg)}
+    return {name: specs[name] for name in deployment_names(cfg)}
+
+
+def deployment_options(cfg: ServeConfig) -> dict[str, dict]:
+    return {name: _options(spec, here=False) for name, spec in deployment_specs(cfg).items()}
+
+
+def required_deployments(cfg: ServeConfig) -> list[str]:
+    """The deployments readiness needs a running replica of: those that never scale to zero (min_replicas >= 1)."""
+    return [name for name, spec in deployment_specs(cfg).items() if spec.autoscaling.min_replicas >= 1]
 
 
 def serve_config(args: ServeArgs, *, runtime_env: dict | None = None) -> dict:

@@ -1,4 +1,4 @@
-"""The Serve deployments: gRPC ingress, one deployment per frozen encoder, the fusion-compressor, the LLM.
+"""The Serve deployments behind the gRPC ingress (`ingress.py`): one per frozen encoder, the fusion-compressor, the LLM.
 
     client --gRPC--> AlarmIngress --+--> encoder-whisper --+
                       (validate,     +--> encoder-w2vbert --+--> fusion (adapter per id) --> llm (vLLM) --> deltas
@@ -12,7 +12,7 @@ downstream replica), so they never pass through the ingress. Each deployment is 
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextvars
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -21,29 +21,17 @@ from contextlib import aclosing
 import numpy as np
 import torch
 from ray import serve
-from ray.serve import metrics
 
 from alarm.audio.features import extract_features
-from alarm.config import GRPC_SERVICE, EncoderConfig, ServeConfig
+from alarm.config import EncoderConfig, ServeConfig
 from alarm.types import Waveform
 from services.engines.encoders import encode_clips, load_frozen_encoder
-from services.serve._proto.alarm.v1 import alarm_pb2 as pb
-from services.serve.core import (
-    AudioBlock,
-    Final,
-    FusionCore,
-    LLMCore,
-    LLMRequest,
-    check_adapters,
-    grpc_status,
-    parse_request,
-    request_id_of,
-    response_pb,
-    stream_pb,
-)
+from services.serve.core import AudioBlock, Final, FusionCore, LLMCore
+from services.serve.heap import return_freed_memory
+from services.serve.metrics import ServeMetrics
+from services.serve.validate import LLMRequest
 
-log = logging.getLogger("ray.serve")
-WATCH_S = 300.0  # longest health Watch stream
+_loaded = contextvars.ContextVar("adapter_loaded", default=False)  # this request's adapter came from its checkpoint
 
 
 def _use_assigned_cpus() -> None:
@@ -57,70 +45,140 @@ def _use_assigned_cpus() -> None:
     torch.set_num_threads(max(1, round(cpus)))
 
 
-@serve.deployment
-class EncoderServer:
+class EncoderStage:
     """One frozen encoder. `encode(wave)` runs the front-end for its clip, then waits for a batch: concurrent
     requests share one padded forward (@serve.batch)."""
 
-    def __init__(self, name: str, encoder: dict, resample_quality: str, max_batch_size: int,
+    def __init__(self, name: str, encoder: EncoderConfig, resample_quality: str, max_batch_size: int,
                  batch_wait_timeout_s: float):
-        _use_assigned_cpus()
         self.name, self.quality = name, resample_quality
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.encoder = load_frozen_encoder(name, EncoderConfig.model_validate(encoder), self.device)
-        self._forward.set_max_batch_size(max_batch_size)
-        self._forward.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.encoder = load_frozen_encoder(name, encoder, self.device)
+        # one batch queue per stage: @serve.batch on the method would share one queue between the stages of a
+        # replica (deployments.colocate), batching one encoder's features with another's
+        self._forward = serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s)(
+            self._forward_batch)
         # one forward on silence before Serve routes here: lazy kernels and allocations are not a client's cost
         silence = Waveform(np.zeros(16000, dtype=np.float32), 16000)
         encode_clips(self.encoder, name, [self._features(silence)], self.device)
         self.batch_sizes: Counter[int] = Counter()
+        self.metrics = ServeMetrics.create("alarm_encoder_batch_size", "alarm_encoder_ms")
+        self.tags = {"encoder": name}
 
     async def encode(self, wave: Waveform) -> tuple[np.ndarray, float]:
         """-> tapped states `(L, T, D)` float32 and the milliseconds spent (front-end + forward)."""
         t0 = time.perf_counter()
         feats = await asyncio.to_thread(self._features, wave)
         states = await self._forward(feats)
-        return states, (time.perf_counter() - t0) * 1e3
+        ms = (time.perf_counter() - t0) * 1e3
+        self.metrics["alarm_encoder_ms"].observe(ms, tags=self.tags)
+        return states, ms
 
     def _features(self, wave: Waveform) -> tuple[torch.Tensor, int]:
         """The front-end, as wide as the loaded checkpoint takes (e.g. 80 mel bins for Whisper tiny.en)."""
         return extract_features(self.name, wave, self.quality, self.encoder.feature_dim)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def _forward(self, feats: list[tuple[torch.Tensor, int]]) -> list[np.ndarray]:
+    async def _forward_batch(self, feats: list[tuple[torch.Tensor, int]]) -> list[np.ndarray]:
         self.batch_sizes[len(feats)] += 1
+        self.metrics["alarm_encoder_batch_size"].observe(len(feats), tags=self.tags)
         return await asyncio.to_thread(encode_clips, self.encoder, self.name, feats, self.device)
+
+
+class FusionStage:
+    """The fusion-compressor: encoder states -> one adapter's audio block. Adapter checkpoints are kept in an LRU
+    of `max_adapters_per_replica` (@serve.multiplexed); the default adapter stays loaded."""
+
+    def __init__(self, cfg: ServeConfig):
+        self.core = FusionCore(cfg)
+        self.metrics = ServeMetrics.create("alarm_fusion_ms", "alarm_adapter_cache")
+
+        async def load(adapter_id: str):  # a plain function: Serve keeps its LRU as an attribute of it
+            _loaded.set(True)  # Serve awaits this in the caller's task: fuse() sees the miss in its context
+            return await asyncio.to_thread(self.core.load, adapter_id)
+
+        self.get_adapter = serve.multiplexed(max_num_models_per_replica=cfg.max_adapters_per_replica)(load)
+        self.default = self.core.load(cfg.default_adapter)  # ready = the default adapter is in memory
+
+    async def fuse(self, adapter_id: str, encoded: dict[str, tuple[np.ndarray, float]]) -> AudioBlock:
+        """encoder name -> (states, encode_ms) as the encoder stages return them."""
+        aid = adapter_id or self.core.cfg.default_adapter
+        _loaded.set(False)
+        adapter = self.default if aid == self.core.cfg.default_adapter else await self.get_adapter(aid)
+        self.metrics["alarm_adapter_cache"].inc(tags={"adapter": aid, "result": "miss" if _loaded.get() else "hit"})
+        t0 = time.perf_counter()
+        states = {k: v[0] for k, v in encoded.items()}
+        block = await asyncio.to_thread(self.core.fuse, adapter, states)
+        ms = (time.perf_counter() - t0) * 1e3
+        self.metrics["alarm_fusion_ms"].observe(ms, tags={"adapter": aid})
+        return AudioBlock(block, max(v[1] for v in encoded.values()), ms)
+
+
+@serve.deployment
+class EncoderServer:
+    """One frozen encoder per replica (an `EncoderStage`)."""
+
+    def __init__(self, name: str, encoder: dict, resample_quality: str, max_batch_size: int,
+                 batch_wait_timeout_s: float):
+        _use_assigned_cpus()
+        return_freed_memory()  # resident memory returns to the working set after a burst (heap.py)
+        self.stage = EncoderStage(name, EncoderConfig.model_validate(encoder), resample_quality, max_batch_size,
+                                  batch_wait_timeout_s)
+
+    async def encode(self, wave: Waveform) -> tuple[np.ndarray, float]:
+        return await self.stage.encode(wave)
 
     def stats(self) -> dict:
         """Batches run so far, by size (bench/serve.py reports the distribution under load)."""
-        return {"batch_sizes": dict(self.batch_sizes)}
+        return {"batch_sizes": dict(self.stage.batch_sizes)}
 
 
 @serve.deployment
 class FusionServer:
-    """The fusion-compressor: encoder states -> one adapter's audio block. Adapter checkpoints are chosen per
-    request by `multiplexed_model_id` and kept in an LRU of `max_adapters_per_replica`."""
+    """The fusion-compressor (a `FusionStage`); the adapter is the request's `multiplexed_model_id`, so Serve
+    routes a request to a replica that holds its adapter."""
 
     def __init__(self, cfg: dict):
         _use_assigned_cpus()
-        self.core = FusionCore(ServeConfig.model_validate(cfg))
-        async def load(adapter_id: str):  # a plain function: Serve keeps its LRU as an attribute of it
-            return await asyncio.to_thread(self.core.load, adapter_id)
-
-        self.get_adapter = serve.multiplexed(max_num_models_per_replica=self.core.cfg.max_adapters_per_replica)(load)
-        self.default = self.core.load(self.core.cfg.default_adapter)  # ready = the default adapter is in memory
+        return_freed_memory()  # resident memory returns to the working set after a burst (heap.py)
+        self.stage = FusionStage(ServeConfig.model_validate(cfg))
 
     def catalog(self) -> dict[str, tuple[str, ...]]:
-        return self.core.catalog
+        return self.stage.core.catalog
 
     async def fuse(self, **encoded: tuple[np.ndarray, float]) -> AudioBlock:
         """encoder name -> (states, encode_ms) as returned by the encoder deployments."""
-        aid = serve.get_multiplexed_model_id()
-        adapter = self.default if aid in ("", self.core.cfg.default_adapter) else await self.get_adapter(aid)
-        t0 = time.perf_counter()
-        states = {k: v[0] for k, v in encoded.items()}
-        block = await asyncio.to_thread(self.core.fuse, adapter, states)
-        return AudioBlock(block, max(v[1] for v in encoded.values()), (time.perf_counter() - t0) * 1e3)
+        return await self.stage.fuse(serve.get_multiplexed_model_id(), encoded)
+
+
+@serve.deployment
+class AudioServer:
+    """`deployments.colocate`: every encoder stage and the fusion stage in one replica, so a request makes one Serve
+    call for its audio blocks instead of one per encoder plus one per adapter, and encoder states never leave the
+    process. For small machines (the tiny preset), where each call's cost is a large share of the work; cluster
+    presets keep a deployment per encoder and a separate fusion, which scale and place independently."""
+
+    def __init__(self, cfg: dict):
+        _use_assigned_cpus()
+        return_freed_memory()  # resident memory returns to the working set after a burst (heap.py)
+        c = ServeConfig.model_validate(cfg)
+        d = c.deployments
+        self.encoders = {n: EncoderStage(n, e, c.model.audio.resample_quality, d.for_encoder(n).max_batch_size,
+                                         d.for_encoder(n).batch_wait_timeout_s) for n, e in c.model.encoders.items()}
+        self.fusion = FusionStage(c)
+
+    def catalog(self) -> dict[str, tuple[str, ...]]:
+        return self.fusion.core.catalog
+
+    async def blocks(self, wave: Waveform, adapters: list[str]) -> list[AudioBlock]:
+        """One audio block per adapter id (in order), each encoder run once for all of them."""
+        catalog = self.catalog()
+        needed = sorted({e for a in adapters for e in catalog[a]})
+        encoded = dict(zip(needed, await asyncio.gather(*(self.encoders[e].encode(wave) for e in needed)), strict=True))
+        return list(await asyncio.gather(*(self.fusion.fuse(a, {e: encoded[e] for e in catalog[a]})
+                                           for a in adapters)))
+
+    def stats(self) -> dict:
+        return {"batch_sizes": {n: dict(s.batch_sizes) for n, s in self.encoders.items()}}
 
 
 @serve.deployment
@@ -130,13 +188,15 @@ class LLMServer:
 
     async def __init__(self, cfg: dict):
         _use_assigned_cpus()
-        self.core = await LLMCore.create(ServeConfig.model_validate(cfg))
+        return_freed_memory()  # resident memory returns to the working set after a burst (heap.py)
+        self.core = await LLMCore.create(ServeConfig.model_validate(cfg), engine_stats=True)  # Ray metrics
 
-    async def generate(self, req: LLMRequest, *blocks: AudioBlock) -> Final:
-        return await self.core.generate(req, blocks)
+    async def generate(self, req: LLMRequest, *blocks: AudioBlock | list[AudioBlock]) -> Final:
+        """blocks: one AudioBlock per adapter (from the fusion deployment), or one list of them (AudioServer)."""
+        return await self.core.generate(req, _flat(blocks))
 
-    async def stream(self, req: LLMRequest, *blocks: AudioBlock) -> AsyncIterator:
-        async with aclosing(self.core.stream(req, blocks)) as events:  # cancelled here = engine request aborted
+    async def stream(self, req: LLMRequest, *blocks: AudioBlock | list[AudioBlock]) -> AsyncIterator:
+        async with aclosing(self.core.stream(req, _flat(blocks))) as events:  # cancelled here = engine request aborted
             async for ev in events:
                 yield ev
 
@@ -152,200 +212,5 @@ class LLMServer:
         await self.core.aclose()
 
 
-@serve.deployment
-class AlarmIngress:
-    """`alarm.v1.AlarmService` (Generate, GenerateStream) and `grpc.health.v1.Health` (Check, Watch, List).
-
-    Every failure becomes one status code from `core.grpc_status` with a message for the client; the stack trace
-    stays in the replica's log. The request id goes back in the response and in the trailing metadata.
-    """
-
-    def __init__(self, cfg: dict, encoders: dict, fusion, llm):
-        self.cfg = ServeConfig.model_validate(cfg)
-        self.encoders, self.fusion, self.llm = encoders, fusion, llm
-        self._catalog: dict[str, tuple[str, ...]] | None = None
-        self._ready_at = 0.0
-        # our own request metrics: Serve's count a failed unary call as OK (the status travels in the context)
-        self._requests = metrics.Counter(
-            "alarm_requests", description="gRPC requests by method and status code", tag_keys=("method", "code"))
-        self._latency = metrics.Histogram(
-            "alarm_request_latency_ms", description="gRPC request latency (server side)", tag_keys=("method",),
-            boundaries=[50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000, 300000])
-
-    # -- alarm.v1.AlarmService ----------------------------------------------------------------------------------
-
-    async def Generate(self, request: pb.GenerateRequest, grpc_context) -> pb.GenerateResponse:  # noqa: N802
-        arrival, rid, code = time.time(), _proxy_request_id(grpc_context), "OK"
-        try:
-            rid = request_id_of(request, rid)
-            parsed, blocks = await self._prepare(request, rid)
-            response = self.llm.generate.remote(parsed.llm, *blocks)
-            try:
-                final = await response
-            except asyncio.CancelledError:  # client deadline or cancel: Serve does not cancel running children
-                _cancel(response, *blocks)
-                raise
-            return response_pb(final, rid, parsed.return_reasoning, arrival, parsed.decode_ms)
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        except Exception as e:
-            code = self._fail(grpc_context, e, rid)
-            return pb.GenerateResponse(request_id=rid)
-        finally:
-            _set_request_id(grpc_context, rid)
-            self._record("Generate", code, arrival)
-
-    async def GenerateStream(self, request: pb.GenerateRequest, grpc_context) -> AsyncIterator:  # noqa: N802
-        arrival, rid, code = time.time(), _proxy_request_id(grpc_context), "OK"
-        _set_request_id(grpc_context, rid)
-        try:
-            rid = request_id_of(request, rid)
-            _set_request_id(grpc_context, rid)
-            parsed, blocks = await self._prepare(request, rid)
-            events = self.llm.options(stream=True).stream.remote(parsed.llm, *blocks)
-            done = False
-            try:
-                async for ev in events:
-                    if isinstance(ev, Final):
-                        done = True
-                        yield pb.GenerateStreamResponse(
-                            final=response_pb(ev, rid, parsed.return_reasoning, arrival, parsed.decode_ms))
-                    elif (msg := stream_pb(ev, parsed.return_reasoning)) is not None:
-                        yield msg
-            finally:
-                if not done:  # client gone (cancel, deadline) or a failure: the LLM replica aborts its request
-                    _cancel(events, *blocks)
-        except (asyncio.CancelledError, GeneratorExit):  # the client left mid-stream
-            code = "CANCELLED"
-            raise
-        except Exception as e:
-            code = self._fail(grpc_context, e, rid, in_stream=True)
-            # raising (not returning) carries the code: Serve only sends a stream's context with a message
-            raise _StreamFailed(rid) from e
-        finally:
-            self._record("GenerateStream", code, arrival)
-
-    async def _prepare(self, request: pb.GenerateRequest, rid: str):
-        parsed = await asyncio.to_thread(parse_request, request, self.cfg, rid)  # decodes audio off the loop
-        if parsed.audio is None:
-            return parsed, []
-        catalog = await self._adapters()
-        check_adapters(parsed.adapters, catalog)
-        needed = sorted({e for a in parsed.adapters for e in catalog[a]})
-        states = {e: self.encoders[e].encode.remote(parsed.audio) for e in needed}
-        blocks = [
-            self.fusion.options(multiplexed_model_id=a).fuse.remote(**{e: states[e] for e in catalog[a]})
-            for a in parsed.adapters
-        ]
-        return parsed, blocks
-
-    async def _adapters(self) -> dict[str, tuple[str, ...]]:
-        if self._catalog is None:
-            self._catalog = await self.fusion.catalog.remote()
-        return self._catalog
-
-    def _fail(self, grpc_context, e: Exception, rid: str, in_stream: bool = False) -> str:
-        code, message = grpc_status(e, rid)
-        if in_stream:  # a failed stream carries no trailing metadata through Serve: name the request here
-            message = f"{message} [request_id={rid}]"
-        if code.name == "INTERNAL":
-            log.exception("request %s failed", rid)
-        else:
-            log.info("request %s: %s: %s", rid, code.name, message)
-        grpc_context.set_code(code)
-        grpc_context.set_details(message)
-        return code.name
-
-    def _record(self, method: str, code: str, arrival: float) -> None:
-        self._requests.inc(tags={"method": method, "code": code})
-        self._latency.observe((time.time() - arrival) * 1e3, tags={"method": method})
-
-    # -- grpc.health.v1.Health ----------------------------------------------------------------------------------
-
-    async def Check(self, request, grpc_context):  # noqa: N802
-        from grpc_health.v1 import health_pb2
-
-        if request.service not in ("", GRPC_SERVICE):
-            import grpc
-
-            grpc_context.set_code(grpc.StatusCode.NOT_FOUND)
-            grpc_context.set_details(f"unknown service {request.service!r}; ask for '' or {GRPC_SERVICE!r}")
-            return health_pb2.HealthCheckResponse()
-        return health_pb2.HealthCheckResponse(status=await self._status(request.service))
-
-    async def Watch(self, request, grpc_context) -> AsyncIterator:  # noqa: N802
-        """Streams the status now and whenever it changes (polled once a second) for at most WATCH_S seconds, so
-        watchers cannot hold the ingress's request slots forever; clients re-watch when the stream ends."""
-        from grpc_health.v1 import health_pb2
-
-        last, t0 = None, time.monotonic()
-        while time.monotonic() - t0 < WATCH_S:
-            status = (await self._status(request.service) if request.service in ("", GRPC_SERVICE)
-                      else health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
-            if status != last:
-                last = status
-                yield health_pb2.HealthCheckResponse(status=status)
-            await asyncio.sleep(1.0)
-
-    async def List(self, request, grpc_context):  # noqa: N802
-        from grpc_health.v1 import health_pb2
-
-        return health_pb2.HealthListResponse(statuses={
-            s: health_pb2.HealthCheckResponse(status=await self._status(s)) for s in ("", GRPC_SERVICE)
-        })
-
-    async def _status(self, service: str) -> int:
-        """"" = liveness (this replica answers). The service name = readiness: every deployment of the
-        application has a running replica (so every model is loaded and the LLM has warmed up; each replica's
-        constructor does that before Serve marks it running). Deploying, upgrading in place, autoscaling or one
-        replica restarting keep it SERVING while replicas run; it asks Serve's controller, never the model
-        replicas, so it stays fast and truthful when their queues are full."""
-        from grpc_health.v1 import health_pb2
-
-        if service == "":
-            return health_pb2.HealthCheckResponse.SERVING
-        if time.monotonic() - self._ready_at < 2.0:  # cache a positive answer for probes that poll fast
-            return health_pb2.HealthCheckResponse.SERVING
-        ready = await asyncio.to_thread(_every_deployment_running)
-        if ready:
-            self._ready_at = time.monotonic()
-        return health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-class _StreamFailed(Exception):
-    """Ends a failed stream; the status code and message are already on the gRPC context."""
-
-
-def _cancel(*responses) -> None:
-    for r in responses:
-        try:
-            r.cancel()
-        except Exception:  # already finished or failed: nothing to cancel
-            pass
-
-
-def _every_deployment_running() -> bool:
-    try:
-        app = serve.get_replica_context().app_name
-        status = serve.status().applications.get(app)
-    except Exception:
-        log.warning("readiness: cannot reach the Serve controller", exc_info=True)
-        return False
-    if status is None or status.status in ("DELETING", "DEPLOY_FAILED") or not status.deployments:
-        return False
-    return all(d.replica_states.get("RUNNING", 0) > 0 for d in status.deployments.values())
-
-
-def _proxy_request_id(grpc_context) -> str | None:
-    """The id Serve's proxy put in the trailing metadata (the client's `request_id` metadata, or a new one)."""
-    return dict(grpc_context.trailing_metadata()).get("request_id") or grpc_context.request_id()
-
-
-def _set_request_id(grpc_context, rid: str | None) -> None:
-    """Trailing metadata `request_id` = the id of the response (the body's id wins over the proxy's)."""
-    if rid is None:
-        return
-    rest = [(k, v) for k, v in grpc_context.trailing_metadata() if k != "request_id"]
-    # RayServegRPCContext.set_trailing_metadata keeps the proxy's request_id first; replace it instead
-    grpc_context._trailing_metadata = [*rest, ("request_id", rid)]
+def _flat(blocks) -> list[AudioBlock]:
+    return [b for x in blocks for b in (x if isinstance(x, list) else [x])]

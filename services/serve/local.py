@@ -20,17 +20,8 @@ from alarm.audio.features import extract_features
 from alarm.config import ServeConfig
 from services.engines.encoders import encode_clips, load_frozen_encoder
 from services.serve._proto.alarm.v1 import alarm_pb2 as pb
-from services.serve.core import (
-    AudioBlock,
-    Final,
-    FusionCore,
-    LLMCore,
-    check_adapters,
-    parse_request,
-    request_id_of,
-    response_pb,
-    stream_pb,
-)
+from services.serve.core import AudioBlock, Final, FusionCore, LLMCore, response_pb, stream_pb
+from services.serve.validate import check_adapters, parse_request, request_id_of
 
 
 class LocalPipeline:

@@ -8,10 +8,11 @@ import pyarrow.parquet as pq
 import ray
 
 from alarm.audio.features import feature_spec
-from alarm.checkpoints import resolve_checkpoint
+from alarm.checkpoints import is_local, resolve_checkpoint
 from alarm.config import TrainConfig
 from alarm.encoders.checkpoint import checkpoint_feature_dim
 from alarm.errors import InvalidInput
+from services.connect import gpu_options
 from services.engines.encoders import EncoderActor, _ragged
 from services.storage import INDEX, RunStore
 
@@ -44,6 +45,14 @@ def open_corpus(uri: str) -> RunStore:
             "regenerate it with python -m alarm.generate"
         )
     return store
+
+
+def audio_paths(store: RunStore) -> dict[str, str]:
+    """Corpus rows that name a local audio file instead of carrying their audio (rows from file manifests): the
+    train workers open those files. {description: one of them}, for `check_shared_paths`."""
+    t = store.read_shards(["audio_uri"])
+    local = [u for u in t.column("audio_uri").to_pylist() if u and is_local(u)]
+    return {f"the audio_uri of {len(local)} corpus rows, e.g.": local[0]} if local else {}
 
 
 def count_examples(store: RunStore) -> dict[str, int]:
@@ -114,6 +123,6 @@ def build_split(cfg: TrainConfig, store: RunStore, split: str, limit: int | None
         ds = ds.map_batches(
             EncoderActor, fn_constructor_kwargs={"name": name, "cfg_json": enc_cfg.model_dump(mode="json")},
             compute=ray.data.ActorPoolStrategy(size=e.actors), batch_size=e.batch_size, batch_format="numpy",
-            num_cpus=e.num_cpus, num_gpus=e.num_gpus or None,
+            num_cpus=e.num_cpus, **gpu_options(e.num_gpus),
         )
     return ds.materialize() if e.cache else ds

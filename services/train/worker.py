@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,8 +18,10 @@ from alarm.model.alarm_model import AlarmModel
 from alarm.training.batch import epoch_batches, to_train_batch
 from alarm.training.curves import read_metrics
 from alarm.training.trainer import Trainer, load_training_state, save_training_state
+from services.train.monitor import Monitor
 
 METRICS = "metrics.jsonl"
+TRACKING = "tracking.json"  # the tracking run's ids, so a resumed attempt continues it
 
 
 def rows_of(batch: dict[str, np.ndarray]) -> list[dict]:
@@ -52,20 +55,38 @@ def train_loop(config: dict) -> None:
     module = ray.train.torch.prepare_model(model.adapter, move_to_device=False) if world > 1 else model.adapter
     trainer = Trainer(model.adapter, model.builder, model.llm, cfg, total_steps, module=module)
     history: list[dict] = []
+    tracking: dict = {}
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
             load_training_state(trainer, d)
             history = read_metrics(Path(d) / METRICS)
+            if (Path(d) / TRACKING).exists():
+                tracking = json.loads((Path(d) / TRACKING).read_text())
     val_rows = [r for b in ray.train.get_dataset_shard("val").iter_batches(batch_size=cfg.batch.per_worker,
                                                                            batch_format="numpy")
                 for r in rows_of(b)][: cfg.eval_batches * cfg.batch.per_worker]  # a fixed subset
     val = [to_train_batch(val_rows[i : i + cfg.batch.per_worker], encoders)
            for i in range(0, len(val_rows), cfg.batch.per_worker)]
-    shard = ray.train.get_dataset_shard("train")
-    per_step, t_last = cfg.batch.per_worker * trainer.grad_accum * world, time.perf_counter()
     if cfg.stop_after is not None and trainer.step >= cfg.stop_after:
         return  # already there (a rerun with the same stop_after)
+    monitor = Monitor(cfg, config["out"], config.get("storage_options"), total_steps, trainer.step, tracking) \
+        if rank == 0 else None
+    try:
+        _train(trainer, cfg, ray.train.get_dataset_shard("train"), val, history, monitor, rank, world)
+    finally:
+        if monitor is not None:
+            monitor.close()
+
+
+def _train(trainer: Trainer, cfg: TrainConfig, shard, val: list, history: list[dict], monitor: Monitor | None,
+           rank: int, world: int) -> None:
+    """Epochs over this worker's shard until the run's last step (or stop_after): records, validation passes,
+    reports and checkpoints."""
+    import ray.train
+
+    encoders, total_steps = list(cfg.model.encoders), trainer.total_steps
+    per_step, t_last = cfg.batch.per_worker * trainer.grad_accum * world, time.perf_counter()
     while trainer.step < total_steps:
         n_batches = 0
         for group in stream_batches(shard, cfg, trainer.epoch, trainer.examples_seen):
@@ -80,20 +101,19 @@ def train_loop(config: dict) -> None:
                       "examples_per_s": per_step / max(now - t_last, 1e-9)}
             t_last = now
             history.append(record)
-            if rank == 0 and (step % cfg.log_every == 0 or step == 1):
-                print(f"step {step}/{total_steps} epoch {trainer.epoch} loss {record['loss']:.4f} "
-                      f"acc {record['accuracy']:.3f} lr {record['lr']:.2e} {record['examples_per_s']:.1f} ex/s",
-                      flush=True)
+            if monitor is not None:
+                monitor.train(record)
+            report_now = step % cfg.log_every == 0
             if step % cfg.eval_every == 0 or last:
                 if val:
                     m = trainer.evaluate(val)
                     history.append({"kind": "val", "step": step, "loss": m.get("val_loss"),
                                     "accuracy": m.get("val_token_acc"), **m})
+                    if monitor is not None:
+                        monitor.validation(history[-1], trainer.adapter, history)
                 report_now = True
-            else:
-                report_now = step % cfg.log_every == 0
             if step % cfg.checkpoint_every == 0 or last:
-                _report_with_checkpoint(trainer, history, rank, cfg)
+                _report_with_checkpoint(trainer, history, rank, cfg, monitor)
             elif report_now:
                 ray.train.report({k: v for k, v in history[-1].items() if isinstance(v, int | float)})
             if last:
@@ -109,7 +129,8 @@ def _train_metrics(m: dict) -> dict:
             "grad_norm": m.get("grad_norm"), **{k: v for k, v in m.items() if k.startswith("loss/")}}
 
 
-def _report_with_checkpoint(trainer: Trainer, history: list[dict], rank: int, cfg: TrainConfig) -> None:
+def _report_with_checkpoint(trainer: Trainer, history: list[dict], rank: int, cfg: TrainConfig,
+                            monitor: Monitor | None) -> None:
     import ray.train
 
     metrics = {k: v for k, v in history[-1].items() if isinstance(v, int | float)}
@@ -120,5 +141,6 @@ def _report_with_checkpoint(trainer: Trainer, history: list[dict], rank: int, cf
             save_training_state(trainer, folder)
             (folder / METRICS).write_text(jsonl.dumps(history), encoding="utf-8")
             (folder / "config.json").write_text(cfg.model_dump_json(indent=2))
+            (folder / TRACKING).write_text(json.dumps(monitor.state if monitor is not None else {}))
             checkpoint = ray.train.Checkpoint.from_directory(str(folder))
         ray.train.report(metrics, checkpoint=checkpoint)

@@ -75,7 +75,7 @@ def test_ray_start_and_job_submit_as_readme_shows_them(tmp_path):
         assert done.returncode == 0, f"README's block failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     finally:
         subprocess.run(["ray", "stop", "--force"], cwd=repo, env=environ, capture_output=True, timeout=120)
-    manifest = json.loads((repo / "runs" / "tiny" / "manifest.json").read_text())
+    manifest = json.loads((repo / "runs" / "tiny-corpus" / "manifest.json").read_text())
     assert manifest["complete"] is True and manifest["shards"]
-    stats = json.loads((repo / "runs" / "tiny" / "stats.json").read_text())
+    stats = json.loads((repo / "runs" / "tiny-corpus" / "stats.json").read_text())
     assert stats["rows"] > 0

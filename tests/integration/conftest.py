@@ -15,7 +15,15 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def ray_cluster(s3_endpoint):
     """Depends on the S3 server so its endpoint and credentials reach every worker (env vars set after
-    ray.init do not)."""
+    ray.init do not). test_multinode.py stops it while its own cluster runs and starts it again (`start_ray`)."""
+    yield start_ray()
+    import ray
+
+    ray.shutdown()
+
+
+def start_ray():
+    """The shared local Ray of the integration tests (one node, 4 logical CPUs)."""
     for k, v in {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0",
                  "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "HF_HUB_OFFLINE": "1",
                  "AWS_EC2_METADATA_DISABLED": "true",
@@ -30,8 +38,7 @@ def ray_cluster(s3_endpoint):
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False
-    yield ray
-    ray.shutdown()
+    return ray
 
 
 @pytest.fixture(scope="session")

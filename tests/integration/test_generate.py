@@ -54,6 +54,40 @@ def test_pipeline_writes_flagged_keyed_rows(ray_cluster, tmp_path):
     assert {r["split"] for r in rows} <= {"train", "validation"}
 
 
+GREEDY = ("generate.sampling.temperature=0", "rephrase.sampling.temperature=0")
+# the toy teacher names what each row's description names (rows differ) and, with a 4-token thinking budget,
+# every rephrase is forced into phase 2
+TEACHER = ("engine.checkpoint=tiny://qwen3-teacher", "rephrase.thinking_budget=4", "rephrase.max_tokens=16",
+           "rephrase.max_total_tokens=24")
+
+
+@pytest.mark.parametrize("model", [("engine.checkpoint=tiny://qwen3-scripted",), TEACHER], ids=["scripted", "teacher"])
+def test_the_async_workers_write_what_the_batched_engine_writes(ray_cluster, tmp_path, model):
+    """Greedy decoding: the pipeline's rows (AsyncLLM, rows in flight across batches) equal, column for column,
+    what `vllm.LLM` gives the same rows in batches of workers.batch_size. With the teacher the rows' texts differ
+    and every rephrase is forced, so a row given another's output or a wrong phase 2 would show."""
+    from alarm.corpus import rows as R
+    from alarm.corpus.synthetic import synthetic_row
+    from services.corpus.pipeline import run
+    from services.engines.llm import VLLMEngine
+    from services.storage import to_table
+
+    cfg = corpus_cfg(tmp_path, "sources.0.num_clips=16", "workers.engine=async", *GREEDY, *model)
+    run(cfg)
+    got = sorted(read_rows(tmp_path / "test"), key=lambda r: r["key"])
+    source = [R.prompt_row(R.describe_row(R.probe_row(synthetic_row(cfg.sources[0], i), cfg.filters.max_duration_s)),
+                           cfg.prompts.mode) for i in range(16)]
+    engine, bs, f = VLLMEngine(cfg.engine), cfg.workers.batch_size, cfg.filters
+    want = [R.finish_row(r, f, cfg.split.val_fraction, cfg.split.salt, engine.count_tokens)
+            for i in range(0, 16, bs) for r in R.llm_stages(source[i : i + bs], engine, cfg)]
+    want = sorted(to_table(want).to_pylist(), key=lambda r: r["key"])
+    assert set(got[0]) == set(want[0])
+    for col in want[0]:
+        assert [r[col] for r in got] == [r[col] for r in want], col
+    if model is TEACHER:
+        assert len({r["answer_generated"] for r in got}) > 4 and all(r["forced_rephrase"] for r in got)
+
+
 def test_the_pipeline_calls_no_deprecated_ray_api(ray_cluster, tmp_path, ray_deprecations):
     from services.corpus.pipeline import build
 

@@ -13,6 +13,7 @@ import asyncio
 import io
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import SimpleNamespace
 
 import grpc
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from alarm.client import AlarmClient
+from alarm.client import AlarmClient, make_request
 from alarm.config import GRPC_SERVICE, ServeConfig, load_config
 
 HTTP_PORT, GRPC_PORT = 8101, 9101
@@ -28,9 +29,10 @@ BUCKET = "serve-audio"
 MAX_MESSAGE = 8 * 2**20  # RAY_SERVE_GRPC_MAX_MESSAGE_SIZE set by the ray_cluster fixture
 OVERRIDES = ["model.llm.checkpoint=tiny://qwen3", "llm.max_model_len=2048", "defaults.max_tokens=64",
              "defaults.max_thinking_tokens=32",
-             # a short LLM queue so a burst overflows it: 20 running + 2 waiting, then RESOURCE_EXHAUSTED
-             "deployments.llm.max_ongoing_requests=20", "deployments.llm.max_queued_requests=2",
-             f"limits.audio_uri_prefixes=[s3://{BUCKET}/ok/]"]
+             # a short LLM queue so a burst overflows it: 16 running + 2 waiting, then RESOURCE_EXHAUSTED
+             "deployments.llm.max_ongoing_requests=16", "deployments.llm.max_queued_requests=2",
+             f"limits.audio_uri_prefixes=[s3://{BUCKET}/ok/]",
+             "deployments.colocate=false"]  # one deployment per stage, as on clusters (test_serve_colocated.py: one)
 GREEDY = dict(temperature=0.0)
 
 
@@ -41,19 +43,19 @@ def wav(seconds: float = 2.0, rate: int = 16000, freq: float = 440.0) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture(scope="module")
-def served(ray_cluster):
+def start_app(cfg: ServeConfig, http_port: int, grpc_port: int) -> tuple[AlarmClient, tuple[str, str]]:
+    """Deploys cfg's application behind Serve's gRPC proxy on 127.0.0.1; returns a client once it reports SERVING
+    and the first (readiness, liveness) it answered while loading."""
     from ray import serve
     from ray.serve.api import _run
     from ray.serve.config import gRPCOptions
 
     from services.serve.app import GRPC_SERVICERS, build_app
 
-    cfg = load_config(ServeConfig, "tiny", OVERRIDES, section="serve")
-    serve.start(http_options={"host": "127.0.0.1", "port": HTTP_PORT},
-                grpc_options=gRPCOptions(port=GRPC_PORT, grpc_servicer_functions=GRPC_SERVICERS))
+    serve.start(http_options={"host": "127.0.0.1", "port": http_port},
+                grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=GRPC_SERVICERS))
     _run(build_app(cfg), name=cfg.name, route_prefix="/", _blocking=False)
-    client = AlarmClient(f"127.0.0.1:{GRPC_PORT}", timeout_s=120)
+    client = AlarmClient(f"127.0.0.1:{grpc_port}", timeout_s=120)
     first, t0 = None, time.monotonic()
     while time.monotonic() - t0 < 600:
         try:
@@ -67,6 +69,15 @@ def served(ray_cluster):
         time.sleep(0.5)
     else:
         pytest.fail("the application never reported SERVING")
+    return client, first
+
+
+@pytest.fixture(scope="module")
+def served(ray_cluster):
+    from ray import serve
+
+    cfg = load_config(ServeConfig, "tiny", OVERRIDES, section="serve")
+    client, first = start_app(cfg, HTTP_PORT, GRPC_PORT)
     llm = serve.get_deployment_handle("llm", app_name=cfg.name)
     yield SimpleNamespace(cfg=cfg, client=client, first=first, llm=llm, serve=serve)
     client.close()
@@ -148,6 +159,9 @@ BAD = {
     "empty audio": (dict(audio=wav(0.0)), "0 samples"),
     "audio too long": (dict(audio=wav(61.0, rate=8000)), "60"),
     "negative temperature": (dict(temperature=-1.0), "temperature"),
+    "temperature over the engine's": (dict(temperature=2.5), "sampling.temperature must be a number in [0, 2]"),
+    "huge temperature": (dict(temperature=1e30), "sampling.temperature must be a number in [0, 2]"),
+    "negative seed": (dict(seed=-1), "sampling.seed must be in [0, "),
     "top_p zero": (dict(top_p=0.0), "top_p"),
     "negative top_k": (dict(top_k=-3), "top_k"),
     "negative max_tokens": (dict(max_tokens=-5), "max_tokens"),
@@ -172,6 +186,54 @@ def test_bad_input_is_invalid_argument_and_the_service_keeps_serving(served, cas
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
         assert needle in e.value.details() and "Traceback" not in e.value.details()
     assert served.client.generate(wav(), "Still there?", max_tokens=4).usage.total_tokens == 4
+
+
+UNDECODABLE = {
+    "invalid UTF-8 in a string": make_request(None, "hi").SerializeToString().replace(b"hi", b"\xff\xfe"),
+    "corrupt message": b"\x1a\xff\xff",
+}
+
+
+@pytest.mark.parametrize("case", list(UNDECODABLE))
+def test_bytes_that_do_not_parse_are_invalid_argument_with_a_request_id(served, case):
+    channel = served.client.channel
+    unary = channel.unary_unary("/alarm.v1.AlarmService/Generate")  # raw bytes, no serializer
+    with pytest.raises(grpc.RpcError) as e:
+        unary(UNDECODABLE[case], timeout=60, metadata=[("request_id", f"bad-{len(case)}")])
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+    assert "not a valid alarm.v1.GenerateRequest" in e.value.details()
+    assert "DecodeError" not in e.value.details() and "<class" not in e.value.details()
+    assert dict(e.value.trailing_metadata())["request_id"] == f"bad-{len(case)}"
+    stream = channel.unary_stream("/alarm.v1.AlarmService/GenerateStream")
+    with pytest.raises(grpc.RpcError) as e:
+        list(stream(UNDECODABLE[case], timeout=60, metadata=[("request_id", "bad-stream")]))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "[request_id=bad-stream]" in e.value.details()
+    assert served.client.generate(wav(), "Still there?", max_tokens=4).usage.total_tokens == 4
+
+
+def serve_logs() -> dict[str, str]:
+    """Serve's log files of this cluster (replicas, proxies, controller): name -> text."""
+    import ray
+
+    folder = Path(ray._private.worker._global_node.get_logs_dir_path()) / "serve"
+    return {f.name: f.read_text(errors="replace") for f in folder.glob("*.log")}
+
+
+def test_client_errors_are_one_line_in_the_logs_and_only_internal_has_a_traceback(served):
+    before = {name: text.count("Traceback") for name, text in serve_logs().items()}
+    for i in range(3):  # a stream, a unary call, an over-range sampling value: plain client errors
+        with pytest.raises(grpc.RpcError):
+            list(served.client.stream(wav(), " ", request_id=f"log-probe-{i}"))
+        with pytest.raises(grpc.RpcError):
+            served.client.generate(wav(), "What?", temperature=9.0, request_id=f"log-probe-u{i}")
+    time.sleep(2)  # Serve's log handlers write asynchronously
+    logs = serve_logs()
+    new_tracebacks = {n: t.count("Traceback") - before.get(n, 0) for n, t in logs.items()}
+    assert not any(new_tracebacks.values()), new_tracebacks
+    probes = [line for t in logs.values() for line in t.splitlines() if "log-probe-" in line]
+    ours = [line for line in probes if ": INVALID_ARGUMENT: " in line]  # the ingress's one line per request
+    assert len(ours) == 6 and all(line.startswith("INFO") for line in ours), ours
+    assert not [line for line in probes if line.startswith("ERROR")]
 
 
 def test_over_context_and_oversize_are_resource_exhausted(served):
@@ -258,10 +320,13 @@ def test_a_burst_over_the_queue_is_resource_exhausted(served):
 
 
 def test_ensemble_and_multiplexed_adapters(served):
-    one = served.client.generate(wav(), "What is it?", adapter_id="tiny", max_tokens=24, **GREEDY)
-    other = served.client.generate(wav(), "What is it?", adapter_id="tiny-b", max_tokens=24, **GREEDY)
+    # sampled with one seed: the random tiny LLM's greedy text is blank whatever it hears, its samples are not
+    one = served.client.generate(wav(), "What is it?", adapter_id="tiny", max_tokens=24, temperature=1.0, seed=7,
+                                 return_reasoning=True)
+    other = served.client.generate(wav(), "What is it?", adapter_id="tiny-b", max_tokens=24, temperature=1.0, seed=7,
+                                   return_reasoning=True)
     assert one.usage.audio_tokens == other.usage.audio_tokens
-    assert (one.reasoning, one.answer, one.usage.total_tokens) != (other.reasoning, other.answer, 0)
+    assert (one.reasoning, one.answer) != (other.reasoning, other.answer)  # another adapter, another hearing
     both = served.client.generate(wav(), "What is it?", ensemble=["tiny", "tiny-b"], max_tokens=24, **GREEDY)
     assert both.usage.audio_tokens == 2 * one.usage.audio_tokens
     assert both.usage.prompt_tokens > 2 * one.usage.audio_tokens
@@ -291,13 +356,14 @@ def test_text_only_equals_the_base_llm(served, tiny_qwen3):
     assert (reply.reasoning, reply.answer) == (reasoning, answer)
 
 
-def test_distributed_path_equals_the_in_process_pipeline(served):
+def assert_same_as_in_process(client: AlarmClient, overrides: list[str]) -> None:
+    """A greedy answer over gRPC equals the in-process pipeline's (services/serve/local.py) for the same config."""
     from alarm.client import make_request
     from services.serve.local import LocalPipeline
 
     kwargs = dict(return_reasoning=True, max_thinking_tokens=8, max_tokens=24, **GREEDY)
-    remote = served.client.generate(wav(1.5, rate=44100, freq=500), "What is it?", **kwargs)
-    cfg = load_config(ServeConfig, "tiny", [*OVERRIDES, "llm.backend=hf"], section="serve")
+    remote = client.generate(wav(1.5, rate=44100, freq=500), "What is it?", **kwargs)
+    cfg = load_config(ServeConfig, "tiny", [*overrides, "llm.backend=hf"], section="serve")
 
     async def local():
         pipe = await LocalPipeline.create(cfg)
@@ -310,21 +376,50 @@ def test_distributed_path_equals_the_in_process_pipeline(served):
     assert (mine.reasoning, mine.answer, mine.usage) == (remote.reasoning, remote.answer, remote.usage)
 
 
-def test_request_metrics_count_status_codes(served):
-    """Serve's own metrics count a failed unary call as OK; ours carry the gRPC code."""
+def test_distributed_path_equals_the_in_process_pipeline(served):
+    assert_same_as_in_process(served.client, OVERRIDES)
+
+
+def scrape(done, timeout_s: float = 60.0) -> str:
+    """The node's Prometheus text once `done(text)` holds, or the last scrape after timeout_s (Ray's metrics agent
+    flushes every few seconds)."""
     import urllib.request
 
     import ray
 
-    with pytest.raises(grpc.RpcError):
-        served.client.generate(wav(), " ")
-    served.client.generate(wav(), "What is it?", max_tokens=2)
     node = ray.nodes()[0]
     url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
     t0, text = time.monotonic(), ""
-    while time.monotonic() - t0 < 30:  # metrics are pushed every few seconds
+    while time.monotonic() - t0 < timeout_s:
         text = urllib.request.urlopen(url, timeout=5).read().decode()
-        if 'code="INVALID_ARGUMENT"' in text and 'code="OK"' in text:
+        if done(text):
             break
         time.sleep(1)
+    return text
+
+
+def test_request_metrics_count_status_codes(served):
+    """Serve's own metrics count a failed unary call as OK; ours carry the gRPC code."""
+    with pytest.raises(grpc.RpcError):
+        served.client.generate(wav(), " ")
+    served.client.generate(wav(), "What is it?", max_tokens=2)
+    text = scrape(lambda t: 'code="INVALID_ARGUMENT"' in t and 'code="OK"' in t)
     assert "alarm_requests" in text and 'code="INVALID_ARGUMENT"' in text and 'code="OK"' in text
+
+
+def test_every_series_the_dashboard_queries_is_exported(served):
+    """cluster/grafana/alarm.json queries nothing the server does not export: ours, vLLM's engine statistics (its
+    Ray stat logger in the LLM replica) and Serve's, after a few requests (one per adapter, so the adapter cache
+    sees a load), on the node's metrics endpoint."""
+    from tests.unit.serve.test_metrics import dashboard_series
+
+    for adapter in ("", "tiny-b", "tiny-b"):
+        served.client.generate(wav(), "What is it?", max_tokens=4, adapter_id=adapter, **GREEDY)
+    wanted = dashboard_series()
+
+    def names(text: str) -> set[str]:
+        return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+    text = scrape(lambda t: wanted <= names(t) and 'result="miss"' in t and 'result="hit"' in t)
+    assert not wanted - names(text), f"queried by the dashboard, not exported: {sorted(wanted - names(text))}"
+    assert 'result="miss"' in text and 'result="hit"' in text  # tiny-b loaded once, then found in the LRU

@@ -180,3 +180,74 @@ def test_bad_corpus_gives_a_clear_error(ray_cluster, tiny_corpus, tmp_path):
     pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), corrupt / "shards" / "part-000.parquet")
     with pytest.raises(InvalidInput, match="audio cannot be read for training"):
         run(train_cfg(corrupt, tmp_path / "o", "workers.max_failures=0"))
+
+
+class ReadEventsAfterReport:
+    """A ray.train.UserCallback (made a subclass in `watching`): after every report, while the run is still
+    training, it reads the run's TensorBoard events and curves.png and records what it found."""
+
+    def __init__(self, run: str, out: str):
+        self.run, self.out = run, out
+
+    def after_report(self, run_context, metrics, checkpoint):
+        from tests.tb_events import scalars
+
+        found = scalars(Path(self.run) / "tensorboard")
+        seen = {"reported": metrics[0].get("step"), "kind_val": "val_loss" in metrics[0],
+                "train_steps": [s for s, _ in found.get("train/loss", [])],
+                "val_steps": [s for s, _ in found.get("val/loss", [])],
+                "mix_tags": sorted(t for t in found if t.startswith("mix/")),
+                "curves": (Path(self.run) / "curves.png").exists(),
+                "exported": (Path(self.run) / "summary.json").exists()}  # written once fit() returns
+        with open(self.out, "a") as f:
+            f.write(json.dumps(seen) + "\n")
+
+
+def watching(run: Path, out: Path):
+    import ray.train
+
+    cls = type("Watch", (ReadEventsAfterReport, ray.train.UserCallback), {})
+    return [cls(str(run), str(out))]
+
+
+def test_tensorboard_events_are_written_while_training_and_resume_appends(ray_cluster, tiny_corpus, tmp_path):
+    from services.train.driver import run
+    from tests.tb_events import scalars
+
+    seen_file, run_dir = tmp_path / "seen.jsonl", tmp_path / "t"
+    overrides = ["max_steps=6", "log_every=1", "eval_every=2", "checkpoint_every=2"]
+    first = run(train_cfg(tiny_corpus, tmp_path, *overrides, "stop_after=3"), callbacks=watching(run_dir, seen_file))
+    assert first["steps"] == 3
+    seen = [json.loads(x) for x in seen_file.read_text().splitlines()]
+    assert [s["reported"] for s in seen] == [1, 2, 3]
+    for s in seen:  # at each report, during the run, the step is already in the event files (and the worker,
+        # which goes on training while the controller runs the callback, may have logged later ones too)
+        assert not s["exported"] and s["train_steps"][: s["reported"]] == list(range(1, s["reported"] + 1))
+    assert seen[1]["val_steps"][:1] == [2] and seen[1]["curves"]  # validation at step 2: val loss and curves.png
+    taps = train_cfg(tiny_corpus, tmp_path).model.encoders["whisper"].layers
+    assert seen[1]["mix_tags"] == sorted(f"mix/whisper/layer_{t}" for t in taps)
+    resumed = run(train_cfg(tiny_corpus, tmp_path, *overrides))
+    assert resumed["steps"] == 6
+    final = scalars(run_dir / "tensorboard")
+    assert [s for s, _ in final["train/loss"]] == list(range(1, 7))  # appended, no step twice
+    assert [s for s, _ in final["val/loss"]] == [2, 3, 4, 6]
+    assert {"train/lr", "train/grad_norm", "train/examples_per_s", "train/token_acc"} <= set(final)
+    metrics = {h["step"]: h["loss"] for h in history(run_dir) if h["kind"] == "train"}
+    assert [v for _, v in final["train/loss"]] == pytest.approx([metrics[s] for s in range(1, 7)], rel=1e-6)
+
+
+def test_resuming_on_a_different_corpus_is_refused(ray_cluster, tiny_corpus, tmp_path):
+    import shutil
+
+    from services.train.driver import run
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, corpus)
+    run(train_cfg(corpus, tmp_path, "max_steps=4", "stop_after=1"))
+    assert json.loads((tmp_path / "t" / "corpus.json").read_text())["rows"] == 24
+    index = json.loads((corpus / "manifest.json").read_text())
+    index["shards"][0]["sha256"] = "0" * 64  # a regenerated shard under the same name
+    (corpus / "manifest.json").write_text(json.dumps(index))
+    with pytest.raises(InvalidInput, match=r"was trained on corpus .*fingerprint .* now has fingerprint"):
+        run(train_cfg(corpus, tmp_path, "max_steps=4"))
+

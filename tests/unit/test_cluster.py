@@ -21,19 +21,22 @@ import pytest
 import yaml
 
 from alarm.cluster import GRPC_SERVICE, RESOURCE_FILES, Demand, pods_needed, render
-from alarm.config import ConfigError, ServeConfig, ServeLimits, load_config, preset_names
+from alarm.config import ClusterConfig, ConfigError, ServeConfig, ServeLimits, load_config, preset_names
+from alarm.front import FRONT_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 # The KubeRay v1.7.0 CRDs (ray-operator/config/crd/bases/ of github.com/ray-project/kuberay): ALARM_KUBERAY_CRDS,
 # else a copy kept beside the checkout; the tests that need them are skipped without.
 CRDS = Path(os.environ.get("ALARM_KUBERAY_CRDS") or ROOT.parent / "shared" / "ext" / "kuberay-crds")
 COMMITTED = sorted((ROOT / "cluster").glob("*.yaml"))
+KUBERAY_KINDS = {"RayService", "RayJob", "RayCluster"}  # podmonitor.yaml is the Prometheus Operator's
 SUBMISSION_MODES = {"K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode"}  # Go-only enum (rayjob_types.go)
 UPGRADE_TYPES = {"NewCluster", "NewClusterWithIncrementalUpgrade", "None"}  # Go-only enum (rayservice_types.go)
 # (cluster preset, overrides): every preset, and the options that change the manifests' shape
 CASES = [
     ("alarm-ca", ()),
     ("tiny", ()),
+    ("tiny-gpu", ()),
     ("alarm-ca", ("serve.readiness=exec", "worker.gpu_type=NVIDIA-L4", "image.pull_secrets=[regcred]")),
     ("alarm-ca", ("serve.readiness=kuberay", "serve.upgrade=None", "autoscaler.version=v2",
                   "generate.submission_mode=HTTPMode", "head.cpu_request=0.5")),
@@ -101,7 +104,7 @@ def test_the_committed_manifests_are_the_rendered_alarm_ca_preset():
         )
 
 
-@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [p for p in COMMITTED if p.name != "podmonitor.yaml"], ids=lambda p: p.name)
 def test_committed_manifest_validates_against_the_crd(path):
     doc = yaml.safe_load(path.read_text())
     assert not crd_errors(doc), "\n".join(crd_errors(doc))
@@ -121,8 +124,10 @@ def test_a_misspelled_field_is_caught():
 def test_rendered_manifests_validate_against_the_crds(preset, overrides):
     docs = rendered(preset, overrides)
     assert set(docs) == set(RESOURCE_FILES)
-    assert {d["kind"] for d in docs.values()} == {"RayService", "RayJob", "RayCluster"}
+    assert {d["kind"] for d in docs.values()} == KUBERAY_KINDS | {"PodMonitor"}
     for name, doc in docs.items():
+        if doc["kind"] not in KUBERAY_KINDS:
+            continue
         errors = crd_errors(doc)
         assert not errors, f"{name}:\n" + "\n".join(errors)
         spec = ray_spec(doc)
@@ -140,13 +145,38 @@ def test_rendered_manifests_validate_against_the_crds(preset, overrides):
 def test_the_service_ports_are_on_the_head_and_the_workers(preset, overrides):
     head, workers = containers(rendered(preset, overrides)["rayservice.yaml"])
     ports = lambda c: {p["name"]: p["containerPort"] for p in c.get("ports", [])}  # noqa: E731
-    assert ports(head) == {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "serve": 8000, "serve-grpc": 9000}
+    assert ports(head) == {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "serve": 8000, "serve-grpc": 9000,
+                           "metrics": 8080}
     for w in workers:
-        assert ports(w) == {"serve": 8000, "serve-grpc": 9000}
+        assert ports(w) == {"serve": 8000, "serve-grpc": 9000, "metrics": 8080}
     for c in (head, *workers):  # Serve's proxy reads it at start-up, on every node
         env = {e["name"]: e["value"] for e in c["env"]}
         assert env["RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"] == str(ServeLimits().max_message_bytes)
         assert c["envFrom"] == [{"secretRef": {"name": "alarm-s3-credentials"}}]
+
+
+@pytest.mark.parametrize("preset, overrides", [*CASES, ("tiny", ("monitoring.metrics_port=9100",
+                                                                     "monitoring.labels={release: kps}"))])
+def test_the_pod_monitor_scrapes_rays_metrics_port_on_every_serve_pod(preset, overrides):
+    docs = rendered(preset, overrides)
+    mon, service = docs["podmonitor.yaml"], docs["rayservice.yaml"]
+    cfg = load_config(ClusterConfig, preset, list(overrides), section="cluster")
+    assert (mon["apiVersion"], mon["kind"]) == ("monitoring.coreos.com/v1", "PodMonitor")
+    assert mon["metadata"]["namespace"] == service["metadata"]["namespace"] == cfg.namespace
+    assert cfg.monitoring.labels.items() <= mon["metadata"]["labels"].items()
+    assert mon["spec"]["namespaceSelector"] == {"matchNames": [cfg.namespace]}
+    (endpoint,) = mon["spec"]["podMetricsEndpoints"]
+    spec = ray_spec(service)
+    groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+    for group in groups:  # every pod of the RayService is selected and exports Ray's metrics on the named port
+        labels = group["template"]["metadata"]["labels"]
+        assert mon["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        port = {p["name"]: p["containerPort"] for p in group["template"]["spec"]["containers"][0]["ports"]}
+        assert port[endpoint["port"]] == cfg.monitoring.metrics_port
+        assert group["rayStartParams"]["metrics-export-port"] == str(cfg.monitoring.metrics_port)
+    for name in ("rayjob-generate.yaml", "rayjob-train.yaml", "raycluster.yaml"):  # other clusters: not selected
+        other = ray_spec(docs[name])["headGroupSpec"]["template"]
+        assert not mon["spec"]["selector"]["matchLabels"].items() <= other.get("metadata", {}).get("labels", {}).items()
 
 
 def test_worker_readiness_is_our_grpc_health_and_the_head_keeps_kuberays():
@@ -232,7 +262,8 @@ def test_serve_config_v2_validates_against_rays_schema_and_our_config(preset, ov
     ServeDeploySchema.model_validate(data)
     assert unknown_keys(data, ServeDeploySchema) == []
     assert data["http_options"]["host"] == "0.0.0.0"  # the proxies listen on the pod IP
-    assert data["grpc_options"] == {"port": 9000, "grpc_servicer_functions": GRPC_SERVICERS}
+    assert data["grpc_options"] == {"port": 9000, "grpc_servicer_functions": GRPC_SERVICERS,
+                                    "request_timeout_s": ServeConfig.model_fields["request_timeout_s"].default}
     (app,) = data["applications"]
     assert app["import_path"] == IMPORT_PATH
     cfg = load_serve_config(app["args"])  # the args build_app receives, validated by our own config
@@ -400,7 +431,8 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 def test_the_command_renders_atomically_and_checks_freshness(tmp_path):
     run = cli("render", "--preset", "tiny", "--out", str(tmp_path))
     assert run.returncode == 0, run.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(RESOURCE_FILES)  # no temporary files left behind
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert written == sorted([*RESOURCE_FILES, FRONT_FILE])  # no temporary files left behind
     fresh = render("tiny")
     for name in RESOURCE_FILES:
         assert (tmp_path / name).read_text() == fresh[name]
@@ -445,6 +477,6 @@ def test_the_images_install_the_package_with_its_extra_and_pinned_engines():
     assert torch_at < cpu.index('"/tmp/alarm-src[cpu]"') < cpu.index("pip uninstall -y torchvision torchaudio "
                                                                        "torchcodec")
     for text in (gpu, cpu):  # Serve's proxy imports the stubs from the installed package: the build proves it
-        assert "add_AlarmServiceServicer_to_server" in text
+        assert "from services.serve.proxy import add_alarm_service" in text
     ignored = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if not ln.startswith("#")]
     assert "README.md" not in ignored and "services" not in ignored and ".git" in ignored

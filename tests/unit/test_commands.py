@@ -69,5 +69,5 @@ def test_key_table_shows_types_defaults_and_union_members():
     assert "  model.encoders.<whisper|w2vbert|muq|sslam>.layers  list[int] = required" in text
     assert "--print-config shows what --preset tiny sets" in text
     corpus = key_help(CorpusConfig)
-    assert "  sources.N.kind  synthetic|manifest|hf_dataset = required" in corpus
+    assert "  sources.N.kind  synthetic|manifest|hf_dataset|parquet = required" in corpus
     assert "  sources.N.path  str = required  (when sources.N.kind=manifest)" in corpus

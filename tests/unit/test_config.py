@@ -173,3 +173,20 @@ def test_every_union_tag_is_a_kind_literal_of_its_members():
     assert set(union_members(FusionConfig)) == {"sum", "cross_attention", "perceiver"}
     assert set(union_members(AdapterConfig)) == {"downsample", "mlp", "identity"}
     assert union_members(int | None) == {}
+
+
+def test_every_commands_default_run_has_a_folder_of_its_own():
+    """`python -m alarm.generate` then `python -m alarm.train`, both without arguments, as README runs them: the
+    training run reads the corpus run and writes elsewhere (the same folder refused to resume as a corpus)."""
+    import posixpath
+
+    corpus = load_config(CorpusConfig, "tiny", section="corpus")
+    train = load_config(TrainConfig, "tiny", section="train")
+    corpus_dir = posixpath.join(corpus.output, corpus.run_id)
+    train_dir = posixpath.join(train.output, train.run_id)
+    assert train.corpus == corpus_dir and train_dir != corpus_dir
+    toy_corpus = load_config(CorpusConfig, "toy", section="corpus")
+    toy_train = load_config(TrainConfig, "toy", section="train")
+    folders = {corpus_dir, train_dir, posixpath.join(toy_corpus.output, toy_corpus.run_id),
+               posixpath.join(toy_train.output, toy_train.run_id)}
+    assert len(folders) == 4, folders

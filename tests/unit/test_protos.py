@@ -10,8 +10,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTO_PKG = Path("services/serve/_proto")
+LIGHT_PKG = Path("clients/python/alarm_client/_proto")  # the light client's copy, from the same script
 GENERATED = ["alarm/v1/alarm_pb2.py", "alarm/v1/alarm_pb2.pyi", "alarm/v1/alarm_pb2_grpc.py"]
-SERVICER_PATH = "services.serve._proto.alarm.v1.alarm_pb2_grpc.add_AlarmServiceServicer_to_server"
+SERVICER_PATH = "services.serve.proxy.add_alarm_service"  # the generated registration, with our parser
 
 
 def test_committed_stubs_match_a_fresh_generation(tmp_path):
@@ -20,14 +21,15 @@ def test_committed_stubs_match_a_fresh_generation(tmp_path):
     run = subprocess.run(["bash", str(ROOT / "scripts/gen_protos.sh"), str(tmp_path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    for rel in GENERATED:
-        fresh = (tmp_path / PROTO_PKG / rel).read_text()
-        committed = (ROOT / PROTO_PKG / rel).read_text()
-        assert fresh == committed, (
-            f"{PROTO_PKG / rel} is stale: protos/ changed or grpcio-tools differs; run `bash scripts/gen_protos.sh`"
-        )
-    for pkg in ("", "alarm", "alarm/v1"):
-        assert (ROOT / PROTO_PKG / pkg / "__init__.py").exists()
+    for root in (PROTO_PKG, LIGHT_PKG):
+        for rel in GENERATED:
+            fresh = (tmp_path / root / rel).read_text()
+            committed = (ROOT / root / rel).read_text()
+            assert fresh == committed, (
+                f"{root / rel} is stale: protos/ changed or grpcio-tools differs; run `bash scripts/gen_protos.sh`"
+            )
+        for pkg in ("", "alarm", "alarm/v1"):
+            assert (ROOT / root / pkg / "__init__.py").exists()
 
 
 def test_stubs_import_under_the_services_package_and_round_trip():
@@ -55,13 +57,18 @@ def test_stubs_import_under_the_services_package_and_round_trip():
     assert [pb.FinishReason.Value(n) for n in ("STOP", "LENGTH", "ABORTED")] == [1, 2, 3]
 
     # what Serve's grpc_options.grpc_servicer_functions will import
+    import importlib
+
     module, _, name = SERVICER_PATH.rpartition(".")
-    assert module == pb_grpc.__name__ and callable(getattr(pb_grpc, name))
+    assert callable(getattr(importlib.import_module(module), name))
+    from services.serve.app import GRPC_SERVICERS
+
+    assert SERVICER_PATH in GRPC_SERVICERS
     assert hasattr(pb_grpc, "AlarmServiceStub") and hasattr(pb_grpc, "AlarmServiceServicer")
     full = pb.DESCRIPTOR.services_by_name["AlarmService"].full_name
     assert full == "alarm.v1.AlarmService"
     methods = pb.DESCRIPTOR.services_by_name["AlarmService"].methods_by_name
-    assert set(methods) == {"Generate", "GenerateStream"}
+    assert set(methods) == {"Generate", "GenerateStream", "ListModels"}
     assert methods["GenerateStream"].server_streaming and not methods["Generate"].server_streaming
 
 

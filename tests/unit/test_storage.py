@@ -1,10 +1,13 @@
 """The run store: atomic shard commits, attempt numbers that never repeat, config checks on resume."""
 
+import hashlib
+import json
+
 import pyarrow as pa
 import pytest
 
 from alarm.errors import InvalidInput
-from services.storage import RunStore
+from services.storage import RunStore, fingerprint
 
 
 def table(keys):
@@ -25,7 +28,9 @@ def test_commits_leave_no_temp_files_and_manifest_counts_rows(tmp_path):
     store = RunStore(str(tmp_path / "run"))
     store.commit(table(["a/1", "a/2", "a/3"]), "part-001-x-000000.parquet")
     m = store.write_index("run", 1, complete=True)
-    assert m["rows"] == 3 and m["shards"] == [{"path": "shards/part-001-x-000000.parquet", "rows": 3}]
+    data = (tmp_path / "run" / "shards" / "part-001-x-000000.parquet").read_bytes()
+    assert m["rows"] == 3 and m["shards"] == [{"path": "shards/part-001-x-000000.parquet", "rows": 3,
+                                               "sha256": hashlib.sha256(data).hexdigest()}]
     assert not [p for p in (tmp_path / "run").rglob(".tmp-*")]
     assert oct((tmp_path / "run" / "shards" / "part-001-x-000000.parquet").stat().st_mode & 0o777) == "0o644"
 
@@ -36,3 +41,33 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
     store.check_config({"engine": {"checkpoint": "a"}, "workers": {"num_workers": 4}})  # scaling may change
     with pytest.raises(InvalidInput, match="different config \\(engine differ"):
         store.check_config({"engine": {"checkpoint": "b"}, "workers": {"num_workers": 1}})
+
+
+def test_the_same_folder_named_another_way_resumes(tmp_path):
+    """`output=runs` locally and `output=$PWD/runs` in a Ray job are one run folder (README runs both)."""
+    store = RunStore(str(tmp_path / "runs" / "tiny-corpus"))
+    store.check_config({"output": "runs", "run_id": "tiny-corpus", "engine": {"checkpoint": "a"}})
+    store.check_config({"output": str(tmp_path / "runs"), "run_id": "tiny-corpus", "engine": {"checkpoint": "a"}})
+
+
+def test_each_shard_has_its_stats_and_a_shard_without_them_gets_them_once(tmp_path):
+    store = RunStore(str(tmp_path / "run"))
+    store.commit(table(["a/1", "a/2"]), "part-001-x-000000.parquet")
+    stats = json.loads((tmp_path / "run" / "stats" / "part-001-x-000000.json").read_text())
+    assert stats["rows"] == 2 and stats["counts"]["rows"] == 2 and stats["counts"]["kept"] == 2
+    store.commit(table(["a/3"]), "part-001-x-000001.parquet")
+    (tmp_path / "run" / "stats" / "part-001-x-000001.json").unlink()  # killed between the shard and its stats
+    assert store.shard_stats("part-001-x-000001.parquet")["counts"]["rows"] == 1
+    assert (tmp_path / "run" / "stats" / "part-001-x-000001.json").exists()
+    assert [s["rows"] for s in store.shard_rows()] == [2, 1]
+
+
+def test_the_fingerprint_follows_names_rows_and_checksums():
+    index = {"shards": [{"path": "shards/a.parquet", "rows": 2, "sha256": "1" * 64},
+                        {"path": "shards/b.parquet", "rows": 3, "sha256": "2" * 64}]}
+    same = {"shards": list(reversed(index["shards"]))}
+    assert fingerprint(index) == fingerprint(same)  # order-free
+    for change in ({"rows": 4}, {"sha256": "3" * 64}, {"path": "shards/c.parquet"}):
+        other = {"shards": [index["shards"][0], {**index["shards"][1], **change}]}
+        assert fingerprint(other) != fingerprint(index), change
+

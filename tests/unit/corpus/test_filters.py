@@ -7,8 +7,9 @@ import json
 import pytest
 
 from alarm.config import FilterConfig
-from alarm.corpus.filters import corpus_stats, flag_row, percentiles, target_of
+from alarm.corpus.filters import flag_row, target_of
 from alarm.corpus.schema import REJECT_REASONS
+from alarm.corpus.stats import corpus_stats, percentiles
 
 CFG = FilterConfig(min_target_tokens=3, max_target_tokens=10, max_duration_s=60.0)
 R0 = "I read the metadata.\n</think>\n\nIt is a dog."

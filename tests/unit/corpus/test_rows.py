@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
+
+import pytest
 
 from alarm.config import CorpusConfig, SamplingConfig, SyntheticSourceConfig, load_config
 from alarm.corpus import rows as R
@@ -154,3 +158,65 @@ def test_llm_prompt_writer_checker_and_judge():
     # the checker rejects every candidate: a template is used, and the origin says so
     out = R.llm_stages(rows, PromptWritingEngine(valid="none"), c)
     assert all(r["prompt_origin"].startswith("template-fallback:") for r in out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the same passes, one row at a time over an asynchronous engine
+
+
+class EchoEngine(FakeEngine):
+    """Answers every pass with text derived from the prompt (so rows differ and a mix-up shows), forces the budget
+    on every third rephrase, plays the writer, checker and judge; `complete` is the same engine, asynchronous,
+    finishing its calls in a scrambled order."""
+
+    def answer(self, p: str, mt: int) -> Completion:
+        h = int(hashlib.sha256(p.encode()).hexdigest(), 16)
+        tag = f"{h % 10**6:06d}"
+        if "You write user requests" in p:
+            return Completion(f"<answer>\nWhat is {tag}?\nIs {tag} loud?\n</answer>", 12, "stop")
+        if "You review user requests" in p:
+            return Completion(f"<answer>\n{['1', '2', 'none'][h % 3]}\n</answer>", 3, "stop")
+        if "You check responses" in p:
+            return Completion(f"Read {tag}.\nANSWER: {['YES', 'NO'][h % 2]}", 6, "stop")
+        if "<NEW_TEXT_LLM_RESPONSE>" not in p:
+            return Completion(R0.replace("5s", f"{tag}s"), 30, "stop")
+        if FORCING_SUFFIX not in p and h % 3 == 0:
+            return Completion("hmm " * mt, mt, "length")
+        return Completion(f"Rewrite {tag}.\n</think>\n\n<answer>\n{REPHRASED.replace('5s', tag + 's')}\n</answer>",
+                          40, "stop")
+
+    def generate(self, prompts, max_tokens, sampling):
+        self.calls.append((len(prompts), list(max_tokens)))
+        return [self.answer(p, mt) for p, mt in zip(prompts, max_tokens, strict=True)]
+
+    async def complete(self, prompt, max_tokens, sampling):
+        await asyncio.sleep(int(hashlib.sha256(prompt.encode()).hexdigest()[:2], 16) / 25600)  # 0-10 ms
+        return self.answer(prompt, max_tokens)
+
+    async def aclose(self):
+        pass
+
+
+def run_async(rows, engine, c):
+    async def run():
+        return await asyncio.gather(*(R.llm_row(r, engine, c) for r in rows))
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("overrides", [
+    ("rephrase.thinking_budget=8", "rephrase.max_total_tokens=60"),
+    ("prompts.mode=llm", "leak.judge=true", "rephrase.thinking_budget=8"),
+])
+def test_one_row_at_a_time_gives_every_column_the_batched_passes_give(overrides):
+    c = cfg(*overrides)
+    rows = [R.describe_row(R.probe_row(synthetic_row(SyntheticSourceConfig(num_clips=12), i), 60)) for i in range(12)]
+    rows[3] = {**rows[3], "instruction": True, "prompt_given": "What is it?"}  # given prompt, not rephrased
+    rows = [R.prompt_row(r, c.prompts.mode) for r in rows]
+    batched, one_by_one = R.llm_stages(rows, EchoEngine(), c), run_async(rows, EchoEngine(), c)
+    assert one_by_one == batched
+    assert len({r["answer_rephrased"] for r in batched}) > 5  # the rows really differ
+    assert any(r["forced_rephrase"] for r in batched) and not all(r["forced_rephrase"] for r in batched)
+    if c.leak.judge:
+        assert {r["judge_label"] for r in batched} >= {"yes", "no"}
+        assert {r["prompt_origin"].split(":")[0] for r in batched} >= {"llm", "template-fallback"}

@@ -1,10 +1,8 @@
 """The embedded synthetic source: determinism, bounds, decodability, every sound kind, metadata per family."""
 
 import json
-import statistics
 import subprocess
 import sys
-import time
 import typing
 from pathlib import Path
 
@@ -134,17 +132,6 @@ def test_sounds_match_their_metadata(clips):
             low, high = spec[(f > 50) & (f < 500)].mean(), spec[(f > 2000) & (f < 6000)].mean()
             ratio = {"white": (0.3, 3), "pink": (3, 100), "brown": (100, np.inf)}[md["noise colour"]]
             assert ratio[0] < low / high < ratio[1], (md["noise colour"], low / high)
-
-
-def test_render_is_fast_for_8_second_clips():
-    cfg = SyntheticSourceConfig(num_clips=16, min_duration_s=8.0, max_duration_s=8.0)
-    synthetic_row(cfg, 0)
-    times = []
-    for i in range(16):
-        t0 = time.perf_counter()
-        synthetic_row(cfg, i)
-        times.append(time.perf_counter() - t0)
-    assert statistics.median(times) < 0.04, times  # ~5-10 ms measured; slack for a loaded CI box
 
 
 def test_corpus_readers_import_without_torch():

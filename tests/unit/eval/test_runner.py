@@ -92,6 +92,18 @@ def test_failed_requests_are_left_for_a_rerun(items, tmp_path):
             PredictionStore(tmp_path / "q.jsonl"), max_errors=2, concurrency=1)
 
 
+def test_progress_lines_count_from_the_resumed_start_with_rate_and_eta(items, tmp_path, capsys):
+    store = PredictionStore(tmp_path / "p.jsonl")
+    run(items[:2], ScriptedAnswerer(lambda p, s: "<answer>1</answer>"), store)
+    capsys.readouterr()
+    run(items, ScriptedAnswerer(lambda p, s: "<answer>2</answer>"), store, concurrency=1, progress_every=2)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "resuming: 2 of 6 items already answered"
+    assert [line.split(" (")[0] for line in lines[1:]] == ["eval 4/6", "eval 6/6"]
+    assert all(" items/s eta " in line and line.endswith("0 failed") for line in lines[1:])
+    assert lines[1].startswith("eval 4/6 (67%)") and " eta 0s " in lines[2]
+
+
 def test_crop_sends_the_first_seconds_as_wav(items, tmp_path):
     import io
 

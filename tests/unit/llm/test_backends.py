@@ -180,16 +180,16 @@ def hf():
 
 
 def test_hf_greedy_generate_returns_the_scripted_answer(hf):
-    from alarm.tiny.scripted import SELF_GENERATION_OUTPUT
+    from alarm.tiny.scripted import HEARD_OUTPUT  # a question without a description in text
 
     backend, tok, prompt = hf
     assert isinstance(backend, Backend)
     r = asyncio.run(backend.generate(prompt.embeds, GenerationParams(max_tokens=200, **GREEDY)))
-    assert r.text == SELF_GENERATION_OUTPUT and r.finish_reason == "stop"
-    assert (r.reasoning, r.answer, r.reasoning_complete) == split_reasoning(SELF_GENERATION_OUTPUT)
-    n = len(tok.encode(SELF_GENERATION_OUTPUT, add_special_tokens=False))
+    assert r.text == HEARD_OUTPUT and r.finish_reason == "stop"
+    assert (r.reasoning, r.answer, r.reasoning_complete) == split_reasoning(HEARD_OUTPUT)
+    n = len(tok.encode(HEARD_OUTPUT, add_special_tokens=False))
     assert r.n_tokens == n + 1 and r.n_prompt == prompt.length  # + the <|im_end|> that stopped it
-    assert r.n_reasoning_tokens == len(tok.encode(SELF_GENERATION_OUTPUT.split("</think>")[0] + "</think>",
+    assert r.n_reasoning_tokens == len(tok.encode(HEARD_OUTPUT.split("</think>")[0] + "</think>",
                                                   add_special_tokens=False))
 
 

@@ -63,4 +63,4 @@ def test_grpc_answerer_calls_the_client_in_threads():
     assert asyncio.run(go()) == [("B", "", "STOP")] * 3
     assert sorted(p for _, p, _ in calls) == ["Q0", "Q1", "Q2"]
     assert calls[0][2] == {"system_prompt": None, "max_thinking_tokens": 8, "max_tokens": 16,
-                           "temperature": None, "seed": 1, "return_reasoning": True}
+                           "temperature": None, "seed": 1, "return_reasoning": True, "adapter_id": ""}

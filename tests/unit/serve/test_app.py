@@ -10,6 +10,7 @@ from services.serve.app import (
     GRPC_SERVICERS,
     IMPORT_PATH,
     build_app,
+    deployment_options,
     load_serve_config,
     serve_config,
 )
@@ -35,6 +36,45 @@ def test_build_app_binds_every_deployment():
     assert app._bound_deployment.name == "ingress"
 
 
+@pytest.mark.parametrize("colocate", [False, True])
+def test_the_layout_names_one_deployment_per_stage_or_one_for_the_audio(colocate):
+    """colocate: encoders and fusion in one `audio` deployment with the fusion's resources; the Serve config, the
+    readiness list and the cluster sizing all follow deployment_names."""
+    from services.serve.app import deployment_names, deployment_options, required_deployments
+
+    cfg = load_config(ServeConfig, "tiny", [f"deployments.colocate={colocate}"], section="serve")
+    split = ["ingress", "encoder-whisper", "encoder-w2vbert", "encoder-muq", "encoder-sslam", "fusion", "llm"]
+    assert deployment_names(cfg) == (["ingress", "audio", "llm"] if colocate else split)
+    assert required_deployments(cfg) == deployment_names(cfg)
+    assert list(deployment_options(cfg)) == deployment_names(cfg)
+    if colocate:
+        assert deployment_options(cfg)["audio"]["ray_actor_options"] == deployment_options(
+            cfg.model_copy(update={"deployments": cfg.deployments.model_copy(update={"colocate": False})}))[
+            "fusion"]["ray_actor_options"]
+    args = ServeArgs(preset="tiny", overrides=[f"deployments.colocate={colocate}"])
+    assert [d["name"] for d in serve_config(args)["applications"][0]["deployments"]] == deployment_names(cfg)
+    app = build_app(args)
+    bound = {d.name for d in _bound(app._bound_deployment)}
+    assert bound == set(deployment_names(cfg))
+
+
+def _bound(dep) -> list:
+    """Every deployment bound under `dep` (its init args, nested in dicts and lists)."""
+    from ray.serve.deployment import Application
+
+    out = [dep]
+    stack = [*dep.init_args, *dep.init_kwargs.values()]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Application):
+            out += _bound(x._bound_deployment)
+        elif isinstance(x, dict):
+            stack += x.values()
+        elif isinstance(x, list | tuple):
+            stack += x
+    return out
+
+
 def test_app_args_are_strict():
     with pytest.raises(Exception, match="presett"):
         load_serve_config({"presett": "tiny"})
@@ -57,3 +97,58 @@ def test_make_request(tmp_path):
     r = make_request(None, "q", system_prompt="", temperature=0.0, seed=1, ensemble=["a", "b"])
     assert r.HasField("system_prompt") and r.sampling.HasField("temperature") and not r.sampling.HasField("top_p")
     assert list(r.ensemble_adapter_ids) == ["a", "b"]
+
+
+def test_llm_deployment_cannot_queue_inside_the_engine():
+    with pytest.raises(ConfigError, match="max_num_seqs"):
+        load_config(ServeConfig, "tiny", ["deployments.llm.max_ongoing_requests=17"], section="serve")
+
+
+def test_readiness_requires_the_deployments_that_never_scale_to_zero():
+    from services.serve.app import required_deployments
+
+    cfg = load_config(ServeConfig, "tiny", ["deployments.colocate=false", "deployments.fusion.autoscaling.min_replicas=0",
+                                            "deployments.fusion.autoscaling.max_replicas=2"], section="serve")
+    assert required_deployments(cfg) == ["ingress", "encoder-whisper", "encoder-w2vbert", "encoder-muq",
+                                         "encoder-sslam", "llm"]
+
+
+def test_replicas_are_health_checked_often_and_requests_time_out_by_default():
+    data = serve_config(ServeArgs(preset="tiny"))
+    assert data["grpc_options"]["request_timeout_s"] == ServeConfig.model_fields["request_timeout_s"].default
+    for d in data["applications"][0]["deployments"]:
+        assert d["health_check_period_s"] <= 1.0, d["name"]
+
+
+def test_the_grpc_port_is_on_every_interface_and_every_first_mention_says_so():
+    """Ray Serve 2.60's gRPC proxy binds [::]:port and has no host option: the startup lines and README's first
+    mention of the port say so (when Ray grows an option, this fails and `host` can apply to gRPC too)."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    from ray.serve._private import grpc_util
+    from ray.serve.config import gRPCOptions
+
+    from alarm.serve import where
+
+    assert 'f"[::]:{grpc_options.port}"' in inspect.getsource(grpc_util.start_grpc_server)
+    assert "host" not in gRPCOptions.model_fields
+    assert "every interface" in where(load_config(ServeConfig, "tiny", section="serve"))
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    first = next(line for line in readme.splitlines() if re.search(r"\b9000\b", line))
+    assert "every interface" in first, first
+
+
+def test_replicas_ask_for_the_gpu_resource_of_the_cluster_they_run_on(monkeypatch):
+    """Built on a local multi-node cluster (ALARM_GPU_RESOURCE=fake_gpu), a replica's GPUs are the stand-in; the
+    Serve config written for any cluster keeps num_gpus."""
+    from services.serve.app import _options
+
+    cfg = load_serve_config(ServeArgs(preset="tiny", overrides=["deployments.llm.num_gpus=0.5"]))
+    monkeypatch.setenv("ALARM_GPU_RESOURCE", "fake_gpu")
+    here = _options(cfg.deployments.llm)["ray_actor_options"]
+    assert here["resources"] == {"fake_gpu": 0.5} and "num_gpus" not in here
+    assert deployment_options(cfg)["llm"]["ray_actor_options"]["num_gpus"] == 0.5
+    monkeypatch.delenv("ALARM_GPU_RESOURCE")
+    assert _options(cfg.deployments.llm)["ray_actor_options"]["num_gpus"] == 0.5

@@ -1,4 +1,5 @@
-"""The scripted tiny Qwen3 answers the two corpus prompts with its two learned texts, on held-out chats."""
+"""The scripted tiny Qwen3 answers the two corpus prompts with its two learned texts, and any other question (a
+served request: no description in text) in heard wording, on held-out chats."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 
 from alarm.tiny.scripted import (
     DEFAULT_SYSTEM_PROMPT,
+    HEARD_OUTPUT,
     REPHRASE_MARKER,
     REPHRASE_MARKER_END,
     REPHRASE_OUTPUT,
@@ -91,6 +93,13 @@ SELF_GENERATION_CASES = [
     _self_gen("[00:00-00:10] |acoustic guitar| (duration: 10s, tempo: 92 bpm, key: A minor, genre: folk)",
               "What genre is this music, and what is its tempo? Answer briefly.", "You are a helpful assistant."),
 ]
+HEARD_CASES = [  # what a served request is, less its audio block: no <start_audio> description in the text
+    [{"role": "user", "content": "What can you hear in this recording?"}],
+    [{"role": "system", "content": "You are an audio-understanding model."},
+     {"role": "user", "content": "Is there any speech in this clip? Answer in one sentence."}],
+    [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
+     {"role": "user", "content": "Which instrument plays the melody, and is it fast or slow?"}],
+]
 REPHRASE_CASES = [
     _rephrase(SELF_GENERATION_OUTPUT, REPHRASE_SYSTEM, shots=0),
     _rephrase("Okay, let me think. The metadata says a car horn honks twice, then an engine starts. The user "
@@ -147,6 +156,9 @@ def test_texts_fit_the_tiny_filters():
     assert REPHRASE_OUTPUT.split("</think>\n\n")[1] == f"<answer>\n{REPHRASED_TARGET}\n</answer>"
     assert expected_output(SELF_GENERATION_CASES[0]) == SELF_GENERATION_OUTPUT
     assert expected_output(REPHRASE_CASES[0]) == REPHRASE_OUTPUT
+    assert expected_output(HEARD_CASES[0]) == HEARD_OUTPUT
+    for phrase in ("description", "metadata", "provided", "text"):  # the served answer never claims to read
+        assert phrase not in HEARD_OUTPUT
 
 
 def test_long_case_is_long(scripted):
@@ -158,6 +170,12 @@ def test_long_case_is_long(scripted):
 def test_greedy_self_generation(scripted, case):
     _, tok, model = scripted
     assert _generate(tok, model, SELF_GENERATION_CASES[case]) == SELF_GENERATION_OUTPUT
+
+
+@pytest.mark.parametrize("case", range(len(HEARD_CASES)))
+def test_greedy_heard_answer_without_a_description(scripted, case):
+    _, tok, model = scripted
+    assert _generate(tok, model, HEARD_CASES[case]) == HEARD_OUTPUT
 
 
 @pytest.mark.parametrize("case", range(len(REPHRASE_CASES)))

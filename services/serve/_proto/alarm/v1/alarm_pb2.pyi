@@ -113,3 +113,25 @@ class GenerateStreamResponse(_message.Message):
     answer_delta: str
     final: GenerateResponse
     def __init__(self, reasoning_delta: _Optional[str] = ..., answer_delta: _Optional[str] = ..., final: _Optional[_Union[GenerateResponse, _Mapping]] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Model(_message.Message):
+    __slots__ = ("id", "encoders", "base_model", "is_default")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ENCODERS_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    encoders: _containers.RepeatedScalarFieldContainer[str]
+    base_model: str
+    is_default: bool
+    def __init__(self, id: _Optional[str] = ..., encoders: _Optional[_Iterable[str]] = ..., base_model: _Optional[str] = ..., is_default: _Optional[bool] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[Model]
+    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...

@@ -45,6 +45,11 @@ class AlarmServiceStub:
                 request_serializer=services_dot_serve_dot___proto_dot_alarm_dot_v1_dot_alarm__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=services_dot_serve_dot___proto_dot_alarm_dot_v1_dot_alarm__pb2.GenerateStreamResponse.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/alarm.v1.AlarmService/ListModels',
+                request_serializer=services_dot_serve_dot___proto_dot_alarm_dot_v1_dot_alarm__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=services_dot_serve_dot___proto_dot_alarm_dot_v1_dot_alarm__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
 
 
 class AlarmServiceServicer:
@@ -67,6 +72,13 @@ class AlarmServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModels(self, request, context):
+        """The adapters this server offers (the same list as the HTTP API's GET /v1/models).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AlarmServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +91,11 @@ def add_AlarmServiceServicer_to_server(servicer, server):
                     servicer.GenerateStream,
                     request_deserializer=services_dot_serve_dot___proto_dot_alarm_dot_v1_dot_alarm__pb2.GenerateRequest.FromString,
                     response_serializer=services_dot_serve_dot___proto_dot_alarm_dot_v1_dot_alarm__pb2.GenerateStreamResponse.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=services_dot_serve_dot___proto_dot_alarm_dot_v1_dot_alarm__pb2.ListModelsRequest.FromString,
+                    response_serializer=services_dot_serve_dot___proto_dot_alarm_dot_v1_dot_alarm__pb2.ListModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -136,6 +153,33 @@ class AlarmService:
             '/alarm.v1.AlarmService/GenerateStream',
             services_dot_serve_dot___proto_dot_alarm_dot_v1_dot_alarm__pb2.GenerateRequest.SerializeToString,
             services_dot_serve_dot___proto_dot_alarm_dot_v1_dot_alarm__pb2.GenerateStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alarm.v1.AlarmService/ListModels',
+            services_dot_serve_dot___proto_dot_alarm_dot_v1_dot_alarm__pb2.ListModelsRequest.SerializeToString,
+            services_dot_serve_dot___proto_dot_alarm_dot_v1_dot_alarm__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

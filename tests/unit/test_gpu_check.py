@@ -1,0 +1,86 @@
+"""The GPU check's dry run (meta device, every stage's shapes) and its behaviour without a GPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_gpu_check():
+    """bench/gpu_check.py as a module (bench/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def gpu_check():
+    yield load_gpu_check()
+    del sys.modules["gpu_check"]
+
+
+def test_the_dry_run_builds_every_stage_at_full_size_and_checks_its_shapes():
+    p = subprocess.run([str(ROOT / "scripts" / "gpu-check.sh"), "--dry-run"], capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "FAIL" not in p.stdout
+    for line in ("4.02 B parameters", "whisper on meta  ", "states (4, 2, 1500, 1280)", "states (5, 2, 1500, 1024)",
+                 "states (3, 2, 750, 1024)", "states (3, 2, 512, 768)", "fused audio (2, 750, 2560)"):
+        assert line in p.stdout, line
+
+
+def test_a_stage_that_raises_is_a_fail_row_and_the_check_fails(gpu_check, monkeypatch, capsys):
+    def broken(dry, cache):
+        raise RuntimeError("no such kernel")
+
+    monkeypatch.setitem(gpu_check.STAGES, "encoders", broken)
+    assert gpu_check.main(["--dry-run", "--stages", "encoders"]) == 1
+    out = capsys.readouterr().out
+    assert "RuntimeError: no such kernel" in out and "FAIL" in out
+
+
+def test_a_wrong_shape_is_named(gpu_check):
+    with pytest.raises(AssertionError, match=r"llm: output head: expected shape \(2, 3\), found \(2, 4\)"):
+        gpu_check.expect((2, 4), (2, 3), "llm: output head")
+
+
+def test_an_unknown_stage_is_a_usage_error(gpu_check):
+    with pytest.raises(SystemExit) as e:
+        gpu_check.main(["--dry-run", "--stages", "llm,serve"])
+    assert e.value.code == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the check would run")
+def test_without_a_gpu_it_says_it_skipped(gpu_check, capsys):
+    assert gpu_check.main([]) == 0
+    assert "skipped, no CUDA GPU" in capsys.readouterr().out
+
+
+def test_the_training_stage_runs_its_steps_on_the_tiny_model(gpu_check):
+    """The GPU stage's code on CPU: the tiny preset's adapter over the tiny LLM, bf16 autocast, a finite loss."""
+    from alarm.config import ModelConfig, load_config
+    from alarm.tiny import ensure_tiny
+
+    cfg = load_config(ModelConfig, "tiny", [], section="model")
+    (row,) = gpu_check.train_steps(cfg, ensure_tiny("qwen3-scripted"), "cpu", steps=3)
+    assert row.status == "ok" and row.case.startswith("tiny, 3 steps"), row
+
+
+
+@pytest.mark.parametrize("kind", ["whisper", "w2vbert", "muq", "sslam"])
+def test_the_encoder_stage_runs_each_family_in_bf16_on_the_tiny_config(gpu_check, kind):
+    """The GPU stage's code on CPU: the family's builder, random weights, bf16, 30 s clips through forward."""
+    from alarm.encoders import family
+
+    fam = family(kind)
+    (row,) = gpu_check.encoder_throughput(kind, fam.tiny_config, fam.tiny_layers, "cpu", batches=(2,), reps=1)
+    assert row.status == "ok" and row.case == f"{kind} bf16, batch 2" and row.value.endswith("clips/s (30 s clips)")
