@@ -6,10 +6,11 @@ Direct synchronous loop (the baseline): the same row functions and every LLM pas
 `vllm.LLM` over batches of `workers.batch_size` rows, each pass one `LLM.generate` that waits for its slowest row.
 Direct asynchronous loop (the upper bound): the same rows through vLLM's AsyncLLM in this process, up to
 `engine.max_num_seqs` rows in flight, each row's next pass sent as soon as its last one ends. Both are timed after
-their engine is built and warmed up. Pipeline: `build(cfg)` with `workers.num_workers` actors, run at N and 2N
-rows; its rate is the marginal one, N / (T(2N) - T(N)), which cancels the fixed costs (actor and engine
-start-up) that a real corpus amortises. Targets at one worker: pipeline >= 1.3x the synchronous loop and >= 0.9x
-the asynchronous one.
+their engine is built and warmed up. Pipeline: `build(cfg)` with `workers.num_workers` actors, once per
+`workers.engine` (batch, async), each run at N and 2N rows; its rate is the marginal one, N / (T(2N) - T(N)),
+which cancels the fixed costs (actor and engine start-up) that a real corpus amortises. Targets at one worker: the
+async pipeline >= 1.3x the synchronous loop and >= 0.9x the asynchronous one; the batch pipeline's ratio to the
+synchronous loop is printed beside them (it is the default while async does not lead).
 """
 
 from __future__ import annotations
@@ -102,19 +103,26 @@ def main() -> None:
     t_sync, n = direct_sync(cfg)
     t_async, n_async = direct_async(cfg)
     assert n_async == n, (n_async, n)
-    double = cfg.model_copy(update={"sources": [s.model_copy(update={"num_clips": 2 * s.num_clips})
-                                                for s in cfg.sources]})
-    t_n, t_2n = pipeline(cfg), pipeline(double)
-    sync, asyn, pipe = n / t_sync, n / t_async, n / (t_2n - t_n)
+    rates = {}
+    for engine in ("batch", "async"):
+        one = cfg.model_copy(update={"workers": cfg.workers.model_copy(update={"engine": engine})})
+        double = one.model_copy(update={"sources": [s.model_copy(update={"num_clips": 2 * s.num_clips})
+                                                    for s in one.sources]})
+        t_n, t_2n = pipeline(one), pipeline(double)
+        rates[engine] = (n / (t_2n - t_n), t_n, t_2n)
+    sync, asyn = n / t_sync, n / t_async
     w, e = cfg.workers, cfg.engine
     print(f"rows={n} batch={w.batch_size} workers={w.num_workers} max_num_seqs={e.max_num_seqs} engine={e.checkpoint}")
     print(f"load average {load[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end ({os.cpu_count()} CPUs)")
     print(f"direct sync loop : {sync:7.2f} rows/s ({n} rows in {t_sync:.1f} s, LLM.generate per pass and batch)")
     print(f"direct async loop: {asyn:7.2f} rows/s ({n} rows in {t_async:.1f} s, AsyncLLM, rows in flight)")
-    print(f"Ray Data pipeline: {pipe:7.2f} rows/s marginal ({n} rows: {t_n:.1f} s, {2 * n} rows: {t_2n:.1f} s, "
-          "start-up included in both)")
-    print(f"pipeline / sync : {pipe / sync:.2f} (target >= 1.3)")
-    print(f"pipeline / async: {pipe / asyn:.2f} (target >= 0.9)")
+    for engine, (pipe, t_n, t_2n) in rates.items():
+        print(f"pipeline, {engine:5}: {pipe:7.2f} rows/s marginal ({n} rows: {t_n:.1f} s, {2 * n} rows: {t_2n:.1f} s, "
+              "start-up included in both)")
+    b, a = rates["batch"][0], rates["async"][0]
+    print(f"batch pipeline / sync : {b / sync:.2f}")
+    print(f"async pipeline / sync : {a / sync:.2f} (target >= 1.3)")
+    print(f"async pipeline / async: {a / asyn:.2f} (target >= 0.9)")
 
 
 if __name__ == "__main__":

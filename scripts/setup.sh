@@ -23,8 +23,8 @@ $PY -m pip install -q -e ".[$ALARM_EXTRAS]"
 $PY -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 $PY -m alarm.tiny
 # nginx for the TLS front test (tests/integration/test_openai.py; it skips without nginx): best effort, never fails
-# the setup (no apt, no root, no network to the mirror)
-if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ] && command -v apt-get >/dev/null 2>&1; then
+# the setup (no apt, no root, no network to the mirror); ALARM_NGINX=0 leaves the system's packages alone
+if [ "${ALARM_NGINX:-1}" != 0 ] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ] && command -v apt-get >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
   { $SUDO apt-get install -y -q nginx-light >/dev/null 2>&1 \
     || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q nginx-light >/dev/null 2>&1; }; } \

@@ -5,7 +5,7 @@ into figures and a picture; tests/integration/test_multinode.py checks the jobs'
 
     with Sampler(timeline, cluster.address, {"progress/rows": lambda: rows_committed(run)}):
         job = submit(cluster, ["python", "-m", "alarm.generate", ...], timeline)
-        kill_when(cluster, timeline, lambda: rows_committed(run) >= 8, "CorpusLLMStage")
+        kill_when(cluster, timeline, lambda: rows_committed(run) >= 8, ENGINE)
         wait_job(cluster, job)
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from services.cluster import ClusterError, LocalCluster, kill_node, nodes, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]  # the working dir a job ships (`--working-dir .`)
-ENGINE = "CorpusLLMStage"  # the generation engines' actor class (Ray Data names it MapWorker(MapBatches(...)))
+ENGINE = "CorpusLLM"  # the generation engines' actor classes, batch or async (Ray Data names it MapWorker(MapBatches(...)))
 TRAIN_WORKER = "TrainWorker"  # a Ray Train worker's actor class (RayTrainWorker)
 
 

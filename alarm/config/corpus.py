@@ -186,13 +186,19 @@ class SplitConfig(Strict):
 
 class WorkersConfig(Strict):
     num_workers: int = Field(1, gt=0, description="vLLM worker actors (one engine each).")
+    engine: Literal["batch", "async"] = Field(
+        "batch", description="batch: vLLM's LLM, one generate call per pass over a batch (every row of a batch "
+        "waits for its slowest). async: vLLM's AsyncLLM, each row starting its next pass as soon as its last one "
+        "ends, up to engine.max_num_seqs rows in flight across batches. Both write the same rows (greedy). On a "
+        "2-core CPU the async engine measured 0.34x the batch engine's rows/s (its engine core runs in a second process), "
+        "so batch stays the default until bench/generate.py shows async ahead on a GPU.")
     batch_size: int = Field(
-        64, gt=0, description="Rows per call into a worker. A worker takes enough calls at once to keep "
-        "engine.max_num_seqs rows in flight, each row starting its next pass as soon as its last one ends.")
+        64, gt=0, description="Rows per call into a worker. With engine=async a worker takes enough calls at once "
+        "to keep engine.max_num_seqs rows in flight.")
     num_gpus: float = Field(0, ge=0, description="GPUs per worker (0 on CPU).")
     num_cpus: float = Field(1, gt=0, description="Logical CPUs per worker.")
     engine_retries: int = Field(
-        2, ge=0, description="When a worker's vLLM engine dies, the worker builds a new one and reruns the rows "
+        2, ge=0, description="engine=async: when a worker's vLLM engine dies, the worker builds a new one and reruns the rows "
         "that were in flight, each at most this many times; a row that meets a dead engine once more is flagged "
         "generate_failed.")
 

@@ -21,7 +21,7 @@ from alarm.corpus.stats import finish_stats, merge_counts
 from alarm.errors import InvalidInput
 from services.connect import check_shared_paths, gpu_options, init_ray
 from services.corpus.sources import read_sources
-from services.corpus.stages import CorpusLLMStage, calls_in_flight, cpu_stages
+from services.corpus.stages import calls_in_flight, cpu_stages, stage_class
 from services.engines.llm import CPU_ENV, cpu_only
 from services.errors import alarm_error_in
 from services.storage import RunStore
@@ -44,12 +44,12 @@ def build(cfg: CorpusConfig, skip: set[str] = frozenset()) -> ray.data.Dataset:
     # Storage options built here, on the driver: environment variables do not reach a cluster's workers.
     ds = ds.map_batches(cpu_stages, fn_kwargs={"cfg_json": cfg_json, "storage_options": env.s3_storage_options()},
                         batch_format="pyarrow", batch_size=64, num_cpus=0.5)
-    # Each worker takes several batches at once (its rows share one asynchronous engine), hence the calls in flight.
+    # With the async engine a worker takes several batches at once (their rows share it): the calls in flight.
     calls = calls_in_flight(cfg)
+    pool = {"max_concurrent_calls_per_actor": calls, "max_tasks_in_flight_per_actor": calls} if calls > 1 else {}
     return ds.map_batches(
-        CorpusLLMStage, fn_constructor_kwargs={"cfg_json": cfg_json},
-        compute=ray.data.ActorPoolStrategy(size=w.num_workers, max_concurrent_calls_per_actor=calls,
-                                           max_tasks_in_flight_per_actor=calls),
+        stage_class(cfg), fn_constructor_kwargs={"cfg_json": cfg_json},
+        compute=ray.data.ActorPoolStrategy(size=w.num_workers, **pool),
         batch_size=w.batch_size, batch_format="pyarrow", num_cpus=w.num_cpus, **gpu_options(w.num_gpus),
         runtime_env={"env_vars": dict(CPU_ENV)} if w.num_gpus == 0 and cpu_only() else None,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 from collections.abc import Callable
 
 import pyarrow as pa
@@ -29,9 +30,49 @@ def cpu_stages(batch: pa.Table, cfg_json: dict, storage_options: dict | None = N
 
 
 def calls_in_flight(cfg: CorpusConfig) -> int:
-    """Batches a worker takes at once: enough to keep `engine.max_num_seqs` rows in flight, plus one so the next
-    batch is already there when one ends."""
+    """Batches a worker takes at once: with the async engine, enough to keep `engine.max_num_seqs` rows in flight,
+    plus one so the next batch is already there when one ends; the batch engine takes one at a time."""
+    if cfg.workers.engine == "batch":
+        return 1
     return math.ceil(cfg.engine.max_num_seqs / cfg.workers.batch_size) + 1
+
+
+def stage_class(cfg: CorpusConfig) -> type:
+    """The Ray Data actor class `workers.engine` selects."""
+    return CorpusLLMStage if cfg.workers.engine == "async" else CorpusLLMBatchStage
+
+
+class CorpusLLMBatchStage:
+    """One vLLM `LLM` per actor (`workers.engine=batch`): each pass (R0, rephrase, judge) is one generate call over
+    the batch.
+
+    A failed batch is flagged (generate_failed), never fatal. A dead engine (vLLM's EngineDeadError) cannot be
+    restarted in its process: the batch that met it is flagged and returned, and the next call ends the process,
+    so Ray Data restarts the actor with a fresh engine and runs that call's batch there. A batch that kills every
+    engine is thus flagged once instead of being retried forever (Ray Data restarts actors and retries their
+    tasks without limit).
+    """
+
+    def __init__(self, cfg_json: dict, make_engine: Callable[[EngineConfig], R.Engine] | None = None):
+        from services.engines.llm import VLLMEngine
+
+        self.cfg = CorpusConfig.model_validate(cfg_json)
+        self.engine = (make_engine or VLLMEngine)(self.cfg.engine)
+        self.engine_dead = False
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.engine_dead:
+            log.critical("this worker's vLLM engine died; restarting the worker")
+            os._exit(1)
+        rows = batch.to_pylist()
+        try:
+            rows = R.llm_stages(rows, self.engine, self.cfg)
+        except Exception as e:
+            self.engine_dead = isinstance(e, EngineDead) or type(e).__name__ == "EngineDeadError"
+            log.exception("LLM stage failed on a batch of %d rows; flagging them", len(rows))
+            rows = [R.failed_llm_row(r, f"{type(e).__name__}: {e}") for r in rows]
+        f, s = self.cfg.filters, self.cfg.split
+        return to_table([R.finish_row(r, f, s.val_fraction, s.salt, self.engine.count_tokens) for r in rows])
 
 
 def vllm_engine(cfg: EngineConfig) -> R.AsyncEngine:

@@ -54,8 +54,10 @@ class EncoderStage:
         self.name, self.quality = name, resample_quality
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.encoder = load_frozen_encoder(name, encoder, self.device)
-        self._forward.set_max_batch_size(max_batch_size)
-        self._forward.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        # one batch queue per stage: @serve.batch on the method would share one queue between the stages of a
+        # replica (deployments.colocate), batching one encoder's features with another's
+        self._forward = serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s)(
+            self._forward_batch)
         # one forward on silence before Serve routes here: lazy kernels and allocations are not a client's cost
         silence = Waveform(np.zeros(16000, dtype=np.float32), 16000)
         encode_clips(self.encoder, name, [self._features(silence)], self.device)
@@ -76,8 +78,7 @@ class EncoderStage:
         """The front-end, as wide as the loaded checkpoint takes (e.g. 80 mel bins for Whisper tiny.en)."""
         return extract_features(self.name, wave, self.quality, self.encoder.feature_dim)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def _forward(self, feats: list[tuple[torch.Tensor, int]]) -> list[np.ndarray]:
+    async def _forward_batch(self, feats: list[tuple[torch.Tensor, int]]) -> list[np.ndarray]:
         self.batch_sizes[len(feats)] += 1
         self.metrics["alarm_encoder_batch_size"].observe(len(feats), tags=self.tags)
         return await asyncio.to_thread(encode_clips, self.encoder, self.name, feats, self.device)

@@ -72,7 +72,7 @@ def test_the_async_workers_write_what_the_batched_engine_writes(ray_cluster, tmp
     from services.engines.llm import VLLMEngine
     from services.storage import to_table
 
-    cfg = corpus_cfg(tmp_path, "sources.0.num_clips=16", *GREEDY, *model)
+    cfg = corpus_cfg(tmp_path, "sources.0.num_clips=16", "workers.engine=async", *GREEDY, *model)
     run(cfg)
     got = sorted(read_rows(tmp_path / "test"), key=lambda r: r["key"])
     source = [R.prompt_row(R.describe_row(R.probe_row(synthetic_row(cfg.sources[0], i), cfg.filters.max_duration_s)),

@@ -102,7 +102,8 @@ def test_a_flood_past_the_queue_limits_is_refused_at_once_and_the_rest_times_out
     counts = Counter(code for code, _, _ in out)
     slowest = max((t for c, _, t in out if c == "RESOURCE_EXHAUSTED"), default=0)
     print(f"flood of 160: {dict(counts)}; slowest refusal {slowest:.1f} s")
-    assert set(counts) <= {"RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"}, counts
+    # admitted: ended on the server's timeout, or finished if the model stopped early (greedy text can end at once)
+    assert set(counts) <= {"RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "OK"}, counts
     places = LLM_SLOTS + LLM_QUEUE
     assert counts["RESOURCE_EXHAUSTED"] >= 160 - 2 * places, counts  # Serve's admission may let a few more in
     # what was admitted ended on the server's request_timeout_s (20 s), long before the client's 120 s deadline

@@ -113,6 +113,8 @@ def test_local_paths_are_refused_on_a_multi_node_cluster_unless_shared(monkeypat
 
 def test_a_ray_started_for_the_command_is_one_node(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # the whole suite runs in one process, and integration tests collected earlier may leave Ray initialized
+    monkeypatch.setattr(connect.ray, "is_initialized", lambda: False)
     cfg = load_config(CorpusConfig, "tiny", [], section="corpus")
     assert connect.max_nodes(cfg.ray)[0] == 1
     n, why = connect.max_nodes(cfg.ray.model_copy(update={"address": "ray://head:10001"}))

@@ -9,7 +9,8 @@ import json
 import pyarrow as pa
 
 from alarm.errors import EngineDead
-from services.corpus.stages import CorpusLLMStage, calls_in_flight
+from services.corpus import stages
+from services.corpus.stages import CorpusLLMBatchStage, CorpusLLMStage, calls_in_flight, stage_class
 from services.storage import to_table
 from tests.unit.corpus.test_rows import EchoEngine, cfg, source_rows
 
@@ -74,7 +75,8 @@ def test_rows_run_their_next_pass_at_once_and_fill_the_engine_across_batches():
     # the first row's R0 waited for a rephrase: a batch's other rows did not wait for their slowest one
     assert [t.num_rows for t in outs] == [4, 4, 4] and not any(f for t in outs for f in flags(t))
     assert engine.peak == 6  # max_num_seqs calls at once, from more than one batch (4 rows each)
-    assert calls_in_flight(cfg()) == 64 // 16 + 1  # Ray Data gives a worker enough batches for max_num_seqs rows
+    # Ray Data gives an async worker enough batches for max_num_seqs rows; a batch worker one at a time
+    assert calls_in_flight(cfg("workers.engine=async")) == 64 // 16 + 1 and calls_in_flight(cfg()) == 1
 
 
 def test_a_failing_row_is_flagged_alone():
@@ -177,3 +179,30 @@ def test_deleting_the_stage_stops_its_engine_on_the_loop_it_runs_on():
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+
+
+def test_the_batch_engine_writes_the_rows_the_async_one_writes():
+    assert stage_class(cfg()) is CorpusLLMBatchStage and stage_class(cfg("workers.engine=async")) is CorpusLLMStage
+    c = cfg("rephrase.thinking_budget=8").model_dump(mode="json")
+    out = CorpusLLMBatchStage(c, lambda e: EchoEngine())(batch(6))
+    (want,) = run(stage(lambda e: EchoEngine()), batch(6))
+    assert out.to_pylist() == want.to_pylist()
+
+
+def test_a_batch_that_kills_the_batch_engine_is_flagged_and_the_next_call_restarts_the_worker(monkeypatch):
+    class Dead(EchoEngine):
+        def generate(self, prompts, max_tokens, sampling):
+            raise EngineDead("engine core died")
+
+    def exit_(code):
+        raise SystemExit(code)
+
+    monkeypatch.setattr(stages.os, "_exit", exit_)
+    s = CorpusLLMBatchStage(cfg().model_dump(mode="json"), lambda e: Dead())
+    out = s(batch(3))
+    assert all("generate_failed" in f for f in flags(out)) and s.engine_dead
+    try:
+        s(batch(3))
+        raise AssertionError("the worker should have exited")
+    except SystemExit as e:
+        assert e.code == 1  # Ray Data restarts the actor with a fresh engine and reruns this batch
