@@ -6,6 +6,7 @@ the terminal. `AlarmClient` (services/serve/client.py, re-exported here) is the 
     python -m alarm.client --health                                          # exit 0 iff SERVING
     python -m alarm.client --models                                          # the adapters it offers
     python -m alarm.client clip.wav --prompt "..." --target alarm.example.com:443 --tls --ca ca.pem --token-file t
+    python -m alarm.client clip.wav --prompt "What is happening?" --stop $'\\n'     # the answer's first line only
 
     from alarm.client import AlarmClient
     with AlarmClient("127.0.0.1:9000") as client:
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="end the answer where TEXT first appears (repeatable, up to 4; the reasoning is not cut)")
     p.add_argument("--adapter", default="", help="adapter id (default: the server's)")
     p.add_argument("--ensemble", default="", help="comma-separated adapter ids for ALARM-E")
     p.add_argument("--application", default=None, help="Serve application (only with several on one cluster)")
@@ -81,10 +84,12 @@ def main(argv: list[str] | None = None) -> int:
             max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
             seed=args.seed, adapter_id=args.adapter, ensemble=ensemble, return_reasoning=args.reasoning,
             no_thinking=args.no_thinking,
+            stop=args.stop,
         ))
         if final is not None:
             u, t = final.usage, final.timings
-            print(f"[{pb.FinishReason.Name(final.finish_reason)}; {u.prompt_tokens} prompt ({u.audio_tokens} audio) + "
+            why = pb.FinishReason.Name(final.finish_reason) + (f" at {final.stop_string!r}" if final.stop_string else "")
+            print(f"[{why}; {u.prompt_tokens} prompt ({u.audio_tokens} audio) + "
                   f"{u.total_tokens} new tokens ({u.reasoning_tokens} reasoning); {t.total_ms:.0f} ms; "
                   f"request {final.request_id}]", file=sys.stderr)
         return 0

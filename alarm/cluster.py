@@ -59,6 +59,10 @@ RESOURCE_FILES = ("rayservice.yaml", "rayjob-generate.yaml", "rayjob-train.yaml"
 SUBMISSION_MODES = ("K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode")  # rayjob_types.go
 # Ray's logical `memory` resource is what is left after the object store (30% of the pod's memory by default).
 RAY_MEMORY_FRACTION = 0.7
+TOKEN_KEY, TOKEN_VOLUME = "tokens", "serve-tokens"  # the token Secret's key (one token per line) and its volume
+# folders a token file may not sit in directly: the Secret mounted there would hide what the image keeps in them
+SYSTEM_DIRS = ("/", "/bin", "/dev", "/etc", "/home", "/home/ray", "/lib", "/opt", "/proc", "/root", "/run", "/sbin",
+               "/sys", "/tmp", "/usr", "/var")
 _FIXED = 10_000  # Ray accounts resources in units of 1e-4; pack in integers of that unit
 
 
@@ -257,8 +261,11 @@ def _env(cfg: ClusterConfig, extra: dict[str, str] | None = None) -> list[dict]:
     return [{"name": k, "value": v} for k, v in env.items()]
 
 
-def _pod_spec(cfg: ClusterConfig, container: dict, gpus: int, labels: dict | None = None) -> dict:
+def _pod_spec(cfg: ClusterConfig, container: dict, gpus: int, labels: dict | None = None,
+              volumes: list[dict] | None = None) -> dict:
     spec: dict[str, Any] = {"containers": [container]}
+    if volumes:
+        spec["volumes"] = volumes
     if cfg.image.pull_secrets:
         spec["imagePullSecrets"] = [{"name": s} for s in cfg.image.pull_secrets]
     if gpus:
@@ -271,6 +278,36 @@ def _pod_spec(cfg: ClusterConfig, container: dict, gpus: int, labels: dict | Non
 def _serve_pod_labels(cfg: ClusterConfig) -> dict:
     """The labels of the RayService's pods (head and workers), which its PodMonitor selects."""
     return {"app.kubernetes.io/part-of": cfg.name, "app.kubernetes.io/component": "serve"}
+
+
+def token_secret(cfg: ClusterConfig) -> str:
+    return cfg.serve.token_secret or f"{cfg.name}-tokens"
+
+
+def _tokens(p: Plan) -> tuple[list[dict], list[dict], list[dict]]:
+    """(env, volumeMounts, volumes) that give the serve pods the token Secret where the serve config reads it
+    (services/serve/auth.py): its `tokens` key as the file auth.token_file, in a folder of its own mounted whole, so
+    Secret updates reach the file (a subPath mount never updates) and tokens rotate without a restart; and/or as
+    the variable auth.token_env (read when a replica starts). Nothing when auth is off."""
+    auth, secret = p.serve.auth, token_secret(p.cfg)
+    env, mounts, volumes = [], [], []
+    if auth.token_env:
+        if auth.token_env in p.cfg.env:
+            raise ConfigError(f"env.{auth.token_env} is set, but the serve config reads its tokens from that variable "
+                              f"(auth.token_env), which the manifests set from the Secret {secret!r}; remove it")
+        env.append({"name": auth.token_env, "valueFrom": {"secretKeyRef": {"name": secret, "key": TOKEN_KEY}}})
+    if auth.token_file:
+        path = posixpath.normpath(auth.token_file)
+        folder = posixpath.dirname(path)
+        if not posixpath.isabs(path) or folder in SYSTEM_DIRS or folder.startswith(("/usr/", "/home/ray/anaconda3")):
+            raise ConfigError(
+                f"serve auth.token_file={auth.token_file!r}: the token Secret is mounted on the file's folder, which "
+                "must be an absolute path of its own (the mount hides whatever the image keeps there); use e.g. "
+                "auth.token_file=/etc/alarm-auth/tokens")
+        mounts.append({"name": TOKEN_VOLUME, "mountPath": folder, "readOnly": True})
+        volumes.append({"name": TOKEN_VOLUME, "secret": {
+            "secretName": secret, "items": [{"key": TOKEN_KEY, "path": posixpath.basename(path)}]}})
+    return env, mounts, volumes
 
 
 def _readiness(p: Plan) -> dict | None:
@@ -298,10 +335,12 @@ def _cluster_spec(p: Plan, group: Group, serve: bool) -> dict:
         extra_env[GRPC_MAX_MESSAGE_ENV] = str(p.serve.limits.max_message_bytes)
     common = {"image": cfg.image.name, "imagePullPolicy": cfg.image.pull_policy}
     env_from = [{"secretRef": {"name": cfg.storage.secret}}]
+    # the token Secret goes to every serve pod, head included: Serve may place an ingress replica on any of them
+    token_env, mounts, volumes = _tokens(p) if serve else ([], [], [])
     h = cfg.head
     head = {"name": "ray-head", **common, "ports": ports + serve_ports,
             "resources": _resources(h.cpu, h.cpu_request, h.memory_gib),
-            "env": _env(cfg, extra_env), "envFrom": env_from}
+            "env": _env(cfg, extra_env) + token_env, "envFrom": env_from}
     head_params = {"dashboard-host": "0.0.0.0"}
     if h.ray_num_cpus is not None:
         head_params["num-cpus"] = str(h.ray_num_cpus)
@@ -312,7 +351,9 @@ def _cluster_spec(p: Plan, group: Group, serve: bool) -> dict:
     if serve_ports:
         worker["ports"] = serve_ports
     worker |= {"resources": _resources(w.cpu, w.cpu_request, w.memory_gib, group.gpus),
-               "env": _env(cfg, extra_env), "envFrom": env_from}
+               "env": _env(cfg, extra_env) + token_env, "envFrom": env_from}
+    for c in (head, worker) if mounts else ():
+        c["volumeMounts"] = mounts
     if serve and (probe := _readiness(p)) is not None:
         worker["readinessProbe"] = probe
     auto: dict[str, Any] = {"upscalingMode": cfg.autoscaler.upscaling_mode,
@@ -323,11 +364,12 @@ def _cluster_spec(p: Plan, group: Group, serve: bool) -> dict:
         "rayVersion": cfg.ray_version,
         "enableInTreeAutoscaling": True,
         "autoscalerOptions": auto,
-        "headGroupSpec": {"rayStartParams": head_params | metrics, "template": _pod_spec(cfg, head, 0, labels)},
+        "headGroupSpec": {"rayStartParams": head_params | metrics,
+                          "template": _pod_spec(cfg, head, 0, labels, volumes)},
         "workerGroupSpecs": [{
             "groupName": w.group, "replicas": group.min_pods, "minReplicas": group.min_pods,
             "maxReplicas": group.max_pods, "rayStartParams": metrics,
-            "template": _pod_spec(cfg, worker, group.gpus, labels),
+            "template": _pod_spec(cfg, worker, group.gpus, labels, volumes),
         }],
     }
 
@@ -379,7 +421,7 @@ def resource_files(p: Plan, source: str) -> dict[str, str]:
         f"{svc}:{p.serve.grpc_port}; HTTP {p.serve.http_port} stays (KubeRay checks the proxies on /-/healthz). "
         f"Serve scales each deployment within its autoscaling_config and the Ray autoscaler adds pods for the "
         f"replicas. {_shape(cfg, p.serve_group)}, derived from the deployments' min/max replicas. Worker "
-        f"readiness: {probe[cfg.serve.readiness]}."
+        f"readiness: {probe[cfg.serve.readiness]}.{_tokens_note(p)}"
     ) + _dump(serve_doc)}
 
     for key, argv, group, conf in (("generate", p.generate_argv, p.generate_group, cfg.generate),
@@ -417,6 +459,16 @@ def resource_files(p: Plan, source: str) -> dict[str, str]:
         "(docs/monitoring.md). Dashboard: cluster/grafana/alarm.json."
     ) + _dump(_pod_monitor(cfg))
     return out
+
+
+def _tokens_note(p: Plan) -> str:
+    auth = p.serve.auth
+    if not auth.enabled:
+        return ""
+    where = " and ".join(x for x in (auth.token_file and f"the file {auth.token_file}",
+                                     auth.token_env and f"${auth.token_env}") if x)
+    return (f" Bearer tokens are required: the Secret {token_secret(p.cfg)} (key {TOKEN_KEY}, one token per line) "
+            f"is {where} in every pod; create it first (docs/deploy.md).")
 
 
 def _pod_monitor(cfg: ClusterConfig) -> dict:

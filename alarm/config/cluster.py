@@ -111,6 +111,11 @@ class ServeWorkload(Workload):
         f"{GRPC_SERVICE} on the Serve gRPC port; exec = `python -m alarm.client --health`; kuberay = "
         "KubeRay's default (raylet + HTTP /-/healthz on the serve port). See docs/deploy.md."
     )
+    token_secret: str | None = Field(
+        None, pattern=DNS_SUBDOMAIN, description="Secret holding the bearer tokens (key `tokens`, one per line), "
+        "mounted into the serve pods when the serve config turns on auth: as the file auth.token_file (rotated "
+        "without a restart) and/or the variable auth.token_env. None = <name>-tokens. See docs/deploy.md."
+    )
     upgrade: Literal["NewCluster", "None"] = Field(
         "NewCluster", description="upgradeStrategy.type: NewCluster = blue/green (a second cluster, then the "
         "switch); None = only serveConfigV2 changes apply in place. The incremental upgrade routes HTTP only."

@@ -65,7 +65,8 @@ def final_answer(text: str | None) -> str:
 def answer_changed(row: dict) -> bool:
     """True when the row's prompt offers options, R0's final answer names one of them, and R's final answer
     names another or none. Rows whose R0 names no option (free text, truncated reasoning) are never flagged."""
-    from alarm.eval.parsing import text_choice  # here: alarm.eval imports the config (pydantic); this module must not
+    # imported here: alarm.eval imports the config (pydantic), which this module must not at import time
+    from alarm.eval.parsing import text_choice
 
     choices = options_of(row.get("prompt"))
     if len(choices) < 2 or row.get("answer_rephrased") is None:

@@ -12,7 +12,9 @@ module imports no ray / vllm / grpc). The two-phase thinking budget (ALARM's, as
 
 The prompt already ends with `<|im_start|>assistant\\n<think>\\n`, so the generated text is
 `reasoning…</think>\\n\\nanswer`; `ThinkSplitter` splits it incrementally exactly as `split_reasoning` does at the
-end, so concatenated stream deltas equal the final result's `reasoning` and `answer`.
+end, so concatenated stream deltas equal the final result's `reasoning` and `answer`. Stop strings
+(`GenerationParams.stop`) apply to the answer only, never to the reasoning (`alarm.llm.stop`): the engine request
+ends where one completes, on every backend alike.
 """
 
 from __future__ import annotations
@@ -23,14 +25,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from alarm.errors import CheckpointMismatch, InvalidInput
-from alarm.llm.limits import length_problem, sampled_temperature, sampling_problem
+from alarm.llm.limits import length_problem, sampled_temperature, sampling_problem, stop_problem
+from alarm.llm.stop import StopStrings, partial_suffix
 from alarm.llm.thinking import END_THINK, FORCING_SUFFIX, Completion, needs_forcing, split_reasoning
 
 START_THINK = "<think>"
@@ -50,6 +53,8 @@ class GenerationParams:
         top_p: In (0, 1]; 1 = disabled.
         top_k: >= 0; 0 = disabled.
         seed: Per-request sampling seed in [0, 2^63 - 1]; None = non-deterministic.
+        stop: Up to 4 stop strings (1-64 characters each) that end the answer, excluded from it; matched in the
+            answer only, so the reasoning may hold them.
     """
 
     max_tokens: int = 8192
@@ -58,13 +63,17 @@ class GenerationParams:
     top_p: float = 0.95
     top_k: int = 20
     seed: int | None = None
+    stop: tuple[str, ...] = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "stop", tuple(self.stop))
         problem = (length_problem(self.max_tokens, self.max_thinking_tokens)
                    or sampling_problem(self.temperature, self.top_p, self.top_k, self.seed))
         if problem is not None:
             name, want = problem
             raise InvalidInput(f"{name} must be {want}, found {getattr(self, name)!r}")
+        if (message := stop_problem(self.stop)) is not None:
+            raise InvalidInput(message)
 
     @property
     def greedy(self) -> bool:
@@ -76,18 +85,22 @@ class GenerationResult:
     """One finished request.
 
     Attributes:
-        text: All generated text: phase 1, plus FORCING_SUFFIX and phase 2 when forced.
+        text: All generated text: phase 1, plus FORCING_SUFFIX and phase 2 when forced; cut before the stop string
+            when one ended the answer.
         reasoning: Text before `</think>`, whitespace-trimmed (all of `text` if it never closed).
-        answer: Text after `</think>`, leading newlines removed ("" if it never closed).
+        answer: Text after `</think>`, leading newlines removed ("" if it never closed), up to the stop string.
         reasoning_complete: `</think>` was generated or forced.
         thinking_truncated: The budget ran out and the forcing sentence closed the reasoning (phase 2 ran).
-        finish_reason: "stop" | "length" | "aborted" (of the last phase that ran).
+        finish_reason: "stop" | "length" | "aborted" (of the last phase that ran; "stop" when a stop string
+            ended the answer).
         n_prompt: Prompt positions S.
         n_reasoning_tokens: New tokens up to and including `</think>` (all of phase 1 if forced or unclosed).
-        n_answer_tokens: New tokens after it (including the end-of-turn token).
+        n_answer_tokens: New tokens after it (including the end-of-turn token, or the token that completed the
+            stop string: those generated after it are not counted, as in vLLM).
         n_tokens: All new tokens (the forcing sentence is prompt, not counted).
         first_token_ms: From the start of the request to its first new token (None if none).
         decode_ms: From the start of the request to its end.
+        stop_string: The stop string that ended the answer, or None.
     """
 
     text: str
@@ -102,6 +115,7 @@ class GenerationResult:
     n_tokens: int
     first_token_ms: float | None = None
     decode_ms: float = 0.0
+    stop_string: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,14 +165,6 @@ class Backend(Protocol):
 # -- reasoning / answer split ----------------------------------------------------------------------------------
 
 
-def _partial_suffix(text: str, marker: str) -> int:
-    """Length of the longest suffix of `text` that is a proper prefix of `marker` (a marker split across deltas)."""
-    for n in range(min(len(marker) - 1, len(text)), 0, -1):
-        if text.endswith(marker[:n]):
-            return n
-    return 0
-
-
 class ThinkSplitter:
     """Incremental `split_reasoning`: feed text deltas, get reasoning and answer events whose concatenations equal
     `split_reasoning(full_text)[:2]` (held back: leading `<think>`, whitespace at the edges, a split `</think>`)."""
@@ -187,7 +193,7 @@ class ThinkSplitter:
             self.buf, self.in_answer = "", True
             out = [StreamEvent("reasoning", r)] if (r := reasoning.rstrip()) else []
             return out + self._answer(rest)
-        ready = self.buf[: len(self.buf) - _partial_suffix(self.buf, END_THINK)].rstrip()
+        ready = self.buf[: len(self.buf) - partial_suffix(self.buf, END_THINK)].rstrip()
         if not ready:
             return []
         self.buf, self.started = self.buf[len(ready):], True
@@ -222,15 +228,17 @@ async def run_with_budget(
     params: GenerationParams,
     *,
     end_think_id: int,
+    detokenize: Callable[[list[int]], str] | None = None,
 ) -> AsyncIterator[StreamEvent]:
     """Generate with the two-phase thinking budget, streaming reasoning and answer deltas, then the final result.
 
     Phase 1 runs with `min(max_thinking_tokens, max_tokens)` (or `max_tokens` alone when the budget is -1; not at
-    all when it is 0, as if it had stopped on length at once). If it
-    stopped on length without closing `</think>`, the forcing sentence is appended (as embeddings of phase-1 text +
-    FORCING_SUFFIX after the prompt) and phase 2 runs with the `max_tokens - phase1_tokens` left, if any. If it
+    all when it is 0, as if it had stopped on length at once). If it stopped on length without closing `</think>`,
+    the forcing sentence is appended (as embeddings of phase-1 text + FORCING_SUFFIX after the prompt) and phase 2
+    runs with the `max_tokens - phase1_tokens` left, if any. If it
     stopped on length after closing `</think>`, phase 2 continues the answer from the phase-1 text, unforced (the
-    reference would return the answer cut at the budget).
+    reference would return the answer cut at the budget). When a stop string completes in the answer, the engine
+    call is closed (which aborts it) and the request ends with finish_reason "stop".
 
     Args:
         phase: One engine call: `(prompt_embeds (S, D), max_tokens)` -> async iterator of PhaseDelta.
@@ -238,65 +246,112 @@ async def run_with_budget(
         prompt_embeds: `(S, D)`.
         params: Resolved generation parameters.
         end_think_id: Token id of `</think>`, to count reasoning vs answer tokens.
+        detokenize: Token ids -> text as the engine streams it; with it, tokens that came in the same delta as
+            the one completing a stop string but after it are not counted (an engine may merge steps).
     """
-    t0 = time.perf_counter()
-    first: list[float] = []
-    splitter = ThinkSplitter()
-
-    async def run(embeds: torch.Tensor, cap: int, ids: list[int]) -> AsyncIterator[tuple[str, str | None]]:
-        async with aclosing(phase(embeds, cap)) as deltas:  # closed at once when our consumer leaves early
-            async for d in deltas:
-                if d.token_ids and not first:
-                    first.append((time.perf_counter() - t0) * 1e3)
-                ids.extend(d.token_ids)
-                yield d.text, d.finish_reason
-
+    run = _Run(phase, params.stop, detokenize)
     budget = params.max_thinking_tokens
-    ids1: list[int] = []
-    text1, fin1 = "", None
+    p1, p2 = _PhaseOut(), _PhaseOut()
     if budget == 0:  # no thinking: phase 1 ends before it starts, so the forcing sentence comes first
-        fin1 = "length"
+        p1.fin = "length"
     else:
         cap1 = params.max_tokens if budget < 0 else min(budget, params.max_tokens)
-        async with aclosing(run(prompt_embeds, cap1, ids1)) as deltas:
-            async for text, fin in deltas:
-                text1, fin1 = text1 + text, fin or fin1
-                for ev in splitter.feed(text):
-                    yield ev
-        _check_finish(fin1, "phase 1")
+        async with aclosing(run.phase(prompt_embeds, cap1, p1, "phase 1")) as events:
+            async for ev in events:
+                yield ev
 
-    # Phase 2 when the budget (not EOS) ended phase 1 and tokens are left: forced if still reasoning; a plain
-    # continuation if the reasoning closed in time, so the answer is never cut by the thinking budget
-    left = params.max_tokens - len(ids1)
-    forced = needs_forcing(Completion(text1, len(ids1), fin1))
-    ids2: list[int] = []
-    text2, fin2 = "", None
-    phase2 = budget >= 0 and fin1 == "length" and left > 0
+    # Phase 2 when the budget (not EOS, not a stop string) ended phase 1 and tokens are left: forced if still
+    # reasoning; a plain continuation if the reasoning closed in time, so the answer is never cut by the budget
+    left = params.max_tokens - len(p1.ids)
+    forced = needs_forcing(Completion(p1.text, len(p1.ids), p1.fin))
+    phase2 = budget >= 0 and p1.fin == "length" and left > 0
     if phase2:
-        prefix = text1 + FORCING_SUFFIX if forced else text1
-        for ev in splitter.feed(FORCING_SUFFIX if forced else ""):
+        for ev in run.feed(FORCING_SUFFIX if forced else ""):
             yield ev
+        prefix = p1.text + FORCING_SUFFIX if forced else p1.text
         tail = embed_text(prefix).to(device=prompt_embeds.device, dtype=prompt_embeds.dtype)  # (N, D)
-        async with aclosing(run(torch.cat([prompt_embeds, tail]), left, ids2)) as deltas:  # (S + N, D)
-            async for text, fin in deltas:
-                text2, fin2 = text2 + text, fin or fin2
-                for ev in splitter.feed(text):
-                    yield ev
-        _check_finish(fin2, "phase 2")
+        async with aclosing(run.phase(torch.cat([prompt_embeds, tail]), left, p2, "phase 2")) as events:  # (S + N, D)
+            async for ev in events:
+                yield ev
     forced = forced and phase2
-    for ev in splitter.flush():
+    for ev in run.flush():
         yield ev
 
-    text = text1 + (FORCING_SUFFIX if forced else "") + text2
+    text = p1.text + (FORCING_SUFFIX if forced else "") + p2.text
     reasoning, answer, complete = split_reasoning(text)
+    if run.stops.hit is not None:  # the answer (a suffix of text) ends before the stop string
+        text, answer = text[:len(text) - len(answer) + run.stops.sent], answer[:run.stops.sent]
+    ids1, ids2 = p1.ids, p2.ids
     n1 = ids1.index(end_think_id) + 1 if end_think_id in ids1 else len(ids1)
     result = GenerationResult(
         text=text, reasoning=reasoning, answer=answer, reasoning_complete=complete, thinking_truncated=forced,
-        finish_reason=fin2 if phase2 else fin1, n_prompt=prompt_embeds.shape[0], n_reasoning_tokens=n1,
+        finish_reason=p2.fin if phase2 else p1.fin, n_prompt=prompt_embeds.shape[0], n_reasoning_tokens=n1,
         n_answer_tokens=len(ids1) - n1 + len(ids2), n_tokens=len(ids1) + len(ids2),
-        first_token_ms=first[0] if first else None, decode_ms=(time.perf_counter() - t0) * 1e3,
+        first_token_ms=run.first_ms, decode_ms=(time.perf_counter() - run.t0) * 1e3, stop_string=run.stops.hit,
     )
     yield StreamEvent("final", result=result)
+
+
+@dataclass
+class _PhaseOut:
+    """What one engine call produced: its text, token ids and finish reason, and how many tokens its last delta
+    held."""
+
+    text: str = ""
+    ids: list[int] = field(default_factory=list)
+    fin: str | None = None
+    last: int = 0
+
+
+class _Run:
+    """One request's engine calls through the reasoning/answer split and the stop strings."""
+
+    def __init__(self, phase: Phase, stop: tuple[str, ...], detokenize: Callable[[list[int]], str] | None):
+        self.call, self.detokenize = phase, detokenize
+        self.splitter, self.stops = ThinkSplitter(), StopStrings(stop)
+        self.t0, self.first_ms = time.perf_counter(), None
+
+    async def phase(self, embeds: torch.Tensor, cap: int, out: _PhaseOut, where: str) -> AsyncIterator[StreamEvent]:
+        """Run one engine call into `out`, yielding its events; closed early (it aborts) at a stop string."""
+        async with aclosing(self.call(embeds, cap)) as deltas:  # closed at once when our consumer leaves early
+            async for d in deltas:
+                if d.token_ids and self.first_ms is None:
+                    self.first_ms = (time.perf_counter() - self.t0) * 1e3
+                out.ids.extend(d.token_ids)
+                out.text, out.fin, out.last = out.text + d.text, d.finish_reason or out.fin, len(d.token_ids)
+                for ev in self.feed(d.text):
+                    yield ev
+                if self.stops.hit is not None:
+                    out.fin = "stop"
+                    self._drop_after_stop(out)
+                    break
+        _check_finish(out.fin, where)
+
+    def feed(self, text: str) -> list[StreamEvent]:
+        """Reasoning events as they are; answer text through the stop strings."""
+        return self._filter(self.splitter.feed(text))
+
+    def flush(self) -> list[StreamEvent]:
+        tail = self.stops.flush()
+        return self._filter(self.splitter.flush()) + ([StreamEvent("answer", tail)] if tail else [])
+
+    def _filter(self, events: list[StreamEvent]) -> list[StreamEvent]:
+        out = []
+        for ev in events:
+            if ev.kind != "answer":
+                out.append(ev)
+            elif text := self.stops.feed(ev.text):
+                out.append(StreamEvent("answer", text))
+        return out
+
+    def _drop_after_stop(self, out: _PhaseOut) -> None:
+        """Uncount the tokens of the last delta that start after the stop string's end (vLLM keeps the tokens up to
+        the one completing it)."""
+        end = len(out.text) - self.stops.after  # where the stop string ends in this call's text
+        for _ in range(out.last - 1 if self.detokenize and self.stops.after else 0):
+            if len(self.detokenize(out.ids[:-1])) < end:
+                break
+            out.ids.pop()
 
 
 def _check_finish(fin: str | None, where: str) -> None:
@@ -360,6 +415,9 @@ class HFBackend:
         with torch.no_grad():
             return self.embed_tokens(torch.tensor(ids, dtype=torch.long, device=self.embed_tokens.weight.device))
 
+    def detokenize(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=True)
+
     async def generate(
         self, prompt_embeds: torch.Tensor, params: GenerationParams, *, request_id: str | None = None
     ) -> GenerationResult:
@@ -379,7 +437,7 @@ class HFBackend:
 
         try:
             async with aclosing(run_with_budget(phase, self.embed_text, prompt_embeds, params,
-                                                end_think_id=self.end_think_id)) as events:
+                                                end_think_id=self.end_think_id, detokenize=self.detokenize)) as events:
                 async for ev in events:
                     yield ev
         finally:

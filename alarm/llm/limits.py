@@ -10,17 +10,22 @@ the transformers backend follows them so that both backends accept exactly the s
     seed                 in [0, 2^63 - 1] or unset (vLLM reads -1 as "no seed", so negatives are refused)
     max_tokens           >= 1 (and the prompt plus max_tokens within the context, checked where the prompt is known)
     max_thinking_tokens  >= 0 or -1 (unlimited); 0 = no thinking (the forcing sentence closes the reasoning at once)
+    stop                 at most 4 strings (vLLM's VLLM_MAX_STOP_STRINGS), each 1 to 64 characters (ours: a stream
+                         holds back up to 63 characters of answer that may still become a stop string)
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from alarm.errors import InvalidInput
 
 TEMPERATURE_MAX = 2.0
 TEMPERATURE_FLOOR = 0.01  # vLLM samples any temperature in (0, 0.01) at 0.01 (smaller ones overflow the softmax)
 SEED_MAX = 2**63 - 1
+MAX_STOP_STRINGS = 4
+MAX_STOP_CHARS = 64
 
 
 def sampling_problem(temperature: float, top_p: float, top_k: int, seed: int | None) -> tuple[str, str] | None:
@@ -42,6 +47,17 @@ def length_problem(max_tokens: int, max_thinking_tokens: int) -> tuple[str, str]
         return "max_tokens", ">= 1"
     if max_thinking_tokens < -1:
         return "max_thinking_tokens", ">= 0 (0 = no thinking) or -1 (unlimited)"
+    return None
+
+
+def stop_problem(stop: Sequence[str]) -> str | None:
+    """What is wrong with a list of stop strings (naming the field as "stop" or "stop[i]"), or None."""
+    if len(stop) > MAX_STOP_STRINGS:
+        return f"stop holds {len(stop)} strings; send at most {MAX_STOP_STRINGS}"
+    for i, s in enumerate(stop):
+        if not isinstance(s, str) or not 1 <= len(s) <= MAX_STOP_CHARS:
+            found = f"{len(s)} characters" if isinstance(s, str) else f"a {type(s).__name__}"
+            return f"stop[{i}] must be a string of 1 to {MAX_STOP_CHARS} characters, found {found}"
     return None
 
 

@@ -106,6 +106,10 @@ class VLLMAsyncBackend:
         with torch.no_grad():
             return self.embed_tokens(torch.tensor(ids, dtype=torch.long))  # (N, D)
 
+    def detokenize(self, ids: list[int]) -> str:
+        """Token ids -> text as the engine streams it (skip_special_tokens, as `_phase` asks)."""
+        return self.tok.decode(ids, skip_special_tokens=True)
+
     async def generate(self, prompt_embeds: torch.Tensor, params: GenerationParams, *,
                        request_id: str | None = None) -> GenerationResult:
         return await collect(self.stream(prompt_embeds, params, request_id=request_id))
@@ -126,7 +130,7 @@ class VLLMAsyncBackend:
         finished = False
         try:
             async with aclosing(run_with_budget(phase, self.embed_text, prompt_embeds.cpu(), params,
-                                                end_think_id=self.end_think_id)) as events:
+                                                end_think_id=self.end_think_id, detokenize=self.detokenize)) as events:
                 async for ev in events:
                     finished = ev.kind == "final"
                     yield ev
@@ -198,6 +202,10 @@ class VLLMAsyncBackend:
         if rid in self._aborted or max_tokens <= 0:
             yield PhaseDelta("", (), "aborted" if rid in self._aborted else "length")
             return
+        # no `stop=` here: vLLM 0.32 matches stop strings over all the text it generates, thinking included
+        # (vllm/v1/engine/detokenizer.py, check_stop_strings), which would end a request with no answer whenever
+        # the reasoning says the string; run_with_budget matches params.stop in the answer alone and closes this
+        # call (so vLLM aborts it) where one completes
         sampling = SamplingParams(
             max_tokens=max_tokens, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
             seed=params.seed, stop_token_ids=self.stop_ids, skip_special_tokens=True,

@@ -121,15 +121,13 @@ def to_spec(req: ChatRequest, request_id: str) -> RequestSpec:
         ensemble_adapter_ids=adapters if len(adapters) > 1 else (),
         audio_bytes=audio_bytes, audio_uri=audio_uri, return_reasoning=req.include_reasoning, request_id=request_id,
         no_thinking=budget == 0,  # 0 = answer without reasoning, as gRPC's no_thinking
+        stop=(req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ()),
     )
 
 
 def _refuse_unsupported(req: ChatRequest) -> None:
     if req.n != 1:
         raise InvalidInput(f"n must be 1 (one choice per request), found {req.n}; send n requests with other seeds")
-    if req.stop:
-        raise InvalidInput("stop is not supported by this server: the answer ends at the model's end of turn or "
-                           "max_completion_tokens; leave stop unset")
     if req.tools:
         raise InvalidInput("tools are not supported by this server; leave tools unset")
     if req.logprobs:
@@ -204,7 +202,7 @@ def completion_body(r: pb.GenerateResponse, model: str, created: int) -> dict:
     return {
         "id": f"chatcmpl-{r.request_id}", "object": "chat.completion", "created": created, "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": FINISH.get(r.finish_reason, "stop"),
-                     "logprobs": None}],
+                     "stop_reason": r.stop_string or None, "logprobs": None}],
         "usage": usage(r.usage),
     }
 
@@ -219,7 +217,9 @@ def chunk(rid: str, model: str, created: int, delta: dict, finish: str | None = 
 
 
 def final_chunk(r: pb.GenerateResponse, model: str, created: int) -> dict:
-    return chunk(r.request_id, model, created, {}, FINISH.get(r.finish_reason, "stop"), r.usage)
+    body = chunk(r.request_id, model, created, {}, FINISH.get(r.finish_reason, "stop"), r.usage)
+    body["choices"][0]["stop_reason"] = r.stop_string or None
+    return body
 
 
 def models_body(models: list[pb.Model], created: int) -> dict:

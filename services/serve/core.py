@@ -180,7 +180,7 @@ class LLMCore:
         max_tokens = req.max_tokens or min(self.cfg.defaults.max_tokens, room)
         params = GenerationParams(
             max_tokens=max_tokens, max_thinking_tokens=req.max_thinking_tokens, temperature=req.temperature,
-            top_p=req.top_p, top_k=req.top_k, seed=req.seed,
+            top_p=req.top_p, top_k=req.top_k, seed=req.seed, stop=req.stop,
         )
         return prompt.embeds.detach(), params
 
@@ -253,6 +253,7 @@ def response_pb(final: Final, request_id: str, return_reasoning: bool, arrival: 
                            first_token_ms=first or 0.0, total_ms=total_ms),
         request_id=request_id,
         thinking_truncated=r.thinking_truncated,
+        stop_string=r.stop_string or "",
     )
 
 

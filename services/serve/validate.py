@@ -20,7 +20,7 @@ from alarm import env
 from alarm.audio.decode import load_audio
 from alarm.config import ServeConfig
 from alarm.errors import InvalidInput, RequestTooLarge
-from alarm.llm.limits import check_sampling
+from alarm.llm.limits import check_sampling, stop_problem
 from alarm.types import Waveform
 from services.serve._proto.alarm.v1 import alarm_pb2 as pb
 
@@ -59,12 +59,13 @@ class RequestSpec:
     return_reasoning: bool = False
     request_id: str = ""
     no_thinking: bool = False
+    stop: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class LLMRequest:
-    """What the LLM stage needs: text, budget and sampling (max_tokens None = the default, fitted to context), and
-    how long it may take (timeout_s, from the server's request timeout; None = no limit of its own)."""
+    """What the LLM stage needs: text, budget, sampling and stop strings (max_tokens None = the default, fitted to
+    context), and how long it may take (timeout_s, from the server's request timeout; None = no limit of its own)."""
 
     request_id: str
     prompt: str
@@ -75,6 +76,7 @@ class LLMRequest:
     top_p: float
     top_k: int
     seed: int | None
+    stop: tuple[str, ...] = ()
     timeout_s: float | None = None
 
 
@@ -105,6 +107,7 @@ def from_pb(req: pb.GenerateRequest | Undecodable) -> RequestSpec:
         audio_bytes=req.audio_bytes if which == "audio_bytes" else None,
         audio_uri=req.audio_uri if which == "audio_uri" else None,
         return_reasoning=req.return_reasoning, request_id=req.request_id, no_thinking=req.no_thinking,
+        stop=tuple(req.stop),
     )
 
 
@@ -137,6 +140,8 @@ def validate_request(spec: RequestSpec, cfg: ServeConfig, request_id: str, *,
     top_p = d.top_p if spec.top_p is None else spec.top_p
     top_k = d.top_k if spec.top_k is None else spec.top_k
     check_sampling(temperature, top_p, top_k, spec.seed, prefix=sampling_prefix)
+    if (problem := stop_problem(spec.stop)) is not None:
+        raise InvalidInput(f"{problem}; stop strings end the answer (not the reasoning) where they first appear")
     adapters, ensemble = _adapters(spec, cfg)
     t0 = time.perf_counter()
     audio = _audio(spec, cfg)
@@ -146,6 +151,7 @@ def validate_request(spec: RequestSpec, cfg: ServeConfig, request_id: str, *,
     llm = LLMRequest(
         request_id=request_id, prompt=spec.prompt, system=system, max_tokens=spec.max_tokens or None,
         max_thinking_tokens=thinking, temperature=temperature, top_p=top_p, top_k=top_k, seed=spec.seed,
+        stop=tuple(spec.stop),
     )
     return Parsed(llm, audio, adapters if audio is not None else (), spec.return_reasoning,
                   (time.perf_counter() - t0) * 1e3)

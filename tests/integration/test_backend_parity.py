@@ -135,3 +135,26 @@ def test_abort_stops_an_in_flight_stream(pair):
     assert result.finish_reason == "aborted" and result.n_tokens < 60
     assert left == 0 and after_close == 0  # the engine tracks no request any more
     assert again.n_tokens == 4  # the engine still serves, and the id can be reused
+
+
+def test_stop_strings_end_the_answer_alike_and_free_the_engine(pair):
+    if pair.name != "qwen3-scripted":
+        pytest.skip("needs an answer known in advance: the scripted model's")
+    from alarm.llm.thinking import split_reasoning
+    from alarm.tiny.scripted import HEARD_OUTPUT  # "sound" is in its reasoning and in its answer
+
+    params = GenerationParams(max_tokens=160, max_thinking_tokens=-1, temperature=0, stop=("sound", "nowhere"))
+    prompt = pair.prompts[2].embeds
+
+    async def run():
+        hf = await pair.hf.generate(prompt, params)
+        events = [ev async for ev in pair.vllm.stream(prompt, params)]
+        return hf, events, pair.vllm.num_unfinished()
+
+    hf, events, left = pair.run(run())
+    vl = events[-1].result
+    assert _same(hf, vl) and hf.stop_string == vl.stop_string == "sound", (hf, vl)
+    reasoning, answer, _ = split_reasoning(HEARD_OUTPUT)
+    assert (vl.reasoning, vl.answer, vl.finish_reason) == (reasoning, answer[:answer.index("sound")], "stop")
+    assert "".join(e.text for e in events if e.kind == "answer") == vl.answer
+    assert left == 0  # closing the engine call at the stop string aborted the request

@@ -36,7 +36,8 @@ def test_loss_falls_and_the_adapter_loads_for_inference(ray_cluster, tiny_corpus
     from alarm.types import Waveform
     from services.train.driver import run
 
-    cfg = train_cfg(tiny_corpus, tmp_path, "max_steps=10", model="tiny")
+    # the four-encoder stack; each clip encoded once, not in every epoch (the cache test checks that is the same)
+    cfg = train_cfg(tiny_corpus, tmp_path, "max_steps=10", "encoders.cache=true", model="tiny")
     summary = run(cfg)
     run_dir = tmp_path / "t"
     assert summary["steps"] == 10 and summary["last_loss"] < summary["first_loss"]

@@ -41,7 +41,10 @@ CASES = [
     ("alarm-ca", ("serve.readiness=kuberay", "serve.upgrade=None", "autoscaler.version=v2",
                   "generate.submission_mode=HTTPMode", "head.cpu_request=0.5")),
     ("tiny", ("storage.prefix=team/a", "serve.overrides=[deployments.llm.autoscaling.max_replicas=3]")),
+    ("alarm-ca", ("serve.overrides=[auth.token_file=/etc/alarm-auth/tokens,auth.token_env=ALARM_TOKENS]",
+                  "serve.token_secret=team-tokens")),
 ]
+TOKEN_FILE = "serve.overrides=[auth.token_file=/etc/alarm-auth/tokens]"
 CASE_IDS = ["+".join((p, *o)) for p, o in CASES]
 
 
@@ -150,7 +153,7 @@ def test_the_service_ports_are_on_the_head_and_the_workers(preset, overrides):
     for w in workers:
         assert ports(w) == {"serve": 8000, "serve-grpc": 9000, "metrics": 8080}
     for c in (head, *workers):  # Serve's proxy reads it at start-up, on every node
-        env = {e["name"]: e["value"] for e in c["env"]}
+        env = {e["name"]: e.get("value") for e in c["env"]}  # valueFrom: a Secret
         assert env["RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"] == str(ServeLimits().max_message_bytes)
         assert c["envFrom"] == [{"secretRef": {"name": "alarm-s3-credentials"}}]
 
@@ -204,6 +207,62 @@ def test_jobs_read_s3_credentials_from_the_secret_and_are_retried():
             assert "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE" not in env
         if doc["kind"] == "RayJob":
             assert doc["spec"]["backoffLimit"] == 2 and doc["spec"]["shutdownAfterJobFinishes"] is True
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bearer tokens: the Secret where the serve config reads them
+
+
+def token_wiring(docs: dict[str, dict]) -> dict[str, tuple]:
+    """Per manifest: the (env from Secrets, volume mounts, volumes) of each Ray container's pod."""
+    out = {}
+    for name, doc in docs.items():
+        if doc["kind"] not in KUBERAY_KINDS:
+            continue
+        spec = ray_spec(doc)
+        pods = [spec["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in spec["workerGroupSpecs"]]
+        out[name] = [([e for e in pod["containers"][0]["env"] if "valueFrom" in e],
+                      pod["containers"][0].get("volumeMounts", []), pod.get("volumes", [])) for pod in pods]
+    return out
+
+
+@pytest.mark.parametrize("overrides", [(TOKEN_FILE,), CASES[-1][1]], ids=["file", "file+env"])
+def test_the_token_secret_is_mounted_where_the_serve_config_reads_it(overrides):
+    from services.serve.app import load_serve_config
+
+    docs = rendered("alarm-ca", overrides)
+    auth = load_serve_config(serve_config_v2("alarm-ca", overrides)["applications"][0]["args"]).auth
+    secret = "team-tokens" if any("token_secret" in o for o in overrides) else "alarm-tokens"  # default <name>-tokens
+    wiring = token_wiring(docs)
+    for env, mounts, volumes in wiring["rayservice.yaml"]:  # the head and every worker: ingress replicas go anywhere
+        (mount,), (volume,) = mounts, volumes
+        (item,) = volume["secret"]["items"]
+        assert volume == {"name": mount["name"], "secret": {"secretName": secret, "items": [item]}}
+        assert item["key"] == "tokens" and f"{mount['mountPath']}/{item['path']}" == auth.token_file
+        assert mount["readOnly"] and "subPath" not in mount  # a subPath mount never sees the Secret change
+        assert [(e["name"], e["valueFrom"]) for e in env] == (
+            [(auth.token_env, {"secretKeyRef": {"name": secret, "key": "tokens"}})] if auth.token_env else [])
+    assert "Bearer tokens are required" in render("alarm-ca", list(overrides))["rayservice.yaml"].split("\napiVersion")[0]
+    for name in ("rayjob-generate.yaml", "rayjob-train.yaml", "raycluster.yaml"):  # the jobs serve nothing
+        assert all(w == ([], [], []) for w in wiring[name]), name
+
+
+def test_without_auth_no_token_secret_is_needed():
+    assert all(w == ([], [], []) for ws in token_wiring(rendered("alarm-ca")).values() for w in ws)
+    env_only = token_wiring(rendered("tiny", ("serve.overrides=[auth.token_env=ALARM_TOKENS]",)))["rayservice.yaml"]
+    assert all(len(env) == 1 and mounts == volumes == [] for env, mounts, volumes in env_only)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (("serve.overrides=[auth.token_file=/etc/tokens]",), r"auth.token_file='/etc/tokens': the token Secret is mounted"),
+    (("serve.overrides=[auth.token_file=/tokens]",), "must be an absolute path of its own"),
+    (("serve.overrides=[auth.token_file=tokens]",), "must be an absolute path of its own"),
+    (("serve.overrides=[auth.token_file=/home/ray/tokens]",), "e.g. auth.token_file=/etc/alarm-auth/tokens"),
+    (("serve.overrides=[auth.token_env=ALARM_TOKENS]", "env={ALARM_TOKENS: x}"), "env.ALARM_TOKENS is set"),
+])
+def test_token_mounts_that_would_break_the_pods_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        render("tiny", list(overrides))
 
 
 # ---------------------------------------------------------------------------------------------------------------

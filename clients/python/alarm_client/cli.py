@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-tokens", type=int, default=0, help="0 = server default")
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="end the answer where TEXT first appears (repeatable, up to 4; the reasoning is not cut)")
     p.add_argument("--adapter", default="", help="adapter id (default: the server's)")
     p.add_argument("--timeout", type=float, default=300.0, help="deadline in seconds")
     p.add_argument("--health", action="store_true", help="check readiness and exit 0 iff SERVING")
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         show(client.stream(args.audio, args.prompt, system_prompt=args.system_prompt,
                            max_thinking_tokens=args.max_thinking_tokens, max_tokens=args.max_tokens,
                            temperature=args.temperature, seed=args.seed, adapter_id=args.adapter,
-                           return_reasoning=args.reasoning, no_thinking=args.no_thinking))
+                           return_reasoning=args.reasoning, no_thinking=args.no_thinking, stop=args.stop))
         return 0
     except grpc.RpcError as e:
         print(f"\nerror: {e.code().name}: {e.details()}", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -30,11 +31,13 @@ class ScriptedPhase:
     def __init__(self, *scripts: list[str], finish: str = "stop"):
         self.scripts, self.finish = scripts, finish
         self.calls: list[tuple[torch.Tensor, int]] = []
+        self.sent = 0  # tokens handed out, over all calls
 
     async def __call__(self, embeds: torch.Tensor, max_tokens: int):
         self.calls.append((embeds, max_tokens))
         tokens = self.scripts[len(self.calls) - 1]
         for t in tokens[:max_tokens]:
+            self.sent += 1
             yield PhaseDelta(t, (END_ID if t == "</think>" else OTHER_ID,))
         yield PhaseDelta("", (), "length" if len(tokens) > max_tokens else self.finish)
 
@@ -133,6 +136,64 @@ def test_an_aborted_phase_1_is_final():
     assert len(phase.calls) == 1 and r.finish_reason == "aborted" and not r.thinking_truncated
 
 
+# -- stop strings: the answer only -------------------------------------------------------------------------------
+
+
+def test_a_stop_string_ends_the_answer_and_the_engine_call_but_never_the_reasoning():
+    phase = ScriptedPhase([*REASONED, " and", " a", " dog"])
+    events, r = budget(phase, GenerationParams(max_tokens=100, max_thinking_tokens=20, stop=("dog",), **GREEDY))
+    assert (r.reasoning, r.answer, r.finish_reason, r.stop_string) == ("I hear a dog.", "A ", "stop", "dog")
+    assert r.text == "I hear a dog.\n</think>\n\nA " and r.reasoning_complete
+    assert (r.n_reasoning_tokens, r.n_answer_tokens, r.n_tokens) == (6, 3, 9)  # up to the token that completed it
+    assert phase.sent == 9  # the engine call was closed there: not one token more was asked for
+    assert joined(events, "reasoning") == r.reasoning and joined(events, "answer") == r.answer
+
+
+def test_a_stop_string_only_in_the_reasoning_changes_nothing():
+    _, plain = budget(ScriptedPhase(REASONED), GenerationParams(max_tokens=100, **GREEDY))
+    _, r = budget(ScriptedPhase(REASONED), GenerationParams(max_tokens=100, stop=("hear", "I"), **GREEDY))
+    assert r == replace(plain, first_token_ms=r.first_token_ms, decode_ms=r.decode_ms) and r.stop_string is None
+
+
+def test_a_stop_string_across_the_unforced_continuation():
+    phase = ScriptedPhase(REASONED, [" dog", ".", " Then"])  # phase 1 ends on the budget after "A"
+    events, r = budget(phase, GenerationParams(max_tokens=100, max_thinking_tokens=8, stop=("A dog",), **GREEDY))
+    assert len(phase.calls) == 2 and (r.answer, r.finish_reason, r.stop_string) == ("", "stop", "A dog")
+    assert (r.n_answer_tokens, r.n_tokens) == (3, 9) and phase.sent == 9 and joined(events, "answer") == ""
+
+
+def test_a_stop_string_in_the_forced_answer():
+    phase = ScriptedPhase(["Hmm"] * 50, ["A", " cat", " purrs", ".", " Then"])
+    events, r = budget(phase, GenerationParams(max_tokens=100, max_thinking_tokens=8, stop=("purr",), **GREEDY))
+    assert r.thinking_truncated and (r.answer, r.finish_reason, r.stop_string) == ("A cat ", "stop", "purr")
+    assert (r.n_reasoning_tokens, r.n_answer_tokens) == (8, 3) and phase.sent == 11
+    assert joined(events, "answer") == "A cat " and r.text.endswith(FORCING_SUFFIX + "A cat ")
+
+
+VOCAB = ["</think>", "\n\n", "The", " dog", " barks", " loudly", " now"]
+
+
+async def merged_phase(embeds, max_tokens):
+    """An engine that merged steps (vLLM does when its consumer lags): several tokens per delta."""
+    for ids in ([0, 1], [2, 3, 4, 5], [6]):
+        yield PhaseDelta("".join(VOCAB[i] for i in ids), tuple(ids))
+    yield PhaseDelta("", (), "stop")
+
+
+@pytest.mark.parametrize("stop", [" barks", " bar", "barks lo"])
+def test_tokens_merged_after_the_one_completing_a_stop_string_are_not_counted(stop):
+    params = GenerationParams(max_tokens=100, max_thinking_tokens=-1, stop=(stop,), **GREEDY)
+
+    async def run(detokenize):
+        return [ev async for ev in run_with_budget(merged_phase, Embedder(), torch.zeros(S, D), params,
+                                                   end_think_id=0, detokenize=detokenize)][-1].result
+
+    exact = asyncio.run(run(lambda ids: "".join(VOCAB[i] for i in ids)))
+    kept = 6 if stop == "barks lo" else 5  # "</think>" .. the token that completes the stop string
+    assert (exact.answer, exact.n_tokens, exact.n_answer_tokens) == ("The dog" + " " * (stop[0] != " "), kept, kept - 1)
+    assert asyncio.run(run(None)).n_tokens == 6  # without a detokenizer: the whole delta
+
+
 SPLIT_CASES = [
     "I hear a dog.\n</think>\n\nA dog.",
     "  \n reasoning with  inner  spaces \n\n</think>\n\n\nanswer\n",
@@ -219,6 +280,26 @@ def test_hf_stream_yields_reasoning_then_answer_deltas_that_make_the_unary_resul
     assert joined(events, "reasoning") == final.reasoning == unary.reasoning
     assert joined(events, "answer") == final.answer == unary.answer
     assert final.text == unary.text
+
+
+def test_hf_stop_string_cuts_the_answer_not_the_reasoning(hf):
+    from alarm.tiny.scripted import HEARD_OUTPUT  # "sound" is in its reasoning and in its answer
+
+    backend, tok, prompt = hf
+    params = GenerationParams(max_tokens=200, stop=("sound",), **GREEDY)
+
+    async def both():
+        return await backend.generate(prompt.embeds, params), [ev async for ev in backend.stream(prompt.embeds, params)]
+
+    r, events = asyncio.run(both())
+    reasoning, answer, _ = split_reasoning(HEARD_OUTPUT)
+    assert "sound" in reasoning and r.reasoning == reasoning
+    assert (r.answer, r.finish_reason, r.stop_string) == (answer[:answer.index("sound")], "stop", "sound")
+    ids = tok.encode(HEARD_OUTPUT, add_special_tokens=False)
+    through = next(k for k in range(len(ids)) if tok.decode(ids[:k]).count("sound") == 2)
+    assert r.n_tokens == through and r.n_reasoning_tokens + r.n_answer_tokens == through
+    assert joined(events, "answer") == r.answer and events[-1].result == replace(
+        r, first_token_ms=events[-1].result.first_token_ms, decode_ms=events[-1].result.decode_ms)
 
 
 def test_hf_small_thinking_budget_forces_and_still_finishes(hf):

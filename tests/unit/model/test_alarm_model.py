@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import uuid
 
 import numpy as np
 import pytest
@@ -77,17 +78,19 @@ def test_trained_adapter_round_trips_through_build(tmp_path):
     torch.testing.assert_close(a.audio_embeds([w])[0], b.audio_embeds([w])[0], rtol=0, atol=0)
 
 
-def test_adapter_from_s3(tmp_path, s3_endpoint, monkeypatch):
+def test_adapter_from_s3(tmp_path, s3_endpoint):
     from alarm.checkpoints import s3_filesystem
 
-    monkeypatch.setenv("ALARM_CACHE", str(tmp_path / "cache"))
     cfg = load_config(ModelConfig, "tiny-whisper")
     a = AlarmModel.build(cfg)
     save_adapter(a.adapter, cfg, tmp_path / "adapter")
     fs = s3_filesystem()
     fs.mkdir("models")
-    fs.put(str(tmp_path / "adapter"), "models/run1/adapter", recursive=True)
-    b = AlarmModel.build(cfg, adapter="s3://models/run1/adapter")
+    # a prefix no earlier run used, so the adapter is fetched, not found in the cache (an empty ALARM_CACHE
+    # would also rebuild the tiny checkpoints: a minute of this test)
+    run = f"models/{uuid.uuid4().hex}/adapter"
+    fs.put(str(tmp_path / "adapter"), run, recursive=True)
+    b = AlarmModel.build(cfg, adapter=f"s3://{run}")
     w = tone(1.0)
     torch.testing.assert_close(a.audio_embeds([w])[0], b.audio_embeds([w])[0], rtol=0, atol=0)
 

@@ -66,6 +66,36 @@ def test_what_the_openai_client_sends_becomes_the_grpc_request():
     assert spec.return_reasoning and spec.request_id == "rid" and spec.audio_uri is None
 
 
+@pytest.mark.parametrize("stop, want", [("\n\n", ("\n\n",)), (["Q:", "."], ("Q:", ".")), (None, ()), ([], ())])
+def test_stop_as_the_client_sends_it(stop, want):
+    body, _ = sent_by_the_client(model="m", messages=[{"role": "user", "content": "Hi"}], stop=stop)
+    assert to_spec(parse_body(json.dumps(body).encode()), "r").stop == want
+
+
+@pytest.mark.parametrize("stop, needle", [
+    ("", "stop[0] must be a string of 1 to 64 characters, found 0"), (["a"] * 5, "stop holds 5 strings"),
+    (["ok", "y" * 65], "stop[1] must be a string of 1 to 64 characters, found 65"),
+])
+def test_bad_stops_are_refused_at_the_edge_naming_the_field(stop, needle):
+    from services.serve.validate import validate_request
+    from tests.unit.serve import CFG
+
+    spec = to_spec(parse_body(json.dumps({"messages": [{"role": "user", "content": "x"}], "stop": stop}).encode()),
+                   "r")
+    with pytest.raises(InvalidInput) as e:
+        validate_request(spec, CFG, "r", sampling_prefix="")
+    assert needle in str(e.value)
+
+
+def test_the_client_reads_which_stop_string_ended_the_answer():
+    reply = pb.GenerateResponse(answer="A dog", finish_reason=pb.STOP, stop_string=" barks", request_id="r2")
+    out = client(lambda r: httpx.Response(200, json=completion_body(reply, "m", 1))).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "x"}], stop=" barks")
+    assert (out.choices[0].finish_reason, out.choices[0].stop_reason) == ("stop", " barks")
+    assert final_chunk(reply, "m", 1)["choices"][0]["stop_reason"] == " barks"
+    assert completion_body(REPLY, "m", 1)["choices"][0]["stop_reason"] is None  # the model's end of turn
+
+
 def test_defaults_uri_and_ensemble():
     body, _ = sent_by_the_client(model="a+b", max_tokens=12, messages=[{"role": "user", "content": [
         {"type": "text", "text": "Hi"}, {"type": "audio_url", "audio_url": {"url": "s3://b/ok/x.wav"}}]}])
@@ -88,7 +118,7 @@ def test_a_thinking_budget_of_0_answers_without_reasoning():
     (b'{"messages": []}', "messages"),
     (b'{"messages": [{"role": "robot", "content": "x"}]}', "messages.0.role"),
     (b'{"messages": [{"role": "user", "content": "x"}], "n": 2}', "n must be 1"),
-    (b'{"messages": [{"role": "user", "content": "x"}], "stop": ["."]}', "stop is not supported"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "stop": [3]}', "stop"),
     (b'{"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 0}', "max_completion_tokens"),
     (b'{"messages": [{"role": "user", "content": "x"}], "thinking_token_budget": -2}', "thinking_token_budget must be"),
     (b'{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}', "one user"),

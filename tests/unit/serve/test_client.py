@@ -45,6 +45,7 @@ def test_the_command_prints_them_apart(monkeypatch, tmp_path):
             pass
 
         def stream(self, *a, **k):
+            self.kwargs = k
             return iter(events(["The clip has", " one tone."], ["A tone."]))
 
         def close(self):
@@ -80,3 +81,25 @@ def test_no_thinking_reaches_the_request(monkeypatch, tmp_path, flags, no_thinki
     with terminal():
         assert cli.main([str(clip), "--prompt", "What is it?", *flags]) == 0
     assert sent[0]["no_thinking"] is no_thinking
+
+
+def test_stop_strings_from_the_command_line_reach_the_request(monkeypatch):
+    sent = {}
+
+    class Client:
+        def __init__(self, *a, **k):
+            pass
+
+        def stream(self, audio, prompt, **k):
+            sent["request"] = cli.make_request(audio, prompt, **k)
+            final = pb.GenerateResponse(answer="A", finish_reason=pb.STOP, stop_string="\n", request_id="r")
+            return iter([pb.GenerateStreamResponse(answer_delta="A"), pb.GenerateStreamResponse(final=final)])
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(cli, "AlarmClient", Client)
+    with terminal() as screen:
+        assert cli.main(["--prompt", "Hi", "--stop", "\n", "--stop", "Q:"]) == 0
+    assert list(sent["request"].stop) == ["\n", "Q:"] and "[STOP at '\\n';" in screen.getvalue()
+    assert list(cli.make_request(None, "Hi", stop="end").stop) == ["end"]  # one string is a list of one

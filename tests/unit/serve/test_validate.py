@@ -28,6 +28,7 @@ def test_explicit_values_and_text_only():
     assert (p.llm.temperature, p.llm.top_p, p.llm.top_k, p.llm.seed) == (0.0, 1.0, 0, 3)
     e = parse_request(req(audio_bytes=wav(), ensemble_adapter_ids=["tiny", "tiny-b"]), CFG, "r")
     assert e.adapters == ("tiny", "tiny-b")
+    assert p.llm.stop == () and parse_request(req(stop=["\n\n", "Q:"]), CFG, "r").llm.stop == ("\n\n", "Q:")
 
 
 def test_no_thinking_is_a_thinking_budget_of_0():
@@ -56,6 +57,9 @@ def test_no_thinking_is_a_thinking_budget_of_0():
     (dict(audio_uri="http://example.com/a.wav"), "audio_uri is off"),
     (dict(audio_bytes=b"\x00" * 64), "cannot decode"),
     (dict(audio_bytes=wav(61.0, rate=8000)), "60"),
+    (dict(stop=["a", "b", "c", "d", "e"]), "stop holds 5 strings; send at most 4"),
+    (dict(stop=["ok", ""]), "stop[1] must be a string of 1 to 64 characters, found 0 characters"),
+    (dict(stop=["x" * 65]), "stop[0] must be a string of 1 to 64 characters, found 65 characters"),
 ])
 def test_bad_requests_name_the_field(fields, needle):
     with pytest.raises(InvalidInput) as e:

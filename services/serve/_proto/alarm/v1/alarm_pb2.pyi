@@ -31,7 +31,7 @@ class SamplingParams(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("audio_bytes", "audio_uri", "prompt", "system_prompt", "max_thinking_tokens", "max_tokens", "sampling", "adapter_id", "ensemble_adapter_ids", "return_reasoning", "request_id", "no_thinking")
+    __slots__ = ("audio_bytes", "audio_uri", "prompt", "system_prompt", "max_thinking_tokens", "max_tokens", "sampling", "adapter_id", "ensemble_adapter_ids", "return_reasoning", "request_id", "stop", "no_thinking")
     AUDIO_BYTES_FIELD_NUMBER: _ClassVar[int]
     AUDIO_URI_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,7 @@ class GenerateRequest(_message.Message):
     ENSEMBLE_ADAPTER_IDS_FIELD_NUMBER: _ClassVar[int]
     RETURN_REASONING_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
     NO_THINKING_FIELD_NUMBER: _ClassVar[int]
     audio_bytes: bytes
     audio_uri: str
@@ -55,8 +56,9 @@ class GenerateRequest(_message.Message):
     ensemble_adapter_ids: _containers.RepeatedScalarFieldContainer[str]
     return_reasoning: bool
     request_id: str
+    stop: _containers.RepeatedScalarFieldContainer[str]
     no_thinking: bool
-    def __init__(self, audio_bytes: _Optional[bytes] = ..., audio_uri: _Optional[str] = ..., prompt: _Optional[str] = ..., system_prompt: _Optional[str] = ..., max_thinking_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., adapter_id: _Optional[str] = ..., ensemble_adapter_ids: _Optional[_Iterable[str]] = ..., return_reasoning: _Optional[bool] = ..., request_id: _Optional[str] = ..., no_thinking: _Optional[bool] = ...) -> None: ...
+    def __init__(self, audio_bytes: _Optional[bytes] = ..., audio_uri: _Optional[str] = ..., prompt: _Optional[str] = ..., system_prompt: _Optional[str] = ..., max_thinking_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., adapter_id: _Optional[str] = ..., ensemble_adapter_ids: _Optional[_Iterable[str]] = ..., return_reasoning: _Optional[bool] = ..., request_id: _Optional[str] = ..., stop: _Optional[_Iterable[str]] = ..., no_thinking: _Optional[bool] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "audio_tokens", "reasoning_tokens", "answer_tokens", "total_tokens")
@@ -87,7 +89,7 @@ class Timings(_message.Message):
     def __init__(self, decode_ms: _Optional[float] = ..., encode_ms: _Optional[float] = ..., fusion_ms: _Optional[float] = ..., first_token_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("answer", "reasoning", "reasoning_complete", "finish_reason", "usage", "timings", "request_id", "thinking_truncated")
+    __slots__ = ("answer", "reasoning", "reasoning_complete", "finish_reason", "usage", "timings", "request_id", "thinking_truncated", "stop_string")
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     REASONING_FIELD_NUMBER: _ClassVar[int]
     REASONING_COMPLETE_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +98,7 @@ class GenerateResponse(_message.Message):
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     THINKING_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    STOP_STRING_FIELD_NUMBER: _ClassVar[int]
     answer: str
     reasoning: str
     reasoning_complete: bool
@@ -104,7 +107,8 @@ class GenerateResponse(_message.Message):
     timings: Timings
     request_id: str
     thinking_truncated: bool
-    def __init__(self, answer: _Optional[str] = ..., reasoning: _Optional[str] = ..., reasoning_complete: _Optional[bool] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., request_id: _Optional[str] = ..., thinking_truncated: _Optional[bool] = ...) -> None: ...
+    stop_string: str
+    def __init__(self, answer: _Optional[str] = ..., reasoning: _Optional[str] = ..., reasoning_complete: _Optional[bool] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., request_id: _Optional[str] = ..., thinking_truncated: _Optional[bool] = ..., stop_string: _Optional[str] = ...) -> None: ...
 
 class GenerateStreamResponse(_message.Message):
     __slots__ = ("reasoning_delta", "answer_delta", "final")
