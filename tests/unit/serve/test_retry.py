@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from concurrent import futures
+from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -127,8 +128,10 @@ def test_retries_never_outlast_the_deadline(monkeypatch):
     """Every attempt fails at once with UNAVAILABLE: the pauses stop before the deadline, and every attempt gets
     time left. A fake clock, so that the check is of the logic, not of this machine's speed."""
     clock = [100.0]
-    monkeypatch.setattr(retry.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(retry.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    # the retry module's own clock only: patching time.monotonic itself would let any other thread's sleep (a
+    # server left by an earlier test) move this clock
+    monkeypatch.setattr(retry, "time", SimpleNamespace(monotonic=lambda: clock[0],
+                                                       sleep=lambda s: clock.__setitem__(0, clock[0] + s)))
     attempts = []
 
     def call(left: float):
@@ -144,8 +147,8 @@ def test_retries_never_outlast_the_deadline(monkeypatch):
 
 def test_a_pause_that_overruns_the_deadline_ends_the_retries(monkeypatch):
     clock = [0.0]
-    monkeypatch.setattr(retry.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(retry.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + 10))  # a stalled machine
+    monkeypatch.setattr(retry, "time", SimpleNamespace(  # a stalled machine
+        monotonic=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + 10)))
     attempts = []
 
     def call(left: float):
