@@ -177,6 +177,10 @@ class FilterConfig(Strict):
     max_target_tokens: int = Field(612, gt=0, description="Targets longer are flagged (rephraser's own thinking).")
     max_duration_s: float = Field(60.0, gt=0, description="Clips at or above this are flagged.")
     drop_leaks: bool = Field(False, description="Flag rows whose target still trips the lexical leak detector.")
+    drop_changed_answers: bool = Field(
+        True, description="Flag rows of a multiple-choice prompt ('Options:' then '- option' lines, MMAU's native "
+        "format) whose rephrased final answer no longer names the option R0's answer named: a rephrase must change "
+        "wording, never the answer.")
 
 
 class SplitConfig(Strict):
