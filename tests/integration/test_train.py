@@ -120,6 +120,15 @@ def test_the_adapter_is_a_function_of_the_rows_whatever_their_layout_or_cache(ra
     with pytest.raises(AssertionError, match="built its datasets again"):  # more steps: it does train on
         train_driver.run(train_cfg(tiny_corpus, tmp_path / "c", "max_steps=8", *runs["c"][1]))
 
+    # b's corpus regenerated under the same name: its run is not resumed (nor found finished) on it
+    b_corpus, b_extra = runs["b"]
+    assert json.loads((tmp_path / "b" / "t" / "corpus.json").read_text())["rows"] == 24
+    index = json.loads((b_corpus / "manifest.json").read_text())
+    index["shards"][0]["sha256"] = "0" * 64
+    (b_corpus / "manifest.json").write_text(json.dumps(index))
+    with pytest.raises(InvalidInput, match=r"was trained on corpus .*fingerprint .* now has fingerprint"):
+        train_driver.run(train_cfg(b_corpus, tmp_path / "b", "max_steps=7", *b_extra))
+
 
 @pytest.mark.slow
 def test_restarted_job_resumes_where_it_stopped(ray_cluster, tiny_corpus, tmp_path):
@@ -261,20 +270,3 @@ def test_tensorboard_events_are_written_while_training_and_resume_appends(ray_cl
     assert {"train/lr", "train/grad_norm", "train/examples_per_s", "train/token_acc"} <= set(final)
     metrics = {h["step"]: h["loss"] for h in history(run_dir) if h["kind"] == "train"}
     assert [v for _, v in final["train/loss"]] == pytest.approx([metrics[s] for s in range(1, 7)], rel=1e-6)
-
-
-def test_resuming_on_a_different_corpus_is_refused(ray_cluster, tiny_corpus, tmp_path):
-    import shutil
-
-    from services.train.driver import run
-
-    corpus = tmp_path / "corpus"
-    shutil.copytree(tiny_corpus, corpus)
-    run(train_cfg(corpus, tmp_path, "max_steps=4", "stop_after=1"))
-    assert json.loads((tmp_path / "t" / "corpus.json").read_text())["rows"] == 24
-    index = json.loads((corpus / "manifest.json").read_text())
-    index["shards"][0]["sha256"] = "0" * 64  # a regenerated shard under the same name
-    (corpus / "manifest.json").write_text(json.dumps(index))
-    with pytest.raises(InvalidInput, match=r"was trained on corpus .*fingerprint .* now has fingerprint"):
-        run(train_cfg(corpus, tmp_path, "max_steps=4"))
-
