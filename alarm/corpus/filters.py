@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from alarm.corpus.leak import find_leaks
 from alarm.corpus.schema import REJECT_REASONS
+from alarm.llm.thinking import split_reasoning
 
 if TYPE_CHECKING:
     from alarm.config import FilterConfig
@@ -57,11 +58,6 @@ def options_of(prompt: str | None) -> tuple[str, ...]:
     return tuple(line.strip()[2:].strip() for line in m.group(1).splitlines() if line.strip().startswith("- "))
 
 
-def final_answer(text: str | None) -> str:
-    """The text after the reasoning (`...</think>` then the answer); the whole text when it has no `</think>`."""
-    return (text or "").rsplit("</think>", 1)[-1].strip()
-
-
 def answer_changed(row: dict) -> bool:
     """True when the row's prompt offers options, R0's final answer names one of them, and R's final answer
     names another or none. Rows whose R0 names no option (free text, truncated reasoning) are never flagged."""
@@ -71,10 +67,10 @@ def answer_changed(row: dict) -> bool:
     choices = options_of(row.get("prompt"))
     if len(choices) < 2 or row.get("answer_rephrased") is None:
         return False
-    before, _ = text_choice(final_answer(row.get("answer_generated")), choices)
+    before, _ = text_choice(split_reasoning(row.get("answer_generated") or "")[1], choices)
     if before is None:
         return False
-    after, _ = text_choice(final_answer(row["answer_rephrased"]), choices)
+    after, _ = text_choice(split_reasoning(row["answer_rephrased"])[1], choices)
     return after != before
 
 
