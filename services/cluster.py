@@ -32,9 +32,10 @@ from alarm.errors import AlarmError
 from alarm.files import atomic_write
 from services.connect import KV_KEY, KV_NAMESPACE
 
-# Ray's fake provider, loaded as an "external" provider: the `fake_multinode` type also reads a defaults file
-# (fake_multi_node/example.yaml) that the Ray 2.60 wheel does not ship.
-PROVIDER_MODULE = "ray.autoscaler._private.fake_multi_node.node_provider.FakeMultiNodeProvider"
+# Ray's fake provider (with a runtime-env folder per node: services.local_provider), loaded as an "external"
+# provider: the `fake_multinode` type also reads a defaults file (fake_multi_node/example.yaml) that the Ray 2.60
+# wheel does not ship.
+PROVIDER_MODULE = "services.local_provider.LocalNodeProvider"
 NODE_ID_ENV = "RAY_OVERRIDE_NODE_ID_FOR_TESTING"  # set on every process of a fake node (the node's id)
 LOCAL_KEY = "alarm_local"  # our notes in the config (the scaling factor, the pods' own resources); not written out
 
