@@ -32,7 +32,9 @@ def serve_config(max_replicas: int = 2, *overrides: str) -> ServeConfig:
     `max_replicas` within seconds rather than minutes."""
     scaling = [f"deployments.{d}.autoscaling.{k}={v}" for d in SCALED for k, v in (
         ("min_replicas", 1), ("max_replicas", max_replicas), ("upscale_delay_s", 2), ("downscale_delay_s", 10))]
+    # one request in flight per LLM replica is its target: a few clients are enough to ask for a second one
     return load_config(ServeConfig, "tiny", ["deployments.colocate=true", "deployments.llm.num_gpus=1",
+                                             "deployments.llm.autoscaling.target_ongoing_requests=1",
                                              "request_timeout_s=60", *scaling, *overrides], section="serve")
 
 

@@ -60,7 +60,7 @@ class Load:
             raise ValueError(f"target={target!r}: a load test sends to 127.0.0.1 only")
         self.clients, self.max_clients, self.retries = 0, max_clients, retries
         self.timeout_s, self.clock = timeout_s, clock
-        self.request = {"max_thinking_tokens": 8, "max_tokens": 16, **request}
+        self.request = {"max_thinking_tokens": 8, "max_tokens": 32, **request}
         self.outcomes: list[Outcome] = []
         self._starts: list[float] = []  # every request's start, in flight or done: the offered load
         self._sent, self._max_requests = 0, max_requests

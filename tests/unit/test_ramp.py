@@ -59,6 +59,7 @@ def test_the_drills_application_autoscales_every_deployment_and_gives_each_llm_r
     cfg = serve_config(max_replicas=3)
     d = cfg.deployments
     assert d.colocate and d.llm.num_gpus == 1 and cfg.request_timeout_s == 60
+    assert d.llm.autoscaling.target_ongoing_requests == 1  # a few clients ask for a second LLM replica
     for spec in (d.ingress, d.fusion, d.llm):
         assert (spec.autoscaling.min_replicas, spec.autoscaling.max_replicas) == (1, 3)
 
