@@ -39,7 +39,7 @@ from alarm.cli import add_config_args, config_from_args
 from alarm.cluster import Plan, plan, ray_cluster
 from alarm.config import ClusterConfig
 from alarm.files import atomic_write
-from services.cluster import LocalCluster, nodes, wait_for
+from services.cluster import ClusterError, LocalCluster, nodes, wait_for
 from services.drills import (
     ENGINE,
     TRAIN_WORKER,
@@ -122,13 +122,18 @@ def train(cluster: LocalCluster, p: Plan, work: Path, timeline: Timeline) -> dic
 
 def serve(cluster: LocalCluster, p: Plan, work: Path, timeline: Timeline) -> dict:
     load = ramp(cluster, serve_config(), timeline)
-    _drained(cluster, timeline, 60 * cluster.config["idle_timeout_minutes"] + 180)
+    try:
+        _drained(cluster, timeline, 60 * cluster.config["idle_timeout_minutes"] + 180)
+    except ClusterError as e:
+        timeline.event("gave up", reason=str(e))
     figs = ramp_figures(timeline, load)
     r = figs["requests"]
+    gave_up = [e["reason"] for e in timeline.events if e["event"] == "gave up"]
     broken = [why for why, bad in (
         ("requests unaccounted for", r["sent"] != r["ended"]),
-        ("INTERNAL answers", any(k.startswith(("INTERNAL", "CLIENT_")) for k in r)),
-        ("UNAVAILABLE away from the kill", figs["unavailable_outside_kill"])) if bad]
+        ("INTERNAL or client-side failures", any(k.startswith(("INTERNAL", "CLIENT_")) for k in r)),
+        ("UNAVAILABLE away from the kill", figs["unavailable_outside_kill"]),
+        (f"gave up: {'; '.join(gave_up)}", gave_up)) if bad]
     return {"status": "SUCCEEDED" if not broken else "FAILED: " + ", ".join(broken), **figs}
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from alarm.config import ServeConfig, load_config
 from alarm.env import CLUSTER_NODES_ENV, GPU_RESOURCE_ENV
-from services.cluster import LocalCluster, nodes, wait_for
+from services.cluster import ClusterError, LocalCluster, nodes, wait_for
 from services.drills import Sampler, Timeline, actor_nodes, kill_when, since, worker_nodes
 from services.drills import figures as drill_figures
 from services.serve.load import Load
@@ -114,7 +114,8 @@ def ramp(cluster: LocalCluster, cfg: ServeConfig, timeline: Timeline, ramp: tupl
     """Deploy, ramp the clients up through `ramp` (each step held `hold_s`), wait at the peak for the LLM's
     replicas at their maximum, lose the node of an LLM replica, wait for readiness and the LLM replicas to come
     back, ramp down, and wait until the replicas are back at their minimum and no worker node is idle. Events: submit
-    (the deploy), serving, clients <n>, node killed, recovered, load end, scaled down. Every wait is bounded."""
+    (the deploy), serving, clients <n>, node killed, recovered, load end, scaled down, undeployed; every wait is
+    bounded, and one that runs out ends the drill with the event `gave up` (its reason) instead of an error."""
     from services.serve.client import AlarmClient
 
     app, top = cfg.name, cfg.deployments.llm.autoscaling.max_replicas
@@ -140,6 +141,8 @@ def ramp(cluster: LocalCluster, cfg: ServeConfig, timeline: Timeline, ramp: tupl
                      cfg.deployments.llm.autoscaling.downscale_delay_s + 60 * cluster.config["idle_timeout_minutes"]
                      + 240, "the replicas and the nodes back at their minimum", every_s=1.0)
             timeline.event("scaled down")
+    except ClusterError as e:  # a bounded wait ran out: the timeline so far is the finding
+        timeline.event("gave up", reason=str(e))
     finally:
         probe.close()
         undeploy(environ)

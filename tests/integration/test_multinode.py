@@ -188,6 +188,7 @@ def test_serving_scales_with_a_load_ramp_and_survives_losing_an_llm_node(cluster
     timeline = Timeline()
     load = ramp(cluster, serve_config(max_replicas=2), timeline, ramp=(1, 3, 6), hold_s=10)
     wait_for(lambda: nodes(cluster.address).count(GPU_NODES) == 0, 300, "the idle worker nodes to go")
+    assert timeline.at("gave up") is None, timeline.events
     out = figures(timeline, load)
     counts = out["requests"]
     assert counts["sent"] == counts["ended"] == len(load.outcomes) > 0, counts  # every request accounted for
