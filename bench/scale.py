@@ -171,7 +171,7 @@ def plot(report: dict, path: Path) -> None:
                     ax.step(t, v, where="post", label=series.removeprefix(prefix) or series)
             for e in sc["timeline"]["events"]:
                 if e["event"] in colors:  # the ramp's steps show in its clients panel
-                    ax.axvline(e["t"], color=colors.get(e["event"], "k"), ls="--", lw=0.8)
+                    ax.axvline(e["t"], color=colors[e["event"]], ls="--", lw=0.8)
             ax.set_ylabel(label, fontsize=8)
             if ax.has_data():
                 ax.legend(fontsize=7, loc="upper left")
