@@ -44,7 +44,7 @@ def clip(i: int, seconds: float = 1.0, rate: int = 16000) -> bytes:
 
 class Load:
     """`max_clients` threads, each with its own channel; thread k sends while k < `clients`, one request after
-    another, until `max_requests` were sent or `max_s` passed. Odd-numbered clients retry UNAVAILABLE `retries`
+    another, until `max_requests` were sent or `max_s` passed since the start. Odd-numbered clients retry UNAVAILABLE `retries`
     times (AlarmClient(retries=N)), even ones never: two populations under the same faults, counted apart.
 
     Args:
@@ -64,13 +64,14 @@ class Load:
         self.outcomes: list[Outcome] = []
         self._starts: list[float] = []  # every request's start, in flight or done: the offered load
         self._sent, self._max_requests = 0, max_requests
-        self._deadline = time.monotonic() + max_s
+        self._max_s, self._deadline = max_s, float("inf")  # from the start (__enter__)
         self._lock, self._stop = threading.Lock(), threading.Event()
         self._audio = [clip(i) for i in range(8)]
         self._threads = [threading.Thread(target=self._run, args=(k, target), name=f"load-{k}", daemon=True)
                          for k in range(max_clients)]
 
     def __enter__(self) -> Load:
+        self._deadline = time.monotonic() + self._max_s
         for t in self._threads:
             t.start()
         return self

@@ -103,3 +103,12 @@ def test_retries_lose_fewer_requests_to_an_outage(server):
     assert set(counts) <= {"OK", "UNAVAILABLE", "OK, retries=4", "UNAVAILABLE, retries=4"}, counts
     assert counts.get("UNAVAILABLE", 0) > counts.get("UNAVAILABLE, retries=4", 0), counts
     assert load.errors() == {k: v for k, v in counts.items() if k.startswith("UNAVAILABLE")}
+
+
+def test_the_time_bound_holds(server):
+    with Load(server.target, max_clients=2, max_requests=1_000_000, max_s=0.5, timeout_s=5) as load:
+        load.clients = 2
+        time.sleep(1.0)
+        sent = load.sent
+        time.sleep(0.3)
+    assert sent == load.sent == len(load.outcomes) > 0  # nothing sent past max_s, every request counted
