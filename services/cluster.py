@@ -234,14 +234,17 @@ class Nodes:
 
 def nodes(gcs_address: str) -> Nodes:
     """Nodes per type from the autoscaler's status in GCS (no driver needed)."""
+    from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID, FAKE_HEAD_NODE_TYPE
     from ray.autoscaler.v2.sdk import get_cluster_status
 
     status = get_cluster_status(gcs_address)
     running: dict[str, int] = {}
     ids: dict[str, list[str]] = {}
     for n in status.active_nodes + status.idle_nodes:
-        running[n.ray_node_type_name] = running.get(n.ray_node_type_name, 0) + 1
-        ids.setdefault(n.ray_node_type_name, []).append(n.node_id)
+        # the autoscaler may report the local head's type as node_<id>: it is the head whatever its name
+        kind = FAKE_HEAD_NODE_TYPE if n.node_id == FAKE_HEAD_NODE_ID else n.ray_node_type_name
+        running[kind] = running.get(kind, 0) + 1
+        ids.setdefault(kind, []).append(n.node_id)
     pending: dict[str, int] = {}
     for r in status.pending_launches:
         pending[r.ray_node_type_name] = pending.get(r.ray_node_type_name, 0) + r.count
