@@ -157,3 +157,21 @@ def test_audio_files_that_rows_name_must_reach_every_node(monkeypatch, tmp_path)
     store.commit(pa.table({"key": ["a", "b", "c"], "audio_uri": ["/x/a.wav", None, "s3://b/c.wav"]}),
                  "part-001-x-000000.parquet")
     assert audio_paths(store) == {"the audio_uri of 1 corpus rows, e.g.": "/x/a.wav"}  # rows without bytes
+
+
+def test_the_local_head_is_the_head_whatever_type_name_the_autoscaler_reports(monkeypatch):
+    """The autoscaler reported the local head as node_<id>: counted as a worker, the drills waited for a
+    scale-down that had happened."""
+    from types import SimpleNamespace
+
+    import ray.autoscaler.v2.sdk as sdk
+    from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID, FAKE_HEAD_NODE_TYPE
+
+    from services.cluster import nodes
+
+    head = SimpleNamespace(node_id=FAKE_HEAD_NODE_ID, ray_node_type_name=f"node_{FAKE_HEAD_NODE_ID}")
+    worker = SimpleNamespace(node_id="f" * 55 + "00002", ray_node_type_name="gpu")
+    status = SimpleNamespace(active_nodes=[worker], idle_nodes=[head], pending_launches=[], pending_nodes=[])
+    monkeypatch.setattr(sdk, "get_cluster_status", lambda gcs: status)
+    n = nodes("127.0.0.1:1")
+    assert n.running == {"gpu": 1, FAKE_HEAD_NODE_TYPE: 1} and n.ids["gpu"] == [worker.node_id]
