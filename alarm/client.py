@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--system-prompt", default=None)
     p.add_argument("--reasoning", action="store_true", help="also stream the reasoning (to stderr)")
     p.add_argument("--max-thinking-tokens", type=int, default=0, help="0 = server default, -1 = unlimited")
+    p.add_argument("--no-thinking", action="store_true", help="answer without reasoning (a thinking budget of 0)")
     p.add_argument("--max-tokens", type=int, default=0, help="0 = server default")
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--top-p", type=float, default=None)
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             args.audio, args.prompt, system_prompt=args.system_prompt, max_thinking_tokens=args.max_thinking_tokens,
             max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
             seed=args.seed, adapter_id=args.adapter, ensemble=ensemble, return_reasoning=args.reasoning,
+            no_thinking=args.no_thinking,
             stop=args.stop,
         ))
         if final is not None:

@@ -5,8 +5,8 @@
 
 A shard is committed atomically (local: temp file + rename; S3: one PUT), so any shard that exists is complete;
 its small stats file follows it (a shard without one, from a killed attempt or an older run, gets it computed
-once from the shard). Resume reads the `key` column of every shard and skips those rows: each key is written
-exactly once per run. The corpus's fingerprint hashes its shard names, row counts and checksums.
+once from the shard). Resume reads the `key` column of every shard (in a Ray task) and skips those rows: each
+key is written exactly once per run. The corpus's fingerprint hashes its shard names, row counts and checksums.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from alarm.config.base import RAY_RENAMED
+from alarm.corpus.keyset import KeySet
 from alarm.corpus.schema import COLUMNS
 from alarm.corpus.stats import shard_counts
 from alarm.errors import InvalidInput
@@ -73,7 +74,9 @@ class RunStore:
         else:
             import fsspec
 
+            opts = {}
             self.fs, self.root, self.local = fsspec.filesystem("file"), os.path.abspath(uri), True
+        self.storage_options = opts  # what a Ray worker needs to open this store: RunStore(uri, storage_options)
         self.uri = uri if not self.local else self.root
 
     def check_reachable(self) -> None:
@@ -163,9 +166,14 @@ class RunStore:
                 tables.append(pq.read_table(f, columns=columns))
         return pa.concat_tables(tables, promote_options="default") if tables else None
 
-    def committed_keys(self) -> set[str]:
-        t = self.read_shards(["key"])
-        return set(t.column("key").to_pylist()) if t is not None else set()
+    def committed_keys(self) -> KeySet:
+        """The keys of every committed shard, read shard by shard, as an exact KeySet. Millions at the paper's
+        scale: the pipeline builds it in a Ray task (services.corpus.sources.committed), never on its driver."""
+        parts = []
+        for name in self.shard_names():
+            with self.fs.open(self.path("shards", name), "rb") as f:
+                parts.append(pq.read_table(f, columns=["key"]).column("key"))
+        return KeySet.of(parts)
 
     def commit(self, table: pa.Table, name: str) -> dict:
         """Write shard `name`, then its stats file; returns its index entry {path, rows, sha256}."""

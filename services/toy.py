@@ -1,7 +1,8 @@
-"""The toy world's loop (`python -m alarm.toy`): the teacher and encoder, the data, then `alarm.generate`,
-`alarm.train` and the held-out evaluation through their real code paths on the `toy` presets, and the report.
+"""The toy world's loop (`python -m alarm.toy`): per world seed the teacher and encoder, the data, then
+`alarm.generate`, `alarm.train` and the held-out evaluation runs (the ablations) through their real code paths on
+the `toy` presets; the report over the seeds.
 
-    report = run(Path("runs/toy"), SIZES["small"])     # resumable: finished stages only check
+    summary = run(Path("runs/toy"), SIZES["small"], [0])     # resumable: finished stages only check
 """
 
 from __future__ import annotations
@@ -16,142 +17,249 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alarm.files import atomic_write
-from alarm.toy.report import TARGETS, render
 
 
 @dataclass(frozen=True)
 class Size:
     train_clips: int
-    eval_clips: int
+    per_type: int  # held-out questions per question type
     epochs: float
 
 
-# full: held-out audio-only accuracy (192 clips, in-process trainer) 86% after 10 epochs, 91% after 20, 95% after 30
-SIZES = {"full": Size(train_clips=400, eval_clips=96, epochs=30), "small": Size(train_clips=128, eval_clips=32, epochs=12)}
-TRAIN_SEED, EVAL_SEED = 1, 2  # the teacher's own descriptions come from another source (teacher.SOURCE_SEED)
-THINKING_BUDGET = 256
+SIZES = {"full": Size(train_clips=400, per_type=32, epochs=12), "small": Size(train_clips=96, per_type=4, epochs=6)}
+BUDGETS = (256, 64, 0)
+MAX_TOKENS = 192
 TEACHER = "tiny://qwen3-teacher"
+ENCODER = "pretrained://whisper-tiny.en-10s"  # the toy model preset's (its sha256 goes into the report)
 
 
-def run(out: Path, size: Size, teacher: str = TEACHER) -> dict:
+def run(out: Path, size: Size, seeds, teacher: str | None = None) -> dict:
+    """Every seed's loop (or its saved result), then the report over them; writes report.json and report.md."""
+    from alarm.toy.report import render, summarize
+
+    results = [run_seed(out / f"seed-{s}", size, s, teacher, out / "encoder-states") for s in seeds]
+    summary = summarize(results)
+    atomic_write(out / "report.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write(out / "report.md", render(summary) + "\n")
+    return summary
+
+
+def teacher_for(seed: int) -> str:
+    """The toy teacher of world `seed`: `tiny://qwen3-teacher` (seed 0) or a folder built once in the cache."""
+    if seed == 0:
+        return TEACHER
+    from alarm.tiny import ensure_tiny
+
+    return str(ensure_tiny("qwen3-teacher", seed=seed))
+
+
+def run_seed(out: Path, size: Size, seed: int, teacher: str | None, states: Path) -> dict:
+    """One world seed end to end; returns (and writes to out/result.json) its counts, times and environment."""
     from alarm.checkpoints import resolve_checkpoint
     from alarm.config import CorpusConfig, TrainConfig, load_config
-    from alarm.toy.world import toy_item, write_benchmark, write_source
+    from alarm.toy.world import eval_items, toy_items, write_benchmark, write_source
 
     times: dict[str, float] = {}
-    with _stage(times, "teacher + encoder"):
-        resolve_checkpoint(teacher)
-        resolve_checkpoint("pretrained://whisper-tiny.en")
-    with _stage(times, "data"):
-        train_items = [toy_item(TRAIN_SEED, i) for i in range(size.train_clips)]
-        eval_items = [toy_item(EVAL_SEED, i) for i in range(size.eval_clips)]
+    with _stage(times, "teacher + encoder", seed):
+        teacher = teacher or teacher_for(seed)
+        teacher_dir = resolve_checkpoint(teacher)
+        whisper_dir = resolve_checkpoint(ENCODER)
+    with _stage(times, "data", seed):
+        train_items = [it for i in range(size.train_clips) for it in toy_items(sources(seed)["train clips"], i)]
+        held_out = eval_items(sources(seed)["held-out clips"], size.per_type)
         manifest = write_source(out / "data" / "train", train_items)
-        meta = write_benchmark(out / "data" / "eval", eval_items)
-    corpus_cfg = load_config(CorpusConfig, "toy", [f"output={out}", f"engine.checkpoint={teacher}", (
-        f"sources=[{{kind: manifest, name: toy, path: '{manifest}', prompt_column: prompt, family_column: family}}]")],
-        section="corpus")
-    with _stage(times, "generate"):
+        meta = write_benchmark(out / "data" / "eval", held_out)
+    source = f"sources=[{{kind: manifest, name: toy, path: '{manifest}', prompt_column: prompt, family_column: family}}]"
+    corpora = {}
+    with _stage(times, "generate", seed):
         from services.corpus.pipeline import run as generate
 
-        stats = generate(corpus_cfg)
-    corpus = out / corpus_cfg.run_id
-    train_cfg = load_config(TrainConfig, "toy", [f"output={out}", f"corpus={corpus}", f"epochs={size.epochs}",
-                                                  f"model.llm.checkpoint={teacher}"],
-                            section="train")
-    with _stage(times, "train"):
+        for name, extra in (("R", []), ("R0", ["run_id=toy-corpus-r0", "rephrase.enabled=false"])):
+            cfg = load_config(CorpusConfig, "toy", [f"output={out}", f"engine.checkpoint={teacher}", source, *extra],
+                              section="corpus")
+            generate(cfg)
+            corpora[name] = out / cfg.run_id
+    adapters, trained = {}, {}
+    with _stage(times, "train", seed):
         from services.train.driver import run as train
 
-        summary = train(train_cfg)
-    with _stage(times, "eval"):
-        scores = asyncio.run(_evaluate(out, meta, eval_items, summary["adapter"], teacher))
-    report = {
-        "size": size.__dict__,
-        "corpus": {"rows": stats["rows"], "kept": stats["kept"], "leak_rate": stats["leak_rate"]},
-        "train": {k: summary[k] for k in ("steps", "train_examples", "first_loss", "last_loss", "last_val_loss")},
-        "accuracy": {"audio": scores["audio"], "teacher_text": scores["text"], "chance": 1 / len(eval_items[0].choices)},
-        "parse_ok": {"audio": scores["audio_parse_ok"], "teacher_text": scores["text_parse_ok"]},
-        "audio_per_kind": scores["audio_per_kind"],
-        "seconds": {k: round(v, 1) for k, v in times.items()}, "total_s": round(sum(times.values()), 1),
+        for name in ("R", "R0"):
+            cfg = load_config(TrainConfig, "toy", [
+                f"output={out}", f"corpus={corpora[name]}", f"epochs={size.epochs}", f"model.llm.checkpoint={teacher}",
+                f"encoders.cache_dir={states}", *(["run_id=toy-train-r0"] if name == "R0" else [])], section="train")
+            summary = train(cfg)
+            adapters[name] = summary["adapter"]
+            trained[name] = {k: summary[k] for k in ("steps", "train_examples", "first_loss", "last_loss")}
+    with _stage(times, "eval", seed):
+        runs, text_identical = asyncio.run(_evaluate(out, meta, held_out, adapters, teacher))
+    result = {
+        "seed": seed, "size": size.__dict__, "corpus": _corpus_facts(corpora), "train": trained,
+        "eval": {"items": len(held_out), "per_type": size.per_type, "chance": _chance(held_out)},
+        "per_type": _per_type(runs), "runs": {k: _totals(v) for k, v in runs.items()},
+        "text_identical": text_identical, "depends_on": depends_on(seed, teacher_dir, whisper_dir),
+        "seconds": {k: round(v, 1) for k, v in times.items()},
     }
-    upper = report["accuracy"]["teacher_text"]
-    report["accuracy"]["audio_vs_teacher"] = report["accuracy"]["audio"] / upper if upper else None
-    report["targets"] = TARGETS
-    report["targets_met"] = (report["accuracy"]["audio_vs_teacher"] or 0) >= TARGETS["audio_vs_teacher"] and \
-        stats["leak_rate"]["rephrased"] <= TARGETS["leak_after"]
-    atomic_write(out / "report.json", json.dumps(report, indent=2) + "\n")
-    atomic_write(out / "report.md", render(report) + "\n")
-    return report
+    atomic_write(out / "result.json", json.dumps(result, indent=2) + "\n")
+    return result
 
 
-async def _evaluate(out: Path, meta: Path, items: list, adapter: str, teacher: str) -> dict:
-    """Held-out questions through one in-process serving pipeline: audio only, then the teacher with the text."""
-    from alarm.checkpoints import resolve_checkpoint
+def sources(seed: int) -> dict[str, int]:
+    """The synthetic sources of world `seed`: training clips, held-out clips and the teacher's own clips."""
+    from alarm.tiny.teacher import source_seed
+
+    return {"train clips": 10 * seed + 1, "held-out clips": 10 * seed + 2, "teacher clips": source_seed(seed)}
+
+
+def depends_on(seed: int, teacher_dir: Path, whisper_dir: Path) -> dict:
+    """What this seed's numbers depend on besides the code: seeds, threads, the CPU kernels torch picked, weights."""
+    import torch
+
+    return {"world seed": seed, **{f"{k} (source seed)": v for k, v in sources(seed).items()},
+            "torch": torch.__version__, "torch threads (this process)": torch.get_num_threads(),
+            "torch CPU capability": torch.backends.cpu.get_cpu_capability(),
+            "teacher sha256": _sha256(Path(teacher_dir) / "model.safetensors")[:16],
+            "whisper sha256": _sha256(Path(whisper_dir) / "model.safetensors")[:16]}
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _chance(items: list) -> float:
+    from alarm.toy.world import chance
+
+    return chance(items)
+
+
+def _corpus_facts(corpora: dict[str, Path]) -> dict:
+    """Rows, kept rows, distinct targets, and the leak rates of R0 and R under both judges."""
+    from alarm.toy.judge import leak_rates
+    from services.storage import RunStore
+
+    t = RunStore(str(corpora["R"])).read_shards(["keep", "answer_generated", "answer_rephrased", "target"])
+    rows = t.to_pylist()
+    kept = [r for r in rows if r["keep"]]
+    return {"rows": len(rows), "kept": len(kept), "distinct_targets": len({r["target"] for r in kept}),
+            "leak": {"R0": leak_rates([r["answer_generated"] or "" for r in rows]),
+                     "R": leak_rates([r["answer_rephrased"] or "" for r in rows])}}
+
+
+# -- evaluation --------------------------------------------------------------------------------------------------
+
+
+async def _evaluate(out: Path, meta: Path, items: list, adapters: dict[str, str], teacher: str):
+    """Every evaluation run's scored items, and the text-only answers with and without the adapters compared."""
     from alarm.config import ServeConfig, load_config
-    from alarm.eval.benchmarks import load_items
-    from alarm.eval.harness import run_benchmark
-    from alarm.eval.runner import RunSettings
-    from alarm.toy.world import audio_path
     from services.serve.local import LocalPipeline
 
-    cfg = load_config(ServeConfig, "toy", [f"adapters.toy.checkpoint={adapter}", f"model.llm.checkpoint={teacher}"],
-                      section="serve")
+    descriptions = {str(meta.parent / _audio_path(it)): it.description for it in items}
+    weights = {k: _adapter_sha(v) for k, v in adapters.items()}
+    cfg = load_config(ServeConfig, "toy", [f"model.llm.checkpoint={teacher}", "adapters.toy=null",
+                                          f"adapters.r.checkpoint={adapters['R']}",
+                                          f"adapters.r0.checkpoint={adapters['R0']}", "default_adapter=r",
+                                          "max_adapters_per_replica=2"], section="serve")
+    runs = {}
     pipe = await LocalPipeline.create(cfg)
-    with open(Path(resolve_checkpoint(adapter)) / "adapter.safetensors", "rb") as f:  # a retrained adapter is
-        weights = hashlib.file_digest(f, "sha256").hexdigest()[:16]  # another model: never resume its answers
-    root = meta.parent
-    descriptions = {str(root / audio_path(it)): it.description for it in items}
-    settings = RunSettings("mmau", "native", THINKING_BUDGET, 0, None, None, None)
-    bench = load_items("mmau", [meta])
-    scores = {}
-    try:
-        for name, answerer in (("audio", _Shared(pipe)), ("text", _DescriptionInstead(pipe, descriptions))):
-            folder = out / "eval" / name
-
-            async def make(a=answerer):
-                return a
-
-            model = f"toy {name}: {teacher}" + (f", adapter sha256 {weights}" if name == "audio" else "")
-            await run_benchmark(bench, [meta], str(root), folder, settings, make, model=model, concurrency=8,
-                                max_errors=1, scorers=("strict",))
-            rep = json.loads((folder / "report.json").read_text())
-            scores[name] = rep["scores"]["strict"]["overall"]["accuracy"]
-            scores[f"{name}_parse_ok"] = rep["parse"]["ok"] / max(rep["items"]["answered"], 1)
-            scores[f"{name}_per_kind"] = {k: c["accuracy"] for k, c in
-                                          rep["scores"]["strict"]["groups"].get("sub-category", {}).items()}
+    try:  # the text-only run at the same time as audio requests: they share the engine's batches and caches
+        main_run, text_run = await asyncio.gather(
+            _run(out / "eval" / "R@256", meta, Answerer(pipe, "r"), 256, f"adapter r sha256 {weights['R']}"),
+            _run(out / "eval" / "teacher", meta, Answerer(pipe, None, descriptions), 256, "teacher, text only"))
+        runs.update({"R@256": main_run, "teacher": text_run})
+        for budget in BUDGETS[1:]:
+            runs[f"R@{budget}"] = await _run(out / "eval" / f"R@{budget}", meta, Answerer(pipe, "r"), budget,
+                                             f"adapter r sha256 {weights['R']}")
+        runs["R0@256"] = await _run(out / "eval" / "R0@256", meta, Answerer(pipe, "r0"), 256,
+                                    f"adapter r0 sha256 {weights['R0']}")
     finally:
         await pipe.aclose()
-    return scores
+    base = load_config(ServeConfig, "toy", [f"model.llm.checkpoint={teacher}"], section="serve")  # untrained adapter
+    pipe = await LocalPipeline.create(base)
+    try:
+        alone = await _run(out / "eval" / "teacher-alone", meta, Answerer(pipe, None, descriptions), 256,
+                           "teacher, text only, no trained adapter")
+    finally:
+        await pipe.aclose()
+    pairs = [(a["record"], b["record"]) for a, b in zip(text_run, alone, strict=True)]
+    same = sum((a["answer"], a["reasoning"]) == (b["answer"], b["reasoning"]) for a, b in pairs)
+    return runs, {"same": same, "n": len(pairs)}
 
 
-class _Shared:
-    """The in-process pipeline as an `Answerer` that leaves the pipeline open (two runs share it)."""
+async def _run(folder: Path, meta: Path, answerer, budget: int, model: str) -> list[dict]:
+    """One evaluation run (resumable, keyed by `model`); every item with its parse, correctness and record."""
+    from alarm.eval.benchmarks import load_items
+    from alarm.eval.harness import run_benchmark
+    from alarm.eval.report import score_predictions
+    from alarm.eval.runner import PredictionStore, RunSettings
 
-    def __init__(self, pipe):
-        from services.serve.answerers import LocalAnswerer
+    settings = RunSettings("mmau", "native", budget, MAX_TOKENS, 0.0, None, None)
+    bench = load_items("mmau", [meta])
 
-        self.local = LocalAnswerer(pipe, temperature=0.0)
+    async def make():
+        return answerer
+
+    await run_benchmark(bench, [meta], str(meta.parent), folder, settings, make, model=model, concurrency=32,
+                        max_errors=1, scorers=("strict",))
+    scored = score_predictions(bench, PredictionStore(folder / "predictions.jsonl").load(), benchmark="mmau",
+                               fmt="native", scorers=("strict",))
+    return [{"qtype": it.groups["sub-category"], "correct": p.index == it.gold, "parsed": p.parse_ok,
+             "record": rec} for it, rec, p in scored.rows]
+
+
+def _totals(scored: list[dict]) -> dict:
+    from alarm.toy.judge import leak_rates, own_reasoning
+
+    return {"n": len(scored), "correct": sum(s["correct"] for s in scored),
+            "parsed": sum(s["parsed"] for s in scored),
+            "leak": leak_rates([own_reasoning(s["record"].get("reasoning") or "") for s in scored])}
+
+
+def _per_type(runs: dict[str, list[dict]]) -> dict[str, dict]:
+    from alarm.toy.world import QTYPES
+
+    return {q: {name: {k: v for k, v in _totals([s for s in scored if s["qtype"] == q]).items() if k != "leak"}
+                for name, scored in runs.items()} for q in QTYPES}
+
+
+def _adapter_sha(adapter: str) -> str:
+    from alarm.checkpoints import resolve_checkpoint
+
+    return _sha256(Path(resolve_checkpoint(adapter)) / "adapter.safetensors")[:16]
+
+
+def _audio_path(item) -> str:
+    from alarm.toy.world import audio_path
+
+    return audio_path(item)
+
+
+class Answerer:
+    """The in-process pipeline as an `alarm.eval` answerer for one adapter (left open: runs share it); with
+    `descriptions` the clip's text description goes where the audio would be (text only, as in self-generation).
+    Every toy run states its thinking budget, so 0 here means none (`no_thinking`), not the server's default."""
+
+    def __init__(self, pipe, adapter: str | None, descriptions: dict[str, str] | None = None):
+        self.pipe, self.adapter, self.descriptions = pipe, adapter, descriptions
 
     async def answer(self, audio, prompt, system_prompt, max_thinking_tokens, max_tokens, seed):
-        return await self.local.answer(audio, prompt, system_prompt, max_thinking_tokens, max_tokens, seed)
+        from services.serve._proto.alarm.v1.alarm_pb2 import FinishReason
+        from services.serve.client import make_request
 
-
-class _DescriptionInstead(_Shared):
-    """The teacher reading the clip's description where the audio would be (text only), as in self-generation."""
-
-    def __init__(self, pipe, descriptions: dict[str, str]):
-        super().__init__(pipe)
-        self.descriptions = descriptions
-
-    async def answer(self, audio, prompt, system_prompt, max_thinking_tokens, max_tokens, seed):
-        d = self.descriptions[str(audio)]
-        return await self.local.answer(None, f"<start_audio>{d}<end_audio>\n\n{prompt}", system_prompt,
-                                       max_thinking_tokens, max_tokens, seed)
+        if self.descriptions is not None:
+            prompt, audio = f"<start_audio>{self.descriptions[str(audio)]}<end_audio>\n\n{prompt}", None
+        req = await asyncio.to_thread(make_request, audio, prompt, system_prompt=system_prompt,
+                                      max_thinking_tokens=max_thinking_tokens, max_tokens=max_tokens,
+                                      temperature=0.0, seed=seed, adapter_id=self.adapter or "",
+                                      return_reasoning=True, no_thinking=max_thinking_tokens == 0)
+        reply = await self.pipe.generate(req)
+        return reply.answer, reply.reasoning, FinishReason.Name(reply.finish_reason)
 
 
 @contextmanager
-def _stage(times: dict[str, float], name: str):
-    print(f"[toy] {name} ...", file=sys.stderr, flush=True)
+def _stage(times: dict[str, float], name: str, seed: int):
+    print(f"[toy seed {seed}] {name} ...", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     yield
     times[name] = time.perf_counter() - t0
-    print(f"[toy] {name}: {times[name]:.1f} s", file=sys.stderr, flush=True)
+    print(f"[toy seed {seed}] {name}: {times[name]:.1f} s", file=sys.stderr, flush=True)
+

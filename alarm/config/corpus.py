@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import unquote
 
 from pydantic import Field, field_validator, model_validator
 
@@ -19,6 +20,34 @@ GENERATION_SYSTEM_PROMPT = (
 )
 
 Family = Literal["transcript", "caption", "labels", "speaker", "turns", "quality", "music", "spoof", "generic"]
+
+
+# hf://datasets/OWNER/NAME@REVISION/PATH: the form huggingface_hub's HfFileSystem reads, revision pinned.
+HF_URI = re.compile(r"^hf://datasets/(?P<repo>[^/@]+/[^/@]+)@(?P<revision>[^/]+)/(?P<path>.+)$")
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def pinned(path: str) -> str:
+    """`path` if it is not hf://, or is hf:// pinned to a commit.
+
+    A branch or tag is refused: HfFileSystem resolves it again at every listing and open, so a branch that moves
+    during a run would give workers different files, and a rerun (resume) other rows under the same keys.
+    """
+    if not path.startswith("hf://"):
+        return path
+    m = HF_URI.match(path)
+    if m is None:
+        raise ValueError(f"{path!r} is not hf://datasets/OWNER/NAME@REVISION/PATH; pin the dataset's revision "
+                         "(a commit sha) after '@' so every run reads the same files")
+    if not COMMIT.match(m["revision"]):
+        branch = unquote(m["revision"])
+        raise ValueError(
+            f"{path!r} names revision {m['revision']!r}, a branch or tag, not a commit: it can move during a run "
+            "or between runs. Pin the commit: its 40-hex sha after '@', or `revision: SHA` on a parquet source or "
+            f"recipe ({{recipe: NAME, revision: SHA}}); huggingface_hub's HfApi().dataset_info({m['repo']!r}, "
+            f"revision={branch!r}).sha is the commit that branch is at now"
+        )
+    return path
 
 
 class SyntheticSourceConfig(Strict):
@@ -45,6 +74,8 @@ class ManifestSourceConfig(Strict):
     instruction: bool = Field(False, description="Instruction data: the prompt is given, R0 is not rephrased.")
     limit: int | None = Field(None, gt=0, description="Read at most this many rows (smoke runs).")
 
+    _pinned = field_validator("path")(pinned)
+
 
 class HFDatasetSourceConfig(Strict):
     kind: Literal["hf_dataset"] = "hf_dataset"
@@ -55,10 +86,6 @@ class HFDatasetSourceConfig(Strict):
     id_column: str | None = Field(None, description="Unique id column; default: the row index.")
     audio_column: str = "audio"
     limit: int | None = Field(None, gt=0)
-
-
-# hf://datasets/OWNER/NAME@REVISION/PATH: the form huggingface_hub's HfFileSystem reads, revision pinned.
-HF_URI = re.compile(r"^hf://datasets/(?P<repo>[^/@]+/[^/@]+)@(?P<revision>[^/]+)/(?P<path>.+)$")
 
 
 class ParquetSourceConfig(Strict):
@@ -81,14 +108,23 @@ class ParquetSourceConfig(Strict):
         "every column other than id/audio/prompt/family. Integer class labels are rendered as their names when "
         "the file carries the `datasets` features.")
     limit: int | None = Field(None, gt=0, description="Read at most this many rows, in file order (smoke runs).")
+    revision: str | None = Field(
+        None, pattern=COMMIT.pattern, description="For an hf:// path: the commit sha to read, in place of the "
+        "revision the path names (a recipe that names a branch is refused without it).")
 
-    @field_validator("path")
+    @model_validator(mode="before")
     @classmethod
-    def _pinned(cls, path: str) -> str:
-        if path.startswith("hf://") and not HF_URI.match(path):
-            raise ValueError(f"{path!r} is not hf://datasets/OWNER/NAME@REVISION/PATH; pin the dataset's revision "
-                             "(a commit sha) after '@' so every run reads the same files")
-        return path
+    def _set_revision(cls, data: Any) -> Any:
+        rev, path = (data.get("revision"), data.get("path")) if isinstance(data, dict) else (None, None)
+        if not (isinstance(rev, str) and COMMIT.match(rev)):
+            return data  # absent, or refused by its pattern
+        m = HF_URI.match(path) if isinstance(path, str) else None
+        if m is None:
+            raise ValueError(f"revision={rev!r} applies to an hf://datasets/OWNER/NAME@REVISION/PATH path; "
+                             f"path is {path!r}: drop the revision or point path at the hub")
+        return {**data, "path": f"hf://datasets/{m['repo']}@{rev}/{m['path']}"}
+
+    _pinned = field_validator("path")(pinned)
 
 
 SourceConfig = Annotated[
@@ -177,6 +213,10 @@ class FilterConfig(Strict):
     max_target_tokens: int = Field(612, gt=0, description="Targets longer are flagged (rephraser's own thinking).")
     max_duration_s: float = Field(60.0, gt=0, description="Clips at or above this are flagged.")
     drop_leaks: bool = Field(False, description="Flag rows whose target still trips the lexical leak detector.")
+    drop_changed_answers: bool = Field(
+        True, description="Flag rows of a multiple-choice prompt ('Options:' then '- option' lines, MMAU's native "
+        "format) whose rephrased final answer no longer names the option R0's answer named: a rephrase must change "
+        "wording, never the answer.")
 
 
 class SplitConfig(Strict):

@@ -40,6 +40,11 @@ class EncoderPoolConfig(Strict):
         False, description="Encode every clip once, keep the states in the Ray object store and reuse them every "
         "epoch (small corpora: the states of all clips must fit; the encoder actors are released before training)."
     )
+    cache_dir: str | None = Field(
+        None, description="A local folder (on every node) holding each clip's states by a hash of the encoder and "
+        "the clip: clips found there are not encoded again (ablations on one corpus, questions sharing a clip, "
+        "reruns). float32 as encoded, about T x layers x width x 4 bytes per clip."
+    )
 
 
 class TrainWorkersConfig(Strict):

@@ -9,11 +9,13 @@ applied here, to the rows the trainer reads (in the reference they never were: D
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from alarm.corpus.leak import find_leaks
 from alarm.corpus.schema import REJECT_REASONS
+from alarm.llm.thinking import split_reasoning
 
 if TYPE_CHECKING:
     from alarm.config import FilterConfig
@@ -42,6 +44,34 @@ def target_of(row: dict) -> tuple[str | None, str]:
         return (r0, "generated") if r0 is not None else (None, "none")
     r = row.get("answer_rephrased")
     return (r, "rephrased") if r is not None else (None, "none")
+
+
+_OPTIONS = re.compile(r"\n\s*Options:\s*\n((?:[ \t]*- [^\n]+\n?)+)")
+
+
+def options_of(prompt: str | None) -> tuple[str, ...]:
+    """The options of a multiple-choice prompt in MMAU's native format ('Options:' then one '- text' line each);
+    () for any other prompt."""
+    m = _OPTIONS.search("\n" + (prompt or ""))
+    if not m:
+        return ()
+    return tuple(line.strip()[2:].strip() for line in m.group(1).splitlines() if line.strip().startswith("- "))
+
+
+def answer_changed(row: dict) -> bool:
+    """True when the row's prompt offers options, R0's final answer names one of them, and R's final answer
+    names another or none. Rows whose R0 names no option (free text, truncated reasoning) are never flagged."""
+    # imported here: alarm.eval imports the config (pydantic), which this module must not at import time
+    from alarm.eval.parsing import text_choice
+
+    choices = options_of(row.get("prompt"))
+    if len(choices) < 2 or row.get("answer_rephrased") is None:
+        return False
+    before, _ = text_choice(split_reasoning(row.get("answer_generated") or "")[1], choices)
+    if before is None:
+        return False
+    after, _ = text_choice(split_reasoning(row["answer_rephrased"])[1], choices)
+    return after != before
 
 
 def _audio_reasons(row: dict, cfg: FilterConfig) -> list[str]:
@@ -104,6 +134,8 @@ def flag_row(row: dict, cfg: FilterConfig, count_tokens: Callable[[str], int] | 
             flags.append("too_many_tokens")
         if cfg.drop_leaks and not row.get("instruction") and find_leaks(target):
             flags.append("leak")
+        if cfg.drop_changed_answers and source == "rephrased" and answer_changed(row):
+            flags.append("answer_changed")
     if row.get("judge_label") == "yes":
         flags.append("judge_leak")
     if not flags and not (target or "").strip():  # never keep a row without a target, whatever the stage left

@@ -130,6 +130,21 @@ def row_count(file: SourceFile, storage_options: dict | None = None) -> int:
             raise InvalidInput(f"cannot read manifest {file.uri} as Parquet: {type(e).__name__}: {e}") from e
 
 
+def row_bytes(file: SourceFile, storage_options: dict | None = None) -> int | None:
+    """About how many bytes a row of a Parquet file (its footer: uncompressed size over rows) or an Arrow file (its
+    size over rows) holds; None for a JSONL/CSV manifest (its rows are paths and a few fields)."""
+    if file.fmt == "arrow":
+        return os.path.getsize(local(file.uri)) // max(row_count(file), 1)
+    if file.fmt != "parquet":
+        return None
+    with open_file(file.uri, storage_options) as f:
+        try:
+            meta = pq.ParquetFile(f).metadata
+        except (pa.ArrowException, OSError, ValueError) as e:
+            raise InvalidInput(f"cannot read manifest {file.uri} as Parquet: {type(e).__name__}: {e}") from e
+    return sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)) // max(meta.num_rows, 1)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # readers
 

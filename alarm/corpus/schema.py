@@ -81,6 +81,8 @@ REJECT_REASONS: dict[str, str] = {
     "too_many_tokens": "target longer than filters.max_target_tokens (e.g. the rephraser's own reasoning)",
     "leak": "the target still trips the lexical leak detector (only when filters.drop_leaks)",
     "judge_leak": "the LLM leak judge answered YES",
+    "answer_changed": "the prompt is a multiple-choice question and the rephrased final answer names another option "
+                      "than R0's, or none (only when filters.drop_changed_answers)",
     "generate_failed": "self-generation failed or produced no R0 (finish_reason_generate == 'error')",
     "rephrase_failed": "rephrasing failed (finish_reason_rephrase == 'error') or returned a malformed answer",
 }

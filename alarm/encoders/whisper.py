@@ -17,6 +17,7 @@ from alarm.audio.features import FrontEnd
 from alarm.encoders import family
 from alarm.encoders.base import FrozenEncoder, stack
 from alarm.encoders.checkpoint import CheckpointFormat, hf_fields, random_state, write_folder
+from alarm.errors import CheckpointMismatch
 
 PIECE = 480_000  # 30 s at 16 kHz
 N_FFT, HOP = 400, 160
@@ -27,7 +28,8 @@ class FrozenWhisper(FrozenEncoder):
     """Input `(B, T_mel, M)` log-mel, T_mel a multiple of 3000, M = the checkpoint's `num_mel_bins` (128 for
     large-v3, 80 for tiny.en).
 
-    No mask: the Whisper encoder always sees full 3000-frame chunks (padding included), as in the reference.
+    No mask: the Whisper encoder always sees full windows (padding included), as in the reference: 3000 frames
+    (30 s), or `chunk` = 2 x max_source_positions for a checkpoint with a shorter audio context.
     """
 
     name = "whisper"
@@ -54,7 +56,15 @@ def build(cfg: dict, layers: list[int]) -> nn.Module:
     from transformers import WhisperConfig
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-    return FrozenWhisper(WhisperEncoder(WhisperConfig(**hf_fields(cfg))), layers)
+    # the window the checkpoint encodes: 2 mel frames per position (30 s = 3000 frames, or fewer, e.g. 10 s), a
+    # divisor of the 3000-frame pieces the front-end pads to
+    piece = family("whisper").chunk
+    chunk = 2 * int(cfg.get("max_source_positions", 1500))
+    if chunk <= 0 or piece % chunk:
+        raise CheckpointMismatch(f"whisper config.json: max_source_positions={cfg.get('max_source_positions')} "
+                                 f"gives {chunk}-frame windows, which do not divide the front-end's {piece}-frame "
+                                 f"pieces; use 1500 (30 s) or a divisor such as 500 (10 s)")
+    return FrozenWhisper(WhisperEncoder(WhisperConfig(**hf_fields(cfg))), layers, chunk)
 
 
 def checkpoint_key(key: str) -> str | None:

@@ -47,7 +47,8 @@ class GenerationParams:
 
     Attributes:
         max_tokens: Cap on new tokens, reasoning and answer together (the forcing sentence is not counted).
-        max_thinking_tokens: Phase-1 budget in new tokens; -1 = unlimited (one call). 0 is invalid.
+        max_thinking_tokens: Phase-1 budget in new tokens; -1 = unlimited (one call); 0 = no thinking (no phase
+            1: the forcing sentence closes the reasoning at once).
         temperature: In [0, 2]; 0 = greedy (the ranges are `alarm.llm.limits`, vLLM's).
         top_p: In (0, 1]; 1 = disabled.
         top_k: >= 0; 0 = disabled.
@@ -231,9 +232,10 @@ async def run_with_budget(
 ) -> AsyncIterator[StreamEvent]:
     """Generate with the two-phase thinking budget, streaming reasoning and answer deltas, then the final result.
 
-    Phase 1 runs with `min(max_thinking_tokens, max_tokens)` (or `max_tokens` alone when the budget is -1). If it
-    stopped on length without closing `</think>`, the forcing sentence is appended (as embeddings of phase-1 text +
-    FORCING_SUFFIX after the prompt) and phase 2 runs with the `max_tokens - phase1_tokens` left, if any. If it
+    Phase 1 runs with `min(max_thinking_tokens, max_tokens)` (or `max_tokens` alone when the budget is -1; not at
+    all when it is 0, as if it had stopped on length at once). If it stopped on length without closing `</think>`,
+    the forcing sentence is appended (as embeddings of phase-1 text + FORCING_SUFFIX after the prompt) and phase 2
+    runs with the `max_tokens - phase1_tokens` left, if any. If it
     stopped on length after closing `</think>`, phase 2 continues the answer from the phase-1 text, unforced (the
     reference would return the answer cut at the budget). When a stop string completes in the answer, the engine
     call is closed (which aborts it) and the request ends with finish_reason "stop".
@@ -250,16 +252,19 @@ async def run_with_budget(
     run = _Run(phase, params.stop, detokenize)
     budget = params.max_thinking_tokens
     p1, p2 = _PhaseOut(), _PhaseOut()
-    cap1 = params.max_tokens if budget < 0 else min(budget, params.max_tokens)
-    async with aclosing(run.phase(prompt_embeds, cap1, p1, "phase 1")) as events:
-        async for ev in events:
-            yield ev
+    if budget == 0:  # no thinking: phase 1 ends before it starts, so the forcing sentence comes first
+        p1.fin = "length"
+    else:
+        cap1 = params.max_tokens if budget < 0 else min(budget, params.max_tokens)
+        async with aclosing(run.phase(prompt_embeds, cap1, p1, "phase 1")) as events:
+            async for ev in events:
+                yield ev
 
     # Phase 2 when the budget (not EOS, not a stop string) ended phase 1 and tokens are left: forced if still
     # reasoning; a plain continuation if the reasoning closed in time, so the answer is never cut by the budget
     left = params.max_tokens - len(p1.ids)
     forced = needs_forcing(Completion(p1.text, len(p1.ids), p1.fin))
-    phase2 = budget > 0 and p1.fin == "length" and left > 0
+    phase2 = budget >= 0 and p1.fin == "length" and left > 0
     if phase2:
         for ev in run.feed(FORCING_SUFFIX if forced else ""):
             yield ev

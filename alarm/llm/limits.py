@@ -9,7 +9,7 @@ the transformers backend follows them so that both backends accept exactly the s
     top_k                >= 0; 0 = disabled; values over the vocabulary size keep every token
     seed                 in [0, 2^63 - 1] or unset (vLLM reads -1 as "no seed", so negatives are refused)
     max_tokens           >= 1 (and the prompt plus max_tokens within the context, checked where the prompt is known)
-    max_thinking_tokens  >= 1 or -1 (unlimited)
+    max_thinking_tokens  >= 0 or -1 (unlimited); 0 = no thinking (the forcing sentence closes the reasoning at once)
     stop                 at most 4 strings (vLLM's VLLM_MAX_STOP_STRINGS), each 1 to 64 characters (ours: a stream
                          holds back up to 63 characters of answer that may still become a stop string)
 """
@@ -45,8 +45,8 @@ def length_problem(max_tokens: int, max_thinking_tokens: int) -> tuple[str, str]
     """(field, what it must be) for an out-of-range token cap, or None."""
     if max_tokens < 1:
         return "max_tokens", ">= 1"
-    if max_thinking_tokens < 1 and max_thinking_tokens != -1:
-        return "max_thinking_tokens", ">= 1 or -1 (unlimited)"
+    if max_thinking_tokens < -1:
+        return "max_thinking_tokens", ">= 0 (0 = no thinking) or -1 (unlimited)"
     return None
 
 

@@ -58,15 +58,17 @@ def tiny_root() -> Path:
     return env.cache_dir() / "tiny"
 
 
-def ensure_tiny(name: str, root: Path | None = None) -> Path:
-    """The folder of tiny checkpoint `name`, built first if missing (safe across processes)."""
+def ensure_tiny(name: str, root: Path | None = None, seed: int = SEED) -> Path:
+    """The folder of tiny checkpoint `name` built from `seed` (`tiny://` names use `SEED`), built first if missing
+    (safe across processes)."""
     build = builder(name)
     root = root or tiny_root()
-    dest = root / f"{name}-v{TINY_VERSION}-{cache_key(name, build, SEED)}"
+    tag = f"-seed{seed}" if seed != SEED else ""
+    dest = root / f"{name}{tag}-v{TINY_VERSION}-{cache_key(name, build, seed)}"
 
     def make(tmp: Path) -> None:
-        build(tmp, SEED)
-        (tmp / "tiny.json").write_text(json.dumps({"name": name, "version": TINY_VERSION, "seed": SEED}) + "\n")
+        build(tmp, seed)
+        (tmp / "tiny.json").write_text(json.dumps({"name": name, "version": TINY_VERSION, "seed": seed}) + "\n")
 
     return build_once(dest, make)
 

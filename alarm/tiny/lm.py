@@ -32,13 +32,17 @@ def one_deterministic_thread():
 
 
 
-def train_sampled(model, tok, batches: Batches, out_ids: list[int], seed: int, lr_max: float) -> list[float]:
+def train_sampled(model, tok, batches: Batches, out_ids: list[int], seed: int, lr_max: float,
+                  share_prefix: bool = False) -> list[float]:
     """Train a causal LM on (sequence, prompt length) batches, loss on the tokens after the prompt only.
 
     AdamW on the body and a lazy Adam on the tied embedding rows a step touches; a sampled softmax, exact over
     `out_ids` and every token of the batch, uniform negatives for the rest with a log(|R|/K) correction (the
     151,936-way logits would otherwise dominate CPU time); warmup + cosine over len(batches) steps; the
     gradient clipped to norm 1. Deterministic for a seed (one thread, deterministic algorithms).
+
+    share_prefix: run the prompt prefix every sequence of a batch shares (`shared_prefix`, e.g. a long system
+    prompt and few-shot turns) once for the batch, not once per sequence; the same loss and gradients.
     """
     import torch
     import torch.nn.functional as F
@@ -83,7 +87,8 @@ def train_sampled(model, tok, batches: Batches, out_ids: list[int], seed: int, l
         where = torch.full((vocab,), -1, dtype=torch.long)
         where[cand] = torch.arange(len(cand))
         table = emb.detach()[cand].requires_grad_()  # the rows this step reads, input and output side alike
-        hidden = model.model(inputs_embeds=table[where[ids]], attention_mask=mask).last_hidden_state
+        shared = shared_prefix(batch) if share_prefix else 0
+        hidden = forward_shared(model.model, table[where[ids]], mask, shared)
         logits = hidden[rows_t, cols_t] @ table.T + correction
         loss = F.cross_entropy(logits, where[targets])
         opt.zero_grad(set_to_none=True)
@@ -104,3 +109,33 @@ def train_sampled(model, tok, batches: Batches, out_ids: list[int], seed: int, l
         losses.append(loss.item())
     model.eval()
     return losses
+
+
+MIN_SHARED = 64  # shorter common prefixes are not worth a second forward call
+
+
+def shared_prefix(batch: list[tuple[list[int], int]]) -> int:
+    """Tokens every sequence of the batch starts with, up to the shortest prompt (0 if fewer than `MIN_SHARED` or
+    a single sequence): the positions `forward_shared` runs once."""
+    if len(batch) < 2:
+        return 0
+    n = min(p for _, p in batch) - 1  # keep the last prompt token: its hidden state predicts the first output
+    first = batch[0][0]
+    for seq, _ in batch[1:]:
+        n = next((i for i in range(n) if seq[i] != first[i]), n)
+    return n if n >= MIN_SHARED else 0
+
+
+def forward_shared(body, embeds, mask, shared: int):
+    """`body(inputs_embeds=embeds, attention_mask=mask).last_hidden_state` (B, S, D), the first `shared`
+    positions (identical in every row, unpadded) run once and their keys and values reused by every row."""
+    import torch
+
+    if shared == 0:
+        return body(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+    B = embeds.shape[0]
+    head = body(inputs_embeds=embeds[:1, :shared], use_cache=True)
+    cache = head.past_key_values
+    cache.batch_repeat_interleave(B)
+    tail = body(inputs_embeds=embeds[:, shared:], attention_mask=mask, past_key_values=cache, use_cache=False)
+    return torch.cat([head.last_hidden_state.expand(B, -1, -1), tail.last_hidden_state], dim=1)

@@ -108,7 +108,37 @@ def ensure_whisper_tiny_en(root: Path | None = None) -> Path:
     return build_once(dest, build)
 
 
-PRETRAINED = {"whisper-tiny.en": ensure_whisper_tiny_en}
+def ensure_whisper_tiny_en_10s(root: Path | None = None) -> Path:
+    """Whisper tiny.en with a 10 s audio context (whisper.cpp's `audio_ctx`): the same weights, the encoder's
+    first 500 of 1,500 positional embeddings. `load_encoder` then encodes 10 s windows instead of 30 s ones, a
+    third of the positions and about a quarter of the compute, for clips that are short anyway (the toy world's).
+
+    Returns:
+        `<root>/whisper-tiny.en-10s-<hash>`, the `ensure_whisper_tiny_en` folder with max_source_positions 500.
+    """
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    full = ensure_whisper_tiny_en(root)
+    dest = (root or pretrained_root()) / f"whisper-tiny.en-10s-{full.name.rsplit('-', 1)[1]}"
+
+    def build(tmp: Path) -> None:
+        for f in full.iterdir():
+            if f.name not in ("model.safetensors", "config.json"):
+                shutil.copy2(f, tmp / f.name)
+        weights = load_file(full / "model.safetensors")
+        key = "model.encoder.embed_positions.weight"
+        weights[key] = weights[key][:WINDOW_10S].clone()
+        save_file(weights, tmp / "model.safetensors", metadata={"format": "pt"})
+        cfg = json.loads((full / "config.json").read_text())
+        (tmp / "config.json").write_text(json.dumps({**cfg, "max_source_positions": WINDOW_10S}, indent=2) + "\n")
+
+    return build_once(dest, build)
+
+
+WINDOW_10S = 500  # encoder positions (50 per second)
+PRETRAINED = {"whisper-tiny.en": ensure_whisper_tiny_en, "whisper-tiny.en-10s": ensure_whisper_tiny_en_10s}
 
 
 def ensure_pretrained(name: str) -> Path:

@@ -1,20 +1,23 @@
 """`python -m alarm.toy`: the ALARM method end to end in miniature, on a CPU, with no model hub.
 
-    python -m alarm.toy                        # the full loop (out: runs/toy); rerun to resume
-    python -m alarm.toy --size small           # the smaller loop the slow test runs
+    python -m alarm.toy                      # world seed 0, the full loop (out: runs/toy); rerun to resume
+    python -m alarm.toy --seeds 3            # seeds 0, 1, 2: mean and worst per question type, 95% intervals
+    python -m alarm.toy --seed 4 --size small
 
-Stages, each the real command's code path on the `toy` presets:
-1. teacher   `tiny://qwen3-teacher`: a tiny Qwen3 trained on text only (cached after the first build);
-             `pretrained://whisper-tiny.en`: the real Whisper tiny.en encoder (converted once).
-2. data      synthetic clips of 8 sound kinds with a 4-way question each: a training manifest for the corpus,
-             held-out clips as an MMAU-format benchmark.
-3. generate  `alarm.generate`: the teacher answers from each clip's description (R0), then rephrases R0 as heard.
-4. train     `alarm.train`: the audio adapter learns to make the frozen teacher give those answers from audio.
-5. eval      `alarm.eval`: the held-out questions, audio only; and the teacher reading the descriptions instead
-             (the upper bound), through the same in-process serving pipeline.
+Per world seed (the clips, the questions and the teacher's data all follow it), each stage the real command's
+code path on the `toy` presets:
+1. teacher   a tiny Qwen3 trained on text only (`tiny://qwen3-teacher` for seed 0, cached after the first build);
+             `pretrained://whisper-tiny.en`, the real Whisper tiny.en encoder (converted once).
+2. data      synthetic clips with every question they support (8 types, `alarm.toy.world`) for training, and a
+             held-out MMAU-format benchmark with the same number of questions of every type.
+3. generate  `alarm.generate`: R0 from the descriptions, then self-rephrasing (R); and R0 alone (the ablation).
+4. train     `alarm.train` on R and on R0; the second run reads the encoder states the first cached on disk.
+5. eval      the held-out questions, audio only, through one in-process serving pipeline: R at thinking budgets
+             256, 64 and 0, R0 at 256; the teacher reading the descriptions (text only, the upper bound) at the
+             same time; then the text-only prompts again on a pipeline without the adapters (identical answers).
 
-Writes report.md / report.json into --out and prints the report: audio-only accuracy vs chance vs the teacher with
-the text, the leak rate of the targets before and after rephrasing, and the time per stage.
+Writes report.md / report.json into --out (one result.json per seed under seed-N/) and prints the report; exits 2
+when a target is missed (`alarm.toy.report.TARGETS`).
 """
 
 from __future__ import annotations
@@ -25,22 +28,28 @@ from pathlib import Path
 
 from alarm.errors import AlarmError
 from alarm.toy.report import render
-from services.toy import SIZES, TEACHER, run
+from services.toy import SIZES, run
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m alarm.toy", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="runs/toy", help="output folder (rerun with the same one to resume)")
     p.add_argument("--size", choices=sorted(SIZES), default="full")
-    p.add_argument("--teacher", default=TEACHER, help="the frozen LLM (a Qwen3 checkpoint location)")
+    p.add_argument("--seed", type=int, default=0, help="the (first) world seed: clips, questions, teacher data")
+    p.add_argument("--seeds", type=int, default=1, help="how many world seeds, from --seed on")
+    p.add_argument("--teacher", default=None, help="the frozen LLM for every seed (default: the toy teacher built "
+                                                   "for each seed)")
     args = p.parse_args(argv)
+    if args.seeds < 1 or args.seed < 0:
+        p.error(f"--seeds must be >= 1 and --seed >= 0, found {args.seeds} and {args.seed}")
     try:
-        report = run(Path(args.out), SIZES[args.size], args.teacher)
+        summary = run(Path(args.out), SIZES[args.size], range(args.seed, args.seed + args.seeds), args.teacher)
     except AlarmError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(render(report))
-    return 0 if report["targets_met"] else 2
+    print(render(summary))
+    return 0 if summary["targets_met"] else 2
+
 
 
 if __name__ == "__main__":

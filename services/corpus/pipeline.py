@@ -20,7 +20,7 @@ from alarm.config import CorpusConfig, SyntheticSourceConfig
 from alarm.corpus.stats import finish_stats, merge_counts
 from alarm.errors import InvalidInput
 from services.connect import check_shared_paths, gpu_options, init_ray
-from services.corpus.sources import read_sources
+from services.corpus.sources import committed, read_sources
 from services.corpus.stages import calls_in_flight, cpu_stages, stage_class
 from services.engines.llm import CPU_ENV, cpu_only
 from services.errors import alarm_error_in
@@ -35,15 +35,22 @@ def resolve_models(cfg: CorpusConfig) -> None:
     resolve_checkpoint(cfg.engine.checkpoint, cfg.engine.revision, expect=["config.json"])
 
 
-def build(cfg: CorpusConfig, skip: set[str] = frozenset()) -> ray.data.Dataset:
+def described(cfg: CorpusConfig, skip: ray.ObjectRef | None = None) -> ray.data.Dataset:
+    """The source rows, minus the keys of `skip` (`sources.committed`), probed, described and prompted (no LLM)."""
     from alarm import env
 
+    # Storage options built here, on the driver: environment variables do not reach a cluster's workers. A whole
+    # block per call: one output table per block (64-row batches made every block a table of many small chunks).
+    return read_sources(cfg, skip).map_batches(
+        cpu_stages, fn_kwargs={"cfg_json": cfg.model_dump(mode="json"), "storage_options": env.s3_storage_options()},
+        batch_format="pyarrow", batch_size=None, num_cpus=0.5)
+
+
+def build(cfg: CorpusConfig, skip: ray.ObjectRef | None = None) -> ray.data.Dataset:
+    """The corpus dataset: `described` rows through the LLM stages (R0, self-rephrase, leak, filters)."""
     cfg_json = cfg.model_dump(mode="json")
     w = cfg.workers
-    ds = read_sources(cfg, set(skip))
-    # Storage options built here, on the driver: environment variables do not reach a cluster's workers.
-    ds = ds.map_batches(cpu_stages, fn_kwargs={"cfg_json": cfg_json, "storage_options": env.s3_storage_options()},
-                        batch_format="pyarrow", batch_size=64, num_cpus=0.5)
+    ds = described(cfg, skip)
     # With the async engine a worker takes several batches at once (their rows share it): the calls in flight.
     calls = calls_in_flight(cfg)
     pool = {"max_concurrent_calls_per_actor": calls, "max_tasks_in_flight_per_actor": calls} if calls > 1 else {}
@@ -75,17 +82,17 @@ def run(cfg: CorpusConfig) -> dict:
     store = RunStore(posixpath.join(cfg.output, cfg.run_id))
     store.check_reachable()
     store.check_config(cfg.model_dump(mode="json"))
-    done = store.committed_keys()
     attempt = store.next_attempt()
     shards = store.shard_rows()
     resolve_models(cfg)  # a missing checkpoint is a clear error here, not an actor stack trace later
     init_ray(cfg.ray)
     check_resources(cfg)
+    done, resumed = committed(store)  # the keys stay in the object store: the driver holds a reference
     ds = build(cfg, done)  # reads the sources (and checks their audio paths); commits nothing yet
     store.write_index(cfg.run_id, attempt, complete=False, shards=shards)  # claim the attempt number first
     tag = uuid.uuid4().hex[:8]  # two drivers on one run id (a resubmitted job) still never share a name
     total = sum(s.num_clips if isinstance(s, SyntheticSourceConfig) else 0 for s in cfg.sources) or None
-    bar = tqdm(total=(total - len(done)) if total else None, unit="row", desc=f"generate {cfg.run_id}",
+    bar = tqdm(total=(total - resumed) if total else None, unit="row", desc=f"generate {cfg.run_id}",
                file=sys.stderr, dynamic_ncols=True)
     t0, written = time.perf_counter(), 0
     batches = ds.iter_batches(batch_size=cfg.shard_rows, batch_format="pyarrow")
@@ -107,7 +114,7 @@ def run(cfg: CorpusConfig) -> dict:
     stats = finish_stats(merge_counts(store.shard_stats(n)["counts"] for n in store.shard_names()))
     stats["throughput"] = {"rows_this_attempt": written, "seconds": round(elapsed, 2),
                            "rows_per_s": round(written / elapsed, 3) if elapsed > 0 else None,
-                           "resumed_rows": len(done), "attempt": attempt}
+                           "resumed_rows": resumed, "attempt": attempt}
     store.write_json("stats.json", stats)
     index = store.write_index(cfg.run_id, attempt, complete=True, shards=shards)
     log.info("run %s: %d rows in %d shards at %s", cfg.run_id, index["rows"], len(index["shards"]), store.uri)

@@ -1,15 +1,17 @@
 """The corpus's read step on Ray Data: every source file is read in a Ray task (in parallel across files and
 across the cluster), never on the driver, with the row functions of `alarm.corpus.manifest`.
 
-    ds = read_sources(cfg, skip=committed_keys)     # rows with alarm.corpus.manifest.ROW_KEYS
+    done, resumed = committed(store)                 # the run's committed keys, left in the object store
+    ds = read_sources(cfg, skip=done)                # rows with alarm.corpus.manifest.ROW_KEYS
 
-The driver only checks each source (its file list and columns: `plan_source`) and, for sources with an id
-column, collects the ids that occur more than once (a distributed count; usually none), so a repeated id is
-flagged exactly as a sequential read flags it ('<id>#dup<n>', "first at line 3").
+What the driver holds does not grow with the rows: each source's check (its file list and columns:
+`plan_source`), references per file, and the ids that occur more than once (a hash-partitioned count in Ray tasks;
+usually none), so a repeated id is flagged exactly as a sequential read flags it ('<id>#dup<n>', "first at line 3").
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -17,16 +19,24 @@ import pyarrow.compute as pc
 import ray
 
 from alarm.config import CorpusConfig, SyntheticSourceConfig
+from alarm.corpus.keyset import KeySet
 from alarm.corpus.manifest import SourcePlan, duplicate_marks, file_ids, file_rows, first_rows, plan_source
-from alarm.corpus.records import row_count
-from services.storage import to_table
+from alarm.corpus.records import row_bytes, row_count
+from services.storage import RunStore, to_table
 
-ROWS_PER_BLOCK = 256  # rows per block a read task yields: small blocks keep the CPU stages busy in parallel
+# Rows per block of a file source: about BLOCK_BYTES (from the first file's footer), MIN..MAX_BLOCK_ROWS. Bounded
+# blocks keep every stage parallel (one block per file gave a whole file to one CPU task and one LLM worker) and
+# the driver flat: it fetches the blocks it consumes and deserializes every chunk of every column of one, so with
+# a block per file its memory grew with the rows per file.
+BLOCK_BYTES = 64 << 20
+MIN_BLOCK_ROWS, MAX_BLOCK_ROWS = 16, 4096
 READ_CPUS = 0.25
+ID_BUCKETS = 16  # hash partitions of the duplicate-id check
 
 
-def read_sources(cfg: CorpusConfig, skip: set[str]) -> ray.data.Dataset:
-    """Source rows (key, audio, metadata …) from every configured source, minus the keys in `skip`."""
+def read_sources(cfg: CorpusConfig, skip: ray.ObjectRef | KeySet | None = None) -> ray.data.Dataset:
+    """Source rows (key, audio, metadata …) from every configured source, minus the keys in `skip` (a KeySet, or
+    a reference to one in the object store: `committed`)."""
     from alarm.corpus.synthetic import synthetic_row
 
     parts = []
@@ -38,20 +48,49 @@ def read_sources(cfg: CorpusConfig, skip: set[str]) -> ray.data.Dataset:
             ds = read_files(plan_source(s))
         parts.append(ds)
     ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    if skip:
-        done = pa.array(sorted(skip), type=pa.string())
-        ds = ds.map_batches(lambda t, done=done: t.filter(pc.invert(pc.is_in(t["key"], value_set=done))),
-                            batch_format="pyarrow", num_cpus=READ_CPUS)
+    if skip is not None:
+        ds = ds.map_batches(_unfinished, fn_kwargs={"done": skip}, batch_format="pyarrow", num_cpus=READ_CPUS)
     return ds
 
 
+def committed(store: RunStore) -> tuple[ray.ObjectRef | None, int]:
+    """The run's committed keys (`RunStore.committed_keys`) built in a Ray task and left in the object store, and
+    how many: the driver holds a reference, never the keys (a resumed run at the paper's scale has millions)."""
+    if not store.shard_names():
+        return None, 0
+    keys, count = _committed_keys.options(num_returns=2).remote(store.uri, store.storage_options)
+    return keys, ray.get(count)
+
+
+@ray.remote
+def _committed_keys(uri: str, storage_options: dict) -> tuple[KeySet, int]:
+    done = RunStore(uri, storage_options).committed_keys()
+    return done, len(done)
+
+
+def _unfinished(batch: pa.Table, done: ray.ObjectRef | KeySet) -> pa.Table:
+    done = ray.get(done) if isinstance(done, ray.ObjectRef) else done  # mapped from the object store, not copied
+    return batch.filter(pa.array(~done.contains(batch["key"])))
+
+
 def read_files(plan: SourcePlan) -> ray.data.Dataset:
-    """The rows of a checked source: one Ray task per file, streaming blocks of ROWS_PER_BLOCK rows."""
+    """The rows of a checked source: one Ray task per file, streaming blocks of `block_rows(plan)` rows."""
     firsts = first_rows(plan, _row_counts(plan) if plan.positional else None)
     files = ray.data.from_items([{"index": i, "first": f} for i, f in enumerate(firsts)],
                                 override_num_blocks=len(firsts))
-    dups = _duplicates(plan, files) if plan.spec.id_column is not None else {}
-    return files.map_batches(_rows, fn_kwargs={"plan": plan, "dups": dups}, batch_size=1, num_cpus=READ_CPUS)
+    dups = _duplicates(plan, firsts) if plan.spec.id_column is not None else {}
+    rows = block_rows(plan)
+    # Ray Data merges what a read task yields into one block per file (up to 128 MiB): a streaming repartition cuts
+    # those into blocks of `rows` as they come.
+    return files.map_batches(_rows, fn_kwargs={"plan": plan, "dups": dups, "rows": rows}, batch_size=1,
+                             num_cpus=READ_CPUS).repartition(target_num_rows_per_block=rows)
+
+
+def block_rows(plan: SourcePlan) -> int:
+    """Rows per block: about BLOCK_BYTES of the source's rows, within MIN_BLOCK_ROWS..MAX_BLOCK_ROWS (a manifest's
+    rows are short: MAX_BLOCK_ROWS)."""
+    size = row_bytes(plan.files[0], plan.storage_options)
+    return MAX_BLOCK_ROWS if size is None else max(MIN_BLOCK_ROWS, min(MAX_BLOCK_ROWS, BLOCK_BYTES // max(size, 1)))
 
 
 def _row_counts(plan: SourcePlan) -> list[int]:
@@ -64,45 +103,52 @@ def _row_counts(plan: SourcePlan) -> list[int]:
     return [r["rows"] for r in sorted(counted, key=lambda r: r["index"])]
 
 
-def _duplicates(plan: SourcePlan, files: ray.data.Dataset) -> dict[int, tuple[str, int]]:
-    """record number -> (first where, copy number) for the repeated ids of the source (small: the driver only
-    sees the ids that occur more than once, never the whole id list)."""
-    ids = files.map_batches(_ids, fn_kwargs={"plan": plan}, batch_size=1, num_cpus=READ_CPUS)
-    counts = ids.groupby("item_id").count()
-    repeated = [r["item_id"] for r in counts.map_batches(lambda t: t.filter(pc.greater(t["count()"], 1)),
-                                                          batch_format="pyarrow").take_all()]
-    if not repeated:
-        return {}
-    wanted = pa.array(repeated, type=pa.string())
-    copies = ids.map_batches(lambda t: t.filter(pc.is_in(t["item_id"], value_set=wanted)),
-                             batch_format="pyarrow", num_cpus=READ_CPUS).take_all()
-    return duplicate_marks((r["item_id"], r["n"], r["where"]) for r in copies)
+def _duplicates(plan: SourcePlan, firsts: list[int]) -> dict[int, tuple[str, int]]:
+    """record number -> (first where, copy number) for the repeated ids of the source.
+
+    A hash partition in plain Ray tasks: each file's ids go to ID_BUCKETS tables by hash, one task per bucket keeps
+    the ids seen more than once. The driver holds files x ID_BUCKETS references and the repeated ids (usually
+    none): no per-row or per-block state, and none of a Ray Data groupby's shuffle (200 partitions per block,
+    aggregator actors) for what is a count.
+    """
+    plan_ref = ray.put(plan)
+    parts = [_id_buckets.options(num_returns=ID_BUCKETS, num_cpus=READ_CPUS).remote(plan_ref, i, first)
+             for i, first in enumerate(firsts)]
+    repeated = [_repeated.options(num_cpus=READ_CPUS).remote(*(refs[b] for refs in parts)) for b in range(ID_BUCKETS)]
+    copies = pa.concat_tables(ray.get(repeated))
+    return duplicate_marks(zip(*(copies[c].to_pylist() for c in ("item_id", "n", "where")), strict=True))
 
 
-def _ids(batch: dict, plan: SourcePlan) -> Iterator[pa.Table]:
-    (index,), (first,) = batch["index"], batch["first"]
-    chunk: list[tuple] = []
-    for occurrence in file_ids(plan, int(index), int(first)):
-        chunk.append(occurrence)
-        if len(chunk) >= 4 * ROWS_PER_BLOCK:
-            yield _id_table(chunk)
-            chunk = []
-    if chunk:
-        yield _id_table(chunk)
+@ray.remote
+def _id_buckets(plan: SourcePlan, index: int, first: int) -> list[pa.Table]:
+    """The (item_id, n, where) of file `index`'s records, split into ID_BUCKETS tables by a hash of the id."""
+    buckets: list[list[tuple]] = [[] for _ in range(ID_BUCKETS)]
+    for occurrence in file_ids(plan, index, first):
+        buckets[zlib.crc32(occurrence[0].encode()) % ID_BUCKETS].append(occurrence)
+    return [_id_table(b) for b in buckets]
+
+
+@ray.remote
+def _repeated(*tables: pa.Table) -> pa.Table:
+    """The rows of one bucket (from every file) whose id occurs more than once."""
+    ids = pa.concat_tables(tables)
+    counts = ids.group_by("item_id").aggregate([("item_id", "count")])
+    wanted = counts.filter(pc.greater(counts["item_id_count"], 1))["item_id"]
+    return ids.filter(pc.is_in(ids["item_id"], value_set=wanted))
 
 
 def _id_table(chunk: list[tuple]) -> pa.Table:
-    ids, ns, wheres = zip(*chunk, strict=True)
+    ids, ns, wheres = zip(*chunk, strict=True) if chunk else ((), (), ())
     return pa.table({"item_id": pa.array(ids, pa.string()), "n": pa.array(ns, pa.int64()),
                      "where": pa.array(wheres, pa.string())})
 
 
-def _rows(batch: dict, plan: SourcePlan, dups: dict) -> Iterator[pa.Table]:
+def _rows(batch: dict, plan: SourcePlan, dups: dict, rows: int) -> Iterator[pa.Table]:
     (index,), (first,) = batch["index"], batch["first"]
     chunk: list[dict] = []
     for row in file_rows(plan, int(index), int(first), dups):
         chunk.append(row)
-        if len(chunk) >= ROWS_PER_BLOCK:
+        if len(chunk) >= rows:
             yield to_table(chunk)
             chunk = []
     if chunk:

@@ -14,6 +14,7 @@ from alarm.audio.features import collate
 from alarm.checkpoints import resolve_checkpoint
 from alarm.config import EncoderConfig
 from alarm.encoders.checkpoint import load_encoder
+from alarm.encoders.states import StateCache, encoder_fingerprint
 
 
 def load_frozen_encoder(name: str, cfg: EncoderConfig, device: str = "cpu"):
@@ -30,13 +31,22 @@ def encode_clips(encoder, name: str, feats: list[tuple[torch.Tensor, int]], devi
 
 
 class EncoderActor:
-    """Ray Data callable class: adds `states_<name>` for every row of the batch."""
+    """Ray Data callable class: adds `states_<name>` for every row of the batch.
 
-    def __init__(self, name: str, cfg_json: dict):
+    cache_dir: a local folder of states by clip (`alarm.encoders.states`): clips found there are not encoded
+    again, the others are added. None: encode every clip.
+    """
+
+    def __init__(self, name: str, cfg_json: dict, cache_dir: str | None = None):
         torch.set_num_threads(max(1, torch.get_num_threads()))
         self.name = name
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.encoder = load_frozen_encoder(name, EncoderConfig.model_validate(cfg_json), self.device)
+        cfg = EncoderConfig.model_validate(cfg_json)
+        self.encoder = load_frozen_encoder(name, cfg, self.device)
+        self.cache = None
+        if cache_dir is not None:
+            folder = resolve_checkpoint(cfg.checkpoint, cfg.revision, expect=["config.json"])
+            self.cache = StateCache(cache_dir, encoder_fingerprint(name, cfg_json, folder))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         key, shape_key = f"feat_{self.name}", f"feat_{self.name}_shape"
@@ -44,10 +54,23 @@ class EncoderActor:
             (torch.from_numpy(np.asarray(flat, dtype=np.float32).reshape(tuple(shape[:-1]))), int(shape[-1]))
             for flat, shape in zip(batch[key], batch[shape_key], strict=True)
         ]
-        states = encode_clips(self.encoder, self.name, feats, self.device)
+        states = self._states(feats)
         out = {k: v for k, v in batch.items() if k not in (key, shape_key)}
         out[f"states_{self.name}"] = _ragged(states)
         return out
+
+    def _states(self, feats: list[tuple[torch.Tensor, int]]) -> list[np.ndarray]:
+        if self.cache is None:
+            return encode_clips(self.encoder, self.name, feats, self.device)
+        keys = [self.cache.key(f.numpy(), n) for f, n in feats]
+        found = {k: self.cache.load(k) for k in dict.fromkeys(keys)}
+        todo = [keys.index(k) for k, s in found.items() if s is None]  # a clip asked twice is encoded once
+        if todo:
+            for i, s in zip(todo, encode_clips(self.encoder, self.name, [feats[i] for i in todo], self.device),
+                            strict=True):
+                self.cache.save(keys[i], s)
+                found[keys[i]] = s
+        return [found[k] for k in keys]
 
 
 def _ragged(arrays: list[np.ndarray]) -> np.ndarray:

@@ -109,9 +109,9 @@ def to_spec(req: ChatRequest, request_id: str) -> RequestSpec:
     i, user = users[0]
     audio_bytes, audio_uri = _audio(user, i)
     budget = req.thinking_token_budget
-    if budget is not None and (budget == 0 or budget < -1):
-        raise InvalidInput(f"thinking_token_budget must be >= 1 or -1 (unlimited), found {budget}; leave it unset for "
-                           "the server's default")
+    if budget is not None and budget < -1:
+        raise InvalidInput(f"thinking_token_budget must be >= 0 (0 = no thinking) or -1 (unlimited), found {budget}; "
+                           "leave it unset for the server's default")
     adapters = tuple(a for a in req.model.split(ENSEMBLE_SEP)) if req.model else ()
     return RequestSpec(
         prompt=_text(user, i), system_prompt="\n\n".join(system) if system else None,
@@ -120,6 +120,7 @@ def to_spec(req: ChatRequest, request_id: str) -> RequestSpec:
         adapter_id=adapters[0] if len(adapters) == 1 else "",
         ensemble_adapter_ids=adapters if len(adapters) > 1 else (),
         audio_bytes=audio_bytes, audio_uri=audio_uri, return_reasoning=req.include_reasoning, request_id=request_id,
+        no_thinking=budget == 0,  # 0 = answer without reasoning, as gRPC's no_thinking
         stop=(req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ()),
     )
 

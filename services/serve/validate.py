@@ -40,7 +40,8 @@ class RequestSpec:
     """A request as the client sent it, whatever the protocol. None / 0 / "" = not set: the server's default.
 
     system_prompt: None = the server's default system turn, "" = none. audio: at most one of audio_bytes and
-    audio_uri; neither = a text-only request.
+    audio_uri; neither = a text-only request. no_thinking: answer without reasoning (a thinking budget of 0; then
+    max_thinking_tokens must be left 0).
     """
 
     prompt: str
@@ -57,6 +58,7 @@ class RequestSpec:
     audio_uri: str | None = None
     return_reasoning: bool = False
     request_id: str = ""
+    no_thinking: bool = False
     stop: tuple[str, ...] = ()
 
 
@@ -104,7 +106,8 @@ def from_pb(req: pb.GenerateRequest | Undecodable) -> RequestSpec:
         ensemble_adapter_ids=tuple(req.ensemble_adapter_ids),
         audio_bytes=req.audio_bytes if which == "audio_bytes" else None,
         audio_uri=req.audio_uri if which == "audio_uri" else None,
-        return_reasoning=req.return_reasoning, request_id=req.request_id, stop=tuple(req.stop),
+        return_reasoning=req.return_reasoning, request_id=req.request_id, no_thinking=req.no_thinking,
+        stop=tuple(req.stop),
     )
 
 
@@ -129,7 +132,10 @@ def validate_request(spec: RequestSpec, cfg: ServeConfig, request_id: str, *,
     if spec.max_thinking_tokens < -1:
         raise InvalidInput(f"max_thinking_tokens must be >= 1, 0 (server default {d.max_thinking_tokens}) or -1 "
                            f"(unlimited), found {spec.max_thinking_tokens}")
-    thinking = spec.max_thinking_tokens or d.max_thinking_tokens
+    if spec.no_thinking and spec.max_thinking_tokens:
+        raise InvalidInput(f"no_thinking answers without reasoning; leave max_thinking_tokens 0, found "
+                           f"{spec.max_thinking_tokens}")
+    thinking = 0 if spec.no_thinking else spec.max_thinking_tokens or d.max_thinking_tokens
     temperature = d.temperature if spec.temperature is None else spec.temperature
     top_p = d.top_p if spec.top_p is None else spec.top_p
     top_k = d.top_k if spec.top_k is None else spec.top_k

@@ -1,9 +1,14 @@
-"""Training data on Ray Data: corpus shards -> kept rows of a split -> decode + front-ends (CPU tasks) ->
-one frozen-encoder actor pool per encoder -> examples with tapped states, streamed to the Train workers."""
+"""Training data on Ray Data: corpus shards -> kept rows of a split, in a seeded order of their keys -> decode +
+front-ends (CPU tasks) -> one frozen-encoder actor pool per encoder (states optionally cached on disk) ->
+examples with tapped states, streamed to the Train workers."""
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
@@ -95,6 +100,22 @@ def decode_features(batch: dict[str, np.ndarray], encoders: list[str], max_durat
     return out
 
 
+def key_order(keys: pa.Array, seed: int) -> pa.Array:
+    """A sort key per row: a seeded hash of the row key (a well-mixed order that depends on the keys alone)."""
+    return pa.array([hashlib.sha256(f"{seed}:{k}".encode()).hexdigest()[:16] for k in keys.to_pylist()])
+
+
+def in_key_order(ds: ray.data.Dataset, seed: int) -> ray.data.Dataset:
+    """The rows sorted by `key_order`: the training stream is a function of the corpus' keys and the seed, not of
+    how its shards are laid out (rows are written in the order generation finished them)."""
+    ds = ds.map_batches(lambda t: t.append_column(_ORDER, key_order(t["key"], seed)), batch_format="pyarrow",
+                        num_cpus=0.25)
+    return ds.sort(_ORDER).drop_columns([_ORDER])
+
+
+_ORDER = "_key_order"
+
+
 def build_split(cfg: TrainConfig, store: RunStore, split: str, limit: int | None = None) -> ray.data.Dataset:
     # A deterministic stream, so a resumed run skips exactly the batches it already trained on.
     ray.data.DataContext.get_current().execution_options.preserve_order = True
@@ -111,6 +132,7 @@ def build_split(cfg: TrainConfig, store: RunStore, split: str, limit: int | None
     ds = ray.data.read_parquet(store.shard_uris(), filesystem=store.arrow_filesystem(), num_cpus=0.25)
     ds = ds.select_columns(READ)  # pushed down into the Parquet read
     ds = ds.filter(lambda r, split=split: bool(r["keep"]) and r["split"] == split)
+    ds = in_key_order(ds, cfg.seed)
     if limit is not None:
         ds = ds.limit(limit)
     ds = ds.map_batches(decode_features, fn_kwargs={
@@ -119,9 +141,11 @@ def build_split(cfg: TrainConfig, store: RunStore, split: str, limit: int | None
         "feature_dims": feature_dims,
     }, batch_size=cfg.encoders.batch_size, batch_format="numpy", num_cpus=0.5)
     e = cfg.encoders
+    cache_dir = str(Path(e.cache_dir).resolve()) if e.cache_dir else None  # actors may run in another folder
     for name, enc_cfg in cfg.model.encoders.items():
         ds = ds.map_batches(
-            EncoderActor, fn_constructor_kwargs={"name": name, "cfg_json": enc_cfg.model_dump(mode="json")},
+            EncoderActor, fn_constructor_kwargs={"name": name, "cfg_json": enc_cfg.model_dump(mode="json"),
+                                                 "cache_dir": cache_dir},
             compute=ray.data.ActorPoolStrategy(size=e.actors), batch_size=e.batch_size, batch_format="numpy",
             num_cpus=e.num_cpus, **gpu_options(e.num_gpus),
         )

@@ -9,9 +9,11 @@ import json
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import ray
 import soundfile as sf
 
 from alarm.config import CorpusConfig, load_config
+from alarm.corpus.keyset import KeySet
 from alarm.corpus.manifest import plan_source, read_source
 
 
@@ -68,5 +70,20 @@ def test_multi_file_parquet_numbers_rows_across_files_and_limits_in_file_order(r
     limited = distributed_rows(source.model_copy(update={"limit": 6}))
     assert [r["item_id"] for r in limited] == [f"{i:06d}" for i in range(6)]
     cfg = cfg_with(tmp_path, [source.model_dump(), {"kind": "synthetic", "num_clips": 3}])
-    keys = sorted(r["key"] for r in read_sources(cfg, {"p/000001", "synthetic/000002"}).take_all())
+    done = ray.put(KeySet(pa.array(["p/000001", "synthetic/000002", "gone/000003"])))
+    keys = sorted(r["key"] for r in read_sources(cfg, done).take_all())
     assert keys == sorted([f"p/{i:06d}" for i in range(12) if i != 1] + ["synthetic/000000", "synthetic/000001"])
+
+
+def test_repeated_ids_across_files_are_marked_as_a_sequential_read_marks_them(ray_cluster, tmp_path):
+    folder = tmp_path / "dups"
+    folder.mkdir()
+    ids = [["a", "b", "c"], ["d", "a", "e"], ["b", "a", "f"]]  # 'a' three times, 'b' twice, across files
+    for part, names in enumerate(ids):
+        pq.write_table(pa.table({"id": names, "audio": [f"{n}.flac" for n in names]}), folder / f"{part:04d}.parquet")
+    source = cfg_with(tmp_path, [{"kind": "parquet", "name": "d", "path": str(folder), "id_column": "id"}]).sources[0]
+    rows = distributed_rows(source)
+    assert rows == sorted(read_source(source), key=lambda r: r["key"])
+    assert [r["key"] for r in rows] == ["d/a", "d/a#dup1", "d/a#dup2", "d/b", "d/b#dup1", "d/c", "d/d", "d/e", "d/f"]
+    second = next(r for r in rows if r["key"] == "d/a#dup2")["row_error"]
+    assert "duplicate id 'a' (first at row 1 (0000.parquet))" in second and "row 8 (0002.parquet)" in second

@@ -21,7 +21,9 @@ def test_a_killed_attempt_without_manifest_never_gets_its_number_reused(tmp_path
     assert store.next_attempt() == 2
     store.write_index("run", 5, complete=False)
     assert store.next_attempt() == 6
-    assert store.committed_keys() == {"s/1", "s/2"}
+    store.commit(table(["s/3"]), "part-002-bbbb-000000.parquet")
+    assert len(store.committed_keys()) == 3
+    assert store.committed_keys().contains(pa.array(["s/1", "s/2", "s/3", "s/4"])).tolist() == [True] * 3 + [False]
 
 
 def test_commits_leave_no_temp_files_and_manifest_counts_rows(tmp_path):

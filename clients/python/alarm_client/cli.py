@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--system-prompt", default=None)
     p.add_argument("--reasoning", action="store_true", help="also stream the reasoning (to stderr)")
     p.add_argument("--max-thinking-tokens", type=int, default=0, help="0 = server default, -1 = unlimited")
+    p.add_argument("--no-thinking", action="store_true", help="answer without reasoning (a thinking budget of 0)")
     p.add_argument("--max-tokens", type=int, default=0, help="0 = server default")
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         show(client.stream(args.audio, args.prompt, system_prompt=args.system_prompt,
                            max_thinking_tokens=args.max_thinking_tokens, max_tokens=args.max_tokens,
                            temperature=args.temperature, seed=args.seed, adapter_id=args.adapter,
-                           return_reasoning=args.reasoning, stop=args.stop))
+                           return_reasoning=args.reasoning, no_thinking=args.no_thinking, stop=args.stop))
         return 0
     except grpc.RpcError as e:
         print(f"\nerror: {e.code().name}: {e.details()}", file=sys.stderr)

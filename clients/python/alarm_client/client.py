@@ -23,15 +23,16 @@ def make_request(audio: bytes | str | Path | None, prompt: str, *, system_prompt
                  max_thinking_tokens: int = 0, max_tokens: int = 0, temperature: float | None = None,
                  top_p: float | None = None, top_k: int | None = None, seed: int | None = None, adapter_id: str = "",
                  ensemble: list[str] | tuple[str, ...] = (), return_reasoning: bool = False,
-                 request_id: str = "", stop: str | list[str] | tuple[str, ...] = ()) -> pb.GenerateRequest:
+                 request_id: str = "", no_thinking: bool = False,
+                 stop: str | list[str] | tuple[str, ...] = ()) -> pb.GenerateRequest:
     """A GenerateRequest. audio: file bytes, a local path (read here), a URI the server reads, or None (text
-    only). stop: one stop string or several (they end the answer, not the reasoning). Zero / None values mean the
-    server's defaults."""
+    only). no_thinking answers without reasoning (budget 0). stop: one stop string or several (they end the
+    answer, not the reasoning). Zero / None values mean the server's defaults."""
     sampling = pb.SamplingParams(**{k: v for k, v in dict(temperature=temperature, top_p=top_p, top_k=top_k,
                                                            seed=seed).items() if v is not None})
     req = pb.GenerateRequest(prompt=prompt, max_thinking_tokens=max_thinking_tokens, max_tokens=max_tokens,
                              sampling=sampling, adapter_id=adapter_id, ensemble_adapter_ids=list(ensemble),
-                             return_reasoning=return_reasoning, request_id=request_id,
+                             return_reasoning=return_reasoning, request_id=request_id, no_thinking=no_thinking,
                              stop=[stop] if isinstance(stop, str) else list(stop))
     if system_prompt is not None:
         req.system_prompt = system_prompt

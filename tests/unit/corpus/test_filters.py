@@ -176,3 +176,36 @@ def test_stats_of_nothing():
 def test_percentiles_match_linear_interpolation():
     assert percentiles([1, 2, 3, 4, 5]) == {"p5": 1.2, "p50": 3, "p95": 4.8, "max": 5}
     assert percentiles([7]) == {"p5": 7, "p50": 7, "p95": 7, "max": 7}
+
+
+MCQ = "Is the clip quiet?\n\nOptions:\n- no\n- yes\n\nAnswer with the exact text of the correct option and nothing else."
+
+
+@pytest.mark.parametrize("rephrased,changed", [
+    ("I hear it faintly, so it is quiet.\n</think>\n\nyes", False),
+    ("I hear it faintly, so it is quiet.\n</think>\n\nYes.", False),   # case and a final period are the same option
+    ("I hear it faintly, so it is not loud.\n</think>\n\nno", True),   # the rephrase flipped the answer
+    ("I hear it faintly.\n</think>\n\nit is faint", True),              # names no option any more
+])
+def test_a_rephrase_that_changes_a_multiple_choice_answer_is_flagged(rephrased, changed):
+    r = row(prompt=MCQ, answer_generated="The metadata says faint, so it is quiet.\n</think>\n\nyes",
+            answer_rephrased=rephrased)
+    assert ("answer_changed" in flags(r, FilterConfig(min_target_tokens=0))) is changed
+    assert "answer_changed" not in flags(r, FilterConfig(min_target_tokens=0, drop_changed_answers=False))
+
+
+@pytest.mark.parametrize("prompt,generated", [
+    ("Describe the sound.", "It is a dog.\n</think>\n\nA dog barks."),  # no options: free text may change
+    (MCQ, "The metadata says faint, so it is"),                          # R0 names no option: nothing to keep
+])
+def test_answers_without_an_option_to_keep_are_not_flagged(prompt, generated):
+    r = row(prompt=prompt, answer_generated=generated, answer_rephrased="I hear it.\n</think>\n\nno")
+    assert "answer_changed" not in flags(r, FilterConfig(min_target_tokens=0))
+
+
+def test_the_options_of_a_native_mcq_prompt():
+    from alarm.corpus.filters import options_of
+    from alarm.eval.prompts import text_user_text
+
+    assert options_of(text_user_text("Which?", ("a dog", "a cat - maybe", "no"))) == ("a dog", "a cat - maybe", "no")
+    assert options_of("Which?\nA. dog\nB. cat") == ()

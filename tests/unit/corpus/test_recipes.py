@@ -103,9 +103,13 @@ def test_there_are_recipes_for_every_kind_the_paper_draws_on():
         assert m, f"{name}: {recipe['path']} is not a pinned hf:// Parquet location"
         about = recipe["about"]
         assert about["licence"] and "verified" in about, name
-        if not re.fullmatch(r"[0-9a-f]{40}", m["rev"]):  # a branch: the recipe must say it is not pinned
+        source = {"name": name, **{k: v for k, v in recipe.items() if k != "about"}}
+        if not re.fullmatch(r"[0-9a-f]{40}", m["rev"]):  # a branch: said so, and refused until given a commit
             assert "NOT a commit sha" in about["not verified"], name
-        ParquetSourceConfig.model_validate({"name": name, **{k: v for k, v in recipe.items() if k != "about"}})
+            with pytest.raises(ValueError, match="a branch or tag, not a commit"):
+                ParquetSourceConfig.model_validate(source)
+            source["revision"] = "0" * 40
+        ParquetSourceConfig.model_validate(source)
 
 
 @pytest.mark.parametrize("name", recipe_names())
@@ -130,9 +134,8 @@ def test_recipe_reads_a_source_laid_out_like_its_hub_dataset(name, tmp_path):
 
 def test_class_labels_from_the_files_features_and_what_each_family_reads(tmp_path):
     def described(name: str) -> list[str]:
-        source = ParquetSourceConfig(name=name, recipe=name, **{k: v for k, v in read_recipe(name).items()
-                                                               if k != "about"})
-        source = source.model_copy(update={"path": local_copy(name, tmp_path)})
+        source = ParquetSourceConfig(name=name, recipe=name, **{**{k: v for k, v in read_recipe(name).items()
+                                                                  if k != "about"}, "path": local_copy(name, tmp_path)})
         return [R.describe_row(R.probe_row(r, 60.0))["audio_description"] for r in read_source(source)]
 
     assert "(duration: 1s, emotion: ANG)" in described("cremad")[0]  # ClassLabel 0 -> its name
@@ -156,6 +159,25 @@ def test_recipe_errors(tmp_path):
     listed = {s["recipe"] for s in preset["sources"]}
     commented = set(re.findall(r"#\s*- \{recipe: (\w+)", (RECIPES_DIR.parent / "corpus" / "paper.yaml").read_text()))
     assert listed | commented == set(recipe_names())  # --preset paper lists every recipe
+
+
+def test_an_hf_location_must_name_a_commit_and_a_revision_pins_one():
+    sha = "2b82a0293dc872fe056dc1a5ed0bf7850a1329c8"
+    for override in ["sources=[{recipe: clotho}]", "sources=[{recipe: esc50, path: 'hf://datasets/a/b@main/x.parquet'}]",
+                     "sources=[{kind: manifest, name: m, path: 'hf://datasets/a/b@v1.0/m.jsonl'}]"]:
+        with pytest.raises(ConfigError, match=r"sources\.0\.path: .* a branch or tag, not a commit.*dataset_info"):
+            load_config(CorpusConfig, "tiny", [override], section="corpus")
+    with pytest.raises(ConfigError, match=r"revision='refs/convert/parquet'\)\.sha"):  # the branch, unquoted
+        load_config(CorpusConfig, "tiny", ["sources=[{recipe: clotho}]"], section="corpus")
+    cfg = load_config(CorpusConfig, "tiny", [f"sources=[{{recipe: clotho, revision: {sha}}}]"], section="corpus")
+    assert cfg.sources[0].path == f"hf://datasets/confit/clotho@{sha}/v1.0/train/*.parquet"
+    again = CorpusConfig.model_validate(cfg.model_dump(mode="json"))  # as workers and a resume re-read it
+    assert again.sources[0].path == cfg.sources[0].path
+    with pytest.raises(ConfigError, match=r"sources\.0\.revision: String should match pattern"):
+        load_config(CorpusConfig, "tiny", ["sources=[{recipe: clotho, revision: main}]"], section="corpus")
+    with pytest.raises(ConfigError, match="applies to an hf://datasets/.* path; path is '/data/x.parquet'"):
+        load_config(CorpusConfig, "tiny", [f"sources=[{{recipe: esc50, path: /data/x.parquet, revision: {sha}}}]"],
+                    section="corpus")
 
 
 class FakeHub:

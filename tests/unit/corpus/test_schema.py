@@ -99,7 +99,7 @@ def test_columns_table():
 
 def test_reject_reasons_closed_set():
     assert {"undecodable", "too_long", "empty_audio", "no_answer_tag", "too_few_tokens", "too_many_tokens", "leak",
-            "judge_leak", "generate_failed", "rephrase_failed", "bad_metadata"} == set(REJECT_REASONS)
+            "judge_leak", "generate_failed", "rephrase_failed", "bad_metadata", "answer_changed"} == set(REJECT_REASONS)
     assert all(REJECT_REASONS.values())
 
 

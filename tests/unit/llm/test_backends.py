@@ -97,6 +97,16 @@ def test_forcing_appends_the_suffix_embeds_and_caps_the_total():
     assert joined(events, "reasoning") == r.reasoning and joined(events, "answer") == r.answer
 
 
+def test_a_budget_of_0_closes_the_reasoning_before_the_first_token():
+    phase, embed = ScriptedPhase(["A", " cat", "."]), Embedder()
+    events, r = budget(phase, GenerationParams(max_tokens=10, max_thinking_tokens=0, **GREEDY), embed)
+    assert embed.texts == [FORCING_SUFFIX] and [(e.shape[0], cap) for e, cap in phase.calls] == [
+        (S + len(FORCING_SUFFIX), 10)]  # one call: the prompt, the forcing sentence, then the answer
+    assert r.text == FORCING_SUFFIX + "A cat." and r.answer == "A cat." and r.thinking_truncated
+    assert r.reasoning == FORCING_SUFFIX.split("\n")[0] and (r.n_reasoning_tokens, r.n_answer_tokens) == (0, 3)
+    assert joined(events, "reasoning") == r.reasoning and joined(events, "answer") == r.answer
+
+
 def test_no_phase_2_when_phase_1_used_up_max_tokens():
     phase = ScriptedPhase(["Hmm"] * 50)
     _, r = budget(phase, GenerationParams(max_tokens=8, max_thinking_tokens=50, **GREEDY))
@@ -214,7 +224,7 @@ def test_think_splitter_matches_split_reasoning_for_any_chunking(text):
 
 
 @pytest.mark.parametrize("bad", [
-    dict(max_tokens=0), dict(max_thinking_tokens=0), dict(max_thinking_tokens=-2), dict(temperature=-0.1),
+    dict(max_tokens=0), dict(max_thinking_tokens=-2), dict(temperature=-0.1),
     dict(top_p=0.0), dict(top_p=1.5), dict(top_k=-1),
 ])
 def test_generation_params_reject_bad_values(bad):

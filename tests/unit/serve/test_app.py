@@ -97,6 +97,7 @@ def test_make_request(tmp_path):
     r = make_request(None, "q", system_prompt="", temperature=0.0, seed=1, ensemble=["a", "b"])
     assert r.HasField("system_prompt") and r.sampling.HasField("temperature") and not r.sampling.HasField("top_p")
     assert list(r.ensemble_adapter_ids) == ["a", "b"]
+    assert make_request(None, "q", no_thinking=True).no_thinking and not make_request(None, "q").no_thinking
 
 
 def test_llm_deployment_cannot_queue_inside_the_engine():

@@ -22,7 +22,8 @@ from services.serve.chat import (
     sse,
     to_spec,
 )
-from tests.unit.serve import wav
+from services.serve.validate import validate_request
+from tests.unit.serve import CFG, wav
 
 REPLY = pb.GenerateResponse(
     answer="A dog barks.", reasoning="I hear barking.", reasoning_complete=True, finish_reason=pb.STOP,
@@ -103,6 +104,13 @@ def test_defaults_uri_and_ensemble():
     assert (spec.max_tokens, spec.max_thinking_tokens, spec.temperature, spec.system_prompt) == (12, 0, None, None)
     text_only = to_spec(parse_body(b'{"messages": [{"role": "user", "content": "Hello"}]}'), "r")
     assert text_only.prompt == "Hello" and text_only.audio_bytes is None and text_only.adapter_id == ""
+    assert not text_only.no_thinking
+
+
+def test_a_thinking_budget_of_0_answers_without_reasoning():
+    spec = to_spec(parse_body(b'{"messages": [{"role": "user", "content": "x"}], "thinking_token_budget": 0}'), "r")
+    assert spec.no_thinking and spec.max_thinking_tokens == 0
+    assert validate_request(spec, CFG, "r").llm.max_thinking_tokens == 0
 
 
 @pytest.mark.parametrize("body, needle", [
@@ -112,7 +120,7 @@ def test_defaults_uri_and_ensemble():
     (b'{"messages": [{"role": "user", "content": "x"}], "n": 2}', "n must be 1"),
     (b'{"messages": [{"role": "user", "content": "x"}], "stop": [3]}', "stop"),
     (b'{"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 0}', "max_completion_tokens"),
-    (b'{"messages": [{"role": "user", "content": "x"}], "thinking_token_budget": 0}', "thinking_token_budget"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "thinking_token_budget": -2}', "thinking_token_budget must be"),
     (b'{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}', "one user"),
     (b'{"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "%%%"}}]}]}',
      "messages.0.content.0.input_audio.data is not valid base64"),

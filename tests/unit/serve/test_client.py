@@ -60,6 +60,29 @@ def test_the_command_prints_them_apart(monkeypatch, tmp_path):
     assert lines[:2] == ["The clip has one tone.", "A tone."] and lines[2].startswith("[STOP;")
 
 
+@pytest.mark.parametrize("flags, no_thinking", [([], False), (["--no-thinking"], True)])
+def test_no_thinking_reaches_the_request(monkeypatch, tmp_path, flags, no_thinking):
+    sent = []
+
+    class Client:
+        def __init__(self, *a, **k):
+            pass
+
+        def stream(self, *a, **k):
+            sent.append(k)
+            return iter(events([], ["A tone."]))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(cli, "AlarmClient", Client)
+    clip = tmp_path / "a.wav"
+    clip.write_bytes(b"RIFF")
+    with terminal():
+        assert cli.main([str(clip), "--prompt", "What is it?", *flags]) == 0
+    assert sent[0]["no_thinking"] is no_thinking
+
+
 def test_stop_strings_from_the_command_line_reach_the_request(monkeypatch):
     sent = {}
 

@@ -31,11 +31,20 @@ def test_explicit_values_and_text_only():
     assert p.llm.stop == () and parse_request(req(stop=["\n\n", "Q:"]), CFG, "r").llm.stop == ("\n\n", "Q:")
 
 
+def test_no_thinking_is_a_thinking_budget_of_0():
+    assert parse_request(req(no_thinking=True), CFG, "r").llm.max_thinking_tokens == 0
+    spec = RequestSpec(prompt="q", no_thinking=True)
+    assert validate_request(spec, CFG, "r").llm.max_thinking_tokens == 0
+    assert parse_request(req(), CFG, "r").llm.max_thinking_tokens == CFG.defaults.max_thinking_tokens
+
+
 @pytest.mark.parametrize("fields, needle", [
     (dict(prompt=""), "prompt is empty"),
     (dict(prompt="x" * 20000), "limit of 16384"),
     (dict(max_thinking_tokens=-7), "max_thinking_tokens"),
     (dict(max_tokens=-1), "max_tokens"),
+    (dict(no_thinking=True, max_thinking_tokens=64), "leave max_thinking_tokens 0, found 64"),
+    (dict(no_thinking=True, max_thinking_tokens=-1), "leave max_thinking_tokens 0"),
     (dict(sampling={"temperature": float("nan")}), "temperature"),
     (dict(sampling={"top_p": 1.5}), "top_p"),
     (dict(sampling={"top_k": -1}), "top_k"),

@@ -54,9 +54,7 @@ def test_a_docstring_edit_where_the_data_comes_from_keeps_the_teacher_key(cache,
 
 def test_a_change_of_the_training_data_changes_the_teacher_key(cache, before, monkeypatch):
     monkeypatch.setenv("ALARM_CACHE", str(cache))
-    reworded = ("What is the main sound you hear in this clip?", *world.QUESTIONS[1:])
-    monkeypatch.setattr(world, "QUESTIONS", reworded)
-    monkeypatch.setattr(teacher, "QUESTIONS", reworded)
+    monkeypatch.setitem(world.LEVELS, "quiet", "soft")  # the descriptions' word for a quiet clip
     edit_sources(monkeypatch, ("alarm.toy.world",), tag="reworded")
     assert key("qwen3-teacher") != before
 

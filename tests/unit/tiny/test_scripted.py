@@ -204,3 +204,4 @@ def test_same_seed_same_bytes(scripted, tmp_path):
     folder, _, _ = scripted
     build(tmp_path, 0)
     assert (tmp_path / "model.safetensors").read_bytes() == (folder / "model.safetensors").read_bytes()
+

@@ -1,22 +1,79 @@
-"""The toy loop's report text."""
+"""The toy loop's report: per-type figures over seeds, the targets with their worst values, the exit code."""
 
-from alarm.toy.report import TARGETS, render
+import pytest
+
+from alarm.toy.__main__ import main
+from alarm.toy.report import RUNS, TARGETS, render, summarize, wilson
+from alarm.toy.world import QTYPES
 
 
-def test_report_names_every_figure_and_whether_the_targets_are_met():
-    report = {
-        "size": {"train_clips": 400, "eval_clips": 96, "epochs": 10}, "corpus": {"rows": 400, "kept": 398,
-                                                       "leak_rate": {"generated": 1.0, "rephrased": 0.0}},
-        "train": {"steps": 450, "first_loss": 2.5, "last_loss": 0.04},
-        "accuracy": {"audio": 0.8125, "teacher_text": 1.0, "chance": 0.25, "audio_vs_teacher": 0.8125},
-        "parse_ok": {"audio": 0.927, "teacher_text": 1.0}, "audio_per_kind": {"tone": 0.5, "clicks": 1.0},
-        "seconds": {"teacher + encoder": 227.9, "generate": 196.7}, "total_s": 424.6,
-        "targets": TARGETS, "targets_met": False,
+def seed_result(seed: int, audio: int = 31, teacher: int = 32, parsed: int = 32, leak_r: float = 0.0,
+                same: int = 256) -> dict:
+    """A seed's result as `alarm.toy` writes it: 32 questions per type, `audio` of them right."""
+    def counts(k: int, p: int = 32) -> dict:
+        return {"n": 32, "correct": k, "parsed": p}
+
+    per_type = {q: {"R@256": counts(audio, parsed), "teacher": counts(teacher), "R0@256": counts(20),
+                    "R@64": counts(audio), "R@0": counts(8, 16)} for q in QTYPES}
+    runs = {name: {"n": 256, "correct": sum(per_type[q][name]["correct"] for q in QTYPES),
+                   "parsed": sum(per_type[q][name]["parsed"] for q in QTYPES),
+                   "leak": {"lexical": 0.0, "held_out": 0.0, "any": 1.0 if name == "R0@256" else 0.0}}
+            for name in RUNS}
+    return {
+        "seed": seed, "size": {"train_clips": 400, "per_type": 32, "epochs": 12},
+        "eval": {"items": 256, "per_type": 32, "chance": 0.38}, "per_type": per_type, "runs": runs,
+        "corpus": {"rows": 1347, "kept": 1340, "distinct_targets": 700,
+                   "leak": {"R0": {"lexical": 1.0, "held_out": 1.0, "any": 1.0},
+                            "R": {"lexical": leak_r, "held_out": 0.0, "any": leak_r}}},
+        "train": {"R": {"steps": 900, "first_loss": 2.5, "last_loss": 0.3},
+                  "R0": {"steps": 900, "first_loss": 2.6, "last_loss": 0.3}},
+        "text_identical": {"same": same, "n": 256},
+        "depends_on": {"world seed": seed, "torch CPU capability": "AVX512", "teacher sha256": "ab12"},
+        "seconds": {"teacher + encoder": 1.0, "generate": 60.0, "train": 300.0, "eval": 90.0},
     }
-    text = render(report)
-    for needle in ("| trained model, audio only | 81.2% | 92.7% |", "| chance | 25.0% | |",
-                   "teacher reading the description (upper bound) | 100.0%", "81.2% of the teacher's (target >= 90%)",
-                   "100.0% before rephrasing (R0), 0.0% after", "clicks 100%, tone 50%", "| generate | 196.7 |",
-                   "| total | 424.6 |", "Targets NOT met."):
+
+
+def test_wilson_interval():
+    lo, hi = wilson(30, 32)
+    assert 0.79 < lo < 0.80 and 0.98 < hi < 0.99
+    assert wilson(0, 0) == (0.0, 1.0) and wilson(32, 32)[1] == 1.0
+
+
+def test_the_worst_seed_decides_each_target():
+    s = summarize([seed_result(0), seed_result(1, audio=28)])
+    t = s["per_type"]["pitch"]
+    assert t["ratio_mean"] == pytest.approx((31 / 32 + 28 / 32) / 2) and t["ratio_worst"] == 28 / 32
+    assert t["worst_seed"] == 1 and t["n"] == 64 and t["audio"] == 59 / 64
+    met = {x["name"]: x["met"] for x in s["targets"]}
+    assert met == {"audio_vs_teacher": False, "parsed": True, "target_leak": True, "reasoning_leak": True,
+                   "text_identical": True}
+    assert not s["targets_met"] and summarize([seed_result(0)])["targets_met"]
+    assert s["runs"]["R0@256"]["leak"] == 1.0 and s["runs"]["R@0"]["parsed"] == 0.5
+
+
+@pytest.mark.parametrize("broken, name", [({"parsed": 31}, "parsed"), ({"leak_r": 0.02}, "target_leak"),
+                                          ({"same": 255}, "text_identical")])
+def test_each_target_can_fail(broken, name):
+    s = summarize([seed_result(0), seed_result(1, **broken)])
+    assert [x["name"] for x in s["targets"] if not x["met"]] == [name]
+
+
+def test_the_report_names_every_figure():
+    text = render(summarize([seed_result(0), seed_result(1, audio=28)]))
+    for needle in ("| pitch | 92.2% (83%-97%) | 100.0% (94%-100%) | 92.2% | 87.5% (seed 1) | 100.0% |",
+                   f"audio-only accuracy / the teacher's, every question type (worst: kind, seed 1) | 87.5% | >= "
+                   f"{TARGETS['audio_vs_teacher']:.0%} | NOT met", "| adapter trained on R0 (not rephrased), thinking "
+                   "budget 256 | 62.5% (62.5%) | 100.0% (100.0%) | 100.0% (100.0%) |",
+                   "| text-only answers identical with and without the adapter | 512 of 512 | == 100% | met |",
+                   "| leak after rephrasing (lexical / held-out judge) | 0.0% / 0.0% | 0.0% / 0.0% |",
+                   "| teacher sha256 | ab12 | ab12 |", "| total (s) | 451.0 | 451.0 |", "Targets NOT met."):
         assert needle in text, needle
-    assert "Targets met." in render({**report, "targets_met": True})
+
+
+def test_the_command_exits_2_when_a_target_is_missed(monkeypatch, capsys):
+    import alarm.toy.__main__ as cmd
+
+    monkeypatch.setattr(cmd, "run", lambda out, size, seeds, teacher: summarize(
+        [seed_result(s, audio=20 if s == 2 else 31) for s in seeds]))
+    assert main(["--seeds", "3"]) == 2 and "Targets NOT met." in capsys.readouterr().out
+    assert main(["--seed", "4"]) == 0 and "World seed 4:" in capsys.readouterr().out

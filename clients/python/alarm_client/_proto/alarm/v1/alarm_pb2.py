@@ -24,33 +24,33 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(alarm_client/_proto/alarm/v1/alarm.proto\x12\x08\x61larm.v1\"\x92\x01\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x07\n\x05_seed\"\xcf\x02\n\x0fGenerateRequest\x12\x15\n\x0b\x61udio_bytes\x18\x01 \x01(\x0cH\x00\x12\x13\n\taudio_uri\x18\x02 \x01(\tH\x00\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x1a\n\rsystem_prompt\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x1b\n\x13max_thinking_tokens\x18\x05 \x01(\x05\x12\x12\n\nmax_tokens\x18\x06 \x01(\x05\x12*\n\x08sampling\x18\x07 \x01(\x0b\x32\x18.alarm.v1.SamplingParams\x12\x12\n\nadapter_id\x18\x08 \x01(\t\x12\x1c\n\x14\x65nsemble_adapter_ids\x18\t \x03(\t\x12\x18\n\x10return_reasoning\x18\n \x01(\x08\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x12\x0c\n\x04stop\x18\x0c \x03(\tB\x07\n\x05\x61udioB\x10\n\x0e_system_prompt\"{\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x14\n\x0c\x61udio_tokens\x18\x02 \x01(\x05\x12\x18\n\x10reasoning_tokens\x18\x03 \x01(\x05\x12\x15\n\ranswer_tokens\x18\x04 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x05 \x01(\x05\"l\n\x07Timings\x12\x11\n\tdecode_ms\x18\x01 \x01(\x01\x12\x11\n\tencode_ms\x18\x02 \x01(\x01\x12\x11\n\tfusion_ms\x18\x03 \x01(\x01\x12\x16\n\x0e\x66irst_token_ms\x18\x04 \x01(\x01\x12\x10\n\x08total_ms\x18\x05 \x01(\x01\"\x89\x02\n\x10GenerateResponse\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12\x11\n\treasoning\x18\x02 \x01(\t\x12\x1a\n\x12reasoning_complete\x18\x03 \x01(\x08\x12-\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x16.alarm.v1.FinishReason\x12\x1e\n\x05usage\x18\x05 \x01(\x0b\x32\x0f.alarm.v1.Usage\x12\"\n\x07timings\x18\x06 \x01(\x0b\x32\x11.alarm.v1.Timings\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x1a\n\x12thinking_truncated\x18\x08 \x01(\x08\x12\x13\n\x0bstop_string\x18\t \x01(\t\"\x81\x01\n\x16GenerateStreamResponse\x12\x19\n\x0freasoning_delta\x18\x01 \x01(\tH\x00\x12\x16\n\x0c\x61nswer_delta\x18\x02 \x01(\tH\x00\x12+\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x1a.alarm.v1.GenerateResponseH\x00\x42\x07\n\x05\x65vent\"\x13\n\x11ListModelsRequest\"M\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x65ncoders\x18\x02 \x03(\t\x12\x12\n\nbase_model\x18\x03 \x01(\t\x12\x12\n\nis_default\x18\x04 \x01(\x08\"5\n\x12ListModelsResponse\x12\x1f\n\x06models\x18\x01 \x03(\x0b\x32\x0f.alarm.v1.Model*P\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x08\n\x04STOP\x10\x01\x12\n\n\x06LENGTH\x10\x02\x12\x0b\n\x07\x41\x42ORTED\x10\x03\x32\xeb\x01\n\x0c\x41larmService\x12\x41\n\x08Generate\x12\x19.alarm.v1.GenerateRequest\x1a\x1a.alarm.v1.GenerateResponse\x12O\n\x0eGenerateStream\x12\x19.alarm.v1.GenerateRequest\x1a .alarm.v1.GenerateStreamResponse0\x01\x12G\n\nListModels\x12\x1b.alarm.v1.ListModelsRequest\x1a\x1c.alarm.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(alarm_client/_proto/alarm/v1/alarm.proto\x12\x08\x61larm.v1\"\x92\x01\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x07\n\x05_seed\"\xe4\x02\n\x0fGenerateRequest\x12\x15\n\x0b\x61udio_bytes\x18\x01 \x01(\x0cH\x00\x12\x13\n\taudio_uri\x18\x02 \x01(\tH\x00\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x1a\n\rsystem_prompt\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x1b\n\x13max_thinking_tokens\x18\x05 \x01(\x05\x12\x12\n\nmax_tokens\x18\x06 \x01(\x05\x12*\n\x08sampling\x18\x07 \x01(\x0b\x32\x18.alarm.v1.SamplingParams\x12\x12\n\nadapter_id\x18\x08 \x01(\t\x12\x1c\n\x14\x65nsemble_adapter_ids\x18\t \x03(\t\x12\x18\n\x10return_reasoning\x18\n \x01(\x08\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x12\x0c\n\x04stop\x18\x0c \x03(\t\x12\x13\n\x0bno_thinking\x18\r \x01(\x08\x42\x07\n\x05\x61udioB\x10\n\x0e_system_prompt\"{\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x14\n\x0c\x61udio_tokens\x18\x02 \x01(\x05\x12\x18\n\x10reasoning_tokens\x18\x03 \x01(\x05\x12\x15\n\ranswer_tokens\x18\x04 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x05 \x01(\x05\"l\n\x07Timings\x12\x11\n\tdecode_ms\x18\x01 \x01(\x01\x12\x11\n\tencode_ms\x18\x02 \x01(\x01\x12\x11\n\tfusion_ms\x18\x03 \x01(\x01\x12\x16\n\x0e\x66irst_token_ms\x18\x04 \x01(\x01\x12\x10\n\x08total_ms\x18\x05 \x01(\x01\"\x89\x02\n\x10GenerateResponse\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12\x11\n\treasoning\x18\x02 \x01(\t\x12\x1a\n\x12reasoning_complete\x18\x03 \x01(\x08\x12-\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x16.alarm.v1.FinishReason\x12\x1e\n\x05usage\x18\x05 \x01(\x0b\x32\x0f.alarm.v1.Usage\x12\"\n\x07timings\x18\x06 \x01(\x0b\x32\x11.alarm.v1.Timings\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x1a\n\x12thinking_truncated\x18\x08 \x01(\x08\x12\x13\n\x0bstop_string\x18\t \x01(\t\"\x81\x01\n\x16GenerateStreamResponse\x12\x19\n\x0freasoning_delta\x18\x01 \x01(\tH\x00\x12\x16\n\x0c\x61nswer_delta\x18\x02 \x01(\tH\x00\x12+\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x1a.alarm.v1.GenerateResponseH\x00\x42\x07\n\x05\x65vent\"\x13\n\x11ListModelsRequest\"M\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x65ncoders\x18\x02 \x03(\t\x12\x12\n\nbase_model\x18\x03 \x01(\t\x12\x12\n\nis_default\x18\x04 \x01(\x08\"5\n\x12ListModelsResponse\x12\x1f\n\x06models\x18\x01 \x03(\x0b\x32\x0f.alarm.v1.Model*P\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x08\n\x04STOP\x10\x01\x12\n\n\x06LENGTH\x10\x02\x12\x0b\n\x07\x41\x42ORTED\x10\x03\x32\xeb\x01\n\x0c\x41larmService\x12\x41\n\x08Generate\x12\x19.alarm.v1.GenerateRequest\x1a\x1a.alarm.v1.GenerateResponse\x12O\n\x0eGenerateStream\x12\x19.alarm.v1.GenerateRequest\x1a .alarm.v1.GenerateStreamResponse0\x01\x12G\n\nListModels\x12\x1b.alarm.v1.ListModelsRequest\x1a\x1c.alarm.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'alarm_client._proto.alarm.v1.alarm_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=1331
-  _globals['_FINISHREASON']._serialized_end=1411
+  _globals['_FINISHREASON']._serialized_start=1352
+  _globals['_FINISHREASON']._serialized_end=1432
   _globals['_SAMPLINGPARAMS']._serialized_start=55
   _globals['_SAMPLINGPARAMS']._serialized_end=201
   _globals['_GENERATEREQUEST']._serialized_start=204
-  _globals['_GENERATEREQUEST']._serialized_end=539
-  _globals['_USAGE']._serialized_start=541
-  _globals['_USAGE']._serialized_end=664
-  _globals['_TIMINGS']._serialized_start=666
-  _globals['_TIMINGS']._serialized_end=774
-  _globals['_GENERATERESPONSE']._serialized_start=777
-  _globals['_GENERATERESPONSE']._serialized_end=1042
-  _globals['_GENERATESTREAMRESPONSE']._serialized_start=1045
-  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1174
-  _globals['_LISTMODELSREQUEST']._serialized_start=1176
-  _globals['_LISTMODELSREQUEST']._serialized_end=1195
-  _globals['_MODEL']._serialized_start=1197
-  _globals['_MODEL']._serialized_end=1274
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1276
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1329
-  _globals['_ALARMSERVICE']._serialized_start=1414
-  _globals['_ALARMSERVICE']._serialized_end=1649
+  _globals['_GENERATEREQUEST']._serialized_end=560
+  _globals['_USAGE']._serialized_start=562
+  _globals['_USAGE']._serialized_end=685
+  _globals['_TIMINGS']._serialized_start=687
+  _globals['_TIMINGS']._serialized_end=795
+  _globals['_GENERATERESPONSE']._serialized_start=798
+  _globals['_GENERATERESPONSE']._serialized_end=1063
+  _globals['_GENERATESTREAMRESPONSE']._serialized_start=1066
+  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1195
+  _globals['_LISTMODELSREQUEST']._serialized_start=1197
+  _globals['_LISTMODELSREQUEST']._serialized_end=1216
+  _globals['_MODEL']._serialized_start=1218
+  _globals['_MODEL']._serialized_end=1295
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1297
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1350
+  _globals['_ALARMSERVICE']._serialized_start=1435
+  _globals['_ALARMSERVICE']._serialized_end=1670
 # @@protoc_insertion_point(module_scope)

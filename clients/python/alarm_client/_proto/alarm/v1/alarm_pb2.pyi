@@ -31,7 +31,7 @@ class SamplingParams(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("audio_bytes", "audio_uri", "prompt", "system_prompt", "max_thinking_tokens", "max_tokens", "sampling", "adapter_id", "ensemble_adapter_ids", "return_reasoning", "request_id", "stop")
+    __slots__ = ("audio_bytes", "audio_uri", "prompt", "system_prompt", "max_thinking_tokens", "max_tokens", "sampling", "adapter_id", "ensemble_adapter_ids", "return_reasoning", "request_id", "stop", "no_thinking")
     AUDIO_BYTES_FIELD_NUMBER: _ClassVar[int]
     AUDIO_URI_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class GenerateRequest(_message.Message):
     RETURN_REASONING_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     STOP_FIELD_NUMBER: _ClassVar[int]
+    NO_THINKING_FIELD_NUMBER: _ClassVar[int]
     audio_bytes: bytes
     audio_uri: str
     prompt: str
@@ -56,7 +57,8 @@ class GenerateRequest(_message.Message):
     return_reasoning: bool
     request_id: str
     stop: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, audio_bytes: _Optional[bytes] = ..., audio_uri: _Optional[str] = ..., prompt: _Optional[str] = ..., system_prompt: _Optional[str] = ..., max_thinking_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., adapter_id: _Optional[str] = ..., ensemble_adapter_ids: _Optional[_Iterable[str]] = ..., return_reasoning: _Optional[bool] = ..., request_id: _Optional[str] = ..., stop: _Optional[_Iterable[str]] = ...) -> None: ...
+    no_thinking: bool
+    def __init__(self, audio_bytes: _Optional[bytes] = ..., audio_uri: _Optional[str] = ..., prompt: _Optional[str] = ..., system_prompt: _Optional[str] = ..., max_thinking_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., adapter_id: _Optional[str] = ..., ensemble_adapter_ids: _Optional[_Iterable[str]] = ..., return_reasoning: _Optional[bool] = ..., request_id: _Optional[str] = ..., stop: _Optional[_Iterable[str]] = ..., no_thinking: _Optional[bool] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "audio_tokens", "reasoning_tokens", "answer_tokens", "total_tokens")
