@@ -12,7 +12,8 @@ the Ray autoscaler starts from zero and removes when idle), then runs each scena
 - serve: the tiny application deployed on the cluster with every deployment autoscaled from 1 replica (each LLM
   replica on a GPU of its own), a bounded load generator on 127.0.0.1 ramping its clients up and down (half of
   them retrying UNAVAILABLE, half not); at the peak, once the LLM has its most replicas, the node holding the most
-  replicas among those with an LLM replica is killed (services.ramp).
+  replicas among those with an LLM replica is killed, and once it recovered the node of the encoders' replica
+  (services.ramp).
 
 Writes <out>/scale.json (per scenario: its figures and its timeline: nodes per type, progress, actors at work,
 events) and <out>/scale.png (one column per scenario, one row per kind of series), and prints the figures: time to
@@ -159,7 +160,8 @@ def plot(report: dict, path: Path) -> None:
                                                        for s in sc["timeline"]["series"])]
     fig, axes = plt.subplots(len(panels), len(scenarios), figsize=(6.5 * len(scenarios), 2.3 * len(panels)),
                              squeeze=False, sharex="col")
-    colors = {"submit": "tab:gray", "node killed": "tab:red", "job end": "tab:green", "load end": "tab:green",
+    colors = {"submit": "tab:gray", "node killed": "tab:red", "encoder node killed": "tab:orange",
+              "job end": "tab:green", "load end": "tab:green",
               "no worker node": "tab:blue"}
     for col, (name, sc) in enumerate(scenarios.items()):
         axes[0][col].set_title(name)
@@ -175,7 +177,7 @@ def plot(report: dict, path: Path) -> None:
             ax.set_ylabel(label, fontsize=8)
             if ax.has_data():
                 ax.legend(fontsize=7, loc="upper left")
-        axes[-1][col].set_xlabel("seconds (dashed: submit/deploy gray, node killed red, job/load end green, "
+        axes[-1][col].set_xlabel("seconds (dashed: submit/deploy gray, node killed red (encoders' orange), job/load end green, "
                                  "no worker blue)",
                                  fontsize=8)
     fig.tight_layout()

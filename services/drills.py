@@ -185,14 +185,15 @@ def last_step(logs: str) -> int | None:
 
 
 def kill_when(cluster: LocalCluster, timeline: Timeline, ready: Callable[[], bool], actor: str,
-              timeout_s: float = 900, pick: Callable[[list[str]], str | None] | None = None) -> str:
+              timeout_s: float = 900, pick: Callable[[list[str]], str | None] | None = None,
+              label: str = "node killed") -> str:
     """Once `ready()`, lose the worker node that hosts an alive `actor` (by class name; `pick` chooses among the
-    nodes of those actors, by default the first); its id."""
+    nodes of those actors, by default the first); its id. The event `label` marks the moment."""
     choose = pick or (lambda ids: next(iter(ids), None))
     node = wait_for(lambda: ready() and choose(actor_nodes(cluster, actor)), timeout_s,
                     f"a moment to kill the node of a live {actor}", every_s=0.5)
     killed = kill_node(node)
-    timeline.event("node killed", node=node, processes=killed, actor=actor)
+    timeline.event(label, node=node, processes=killed, actor=actor)
     return node
 
 

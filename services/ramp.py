@@ -109,12 +109,23 @@ def busiest_llm_node(cluster: LocalCluster, app: str):
     return pick
 
 
+def audio_node(cluster: LocalCluster, app: str):
+    """A picker for kill_when: of the nodes holding an `audio` replica, one that holds no LLM replica if there is
+    one (so the loss is the encoders' alone), else the first."""
+
+    def pick(audio_nodes: list[str]) -> str | None:
+        llm = set(actor_nodes(cluster, f"ServeReplica:{app}:llm"))
+        return next((n for n in audio_nodes if n not in llm), next(iter(audio_nodes), None))
+
+    return pick
+
+
 def ramp(cluster: LocalCluster, cfg: ServeConfig, timeline: Timeline, ramp: tuple[int, ...] = (1, 3, 6),
          hold_s: float = 15, max_requests: int = 5000, max_s: float = 1500) -> Load:
     """Deploy, ramp the clients up through `ramp` (each step held `hold_s`), wait at the peak for the LLM's
     replicas at their maximum, lose the node of an LLM replica, wait for readiness and the LLM replicas to come
-    back, ramp down, and wait until the replicas are back at their minimum and no worker node is idle. Events: submit
-    (the deploy), serving, clients <n>, node killed, recovered, load end, scaled down, undeployed; every wait is
+    back, lose the node of an encoders' replica and wait for them likewise, ramp down, and wait until the replicas are back at their minimum and no worker node is idle. Events: submit
+    (the deploy), serving, clients <n>, node killed, recovered, encoder node killed, encoders recovered, load end, scaled down, undeployed; every wait is
     bounded, and one that runs out ends the drill with the event `gave up` (its reason) instead of an error."""
     from services.serve.client import AlarmClient
 
@@ -163,6 +174,14 @@ def _ramp_and_kill(cluster: LocalCluster, app: str, top: int, load: Load, probe,
              "readiness and the LLM replicas to come back", every_s=1.0)
     timeline.event("recovered")
     time.sleep(hold_s)
+    # then the node of the encoders' replica (`audio`: the encoders and the fusion), one without an LLM if any
+    audio = replicas(app).get("audio", 0)
+    kill_when(cluster, timeline, lambda: True, f"ServeReplica:{app}:audio", pick=audio_node(cluster, app),
+              label="encoder node killed")
+    wait_for(lambda: serving(probe) and replicas(app).get("audio", 0) >= audio, 300,
+             "readiness and the encoders' replicas to come back", every_s=1.0)
+    timeline.event("encoders recovered")
+    time.sleep(hold_s)
     for n in reversed(ramp[:-1]):
         load.clients = n
         timeline.event(f"clients {n}")
@@ -173,20 +192,30 @@ def _ramp_and_kill(cluster: LocalCluster, app: str, top: int, load: Load, probe,
 
 def figures(timeline: Timeline, load: Load, margin_s: float = 30) -> dict:
     """The drill's figures, in seconds from the event that starts each: the deploy to the first worker node and
-    the first OK answer; the peak's start to every LLM replica running; the kill to a replacement node, to the
-    LLM replicas back and to readiness SERVING again (0: it never left); the load's end to the replicas and nodes
-    at their minimum. Plus latency and every request by status (`requests`), and the UNAVAILABLE answers that
-    ended outside [kill, recovered + margin_s] (0 expected)."""
+    the first OK answer; the peak's start to every LLM replica running; the LLM node's kill to a replacement node,
+    to the LLM replicas back and to readiness SERVING again (0: it never left); the encoder node's kill to
+    readiness SERVING again and to its replicas back (`encoder_*`); the load's end to the replicas and nodes at
+    their minimum. Plus latency and every request by status (`requests`), and the UNAVAILABLE answers that ended
+    outside both [kill, recovered + margin_s] windows (0 expected)."""
     out = drill_figures(timeline, "progress/ok", "replicas/llm")
-    peak, kill, back = (timeline.at(f"clients {load.max_clients}"), timeline.at("node killed"),
-                        timeline.at("recovered"))
+    peak = timeline.at(f"clients {load.max_clients}")
     top = max((v for _, v in timeline.series.get("replicas/llm", [])), default=None)
     if peak is not None and top is not None:
         out["replicas_up_s"] = since(peak, timeline.first("replicas/llm", lambda v: v >= top, peak))
-    if kill is not None:
+    windows = []
+    for prefix, killed, back in (("", "node killed", "recovered"),
+                                 ("encoder_", "encoder node killed", "encoders recovered")):
+        if (kill := timeline.at(killed)) is None:
+            continue
+        end = timeline.at(back)
+        windows.append((kill, (end if end is not None else timeline.now()) + margin_s))
         down = timeline.first("serving", lambda v: not v, kill)
+        if down is not None and end is not None and down > end:  # a later dip is not this kill's
+            down = None
         up = timeline.first("serving", bool, down) if down is not None else kill
-        out["serving_again_s"] = since(kill, up)
+        out[f"{prefix}serving_again_s"] = since(kill, up)
+        if prefix:
+            out["encoder_recovered_s"] = since(kill, end)
     for label, a, b in (("scale_down_s", "load end", "scaled down"), ("drained_s", "undeployed", "no worker node")):
         if (t0 := timeline.at(a)) is not None:
             out[label] = since(t0, timeline.at(b))
@@ -194,8 +223,7 @@ def figures(timeline: Timeline, load: Load, margin_s: float = 30) -> dict:
     times = {t for k, v in timeline.series.items() if k.startswith("nodes/") for t, _ in v}
     out |= {"p50_s": _q(ok, 0.5), "p95_s": _q(ok, 0.95),
             "peak_worker_nodes": max((worker_nodes(timeline, t) for t in times), default=0)}
-    window = (kill, (back if back is not None else timeline.now()) + margin_s) if kill is not None else None
-    out["unavailable_outside_kill"] = sum(o.code == "UNAVAILABLE" and not (window and window[0] <= o.end <= window[1])
+    out["unavailable_outside_kill"] = sum(o.code == "UNAVAILABLE" and not any(a <= o.end <= b for a, b in windows)
                                           for o in load.outcomes)
     out["requests"] = {"sent": load.sent, "ended": len(load.outcomes), **dict(sorted(load.counts().items()))}
     return out

@@ -182,9 +182,10 @@ def test_training_on_three_nodes_resumes_after_losing_one(cluster, driver, tmp_p
 def test_serving_scales_with_a_load_ramp_and_survives_losing_an_llm_node(cluster):
     """The tiny application, every deployment autoscaled from 1 to 2 replicas, each LLM replica on a GPU of its own;
     the clients ramp 1 -> 3 -> 6 and back; at the peak, with two LLM replicas on two worker nodes, the busier node
-    of an LLM replica is killed. Every request ends OK or UNAVAILABLE, none past its deadline, UNAVAILABLE only
-    around the kill; readiness and the replicas come back; replicas and nodes go back to their minimum, and to no
-    worker node once the application is deleted. Times are bounds, never measurements (bench/scale.py)."""
+    of an LLM replica is killed, then the node of the encoders' replica. Every request ends OK or UNAVAILABLE,
+    none past its deadline, UNAVAILABLE only around the kills; readiness and the replicas come back; replicas and
+    nodes go back to their minimum, and to no worker node once the application is deleted. Times are bounds,
+    never measurements (bench/scale.py)."""
     timeline = Timeline()
     load = ramp(cluster, serve_config(max_replicas=2), timeline, ramp=(1, 3, 6), hold_s=10)
     wait_for(lambda: nodes(cluster.address).count(GPU_NODES) == 0, 300, "the idle worker nodes to go")
@@ -197,6 +198,7 @@ def test_serving_scales_with_a_load_ramp_and_survives_losing_an_llm_node(cluster
     assert all(o.end - o.start < load.timeout_s + 5 for o in load.outcomes)  # none hung past its deadline
     assert out["unavailable_outside_kill"] == 0, [o for o in load.outcomes if o.code == "UNAVAILABLE"]
     assert out["serving_again_s"] is not None and out["recovered_s"] is not None, out  # readiness, replicas back
+    assert out["encoder_serving_again_s"] is not None and out["encoder_recovered_s"] is not None, out
     llm = [v for _, v in timeline.series["replicas/llm"]]
     assert max(llm) == 2 and llm[-1] == 1, llm  # scaled up for the peak, down to the minimum after it
     assert out["peak_worker_nodes"] >= 2 and timeline.at("scaled down") is not None, out

@@ -71,3 +71,18 @@ def test_a_probe_may_record_several_series(monkeypatch):
                                 "gone": lambda: None}).sample()
     assert {k: [v for _, v in s] for k, s in t.series.items()} == {
         "nodes/gpu": [1], "launching/gpu": [0], "replicas/llm": [2], "replicas/ingress": [1], "load": [1.5]}
+
+
+def test_the_encoder_nodes_loss_has_figures_and_an_unavailable_window_of_its_own():
+    """The encoders' node killed at 140 (readiness off 141..145, replicas back and `encoders recovered` at 150):
+    its own figures, its own window for UNAVAILABLE, and its dip is not taken for the LLM node's."""
+    t, load = drill()
+    t.series["serving"] = [(0, 0), (30, 1), (140, 1), (141, 0), (145, 1)]  # the LLM node's kill: no dip now
+    t.events += [{"t": 140, "event": "encoder node killed"}, {"t": 150, "event": "encoders recovered"}]
+    t.events.sort(key=lambda e: e["t"])
+    load.outcomes.append(Outcome(139, 170, "UNAVAILABLE", 0))  # inside [140, 150 + 30]
+    load._sent = 8
+    out = figures(t, load)
+    assert out["serving_again_s"] == 0  # the dip at 141 is after `recovered` (131): the encoders'
+    assert (out["encoder_serving_again_s"], out["encoder_recovered_s"]) == (5, 10)
+    assert out["unavailable_outside_kill"] == 1  # still only the one at 200
