@@ -8,16 +8,22 @@ the Ray autoscaler starts from zero and removes when idle), then runs each scena
 - generate: the preset's generate job through `ray job submit` (engines placed by GPU, each on a worker node),
   on more clips; once the first shards are committed, the node of one engine is killed;
 - train: the preset's train job through `ray job submit` on that corpus (its DDP workers and encoder actors each
-  placed by GPU fraction); after the first checkpoint, the node of one DDP worker is killed.
+  placed by GPU fraction); after the first checkpoint, the node of one DDP worker is killed;
+- serve: the tiny application deployed on the cluster with every deployment autoscaled from 1 replica (each LLM
+  replica on a GPU of its own), a bounded load generator on 127.0.0.1 ramping its clients up and down (half of
+  them retrying UNAVAILABLE, half not); at the peak, once the LLM has its most replicas, the node holding the most
+  replicas among those with an LLM replica is killed, and once it recovered the node of the encoders' replica
+  (services.ramp).
 
 Writes <out>/scale.json (per scenario: its figures and its timeline: nodes per type, progress, actors at work,
 events) and <out>/scale.png (one column per scenario, one row per kind of series), and prints the figures: time to
-the first worker node and to the first progress after the submission, to a replacement node and to full recovery
-after the kill, to scaling back to no worker node.
+the first worker node and to the first progress after the submission (for serve: the deploy), to a replacement
+node and to full recovery after the kill, to scaling back to no worker node; for serve also the time to every LLM
+replica at the peak, to readiness SERVING again after the kill, to the replicas and nodes back at their minimum
+once the load ends, latency, and every request by status.
 
-The serving scenario (a load ramp) plugs in as one more entry of SCENARIOS: a function (cluster, plan, work dir,
-timeline) -> figures that records the series the PANELS below already draw: `load`, `latency/p50`,
-`latency/p95`, `replicas/<deployment>`, `errors/<status code>` (and nodes, through the same Sampler).
+A scenario is one entry of SCENARIOS: a function (cluster, plan, work dir, timeline) -> figures that records the
+series the PANELS below draw (nodes through services.drills.Sampler).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from alarm.cli import add_config_args, config_from_args
 from alarm.cluster import Plan, plan, ray_cluster
 from alarm.config import ClusterConfig
 from alarm.files import atomic_write
-from services.cluster import LocalCluster, nodes, wait_for
+from services.cluster import ClusterError, LocalCluster, nodes, wait_for
 from services.drills import (
     ENGINE,
     TRAIN_WORKER,
@@ -49,6 +55,8 @@ from services.drills import (
     submit,
     wait_job,
 )
+from services.ramp import figures as ramp_figures
+from services.ramp import ramp, serve_config
 
 # (series name prefix, what it shows): one row of the picture each, drawn when some scenario recorded one
 PANELS = [
@@ -56,9 +64,11 @@ PANELS = [
     ("progress/", "progress"),
     ("actors/", "actors at work"),
     ("load", "offered load (req/s)"),
+    ("clients", "concurrent clients"),
     ("latency/", "latency (s)"),
     ("replicas/", "replicas per deployment"),
-    ("errors/", "errors by status code"),
+    ("serving", "readiness (1 = SERVING)"),
+    ("errors/", "errors by status code (cumulative)"),
 ]
 CLIPS, STEPS = 32, 12
 
@@ -111,13 +121,31 @@ def train(cluster: LocalCluster, p: Plan, work: Path, timeline: Timeline) -> dic
             "last_loss": summary.get("last_loss"), **figures(timeline, "progress/steps", "actors/train workers")}
 
 
+def serve(cluster: LocalCluster, p: Plan, work: Path, timeline: Timeline) -> dict:
+    load = ramp(cluster, serve_config(), timeline)
+    try:
+        _drained(cluster, timeline, 60 * cluster.config["idle_timeout_minutes"] + 180)
+    except ClusterError as e:
+        timeline.event("gave up", reason=str(e))
+    figs = ramp_figures(timeline, load)
+    r = figs["requests"]
+    gave_up = [e["reason"] for e in timeline.events if e["event"] == "gave up"]
+    broken = [why for why, bad in (
+        ("requests unaccounted for", r["sent"] != r["ended"]),
+        ("INTERNAL or client-side failures", any(k.startswith(("INTERNAL", "CLIENT_")) for k in r)),
+        ("UNAVAILABLE away from the kill", figs["unavailable_outside_kill"]),
+        (f"gave up: {'; '.join(gave_up)}", gave_up)) if bad]
+    return {"status": "SUCCEEDED" if not broken else "FAILED: " + ", ".join(broken), **figs}
+
+
 def _keys(run: Path) -> list[str]:
     import pyarrow.parquet as pq
 
     return [k for f in sorted((run / "shards").glob("*.parquet")) for k in pq.read_table(f).column("key").to_pylist()]
 
 
-SCENARIOS: dict[str, Callable[[LocalCluster, Plan, Path, Timeline], dict]] = {"generate": generate, "train": train}
+SCENARIOS: dict[str, Callable[[LocalCluster, Plan, Path, Timeline], dict]] = {
+    "generate": generate, "train": train, "serve": serve}
 
 
 def plot(report: dict, path: Path) -> None:
@@ -132,7 +160,9 @@ def plot(report: dict, path: Path) -> None:
                                                        for s in sc["timeline"]["series"])]
     fig, axes = plt.subplots(len(panels), len(scenarios), figsize=(6.5 * len(scenarios), 2.3 * len(panels)),
                              squeeze=False, sharex="col")
-    colors = {"submit": "tab:gray", "node killed": "tab:red", "job end": "tab:green", "no worker node": "tab:blue"}
+    colors = {"submit": "tab:gray", "node killed": "tab:red", "encoder node killed": "tab:orange",
+              "job end": "tab:green", "load end": "tab:green",
+              "no worker node": "tab:blue"}
     for col, (name, sc) in enumerate(scenarios.items()):
         axes[0][col].set_title(name)
         for row, (prefix, label) in enumerate(panels):
@@ -142,11 +172,13 @@ def plot(report: dict, path: Path) -> None:
                     t, v = zip(*points, strict=True)
                     ax.step(t, v, where="post", label=series.removeprefix(prefix) or series)
             for e in sc["timeline"]["events"]:
-                ax.axvline(e["t"], color=colors.get(e["event"], "k"), ls="--", lw=0.8)
+                if e["event"] in colors:  # the ramp's steps show in its clients panel
+                    ax.axvline(e["t"], color=colors[e["event"]], ls="--", lw=0.8)
             ax.set_ylabel(label, fontsize=8)
             if ax.has_data():
                 ax.legend(fontsize=7, loc="upper left")
-        axes[-1][col].set_xlabel("seconds (dashed: submit gray, node killed red, job end green, no worker blue)",
+        axes[-1][col].set_xlabel("seconds (dashed: submit/deploy gray, node killed red (encoders' orange), job/load end green, "
+                                 "no worker blue)",
                                  fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

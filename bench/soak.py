@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import io
 import os
 import sys
 import time
@@ -28,11 +27,9 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-
 from alarm.cli import add_config_args, config_from_args
 from alarm.config import ServeConfig
+from services.serve.load import clip as tone
 
 GRPC_PORT, HTTP_PORT = 9103, 8103
 KINDS = ("unary", "stream", "text", "ensemble", "empty prompt", "undecodable audio", "bad temperature",
@@ -40,11 +37,7 @@ KINDS = ("unary", "stream", "text", "ensemble", "empty prompt", "undecodable aud
 
 
 def clip(i: int) -> bytes:
-    rate, seconds = 16000, 1 + i % 8
-    t = np.arange(seconds * rate) / rate
-    buf = io.BytesIO()
-    sf.write(buf, (0.3 * np.sin(2 * np.pi * (150 + 37 * (i % 20)) * t)).astype(np.float32), rate, format="FLAC")
-    return buf.getvalue()
+    return tone(i, seconds=1 + i % 8)
 
 
 def one(client, i: int) -> str:

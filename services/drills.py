@@ -69,7 +69,8 @@ class Timeline:
 
 class Sampler:
     """A background thread that samples, every `every_s`: the nodes per type the autoscaler reports (series
-    `nodes/<type>` and `launching/<type>`, the head left out) and each probe (None: no sample)."""
+    `nodes/<type>` and `launching/<type>`, the head left out) and each probe (None: no sample; a dict: one series
+    per key, named probe name + key)."""
 
     def __init__(self, timeline: Timeline, gcs_address: str, probes: dict[str, Callable[[], float | None]],
                  every_s: float = 1.0, head_type: str = "ray.head.default"):
@@ -101,7 +102,10 @@ class Sampler:
                 value = probe()
             except Exception:
                 value = None
-            if value is not None:
+            if isinstance(value, dict):  # several series: name + each key
+                for key, v in value.items():
+                    self.timeline.add(f"{name}{key}", v)
+            elif value is not None:
                 self.timeline.add(name, value)
 
     def _run(self) -> None:
@@ -181,12 +185,15 @@ def last_step(logs: str) -> int | None:
 
 
 def kill_when(cluster: LocalCluster, timeline: Timeline, ready: Callable[[], bool], actor: str,
-              timeout_s: float = 900) -> str:
-    """Once `ready()`, lose the worker node that hosts an alive `actor` (by class name); its id."""
-    node = wait_for(lambda: ready() and next(iter(actor_nodes(cluster, actor)), None), timeout_s,
+              timeout_s: float = 900, pick: Callable[[list[str]], str | None] | None = None,
+              label: str = "node killed") -> str:
+    """Once `ready()`, lose the worker node that hosts an alive `actor` (by class name; `pick` chooses among the
+    nodes of those actors, by default the first); its id. The event `label` marks the moment."""
+    choose = pick or (lambda ids: next(iter(ids), None))
+    node = wait_for(lambda: ready() and choose(actor_nodes(cluster, actor)), timeout_s,
                     f"a moment to kill the node of a live {actor}", every_s=0.5)
     killed = kill_node(node)
-    timeline.event("node killed", node=node, processes=killed, actor=actor)
+    timeline.event(label, node=node, processes=killed, actor=actor)
     return node
 
 
@@ -210,23 +217,23 @@ def figures(timeline: Timeline, progress: str, actors: str | None = None) -> dic
     if submit_t is not None:
         up = first_nodes(lambda n: n > 0, submit_t)
         moved = timeline.first(progress, lambda v: v > 0, submit_t)
-        out |= {"scale_up_s": _since(submit_t, up), "first_progress_s": _since(submit_t, moved)}
+        out |= {"scale_up_s": since(submit_t, up), "first_progress_s": since(submit_t, moved)}
     if kill_t is not None:
         before = worker_nodes(timeline, kill_t)
         fell = first_nodes(lambda n: n < before, kill_t)
         back = first_nodes(lambda n: n >= before, fell) if fell is not None else None
-        out["node_replaced_s"] = _since(kill_t, back)
+        out["node_replaced_s"] = since(kill_t, back)
         if actors is not None and (n_before := timeline.value_at(actors, kill_t)):
             dipped = timeline.first(actors, lambda v: v < n_before, kill_t)
             restored = timeline.first(actors, lambda v: v >= n_before, dipped) if dipped is not None else None
         else:
             at_kill = timeline.value_at(progress, kill_t) or 0
             restored = timeline.first(progress, lambda v: v > at_kill, kill_t)
-        out["recovered_s"] = _since(kill_t, restored)
+        out["recovered_s"] = since(kill_t, restored)
     if end_t is not None:
-        out["scale_down_s"] = _since(end_t, first_nodes(lambda n: n == 0, end_t))
+        out["scale_down_s"] = since(end_t, first_nodes(lambda n: n == 0, end_t))
     return out
 
 
-def _since(t0: float, t: float | None) -> float | None:
+def since(t0: float, t: float | None) -> float | None:
     return None if t is None else round(t - t0, 1)

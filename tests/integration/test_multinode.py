@@ -3,7 +3,8 @@ tiny-gpu: worker nodes with 4 CPUs and one `fake_gpu` each, 0..3 of them, starte
 
 The fast test runs a few rows of generation on a worker node the autoscaler starts. The slow ones lose a worker
 node mid-job: generation through `ray job submit` still writes every key exactly once, training restarts from its
-last checkpoint and ends where an uninterrupted run ends, and the nodes scale back down.
+last checkpoint and ends where an uninterrupted run ends, serving under a load ramp accounts for every request
+and recovers, and the nodes scale back down.
 
 The module stops the session's shared Ray first (a local cluster's `ray stop --force` would kill it, and two
 heads would fight over ports) and starts it again afterwards; everything runs under the Ray lock.
@@ -34,6 +35,7 @@ from services.drills import (
     submit,
     wait_job,
 )
+from services.ramp import figures, ramp, serve_config
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESET = "tiny-gpu"
@@ -174,3 +176,29 @@ def test_training_on_three_nodes_resumes_after_losing_one(cluster, driver, tmp_p
     straight = json.loads((tmp_path / "train" / "straight" / "summary.json").read_text())
     assert killed["steps"] == straight["steps"] == 10
     assert killed["last_loss"] == pytest.approx(straight["last_loss"], rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_serving_scales_with_a_load_ramp_and_survives_losing_an_llm_node(cluster):
+    """The tiny application, every deployment autoscaled from 1 to 2 replicas, each LLM replica on a GPU of its own;
+    the clients ramp 1 -> 3 -> 6 and back; at the peak, with two LLM replicas on two worker nodes, the busier node
+    of an LLM replica is killed, then the node of the encoders' replica. Every request ends OK or UNAVAILABLE,
+    none past its deadline, UNAVAILABLE only around the kills; readiness and the replicas come back; replicas and
+    nodes go back to their minimum, and to no worker node once the application is deleted. Times are bounds,
+    never measurements (bench/scale.py)."""
+    timeline = Timeline()
+    load = ramp(cluster, serve_config(max_replicas=2), timeline, ramp=(1, 3, 6), hold_s=10)
+    wait_for(lambda: nodes(cluster.address).count(GPU_NODES) == 0, 300, "the idle worker nodes to go")
+    assert timeline.at("gave up") is None, timeline.events
+    out = figures(timeline, load)
+    counts = out["requests"]
+    assert counts["sent"] == counts["ended"] == len(load.outcomes) > 0, counts  # every request accounted for
+    codes = {k.split(",")[0] for k in counts if k not in ("sent", "ended")}
+    assert codes <= {"OK", "UNAVAILABLE"}, counts  # never INTERNAL, never a deadline passed
+    assert all(o.end - o.start < load.timeout_s + 5 for o in load.outcomes)  # none hung past its deadline
+    assert out["unavailable_outside_kill"] == 0, [o for o in load.outcomes if o.code == "UNAVAILABLE"]
+    assert out["serving_again_s"] is not None and out["recovered_s"] is not None, out  # readiness, replicas back
+    assert out["encoder_serving_again_s"] is not None and out["encoder_recovered_s"] is not None, out
+    llm = [v for _, v in timeline.series["replicas/llm"]]
+    assert max(llm) == 2 and llm[-1] == 1, llm  # scaled up for the peak, down to the minimum after it
+    assert out["peak_worker_nodes"] >= 2 and timeline.at("scaled down") is not None, out
