@@ -66,9 +66,9 @@ def run_seed(out: Path, size: Size, seed: int, teacher: str | None, states: Path
         teacher_dir = resolve_checkpoint(teacher)
         whisper_dir = resolve_checkpoint(ENCODER)
     with _stage(times, "data", seed):
-        train = train_items(sources(seed)["train clips"], size.train_per_type)
+        questions = train_items(sources(seed)["train clips"], size.train_per_type)
         held_out = eval_items(sources(seed)["held-out clips"], size.per_type)
-        manifest = write_source(out / "data" / "train", train)
+        manifest = write_source(out / "data" / "train", questions)
         meta = write_benchmark(out / "data" / "eval", held_out)
     source = f"sources=[{{kind: manifest, name: toy, path: '{manifest}', prompt_column: prompt, family_column: family}}]"
     corpora = {}
@@ -94,7 +94,7 @@ def run_seed(out: Path, size: Size, seed: int, teacher: str | None, states: Path
     with _stage(times, "eval", seed):
         runs, text_identical = asyncio.run(_evaluate(out, meta, held_out, adapters, teacher))
     result = {
-        "seed": seed, "size": {**size.__dict__, "train_clips": len({it.clip for it in train})},
+        "seed": seed, "size": {**size.__dict__, "train_clips": len({it.clip for it in questions})},
         "corpus": _corpus_facts(corpora), "train": trained,
         "eval": {"items": len(held_out), "per_type": size.per_type, "chance": _chance(held_out)},
         "per_type": _per_type(runs), "runs": {k: _totals(v) for k, v in runs.items()},
