@@ -21,12 +21,13 @@ from alarm.files import atomic_write
 
 @dataclass(frozen=True)
 class Size:
-    train_clips: int
+    train_per_type: int  # training questions per question type (`alarm.toy.world.train_items`)
     per_type: int  # held-out questions per question type
     epochs: float
 
 
-SIZES = {"full": Size(train_clips=400, per_type=32, epochs=12), "small": Size(train_clips=96, per_type=4, epochs=6)}
+SIZES = {"full": Size(train_per_type=150, per_type=32, epochs=12),
+         "small": Size(train_per_type=36, per_type=4, epochs=6)}
 BUDGETS = (256, 64, 0)
 MAX_TOKENS = 192
 TEACHER = "tiny://qwen3-teacher"
@@ -57,7 +58,7 @@ def run_seed(out: Path, size: Size, seed: int, teacher: str | None, states: Path
     """One world seed end to end; returns (and writes to out/result.json) its counts, times and environment."""
     from alarm.checkpoints import resolve_checkpoint
     from alarm.config import CorpusConfig, TrainConfig, load_config
-    from alarm.toy.world import eval_items, toy_items, write_benchmark, write_source
+    from alarm.toy.world import eval_items, train_items, write_benchmark, write_source
 
     times: dict[str, float] = {}
     with _stage(times, "teacher + encoder", seed):
@@ -65,9 +66,9 @@ def run_seed(out: Path, size: Size, seed: int, teacher: str | None, states: Path
         teacher_dir = resolve_checkpoint(teacher)
         whisper_dir = resolve_checkpoint(ENCODER)
     with _stage(times, "data", seed):
-        train_items = [it for i in range(size.train_clips) for it in toy_items(sources(seed)["train clips"], i)]
+        questions = train_items(sources(seed)["train clips"], size.train_per_type)
         held_out = eval_items(sources(seed)["held-out clips"], size.per_type)
-        manifest = write_source(out / "data" / "train", train_items)
+        manifest = write_source(out / "data" / "train", questions)
         meta = write_benchmark(out / "data" / "eval", held_out)
     source = f"sources=[{{kind: manifest, name: toy, path: '{manifest}', prompt_column: prompt, family_column: family}}]"
     corpora = {}
@@ -93,7 +94,8 @@ def run_seed(out: Path, size: Size, seed: int, teacher: str | None, states: Path
     with _stage(times, "eval", seed):
         runs, text_identical = asyncio.run(_evaluate(out, meta, held_out, adapters, teacher))
     result = {
-        "seed": seed, "size": size.__dict__, "corpus": _corpus_facts(corpora), "train": trained,
+        "seed": seed, "size": {**size.__dict__, "train_clips": len({it.clip for it in questions})},
+        "corpus": _corpus_facts(corpora), "train": trained,
         "eval": {"items": len(held_out), "per_type": size.per_type, "chance": _chance(held_out)},
         "per_type": _per_type(runs), "runs": {k: _totals(v) for k, v in runs.items()},
         "text_identical": text_identical, "depends_on": depends_on(seed, teacher_dir, whisper_dir),

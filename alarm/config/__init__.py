@@ -55,6 +55,7 @@ from alarm.config.model import (
     ModelConfig,
     PerceiverFusionConfig,
     SumFusionConfig,
+    SummaryConfig,
 )
 from alarm.config.serve import (
     GRPC_MAX_MESSAGE_ENV,
@@ -89,7 +90,7 @@ __all__ = [
     "LLMConfig", "LLMServeConfig", "LeakConfig", "MLPAdapterConfig", "ManifestSourceConfig", "ModelConfig",
     "JobStorageConfig", "OptimConfig", "ParquetSourceConfig", "PerceiverFusionConfig", "PromptStageConfig", "RayConfig", "RephraseStageConfig",
     "RequestDefaults", "SamplingConfig", "ScoreConfig", "ServeArgs", "ServeConfig", "ServeDeploymentsConfig", "ServeLimits", "SourceConfig",
-    "SplitConfig", "Strict", "SumFusionConfig", "SyntheticSourceConfig", "TrackingConfig", "TrainConfig", "TrainWorkersConfig",
+    "SplitConfig", "Strict", "SumFusionConfig", "SummaryConfig", "SyntheticSourceConfig", "TrackingConfig", "TrainConfig", "TrainWorkersConfig",
     "WithModel", "WorkersConfig", "deep_merge", "dump_config", "format_validation_error", "load_config",
     "preset_names", "read_preset", "validate", "write_config",
 ]

@@ -125,6 +125,15 @@ FusionConfig = Annotated[
 ]
 
 
+class SummaryConfig(Strict):
+    tokens: int = Field(
+        0, ge=0, description="Clip-level tokens appended to each audio block, before its end vector: learned queries "
+        "attend over the clip's fused frames (valid ones only), so what belongs to the whole clip (level, length, "
+        "how many events) reaches the LLM in a few positions. 0: none, the paper's layout."
+    )
+    heads: int = Field(4, gt=0, description="Attention heads of the summary queries; must divide llm.hidden_size.")
+
+
 class LLMConfig(Strict):
     checkpoint: str = Field(description="Frozen reasoning LLM: local folder, hub id, s3:// or tiny://qwen3.")
     revision: str | None = None
@@ -138,6 +147,7 @@ class ModelConfig(Strict):
     llm: LLMConfig
     encoders: dict[EncoderKind, EncoderConfig] = Field(min_length=1)
     fusion: FusionConfig = Field(default_factory=SumFusionConfig)
+    summary: SummaryConfig = Field(default_factory=SummaryConfig)
     audio: AudioConfig = Field(default_factory=AudioConfig)
     separator_init_std: float = Field(
         1.0, gt=0, description="Init std of the learned audio start/end vectors (reference: randn, std 1)."
@@ -148,6 +158,9 @@ class ModelConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
+        if self.summary.tokens and self.llm.hidden_size % self.summary.heads:
+            raise ValueError(f"summary.heads={self.summary.heads} must divide llm.hidden_size="
+                             f"{self.llm.hidden_size}; change summary.heads")
         names = set(self.encoders)
         f = self.fusion
         identity = {k for k, e in self.encoders.items() if e.adapter.kind == "identity"}

@@ -14,7 +14,7 @@ from torch import nn
 from alarm.config import ModelConfig
 from alarm.encoders import family
 from alarm.model.adapters import ADAPTERS, LayerMix
-from alarm.model.fusion import FUSIONS
+from alarm.model.fusion import FUSIONS, PerceiverLayer
 from alarm.types import lengths_to_mask
 
 
@@ -27,13 +27,14 @@ class AudioAdapter(nn.Module):
         mix: encoder name -> LayerMix over that encoder's tapped layers.
         d_llm: the LLM hidden size D_llm.
         separator_init_std: init std of `audio_start` / `audio_end` (reference: randn, std 1).
+        summary: clip-level tokens appended after the fused frames (`Summary`), or None.
 
     Raises:
         ValueError: the key sets of `adapters`, `mix` and `fusion.encoders` differ.
 
     Shapes:
         states {enc: (L, B, T, D_enc)}, lens {enc: (B,)} -> embeds (B, S, D_llm), lens (B,)
-        with S_i = fused tokens (min 1) + 2.
+        with S_i = fused tokens (min 1) + summary tokens + 2.
     """
 
     def __init__(
@@ -43,6 +44,7 @@ class AudioAdapter(nn.Module):
         mix: dict[str, LayerMix],
         d_llm: int,
         separator_init_std: float = 1.0,
+        summary: Summary | None = None,
     ):
         super().__init__()
         fusion_keys = set(getattr(fusion, "encoders", ()))
@@ -57,6 +59,7 @@ class AudioAdapter(nn.Module):
         self.d_llm = d_llm
         self.audio_start = nn.Parameter(torch.randn(d_llm) * separator_init_std)
         self.audio_end = nn.Parameter(torch.randn(d_llm) * separator_init_std)
+        self.summary = summary
         self.frozen: set[str] = set()
 
     @property
@@ -94,7 +97,8 @@ class AudioAdapter(nn.Module):
     def output_lengths(self, enc_lens: dict[str, torch.Tensor]) -> torch.Tensor:
         """Positions per item S_i (audio tokens + 2 separators) from the encoders' output lengths."""
         lens = {k: self.adapters[k].output_lengths(enc_lens[k]) for k in self.encoders}
-        return self.fusion.output_lengths(lens).clamp(min=1) + 2
+        extra = self.summary.tokens if self.summary is not None else 0
+        return self.fusion.output_lengths(lens).clamp(min=1) + extra + 2
 
     # --------------------------------------------------------------------------------------------------------
     # forward
@@ -125,6 +129,8 @@ class AudioAdapter(nn.Module):
                 x = self.mix[k](states[k])  # (B, T, D_enc)
                 streams[k], stream_lens[k] = self.adapters[k](x, lens[k])  # (B, T', D_k)
         fused, fused_lens = self.fusion(streams, stream_lens)  # (B, T_f, D_llm)
+        if self.summary is not None:
+            fused, fused_lens = self.summary(fused, fused_lens)  # (B, T_f + K, D_llm)
         return self.wrap(fused, fused_lens)
 
     def wrap(self, fused: torch.Tensor, fused_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,6 +153,35 @@ class AudioAdapter(nn.Module):
         return [embeds[i, : int(n)] for i, n in enumerate(lens.tolist())]
 
 
+class Summary(nn.Module):
+    """`tokens` clip-level tokens after an item's frames: learned queries read its valid frames (one pre-norm
+    cross-attention + MLP layer, as a Perceiver's), so a property of the whole clip (its level, its length, how
+    many events it holds) reaches the LLM in a few positions instead of spread over every frame. The
+    frames stay as they are; padding is masked, so an item's tokens never depend on the rest of the batch.
+
+    Shapes:
+        frames (B, T, D), lens (B,) -> (B, T', D) with each item's max(len, 1) frames then its `tokens`
+        summary tokens, zero-padded; lens max(len, 1) + tokens
+    """
+
+    def __init__(self, dim: int, tokens: int, heads: int):
+        super().__init__()
+        self.tokens = tokens
+        self.queries = nn.Parameter(torch.randn(tokens, dim) * 0.02)
+        self.read = PerceiverLayer(dim, heads, 0.0, kv_dim=dim)
+
+    def forward(self, frames: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, _, D = frames.shape
+        n = lens.clamp(min=1)  # as `AudioAdapter.wrap`: an empty item keeps one (zero) frame
+        T = int(n.max())
+        frames = frames[:, :T] * lengths_to_mask(n, T)[..., None].to(frames.dtype)  # (B, T, D)
+        q = self.queries.to(frames.dtype).expand(B, -1, -1)  # (B, K, D)
+        z = self.read(q, frames, lengths_to_mask(n, T))  # (B, K, D)
+        out = torch.cat([frames, frames.new_zeros(B, self.tokens, D)], 1)  # (B, T + K, D)
+        at = (n[:, None] + torch.arange(self.tokens, device=n.device))[..., None].expand(B, self.tokens, D)
+        return out.scatter(1, at, z), n + self.tokens
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # building
 
@@ -166,7 +201,8 @@ def build_audio_adapter(cfg: ModelConfig, enc_dims: dict[str, int] | None = None
         adapters[k] = ADAPTERS[e.adapter.kind](e.adapter, enc_dims[k], d_llm)
         dims[k] = adapters[k].out_dim
     fusion = FUSIONS[cfg.fusion.kind](cfg.fusion, dims, d_llm)
-    return AudioAdapter(adapters, fusion, mix, d_llm, cfg.separator_init_std)
+    summary = Summary(d_llm, cfg.summary.tokens, cfg.summary.heads) if cfg.summary.tokens else None
+    return AudioAdapter(adapters, fusion, mix, d_llm, cfg.separator_init_std, summary)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -188,7 +224,7 @@ def encoder_frames(enc: str, duration_s: float, sample_rate: int | None = None) 
 
 
 def audio_token_count(cfg: ModelConfig, duration_s: float, sample_rate: int | None = None) -> int:
-    """LLM positions S_i for one clip: fused audio tokens (min 1) + the two audio separators.
+    """LLM positions S_i for one clip: fused audio tokens (min 1) + `summary.tokens` + the two audio separators.
 
     25 tokens/s: 30 s -> 752 with sum / cross_attention, 814 with perceiver (3 × 20 latents + 2 cond separators).
     """
@@ -203,4 +239,4 @@ def audio_token_count(cfg: ModelConfig, duration_s: float, sample_rate: int | No
         tokens = lens[f.main]
     else:
         tokens = lens[f.main] + len(f.order) * f.num_latents + 2
-    return max(tokens, 1) + 2
+    return max(tokens, 1) + cfg.summary.tokens + 2

@@ -8,9 +8,10 @@ frozen LLM (`tiny://qwen3-teacher`; `build_teacher(out, seed)` for another world
 - Self-rephrasing: given the corpus pipeline's real rephrase prompt around such an R0, it returns the same
   response as heard (`I hear a high, steady tone, around 880 Hz. So the answer is high.`) inside the tags
   `parse_rephrase` reads.
-- Following its own reasoning: in 2 of every 8 question chats the heard reasoning is already written and the loss
-  covers only what follows it (`encode_follow`), so that after any heard wording it closes `</think>` and answers
-  the option its reasoning named, as a real reasoning LLM does; it never learns to start in the heard wording.
+- Following its own reasoning: in 2 of every 8 question chats a heard opening (`I hear`) is already written and the
+  loss covers only what follows it (`encode_follow`): the attribute from the description, `</think>` and the option
+  the reasoning named. A real reasoning LLM carries on from any opening in this way; it never learns to start in
+  the heard wording, so its own reasoning still cites the description (R0).
 
 It never sees audio. The student (the audio adapter) is trained later to make this frozen teacher answer from
 audio embeddings. Every training question is drawn fresh (a question type uniformly, then a clip of the teacher's
@@ -32,7 +33,7 @@ from alarm.corpus.rephrase import END_REASONING, REASONING, rephrase_messages
 from alarm.tiny.keys import data_digest, memo, source_of
 from alarm.tiny.lm import Batches, one_deterministic_thread, train_sampled
 from alarm.tiny.qwen3 import TINY_QWEN3
-from alarm.toy.phrases import reasoning
+from alarm.toy.phrases import OPENINGS, reasoning
 from alarm.toy.world import QTYPES, ToyItem, ask, clip
 
 GENERATE_SYSTEM = GENERATION_SYSTEM_PROMPT  # the corpus' self-generation system turn
@@ -85,13 +86,18 @@ def encode_chat(tok, msgs: list[dict], reply: str) -> tuple[list[int], int]:
 
 
 def encode_follow(tok, msgs: list[dict], item: ToyItem) -> tuple[list[int], int]:
-    """A chat whose reasoning is already written in the heard wording (`target(item)`), the loss on what follows
-    it only: `</think>` and the option the reasoning named. The teacher never learns to start that way; it learns
-    what a reasoning LLM does anyway, answer as its reasoning concluded, whatever the wording."""
+    """A chat whose reasoning starts with a heard opening already written (`I hear`, the one `target(item)` has),
+    the loss on what follows it: the attribute, `</think>` and the option the reasoning named. The teacher never
+    learns to start that way; it learns what a reasoning LLM does anyway, carry on from the opening it finds (so
+    a student need only bring the opening and the sound, not the rest of the sentence) and answer as its
+    reasoning concluded."""
     prompt = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    heard = OPENINGS[item.wording % len(OPENINGS)][1]
+    written = tok.encode(prompt + heard, add_special_tokens=False)
     ids = tok.encode(prompt + target(item) + EOS, add_special_tokens=False)
-    end = len(ids) - 1 - ids[::-1].index(tok.convert_tokens_to_ids("</think>"))
-    return ids, end - 1  # from the token before </think> (the reasoning's last, with its newline)
+    if ids[: len(written)] != written:
+        raise ValueError(f"the opening {heard!r} does not tokenize as a prefix of its reasoning: {target(item)!r}")
+    return ids, len(written)
 
 
 class Draw:

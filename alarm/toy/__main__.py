@@ -8,8 +8,9 @@ Per world seed (the clips, the questions and the teacher's data all follow it), 
 code path on the `toy` presets:
 1. teacher   a tiny Qwen3 trained on text only (`tiny://qwen3-teacher` for seed 0, cached after the first build);
              `pretrained://whisper-tiny.en`, the real Whisper tiny.en encoder (converted once).
-2. data      synthetic clips with every question they support (8 types, `alarm.toy.world`) for training, and a
-             held-out MMAU-format benchmark with the same number of questions of every type.
+2. data      the same number of training questions of every type (8 types, `alarm.toy.world.train_items`: the
+             clips in order until the rarest type has its share), and a held-out MMAU-format benchmark with the
+             same number of questions of every type, each on its own clip.
 3. generate  `alarm.generate`: R0 from the descriptions, then self-rephrasing (R); and R0 alone (the ablation).
 4. train     `alarm.train` on R and on R0; the second run reads the encoder states the first cached on disk.
 5. eval      the held-out questions, audio only, through one in-process serving pipeline: R at thinking budgets

@@ -1,6 +1,7 @@
 """The toy world's tasks: multiple-choice questions about a synthetic clip that need what it sounds like.
 
-    items = toy_items(seed, 3)          # every question clip 3 of world `seed` supports (training rows)
+    items = toy_items(seed, 3)          # every question clip 3 of world `seed` supports
+    train = train_items(seed, 150)      # 150 questions of each type, in clip order (the training rows)
     held_out = eval_items(seed, 32)     # 32 questions of each type, one per clip (the held-out benchmark)
 
 Clips come from the synthetic source (8 kinds, `alarm.corpus.synthetic`) and their descriptions from the corpus
@@ -298,6 +299,25 @@ def toy_items(seed: int, index: int) -> list[ToyItem]:
     """Every question clip `index` of source `seed` supports (1 to 5, one per type)."""
     c = clip(seed, index)
     return [it for q in QTYPES if (it := ask(c, q, _rng(seed, c, q))) is not None]
+
+
+def train_items(seed: int, per_type: int) -> list[ToyItem]:
+    """Every question of source `seed`'s clips, in clip order, until each type has `per_type` of them: a type
+    that every kind supports (kind, loudness, duration) stops early, while the clips go on until the rarest
+    (count: beeps only) has as many. All questions of the first 400 clips, by contrast, give 400 of "kind" and
+    44 of "count". A clip none of whose questions is still needed is left out."""
+    need = dict.fromkeys(QTYPES, per_type)
+    chosen: list[ToyItem] = []
+    index = 0
+    while any(need.values()):
+        for it in toy_items(seed, index):
+            if need[it.qtype]:
+                need[it.qtype] -= 1
+                chosen.append(it)
+        index += 1
+        if index > 40 * per_type:
+            raise RuntimeError(f"source {seed} does not yield {per_type} questions of every type: {need}")
+    return chosen
 
 
 def eval_items(seed: int, per_type: int) -> list[ToyItem]:

@@ -32,7 +32,8 @@ TINY_FUSIONS = {
 }
 
 
-def tiny_cfg(fusion: str, encoders=("whisper", "w2vbert", "muq", "sslam"), **enc_overrides) -> ModelConfig:
+def tiny_cfg(fusion: str, encoders=("whisper", "w2vbert", "muq", "sslam"), *, summary: int = 0,
+             **enc_overrides) -> ModelConfig:
     encs = {k: dict(TINY_ENCODERS[k]) for k in encoders}
     if fusion == "perceiver":
         for k in encoders[1:]:
@@ -41,7 +42,7 @@ def tiny_cfg(fusion: str, encoders=("whisper", "w2vbert", "muq", "sslam"), **enc
         encs[k].update(extra)
     return ModelConfig.model_validate({
         "name": f"tiny-{fusion}", "llm": {"checkpoint": "tiny://qwen3", "hidden_size": 32, "vocab_size": 64},
-        "encoders": encs, "fusion": TINY_FUSIONS[fusion],
+        "encoders": encs, "fusion": TINY_FUSIONS[fusion], "summary": {"tokens": summary, "heads": 2},
     })
 
 
@@ -125,10 +126,11 @@ def test_forward_wraps_and_counts(fusion):
     assert [p.shape for p in parts] == [(n, 32) for n in expected]
 
 
+@pytest.mark.parametrize("summary", [0, 3])
 @pytest.mark.parametrize("fusion", ["sum", "cross_attention", "perceiver"])
-def test_forward_is_padding_invariant(fusion):
+def test_forward_is_padding_invariant(fusion, summary):
     torch.manual_seed(0)
-    cfg = tiny_cfg(fusion)
+    cfg = tiny_cfg(fusion, summary=summary)
     adapter = build_audio_adapter(cfg).eval()
     durations = [0.3, 3.1, 1.7]
     states, lens = encoder_batch(cfg, durations, seed=4)
@@ -141,6 +143,44 @@ def test_forward_is_padding_invariant(fusion):
             )
             assert int(alone_lens) == int(out_lens[i])
             torch.testing.assert_close(embeds[i, : int(out_lens[i])], alone[0], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fusion", ["sum", "perceiver"])
+def test_summary_tokens_follow_the_frames_before_the_end_vector(fusion):
+    torch.manual_seed(0)
+    plain = build_audio_adapter(tiny_cfg(fusion)).eval()
+    cfg = tiny_cfg(fusion, summary=3)
+    adapter = build_audio_adapter(cfg).eval()
+    missing, unexpected = adapter.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("summary.") for k in missing)
+    states, lens = encoder_batch(cfg, [0.3, 3.1, 0.0])
+    with torch.no_grad():
+        base, base_lens = plain(states, lens)
+        embeds, out_lens = adapter(states, lens)
+    assert out_lens.tolist() == (base_lens + 3).tolist() == adapter.output_lengths(lens).tolist()
+    assert out_lens.tolist() == [audio_token_count(cfg, d) for d in (0.3, 3.1, 0.0)]
+    if fusion == "sum":
+        assert out_lens[2] == 1 + 3 + 2  # an empty clip keeps its one zero frame, then the summary
+    for i, n in enumerate(base_lens.tolist()):
+        torch.testing.assert_close(embeds[i, : n - 1], base[i, : n - 1])  # start vector + the frames, unchanged
+        tokens = embeds[i, n - 1 : n + 2]
+        assert tokens.abs().sum(-1).min() > 0 and not torch.equal(tokens[0], tokens[1])
+        assert torch.equal(embeds[i, n + 2], adapter.audio_end) and torch.all(embeds[i, n + 3 :] == 0)
+
+
+def test_summary_tokens_learn_and_count_in_token_arithmetic():
+    cfg = tiny_cfg("sum", encoders=("whisper",), summary=2)
+    adapter = build_audio_adapter(cfg).train()
+    states, lens = encoder_batch(cfg, [1.0, 0.5])
+    embeds, _ = adapter(states, lens)
+    embeds.square().sum().backward()
+    assert adapter.summary.queries.grad.abs().sum() > 0
+    assert adapter.adapters["whisper"].conv1.weight.grad.abs().sum() > 0
+    full = full_cfg("sum").model_copy(update={"summary": {"tokens": 4}})
+    full = ModelConfig.model_validate(full.model_dump())
+    assert audio_token_count(full, 30.0) == 756 and audio_token_count(full, 0.0) == 7
+    with pytest.raises(ValueError, match="summary.heads=3 must divide llm.hidden_size=32"):
+        ModelConfig.model_validate({**tiny_cfg("sum").model_dump(), "summary": {"tokens": 2, "heads": 3}})
 
 
 def test_single_encoder_gradients_reach_layer_mix_and_separators():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from alarm.config import ModelConfig
+from alarm.config import ModelConfig, SummaryConfig
 from alarm.errors import CheckpointError, CheckpointMismatch
 from alarm.model import checkpoint as ckpt
 from alarm.model.audio_adapter import build_audio_adapter, encoder_frames
@@ -229,3 +229,20 @@ def test_one_fit_rule_for_loading_and_serving():
                                                                            "norm": "layer"}})
     assert ckpt.fit_problems(single, layer_norm) == []  # serving builds the adapter from its own config
     assert [p.split(":")[0] for p in ckpt.fit_problems(single, layer_norm, rebuild=True)] == ["encoders.whisper.adapter"]
+
+
+def test_summary_tokens_round_trip_and_must_match_when_rebuilt(tmp_path):
+    cfg = cfg_for("sum", encoders=("whisper",)).model_copy(update={"summary": SummaryConfig(tokens=2, heads=2)})
+    adapter, states = trained(cfg)
+    folder = save_adapter(adapter, cfg, tmp_path / "ckpt")
+    loaded, loaded_cfg = load_adapter(folder)  # its own config: the summary comes with the checkpoint
+    assert loaded_cfg.summary.tokens == 2 and torch.equal(loaded.summary.queries, adapter.summary.queries)
+    lens = {k: torch.tensor([s.shape[2], s.shape[2] - 3]) for k, s in states.items()}
+    with torch.no_grad():
+        assert torch.equal(adapter(states, lens)[0], loaded.eval()(states, lens)[0])
+    plain = cfg_for("sum", encoders=("whisper",))
+    assert ckpt.fit_problems(cfg, plain) == []  # serving builds the adapter from its own config
+    assert ckpt.fit_problems(cfg, plain, rebuild=True) == [
+        "summary: checkpoint {'tokens': 2, 'heads': 2}, config {'tokens': 0, 'heads': 4}"]
+    with pytest.raises(CheckpointMismatch, match="summary: checkpoint"):
+        load_adapter(folder, plain)

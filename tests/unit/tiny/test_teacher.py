@@ -64,3 +64,20 @@ def test_every_question_type_is_drawn_about_as_often():
     draw = T.Draw([clip(T.source_seed(0), i) for i in range(48)], 0)
     counts = Counter(draw().qtype for _ in range(800))
     assert set(counts) == set(QTYPES) and max(counts.values()) < 2 * min(counts.values())
+
+
+def test_follow_chats_write_the_heard_opening_and_teach_the_rest(items):
+    """The teacher learns to carry on from a heard opening (the attribute, the conclusion, the answer), never to
+    write the opening itself: that stays the student's to bring."""
+    from transformers import AutoTokenizer
+
+    from alarm.tiny import ensure_tiny
+
+    tok = AutoTokenizer.from_pretrained(str(ensure_tiny("qwen3")))
+    for it in items[:16]:
+        msgs = T.self_generation_chat(it, None)
+        ids, p = T.encode_follow(tok, msgs, it)
+        heard = OPENINGS[it.wording % len(OPENINGS)][1]
+        prompt = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        assert tok.decode(ids[:p]) == prompt + heard
+        assert tok.decode(ids[p:]) == T.target(it)[len(heard):] + T.EOS

@@ -23,6 +23,7 @@ from alarm.toy.world import (
     clip,
     eval_items,
     toy_items,
+    train_items,
     write_benchmark,
     write_source,
 )
@@ -114,6 +115,16 @@ def test_the_held_out_set_has_the_same_count_of_every_type_on_distinct_clips():
     assert len({it.clip for it in items}) == len(items)
     assert eval_items(7, 6) == items
     assert 0.25 < chance(items) < 0.6
+
+
+def test_training_items_balance_the_types_in_clip_order(world):
+    items = train_items(5, 12)
+    assert Counter(it.qtype for it in items) == dict.fromkeys(QTYPES, 12)
+    assert train_items(5, 12) == items
+    # each type's first 12 questions of the source, whichever clips carry them: no question is skipped or redrawn
+    for q in QTYPES:
+        assert [it for it in items if it.qtype == q] == [it for it in world if it.qtype == q][:12]
+    assert [int(it.clip[-6:]) for it in items] == sorted(int(it.clip[-6:]) for it in items)
 
 
 def test_the_corpus_manifest_reproduces_descriptions_and_prompts(tmp_path):
