@@ -70,7 +70,7 @@ PANELS = [
     ("serving", "readiness (1 = SERVING)"),
     ("errors/", "errors by status code (cumulative)"),
 ]
-CLIPS, STEPS = 32, 12
+CLIPS, STEPS = 96, 12  # 96 clips: six blocks of 16 (three per engine), so a kill after the first leaves work
 
 
 def _argv(argv: list[str], drop: tuple[str, ...], *extra: str) -> list[str]:
@@ -91,7 +91,7 @@ def generate(cluster: LocalCluster, p: Plan, work: Path, timeline: Timeline) -> 
     probes = {"progress/rows": lambda: rows_committed(run), "actors/engines": lambda: len(actor_nodes(cluster, ENGINE))}
     with Sampler(timeline, cluster.address, probes):
         job = submit(cluster, argv, timeline)
-        kill_when(cluster, timeline, lambda: (rows_committed(run) or 0) >= 8, ENGINE)
+        kill_when(cluster, timeline, lambda: (rows_committed(run) or 0) >= 16, ENGINE)
         status = wait_job(cluster, job, timeline=timeline)
         _drained(cluster, timeline, 60 * cluster.config["idle_timeout_minutes"] + 180)
     keys = _keys(run)

@@ -32,6 +32,7 @@ BLOCK_BYTES = 64 << 20
 MIN_BLOCK_ROWS, MAX_BLOCK_ROWS = 16, 4096
 READ_CPUS = 0.25
 ID_BUCKETS = 16  # hash partitions of the duplicate-id check
+MAX_SYNTHETIC_BLOCKS = 4096  # a synthetic source's read tasks, at most (1M clips: blocks of 245)
 
 
 def read_sources(cfg: CorpusConfig, skip: ray.ObjectRef | KeySet | None = None) -> ray.data.Dataset:
@@ -42,8 +43,11 @@ def read_sources(cfg: CorpusConfig, skip: ray.ObjectRef | KeySet | None = None) 
     parts = []
     for s in cfg.sources:
         if isinstance(s, SyntheticSourceConfig):
-            # Rendered in parallel from an index range: the driver never holds the audio.
-            ds = ray.data.range(s.num_clips).map(lambda r, s=s: synthetic_row(s, int(r["id"])), num_cpus=READ_CPUS)
+            # Rendered in parallel from an index range: the driver never holds the audio. Bounded blocks, as a
+            # file source's: Ray Data's default split of a small range gave one block to one LLM worker, and the
+            # whole corpus was committed at once at the end.
+            ds = ray.data.range(s.num_clips, override_num_blocks=synthetic_blocks(s.num_clips)).map(
+                lambda r, s=s: synthetic_row(s, int(r["id"])), num_cpus=READ_CPUS)
         else:
             ds = read_files(plan_source(s))
         parts.append(ds)
@@ -51,6 +55,11 @@ def read_sources(cfg: CorpusConfig, skip: ray.ObjectRef | KeySet | None = None) 
     if skip is not None:
         ds = ds.map_batches(_unfinished, fn_kwargs={"done": skip}, batch_format="pyarrow", num_cpus=READ_CPUS)
     return ds
+
+
+def synthetic_blocks(clips: int) -> int:
+    """Blocks of a synthetic source: MIN_BLOCK_ROWS clips each, or more once that would pass MAX_SYNTHETIC_BLOCKS."""
+    return max(1, min(MAX_SYNTHETIC_BLOCKS, -(-clips // MIN_BLOCK_ROWS)))
 
 
 def committed(store: RunStore) -> tuple[ray.ObjectRef | None, int]:

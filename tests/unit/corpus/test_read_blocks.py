@@ -37,3 +37,11 @@ def test_blocks_hold_about_block_bytes_within_the_row_bounds(tmp_path):
     assert rows(8 << 20, n=2) == MIN_BLOCK_ROWS  # huge rows: never fewer than this per block
     (tmp_path / "m.jsonl").write_text('{"id": "a", "audio": "a.wav"}\n')
     assert block_rows(plan_source(ManifestSourceConfig(name="m", path=str(tmp_path / "m.jsonl")))) == MAX_BLOCK_ROWS
+
+
+def test_a_synthetic_source_is_read_in_bounded_blocks():
+    from services.corpus.sources import MAX_SYNTHETIC_BLOCKS, MIN_BLOCK_ROWS, synthetic_blocks
+
+    assert [synthetic_blocks(n) for n in (1, 16, 17, 32, 96)] == [1, 1, 2, 2, 6]  # MIN_BLOCK_ROWS clips each
+    assert MIN_BLOCK_ROWS == 16
+    assert synthetic_blocks(1_000_000) == MAX_SYNTHETIC_BLOCKS  # blocks of 245 clips, not 62,500 read tasks
