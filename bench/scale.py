@@ -106,7 +106,7 @@ def train(cluster: LocalCluster, p: Plan, work: Path, timeline: Timeline) -> dic
                  "run_id=scale", "storage.shared=true", f"max_steps={STEPS}", "checkpoint_every=2",
                  "eval_every=100", "log_every=1", "epochs=20")
     job: list[str] = []
-    probes = {"progress/steps": lambda: job and last_step(job_logs(cluster, job[0])),
+    probes = {"progress/steps": lambda: last_step(job_logs(cluster, job[0])) if job else None,
               "actors/train workers": lambda: len(actor_nodes(cluster, TRAIN_WORKER))}
     with Sampler(timeline, cluster.address, probes):
         job.append(submit(cluster, argv, timeline))
