@@ -12,10 +12,13 @@ The autoscaler's monitor process loads this class by its path (`provider.type: e
 
 from __future__ import annotations
 
+import threading
+
 import ray._private.parameter as parameter
 from ray.autoscaler._private.fake_multi_node.node_provider import FakeMultiNodeProvider
 
 RUNTIME_ENV_DIR = "runtime_resources_{node_id}"
+_PATCHING = threading.Lock()  # one creation at a time swaps RayParams (the autoscaler may launch from threads)
 
 
 class LocalNodeProvider(FakeMultiNodeProvider):
@@ -28,17 +31,19 @@ class LocalNodeProvider(FakeMultiNodeProvider):
         return self._last_id
 
     def _create_node_with_resources_and_labels(self, node_config, tags, count, resources, labels):
-        # The fake provider builds the node's RayParams inline: for the length of that call (under the provider's
-        # lock, which every node creation takes), RayParams defaults the folder to this node's own.
-        real, provider = parameter.RayParams, self
+        # The fake provider builds the node's RayParams inline: for the length of that call, RayParams defaults
+        # the folder to this node's own (the id `_next_hex_node_id` just gave it).
+        provider = self
+        with _PATCHING:
+            real = parameter.RayParams
 
-        class NodeParams(real):
-            def __init__(self, *args, **kwargs):
-                kwargs.setdefault("runtime_env_dir_name", RUNTIME_ENV_DIR.format(node_id=provider._last_id))
-                super().__init__(*args, **kwargs)
+            class NodeParams(real):
+                def __init__(self, *args, **kwargs):
+                    kwargs.setdefault("runtime_env_dir_name", RUNTIME_ENV_DIR.format(node_id=provider._last_id))
+                    super().__init__(*args, **kwargs)
 
-        parameter.RayParams = NodeParams
-        try:
-            super()._create_node_with_resources_and_labels(node_config, tags, count, resources, labels)
-        finally:
-            parameter.RayParams = real
+            parameter.RayParams = NodeParams
+            try:
+                super()._create_node_with_resources_and_labels(node_config, tags, count, resources, labels)
+            finally:
+                parameter.RayParams = real
