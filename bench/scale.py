@@ -70,7 +70,7 @@ PANELS = [
     ("serving", "readiness (1 = SERVING)"),
     ("errors/", "errors by status code (cumulative)"),
 ]
-CLIPS, STEPS = 96, 12  # 96 clips: six blocks of 16 (three per engine), so a kill after the first leaves work
+CLIPS, STEPS = 96, 12  # 96 clips: 24 blocks of 4, so a kill after the first 16 rows leaves work
 
 
 def _argv(argv: list[str], drop: tuple[str, ...], *extra: str) -> list[str]:

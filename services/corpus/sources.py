@@ -32,7 +32,7 @@ BLOCK_BYTES = 64 << 20
 MIN_BLOCK_ROWS, MAX_BLOCK_ROWS = 16, 4096
 READ_CPUS = 0.25
 ID_BUCKETS = 16  # hash partitions of the duplicate-id check
-MAX_SYNTHETIC_BLOCKS = 4096  # a synthetic source's read tasks, at most (1M clips: blocks of 245)
+SYNTHETIC_BLOCK_ROWS, MAX_SYNTHETIC_BLOCKS = 4, 4096  # a synthetic source's blocks (1M clips: 4096 of 245)
 
 
 def read_sources(cfg: CorpusConfig, skip: ray.ObjectRef | KeySet | None = None) -> ray.data.Dataset:
@@ -58,8 +58,9 @@ def read_sources(cfg: CorpusConfig, skip: ray.ObjectRef | KeySet | None = None) 
 
 
 def synthetic_blocks(clips: int) -> int:
-    """Blocks of a synthetic source: MIN_BLOCK_ROWS clips each, or more once that would pass MAX_SYNTHETIC_BLOCKS."""
-    return max(1, min(MAX_SYNTHETIC_BLOCKS, -(-clips // MIN_BLOCK_ROWS)))
+    """Blocks of a synthetic source: SYNTHETIC_BLOCK_ROWS clips each, or more once that would pass
+    MAX_SYNTHETIC_BLOCKS. Small: a synthetic source makes demos and drills, whose jobs should commit as they go."""
+    return max(1, min(MAX_SYNTHETIC_BLOCKS, -(-clips // SYNTHETIC_BLOCK_ROWS)))
 
 
 def committed(store: RunStore) -> tuple[ray.ObjectRef | None, int]:

@@ -40,8 +40,7 @@ def test_blocks_hold_about_block_bytes_within_the_row_bounds(tmp_path):
 
 
 def test_a_synthetic_source_is_read_in_bounded_blocks():
-    from services.corpus.sources import MAX_SYNTHETIC_BLOCKS, MIN_BLOCK_ROWS, synthetic_blocks
+    from services.corpus.sources import MAX_SYNTHETIC_BLOCKS, synthetic_blocks
 
-    assert [synthetic_blocks(n) for n in (1, 16, 17, 32, 96)] == [1, 1, 2, 2, 6]  # MIN_BLOCK_ROWS clips each
-    assert MIN_BLOCK_ROWS == 16
-    assert synthetic_blocks(1_000_000) == MAX_SYNTHETIC_BLOCKS  # blocks of 245 clips, not 62,500 read tasks
+    assert [synthetic_blocks(n) for n in (1, 4, 5, 24, 96)] == [1, 1, 2, 6, 24]  # 4 clips each
+    assert synthetic_blocks(1_000_000) == MAX_SYNTHETIC_BLOCKS  # blocks of 245 clips, not 250,000 read tasks
