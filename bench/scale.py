@@ -79,8 +79,7 @@ def _argv(argv: list[str], drop: tuple[str, ...], *extra: str) -> list[str]:
 
 def _drained(cluster: LocalCluster, timeline: Timeline, timeout_s: float) -> None:
     """Wait (bounded) for the worker nodes to go once the job is done: the scale-down half of the timeline."""
-    wait_for(lambda: not any(n for t, n in nodes(cluster.address).running.items() if t != "ray.head.default"),
-             timeout_s, "the idle worker nodes to go", every_s=1.0)
+    wait_for(lambda: not nodes(cluster.address).workers(), timeout_s, "the idle worker nodes to go", every_s=1.0)
     timeline.event("no worker node")
 
 

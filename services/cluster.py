@@ -232,6 +232,12 @@ class Nodes:
     def count(self, node_type: str) -> int:
         return self.running.get(node_type, 0)
 
+    def workers(self) -> int:
+        """Running nodes other than the head, of every type."""
+        from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_TYPE
+
+        return sum(n for t, n in self.running.items() if t != FAKE_HEAD_NODE_TYPE)
+
 
 def nodes(gcs_address: str) -> Nodes:
     """Nodes per type from the autoscaler's status in GCS (no driver needed)."""

@@ -239,4 +239,4 @@ def _replica_nodes(cluster: LocalCluster, app: str) -> set[str]:
 
 
 def _workers(cluster: LocalCluster) -> int:
-    return sum(n for t, n in nodes(cluster.address).running.items() if t != "ray.head.default")
+    return nodes(cluster.address).workers()

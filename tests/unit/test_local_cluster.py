@@ -175,3 +175,4 @@ def test_the_local_head_is_the_head_whatever_type_name_the_autoscaler_reports(mo
     monkeypatch.setattr(sdk, "get_cluster_status", lambda gcs: status)
     n = nodes("127.0.0.1:1")
     assert n.running == {"gpu": 1, FAKE_HEAD_NODE_TYPE: 1} and n.ids["gpu"] == [worker.node_id]
+    assert n.workers() == 1  # what the drills wait on: the head is not a worker node
