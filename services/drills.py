@@ -70,7 +70,7 @@ class Timeline:
 class Sampler:
     """A background thread that samples, every `every_s`: the nodes per type the autoscaler reports (series
     `nodes/<type>` and `launching/<type>`, the head left out) and each probe (None: no sample; a dict: one series
-    per key, named probe name + key)."""
+    per key, named probe name + key), and once more on leaving the `with` block."""
 
     def __init__(self, timeline: Timeline, gcs_address: str, probes: dict[str, Callable[[], float | None]],
                  every_s: float = 1.0, head_type: str = "ray.head.default"):
@@ -86,6 +86,7 @@ class Sampler:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(30)
+        self.sample()  # the state at exit: what the block waited for (e.g. no worker node) is on the timeline
 
     def sample(self) -> None:
         try:
@@ -177,10 +178,10 @@ def rows_committed(run: Path) -> int | None:
 
 
 def last_step(logs: str) -> int | None:
-    """The training step the job's log printed last (`step N/M ...`: rank 0, every log_every steps; in a job's log
-    behind the worker's prefix, `(RayTrainWorker pid=..., ip=...) step N/M`)."""
+    """The training step the job's log printed last: rank 0's progress line (`train N/M (P%) ...`, every log_every
+    steps, from services.train.monitor), in a job's log behind the worker's prefix, `(RayTrainWorker pid=...) `."""
     plain = re.sub(r"\x1b\[[0-9;]*m", "", logs)  # Ray colours the prefix
-    steps = re.findall(r"^(?:\([^)\n]*\) )?step (\d+)/\d+ ", plain, flags=re.M)
+    steps = re.findall(r"^(?:\([^)\n]*\) )?train (\d+)/\d+ \(", plain, flags=re.M)
     return int(steps[-1]) if steps else None
 
 

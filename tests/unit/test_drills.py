@@ -4,9 +4,11 @@ prints and docs/deploy.md quotes must mean what they say."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
+from alarm.progress import Progress
 from services.drills import Timeline, figures, last_step, rows_committed, worker_nodes
 
 
@@ -48,11 +50,16 @@ def test_timeline_lookups():
     assert json.loads(json.dumps(t.to_json()))["events"][1]["event"] == "node killed"
 
 
+def _line(step: int) -> str:
+    """Rank 0's progress line as the trainer prints it (the same Progress the monitor uses)."""
+    return Progress("train", 10, 0, unit="steps").line(step, "epoch 0 loss 2.0000")
+
+
 @pytest.mark.parametrize("logs, step", [
-    ("step 1/10 epoch 0 loss 2.0\nstep 2/10 epoch 0 loss 1.9\n", 2),
-    ("(RayTrainWorker pid=31, ip=10.0.0.2) step 1/10 epoch 0\n(RayTrainWorker pid=31, ip=10.0.0.2) step 3/10 epoch 0\n"
-     "the first step 7/10 of a sentence\n", 3),  # as a job's log shows a worker's lines
-    ("\x1b[36m(RayTrainWorker pid=31)\x1b[0m step 4/10 epoch 0\n", 4),  # and coloured
+    (f"{_line(1)}\n{_line(2)}\n", 2),
+    (f"(RayTrainWorker pid=31, ip=10.0.0.2) {_line(1)}\n(RayTrainWorker pid=31, ip=10.0.0.2) {_line(3)}\n"
+     "the first train 7/10 (70%) of a sentence\nvalidation step 9: loss 1.0\n", 3),  # a job's log: worker lines
+    (f"\x1b[36m(RayTrainWorker pid=31)\x1b[0m {_line(4)}\n", 4),  # and coloured
     ("nothing yet\n", None),
 ])
 def test_last_step_reads_rank_zeros_lines(logs, step):
@@ -65,3 +72,21 @@ def test_rows_committed_reads_the_index(tmp_path):
     assert rows_committed(tmp_path) == 12
     (tmp_path / "manifest.json").write_text('{"ro')  # being rewritten: no sample, not a failed drill
     assert rows_committed(tmp_path) is None
+
+
+def test_sampler_records_the_state_it_exits_on(monkeypatch):
+    """A block that waits for no worker node ends on that state: the sampler's last sample is taken on exit, so the
+    scale-down figure never depends on where the sampling period fell (it read None for one scenario)."""
+    from services import drills
+    from services.cluster import Nodes
+
+    workers = iter([1, 0])
+    monkeypatch.setattr(drills, "nodes", lambda gcs: Nodes({"gpu": next(workers), "ray.head.default": 1}, {}, {}))
+    t = Timeline()
+    with drills.Sampler(t, "gcs", {}, every_s=3600):  # one sample on entry, then none until the exit
+        t.event("job end")
+        deadline = time.monotonic() + 10
+        while not t.series.get("nodes/gpu") and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert [v for _, v in t.series["nodes/gpu"]] == [1, 0]
+    assert figures(t, "progress/rows")["scale_down_s"] is not None
