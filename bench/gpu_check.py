@@ -1,15 +1,18 @@
 """One CUDA GPU, no model hub: the paper's models at full size with random weights, each stage timed, one table.
 
-    scripts/gpu-check.sh [--dry-run] [--stages llm,encoders,train] [--cache DIR]
+    scripts/gpu-check.sh [--dry-run] [--stages llm,encoders,train,serve] [--cache DIR]
 
 Stages: `llm` (Qwen3-4B-Thinking-2507 from its config, random bf16 weights written once to the cache, served by
 vLLM's AsyncLLM with prompt embeddings and the thinking budget: new tokens/s at 1, 16 and 64 sequences),
 `encoders` (Whisper large-v3, W2V-BERT 2.0, MuQ, SSLAM from the registry's real configs, bf16: 30 s clips/s at
 batch 1 and 16), `train` (ALARM-CA's audio adapter from the alarm-ca preset over the frozen LLM, 20 steps with
-bf16 autocast: loss finite, memory peak). On a GPU each stage runs in its own process with a timeout, inside an
+bf16 autocast: loss finite, memory peak), `serve` (`python -m alarm.serve --preset alarm-ca` as a user starts it,
+on the random-weight checkpoints with the deployments' GPU fractions set to fit one GPU: time to SERVING, then 16
+concurrent gRPC requests end to end, each a 10 s clip). On a GPU each stage runs in its own process with a timeout, inside an
 overall bound of 8 minutes; a stage that fails or runs out of time is a FAIL row and the others still run.
 Without a GPU it exits 0 saying it skipped. `--dry-run` runs every stage on the meta device instead: the same
-configs and builders, no weights, no engine start, and checks each output shape (CI runs it).
+configs and builders, no weights, no engine start, and checks each output shape, and that the serving layout fits
+one GPU and a clip's positions fit the engine's context (CI runs it).
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout: `alarm` and `services` are the checkout's
 
 BOUND_S = 480  # the whole check
-STAGE_S = {"llm": 240, "encoders": 120, "train": 150}
+STAGE_S = {"llm": 240, "encoders": 120, "train": 150, "serve": 240}
 SEQS = (1, 16, 64)
 CLIP_S = 30.0
+LLM_DIR = "qwen3-4b-thinking-2507-random"
 
 
 @dataclass
@@ -68,7 +72,7 @@ def llm_checkpoint(cache: Path) -> Path:
             str(tmp))
         save_qwen3_tokenizer(tmp)
 
-    return build_once(cache / "qwen3-4b-thinking-2507-random", make)
+    return build_once(cache / LLM_DIR, make)
 
 
 def stage_llm(dry: bool, cache: Path) -> list[Row]:
@@ -273,9 +277,170 @@ def train_steps(cfg, folder: Path, device: str, steps: int = 20) -> list[Row]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# serve
+
+SERVE_REQUESTS, SERVE_CLIP_S, SERVE_MAX_TOKENS = 16, 10.0, 128
+SERVE_GPUS = {"llm": 0.5, "encoder": 0.09, "fusion": 0.09}  # 0.5 + 4 x 0.09 + 0.09 = 0.95 of the one GPU
+
+
+def serve_overrides(cache: Path) -> list[str]:
+    """The alarm-ca serving preset on one GPU: the random-weight checkpoints in `cache`, one replica per
+    deployment with GPU fractions that fit one GPU, a short context and thinking budget."""
+    from alarm.encoders import FAMILIES
+
+    out = [f"model.llm.checkpoint={cache / LLM_DIR}", "model.llm.revision=null",
+           f"adapters.alarm-ca.checkpoint={cache / 'alarm-ca-adapter-random'}", "limits.audio_uri_prefixes=[]",
+           "llm.max_model_len=4096", "llm.gpu_memory_utilization=0.5",
+           "defaults.max_thinking_tokens=64", f"defaults.max_tokens={SERVE_MAX_TOKENS}"]
+    for name in ("ingress", "encoder", "fusion", "llm"):
+        out += [f"deployments.{name}.num_cpus=1", f"deployments.{name}.autoscaling.min_replicas=1",
+                f"deployments.{name}.autoscaling.max_replicas=1"]
+        if name in SERVE_GPUS:
+            out.append(f"deployments.{name}.num_gpus={SERVE_GPUS[name]}")
+    for kind in ("whisper", "w2vbert", "muq", "sslam"):
+        assert kind in FAMILIES
+        out += [f"model.encoders.{kind}.checkpoint={cache / f'{kind}-random'}", f"model.encoders.{kind}.revision=null"]
+    return out
+
+
+def stage_serve(dry: bool, cache: Path) -> list[Row]:
+    from alarm.config import ServeConfig, load_config
+
+    overrides = serve_overrides(cache)
+    cfg = load_config(ServeConfig, "alarm-ca", overrides, section="serve")
+    layout = serving_layout(cfg)
+    if dry:
+        return [Row("serve", "alarm-ca app on one GPU (layout)", layout)]
+    random_checkpoints(cfg, cache)
+    return serve_requests("alarm-ca", overrides, SERVE_REQUESTS, ready_s=STAGE_S["serve"] - 60)
+
+
+def serving_layout(cfg) -> str:
+    """Check that the app's replicas fit one GPU and that a SERVE_CLIP_S clip, its prompt and the answer fit the
+    engine's context; the layout in words."""
+    import torch
+
+    from alarm.encoders import family
+    from alarm.model.audio_adapter import build_audio_adapter
+    from services.serve.app import deployment_specs
+
+    specs = deployment_specs(cfg)
+    gpus = sum(s.num_gpus * s.autoscaling.max_replicas for s in specs.values())
+    if not 0 < gpus <= 1:
+        raise AssertionError(f"serve: the deployments ask for {gpus:.2f} GPUs at their maximum; one GPU holds 1")
+    with torch.device("meta"):
+        adapter = build_audio_adapter(cfg.model)
+    lens = {k: torch.tensor([int(SERVE_CLIP_S * family(k).output_rate)]) for k in cfg.model.encoders}
+    positions = int(adapter.output_lengths(lens)[0])
+    need = positions + 256 + cfg.defaults.max_tokens  # 256: the chat template and the question, with room
+    if need > cfg.llm.max_model_len:
+        raise AssertionError(f"serve: a {SERVE_CLIP_S:.0f} s clip needs {need} positions with its prompt and answer; "
+                             f"llm.max_model_len is {cfg.llm.max_model_len}")
+    return (f"{len(specs)} deployments, {gpus:.2f} GPU, {sum(s.num_cpus for s in specs.values()):g} CPUs; a "
+            f"{SERVE_CLIP_S:.0f} s clip is {positions} positions")
+
+
+def random_checkpoints(cfg, cache: Path) -> None:
+    """The folders `serve_overrides` points at: the LLM, each encoder from its family's real config, and an
+    adapter for the model, all with random weights, each built once."""
+    import torch
+
+    from alarm.encoders import family
+    from alarm.files import build_once
+    from alarm.model.audio_adapter import build_audio_adapter
+    from alarm.model.checkpoint import save_adapter
+    from alarm.tiny import builder
+
+    llm_checkpoint(cache)
+    for kind in cfg.model.encoders:
+        build = builder(kind)
+        build_once(Path(cfg.model.encoders[kind].checkpoint), lambda tmp, b=build, k=kind: b(tmp, 0, family(k).real_config))
+    folder = Path(cfg.adapters["alarm-ca"].checkpoint)
+    if not folder.is_dir():
+        torch.manual_seed(0)
+        save_adapter(build_audio_adapter(cfg.model), cfg.model, folder)
+
+
+def serve_requests(preset: str, overrides: list[str], n: int, port: int = 9410, ready_s: float = 180.0,
+                   clip_s: float = SERVE_CLIP_S, max_tokens: int = SERVE_MAX_TOKENS) -> list[Row]:
+    """`python -m alarm.serve --preset <preset> <overrides>` started as a user starts it (its own local Ray), the
+    time until gRPC health says SERVING, then `n` concurrent requests to 127.0.0.1, then SIGTERM."""
+    import signal
+    import statistics
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    from alarm.client import AlarmClient
+
+    cmd = [sys.executable, "-m", "alarm.serve", "--preset", preset, "--ready-timeout", str(ready_s),
+           f"grpc_port={port}", f"http_port={port + 1}", "host=127.0.0.1", *overrides]
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            with AlarmClient(f"127.0.0.1:{port}", timeout_s=300) as client:
+                t0 = time.monotonic()
+                while not _serving(client):
+                    if proc.poll() is not None or time.monotonic() - t0 > ready_s:
+                        log.seek(0)
+                        tail = log.read()[-300:].strip()
+                        return [Row("serve", "not SERVING", f"after {time.monotonic() - t0:.0f} s: {tail}", "FAIL")]
+                    time.sleep(1.0)
+                ready = time.monotonic() - t0
+                audio = tone(clip_s)
+
+                def one(i: int) -> tuple[str, float, int]:
+                    t = time.perf_counter()
+                    try:
+                        r = client.generate(audio, f"What do you hear? ({i})", max_tokens=max_tokens, temperature=0.0)
+                    except grpc.RpcError as e:
+                        return e.code().name, time.perf_counter() - t, 0
+                    return "OK", time.perf_counter() - t, r.usage.total_tokens
+
+                t = time.perf_counter()
+                with ThreadPoolExecutor(n) as pool:
+                    results = list(pool.map(one, range(n)))
+                wall = time.perf_counter() - t
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(120)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+    ok = [(s, tokens) for code, s, tokens in results if code == "OK"]
+    codes = ", ".join(f"{c} {sum(r[0] == c for r in results)}" for c in sorted({r[0] for r in results}))
+    lat = sorted(s for s, _ in ok) or [float("nan")]
+    return [Row("serve", f"{preset} app, python -m alarm.serve to SERVING", f"{ready:.0f} s"),
+            Row("serve", f"{n} concurrent gRPC requests, {clip_s:.0f} s clips", f"{codes}; p50 {statistics.median(lat):.1f} s, "
+                f"max {lat[-1]:.1f} s; {len(ok) / wall:.2f} req/s, {sum(k for _, k in ok) / wall:,.0f} tokens/s",
+                "ok" if len(ok) == n else "FAIL")]
+
+
+def _serving(client) -> bool:
+    try:
+        return client.health(timeout_s=5) == "SERVING"
+    except Exception:  # not listening yet
+        return False
+
+
+def tone(seconds: float, rate: int = 16000) -> bytes:
+    """A WAV file of a 440 Hz tone, as a client would send one."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    t = np.arange(int(seconds * rate)) / rate
+    buf = io.BytesIO()
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # driver
 
-STAGES = {"llm": stage_llm, "encoders": stage_encoders, "train": stage_train}
+STAGES = {"llm": stage_llm, "encoders": stage_encoders, "train": stage_train, "serve": stage_serve}
 
 
 def expect(found, want, what: str) -> None:

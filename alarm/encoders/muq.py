@@ -336,13 +336,14 @@ def muq_features(samples: np.ndarray) -> tuple[Tensor, int]:
 FRONT_END = FrontEnd(muq_features, valid_frames)
 
 
-def build_tiny(out_dir: Path, seed: int = 0) -> None:
-    """A MuQ.from_pretrained folder (config.json = MuQConfig fields, model.safetensors with "model." keys).
+def build_tiny(out_dir: Path, seed: int = 0, config: dict | None = None) -> None:
+    """A MuQ.from_pretrained folder (config.json = MuQConfig fields, model.safetensors with "model." keys) with
+    random weights: the family's tiny config, or `config` (e.g. its real_config for a full-size one).
 
     Also writes the tensors the real checkpoint carries but the encoder does not use (head, quantizer,
     positional conv, rotary inv_freq), so that loading exercises the same skip list.
     """
-    cfg = family("muq").tiny_config
+    cfg = config or family("muq").tiny_config
     with torch.device("meta"):
         model = MuQModel(cfg)
     shapes = {f"model.{k}": v for k, v in model.state_dict().items()}

@@ -218,9 +218,10 @@ FRONT_END = FrontEnd(sslam_features, kaldi_frames)
 # tiny checkpoint
 
 
-def build_tiny(out_dir: Path, seed: int = 0) -> None:
-    """An EATModel folder as `ta012/SSLAM_AS2M_Finetuned` (config.json + model.safetensors, "model." keys)."""
-    cfg = family("sslam").tiny_config
+def build_tiny(out_dir: Path, seed: int = 0, config: dict | None = None) -> None:
+    """An EATModel folder as `ta012/SSLAM_AS2M_Finetuned` (config.json + model.safetensors, "model." keys) with
+    random weights: the family's tiny config, or `config` (e.g. its real_config for a full-size one)."""
+    cfg = config or family("sslam").tiny_config
     with torch.device("meta"):
         model = EAT(cfg)
     d, n = cfg["embed_dim"], cfg["num_classes"]

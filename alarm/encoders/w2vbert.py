@@ -91,11 +91,12 @@ FRONT_END = FrontEnd(w2vbert_features, valid_frames)
 # tiny checkpoint
 
 
-def build_tiny(out_dir: Path, seed: int = 0) -> None:
-    """A Wav2Vec2BertModel folder (config, model.safetensors, preprocessor_config.json)."""
+def build_tiny(out_dir: Path, seed: int = 0, config: dict | None = None) -> None:
+    """A Wav2Vec2BertModel folder (config, model.safetensors, preprocessor_config.json) with random weights: the
+    family's tiny config, or `config` (e.g. its real_config for a full-size random checkpoint)."""
     from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Vec2BertModel
 
-    config = Wav2Vec2BertConfig(**family("w2vbert").tiny_config)
+    config = Wav2Vec2BertConfig(**(config or family("w2vbert").tiny_config))
     with torch.device("meta"):
         model = Wav2Vec2BertModel(config)
     cfg = {**config.to_diff_dict(), "architectures": ["Wav2Vec2BertModel"]}

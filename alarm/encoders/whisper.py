@@ -133,11 +133,12 @@ FRONT_END = FrontEnd(whisper_features, valid_frames, widths=MEL_BINS)
 # tiny checkpoint
 
 
-def build_tiny(out_dir: Path, seed: int = 0) -> None:
-    """A WhisperForConditionalGeneration folder (config, model.safetensors, preprocessor_config.json)."""
+def build_tiny(out_dir: Path, seed: int = 0, config: dict | None = None) -> None:
+    """A WhisperForConditionalGeneration folder (config, model.safetensors, preprocessor_config.json) with random
+    weights: the family's tiny config, or `config` (e.g. its real_config for a full-size random checkpoint)."""
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
-    config = WhisperConfig(**family("whisper").tiny_config)
+    config = WhisperConfig(**(config or family("whisper").tiny_config))
     with torch.device("meta"):
         model = WhisperForConditionalGeneration(config)
     shapes = {k: v for k, v in model.state_dict().items() if k != "proj_out.weight"}  # tied to embed_tokens

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +35,8 @@ def test_the_dry_run_builds_every_stage_at_full_size_and_checks_its_shapes():
     assert p.returncode == 0, p.stdout + p.stderr
     assert "FAIL" not in p.stdout
     for line in ("4.02 B parameters", "whisper on meta  ", "states (4, 2, 1500, 1280)", "states (5, 2, 1500, 1024)",
-                 "states (3, 2, 750, 1024)", "states (3, 2, 512, 768)", "fused audio (2, 750, 2560)"):
+                 "states (3, 2, 750, 1024)", "states (3, 2, 512, 768)", "fused audio (2, 750, 2560)",
+                 "7 deployments, 0.95 GPU, 7 CPUs; a 10 s clip is 252 positions"):
         assert line in p.stdout, line
 
 
@@ -55,7 +57,7 @@ def test_a_wrong_shape_is_named(gpu_check):
 
 def test_an_unknown_stage_is_a_usage_error(gpu_check):
     with pytest.raises(SystemExit) as e:
-        gpu_check.main(["--dry-run", "--stages", "llm,serve"])
+        gpu_check.main(["--dry-run", "--stages", "llm,nope"])
     assert e.value.code == 2
 
 
@@ -84,3 +86,32 @@ def test_the_encoder_stage_runs_each_family_in_bf16_on_the_tiny_config(gpu_check
     fam = family(kind)
     (row,) = gpu_check.encoder_throughput(kind, fam.tiny_config, fam.tiny_layers, "cpu", batches=(2,), reps=1)
     assert row.status == "ok" and row.case == f"{kind} bf16, batch 2" and row.value.endswith("clips/s (30 s clips)")
+
+
+@pytest.mark.parametrize("kind, depth", [("whisper", "encoder_layers"), ("w2vbert", "num_hidden_layers"),
+                                         ("muq", "encoder_depth"), ("sslam", "depth")])
+def test_an_encoder_builder_writes_the_config_it_is_given(tmp_path, kind, depth):
+    """The serve stage writes full-size random encoders with the tiny builders given the family's real config."""
+    from alarm.encoders import family
+    from alarm.encoders.checkpoint import load_encoder
+    from alarm.tiny import builder
+
+    cfg = {**family(kind).tiny_config, depth: 3}
+    builder(kind)(tmp_path, 0, cfg)
+    assert json.loads((tmp_path / "config.json").read_text())[depth] == 3
+    last = 2 if kind == "sslam" else 3  # SSLAM taps block outputs, the others hidden states after the embedding
+    load_encoder(kind, str(tmp_path), layers=[last])  # a tap that exists only with the third layer
+
+
+def test_the_serving_layout_must_fit_one_gpu(gpu_check, tmp_path):
+    from alarm.config import ServeConfig, load_config
+
+    base = gpu_check.serve_overrides(tmp_path)
+    cfg = load_config(ServeConfig, "alarm-ca", base, section="serve")
+    assert gpu_check.serving_layout(cfg).startswith("7 deployments, 0.95 GPU")
+    wide = load_config(ServeConfig, "alarm-ca", [*base, "deployments.llm.num_gpus=1"], section="serve")
+    with pytest.raises(AssertionError, match="ask for 1.45 GPUs"):
+        gpu_check.serving_layout(wide)
+    short = load_config(ServeConfig, "alarm-ca", [*base, "llm.max_model_len=256"], section="serve")
+    with pytest.raises(AssertionError, match="needs 636 positions"):
+        gpu_check.serving_layout(short)
