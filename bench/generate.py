@@ -57,10 +57,10 @@ def direct_sync(cfg: CorpusConfig) -> tuple[float, int]:
 
 def direct_async(cfg: CorpusConfig) -> tuple[float, int]:
     from alarm.corpus import rows as R
-    from services.engines.vllm_async import VLLMAsyncBackend
+    from services.engines.stepped import async_corpus_engine
 
     async def run() -> tuple[float, int]:
-        engine = VLLMAsyncBackend.from_config(cfg.engine)  # built on this loop: its output task lives here
+        engine = async_corpus_engine(cfg.engine)  # built on this loop (AsyncLLM's output task lives on it)
         slots = asyncio.Semaphore(cfg.engine.max_num_seqs)
 
         async def row(r: dict) -> dict:

@@ -76,11 +76,12 @@ class CorpusLLMBatchStage:
 
 
 def vllm_engine(cfg: EngineConfig) -> R.AsyncEngine:
-    """The corpus worker's engine, its statistics exported as Ray metrics (services.engines.stats)."""
+    """The corpus worker's asynchronous engine (services.engines.stepped.async_corpus_engine: in-process stepping or
+    AsyncLLM), its statistics exported as Ray metrics (services.engines.stats)."""
     from services.engines.stats import ray_stat_loggers
-    from services.engines.vllm_async import VLLMAsyncBackend
+    from services.engines.stepped import async_corpus_engine
 
-    return VLLMAsyncBackend.from_config(cfg, stat_loggers=ray_stat_loggers())
+    return async_corpus_engine(cfg, stat_loggers=ray_stat_loggers())
 
 
 class CorpusLLMStage:
@@ -95,7 +96,7 @@ class CorpusLLMStage:
 
     Args:
         cfg_json: The CorpusConfig, as JSON.
-        make_engine: Builds an engine from `cfg.engine` (default: vLLM's AsyncLLM; tests pass a fake).
+        make_engine: Builds an engine from `cfg.engine` (default: `vllm_engine`; tests pass a fake).
     """
 
     def __init__(self, cfg_json: dict, make_engine: Callable[[EngineConfig], R.AsyncEngine] = vllm_engine):
