@@ -13,8 +13,13 @@ largest logits can survive either mask, so `torch.topk` over k columns gives the
     largest always kept); every other logit -> -inf, in place
 
 Rows without a top-k (k = vocabulary size), ties at the k-th value that reach past k_max, or a top-p without top-k
-fall back to vLLM's own function. `install()` swaps the function in vLLM's sampler module for this process only
-(the engine core runs here with VLLM_ENABLE_V1_MULTIPROCESSING=0, which CPU machines set), and only on CPU.
+fall back to vLLM's own function.
+
+The sampling step after the masks (vLLM's CPU Gumbel-max over every token of the vocabulary: noise, then argmax)
+was then most of what was left: once the masks leave k_max candidates per row, `sample_compact` draws among those
+alone (the same probabilities, other random draws). Greedy rows never reach either (vLLM takes their argmax).
+`install()` swaps both in vLLM's sampler module for this process only (the engine core runs here with
+VLLM_ENABLE_V1_MULTIPROCESSING=0, which CPU machines set), and only on CPU.
 """
 
 from __future__ import annotations
@@ -37,17 +42,32 @@ def top_k_top_p(logits: torch.Tensor, k: torch.Tensor | None, p: torch.Tensor | 
         p: (B,) top-p per row (1.0 = none), or None.
         fallback: vLLM's `apply_top_k_top_p_pytorch(logits, k, p)`.
     """
+    picked = candidates(logits, k, p)
+    if picked is None:
+        return fallback(logits, k, p)
+    vals, idx = picked
+    logits.fill_(-float("inf"))
+    return logits.scatter_(1, idx, vals)
+
+
+def candidates(logits: torch.Tensor, k: torch.Tensor | None, p: torch.Tensor | None
+               ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The top `max(k)` logits of each row with vLLM's top-k and top-p masks applied to them (-inf where masked),
+    and their token ids, both (B, max(k)); None where that would not hold every token the masks keep (no top-k,
+    a top-k too large to gain, ties at a k-th value that reach past the columns taken)."""
     V = logits.shape[1]
     if k is None or logits.shape[0] == 0:
-        return fallback(logits, k, p)
+        return None
     k = k.to(torch.long)
     k_max = int(k.max())
     if k_max >= V * K_MAX_SHARE or int(k.min()) < 1:
-        return fallback(logits, k, p)
+        return None
     vals, idx = logits.topk(k_max, dim=1)  # (B, k_max) descending
     kth = vals.gather(1, (k - 1).unsqueeze(1))  # (B, 1): each row's k-th largest value
-    if bool(((logits >= kth).sum(dim=1) > k_max).any()):
-        return fallback(logits, k, p)  # ties at a k-th value reach past the k_max taken: the sort keeps them all
+    # a value equal to a row's k-th can lie outside the columns taken only if the last column taken equals it
+    edge = vals[:, -1:] >= kth
+    if bool(edge.any()) and bool(((logits[edge[:, 0]] >= kth[edge[:, 0]]).sum(dim=1) > k_max).any()):
+        return None  # the sort-based mask keeps every tie
     vals = vals.masked_fill(vals < kth, -float("inf"))
     if p is not None:
         asc = vals.flip(1)  # ascending, as vLLM's cumsum runs
@@ -55,14 +75,36 @@ def top_k_top_p(logits: torch.Tensor, k: torch.Tensor | None, p: torch.Tensor | 
         drop = cum <= 1 - p.to(cum.dtype).unsqueeze(1)
         drop[:, -1] = False  # at least one
         vals = asc.masked_fill(drop, -float("inf")).flip(1)
-    logits.fill_(-float("inf"))
-    return logits.scatter_(1, idx, vals)
+    return vals, idx
+
+
+def sample_compact(sampler, logits: torch.Tensor, generators: dict, k: torch.Tensor | None,
+                   p: torch.Tensor | None, native):
+    """vLLM's CPU sampling step (`TopKTopPSampler.forward_cpu`: the masks, then Gumbel-max with a seed per row
+    drawn as vLLM draws it) over each row's top `max(k)` candidates instead of the whole vocabulary. Every token
+    outside them is masked anyway, and the Gumbel noise is independent per token, so each token is drawn with the
+    same probability; the draws differ from vLLM's own (other noise per token). `native(logits, generators, k, p)`
+    runs vLLM's own step where this does not apply (fp64 noise, processed logprobs, `candidates` says None)."""
+    if getattr(sampler, "use_fp64_gumbel", False) or getattr(sampler, "logprobs_mode", "") in (
+            "processed_logits", "processed_logprobs"):
+        return native(logits, generators, k, p)
+    picked = candidates(logits, k, p)
+    if picked is None:
+        return native(logits, generators, k, p)
+    vals, idx = picked
+    seeds = torch.randint(0, 2**31, (logits.shape[0],), dtype=torch.long)
+    for i, gen in generators.items():
+        seeds[i] = torch.randint(0, 2**31, (1,), generator=gen, dtype=torch.long).item()
+    choice = torch.ops._C.fused_gumbel_argmax(vals.to(torch.float32).contiguous(), seeds)
+    return idx.gather(1, choice.view(-1, 1)).view(-1), None
 
 
 def install() -> bool:
-    """Use `top_k_top_p` in vLLM's sampler in this process when the platform is CPU. Idempotent; returns whether
-    it is in place (False on GPU, or when this vLLM's sampler lacks the function this replaces)."""
+    """Use `top_k_top_p` in vLLM's sampler, and `sample_compact` as its CPU sampling step, in this process when
+    the platform is CPU (before the engine is built: the sampler binds its step then). Idempotent; returns whether
+    they are in place (False on GPU, or when this vLLM's sampler lacks what this replaces)."""
     try:
+        import vllm._custom_ops  # noqa: F401  (registers torch.ops._C, fused_gumbel_argmax among them)
         from vllm.platforms import current_platform
         from vllm.v1.sample.ops import topk_topp_sampler as sampler
     except ImportError:
@@ -71,8 +113,11 @@ def install() -> bool:
         return False
     current = getattr(sampler, "apply_top_k_top_p", None)
     native = getattr(sampler, "apply_top_k_top_p_pytorch", None)
-    if current is None or native is None:
-        log.warning("vLLM's sampler has no apply_top_k_top_p/_pytorch here: keeping its own top-k/top-p")
+    step = getattr(getattr(sampler, "TopKTopPSampler", None), "forward_cpu", None)
+    step = getattr(step, "_alarm_original", step)  # vLLM's own, even where an earlier install() swapped it
+    if current is None or native is None or step is None:
+        log.warning("vLLM's sampler has no apply_top_k_top_p/_pytorch or TopKTopPSampler.forward_cpu here: "
+                    "keeping its own top-k/top-p")
         return False
     if getattr(current, "_alarm_topk", False):
         return True
@@ -82,7 +127,12 @@ def install() -> bool:
     def apply_top_k_top_p(logits, k, p):
         return top_k_top_p(logits, k, p, lambda lg, kk, pp: native(lg, kk, pp, allow_cpu_sync=True))
 
+    def forward_cpu(self, logits, generators, k, p):
+        return sample_compact(self, logits, generators, k, p, lambda *a: step(self, *a))
+
     apply_top_k_top_p._alarm_topk = True
     apply_top_k_top_p._alarm_original = current
+    forward_cpu._alarm_original = step
     sampler.apply_top_k_top_p = apply_top_k_top_p
+    sampler.TopKTopPSampler.forward_cpu = forward_cpu
     return True

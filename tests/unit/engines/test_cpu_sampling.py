@@ -6,6 +6,7 @@ import torch
 from services.engines.cpu_sampling import top_k_top_p
 
 sampler = pytest.importorskip("vllm.v1.sample.ops.topk_topp_sampler")
+pytest.importorskip("vllm._custom_ops")  # torch.ops._C.fused_gumbel_argmax, vLLM's CPU Gumbel-max
 
 
 def native(logits, k, p):
@@ -82,3 +83,80 @@ def test_install_swaps_vllms_function_once_on_cpu(monkeypatch):
     logits = torch.randn(2, 4000)
     k, p = torch.tensor([20, 20]), torch.full((2,), 0.95)
     assert torch.equal(torch.isinf(swapped(logits.clone(), k, p)), torch.isinf(native(logits.clone(), k, p)))
+
+
+# -- the sampling step over the candidates alone ---------------------------------------------------------------
+
+
+def vllm_step():
+    """vLLM's own CPU sampling step (TopKTopPSampler.forward_cpu), whether or not install() ran in this process."""
+    step = sampler.TopKTopPSampler.forward_cpu
+    return getattr(step, "_alarm_original", step)
+
+
+def draw(logits, k, p, generators=None, **attrs):
+    """sample_compact's tokens, and whether it fell back to vLLM's step."""
+    from services.engines.cpu_sampling import sample_compact
+
+    s = sampler.TopKTopPSampler()
+    for name, value in attrs.items():
+        setattr(s, name, value)
+    calls = []
+
+    def native(*a):
+        calls.append(1)
+        return vllm_step()(s, *a)
+
+    tokens, returned = sample_compact(s, logits.clone(), generators or {}, k, p, native)
+    return tokens, bool(calls), returned
+
+
+def test_each_token_is_drawn_with_the_probability_the_masks_leave_it():
+    """4,000 rows of the same logits, top-k 4 and top-p 0.9: the draws' frequencies match the renormalised
+    probabilities of the tokens the masks keep (within 4 standard errors), and nothing else is ever drawn."""
+    torch.manual_seed(0)
+    base = torch.full((200,), -4.0)
+    base[[3, 7, 11, 20, 30]] = torch.tensor([2.0, 1.5, 1.0, 0.2, 0.1])
+    n = 4000
+    logits = base.repeat(n, 1)
+    k, p = torch.full((n,), 4), torch.full((n,), 0.9)
+    tokens, fell_back, _ = draw(logits, k, p)
+    assert not fell_back
+    want = native(base.repeat(1, 1).clone(), k[:1], p[:1])[0].softmax(-1)  # vLLM's masks, then renormalised
+    got = torch.bincount(tokens, minlength=200).double() / n
+    assert set(tokens.unique().tolist()) <= set(torch.nonzero(want).flatten().tolist())
+    se = (want * (1 - want) / n).sqrt()
+    assert ((got - want).abs() <= 4 * se + 1e-9).all(), (got[want > 0], want[want > 0])
+
+
+def test_a_seeded_request_draws_the_same_token_again():
+    logits = torch.randn(3, 3000) * 2
+    k, p = torch.full((3,), 20), torch.full((3,), 0.95)
+    first, _, _ = draw(logits, k, p, {1: torch.Generator().manual_seed(7)})
+    again, _, _ = draw(logits, k, p, {1: torch.Generator().manual_seed(7)})
+    assert first[1] == again[1]
+
+
+@pytest.mark.parametrize("case", ["no_top_k", "fp64_noise", "processed_logprobs"])
+def test_vllms_own_step_runs_where_the_candidates_do_not_apply(case):
+    logits = torch.randn(4, 3000)
+    k, p, attrs = torch.full((4,), 20), torch.full((4,), 0.9), {}
+    if case == "no_top_k":
+        k = None
+    elif case == "fp64_noise":
+        attrs["use_fp64_gumbel"] = True
+    else:
+        attrs["logprobs_mode"] = "processed_logprobs"
+    tokens, fell_back, _ = draw(logits, k, p, **attrs)
+    assert fell_back and tokens.shape == (4,)
+
+
+def test_install_makes_the_compact_step_vllms_cpu_step(monkeypatch):
+    from services.engines import cpu_sampling
+
+    monkeypatch.setattr(sampler, "apply_top_k_top_p",
+                        getattr(sampler.apply_top_k_top_p, "_alarm_original", sampler.apply_top_k_top_p))
+    monkeypatch.setattr(sampler.TopKTopPSampler, "forward_cpu", vllm_step())
+    assert cpu_sampling.install() is True
+    step = sampler.TopKTopPSampler.forward_cpu
+    assert step._alarm_original is vllm_step() and sampler.TopKTopPSampler().forward.__func__ is step
