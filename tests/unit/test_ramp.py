@@ -86,3 +86,28 @@ def test_the_encoder_nodes_loss_has_figures_and_an_unavailable_window_of_its_own
     assert out["serving_again_s"] == 0  # the dip at 141 is after `recovered` (131): the encoders'
     assert (out["encoder_serving_again_s"], out["encoder_recovered_s"]) == (5, 10)
     assert out["unavailable_outside_kill"] == 1  # still only the one at 200
+
+
+def test_a_replica_back_between_two_samples_is_recovered_by_the_drills_event():
+    """The sampler saw 2 LLM replicas before and after the kill, never 1 (the replacement started within a sampling
+    period): the time to recovery is the drill's `recovered` event (readiness and every replica back), not None."""
+    t, load = drill()
+    t.series["replicas/llm"] = [(30, 1), (79, 2), (220, 1)]
+    assert figures(t, load)["recovered_s"] == 31
+
+
+def test_replicas_are_back_only_once_none_is_counted_on_the_lost_node(monkeypatch):
+    """Serve still counts the killed node's replica as RUNNING for a while: that count must not end the wait."""
+    from services import ramp
+
+    on = {"nodes": ["n1", "lost"], "running": 2, "serving": 1}
+    monkeypatch.setattr(ramp, "actor_nodes", lambda cluster, part: on["nodes"])
+    monkeypatch.setattr(ramp, "replicas", lambda app: {"llm": on["running"]})
+    monkeypatch.setattr(ramp, "serving", lambda probe: on["serving"])
+    assert not ramp.back(None, "alarm", "llm", "lost", 2, None)  # right after the kill: 2 "running", one is gone
+    on["nodes"], on["running"] = ["n1"], 1
+    assert not ramp.back(None, "alarm", "llm", "lost", 2, None)  # the loss noticed, its replacement not yet up
+    on["nodes"], on["running"] = ["n1", "n3"], 2
+    assert ramp.back(None, "alarm", "llm", "lost", 2, None)
+    on["serving"] = 0
+    assert not ramp.back(None, "alarm", "llm", "lost", 2, None)
