@@ -131,7 +131,8 @@ def serve(cluster: LocalCluster, p: Plan, work: Path, timeline: Timeline) -> dic
     gave_up = [e["reason"] for e in timeline.events if e["event"] == "gave up"]
     broken = [why for why, bad in (
         ("requests unaccounted for", r["sent"] != r["ended"]),
-        ("INTERNAL or client-side failures", any(k.startswith(("INTERNAL", "CLIENT_")) for k in r)),
+        ("statuses other than OK and UNAVAILABLE (INTERNAL, a deadline reached, a client-side failure)",
+         any(k.split(",")[0] not in ("sent", "ended", "OK", "UNAVAILABLE") for k in r)),
         ("UNAVAILABLE away from the kill", figs["unavailable_outside_kill"]),
         (f"gave up: {'; '.join(gave_up)}", gave_up)) if bad]
     return {"status": "SUCCEEDED" if not broken else "FAILED: " + ", ".join(broken), **figs}

@@ -98,6 +98,12 @@ def serving(client) -> int:
         return 0
 
 
+def settled(cluster: LocalCluster, app: str, deployment: str) -> bool:
+    """Every live replica actor of `deployment` is one Serve counts as RUNNING: none is still stopping after a
+    downscale (killing the node of a stopping replica would lose nothing; the drill saw 'recovered' in 4 s)."""
+    return len(actor_nodes(cluster, f"ServeReplica:{app}:{deployment}")) == replicas(app).get(deployment, 0)
+
+
 def back(cluster: LocalCluster, app: str, deployment: str, lost: str, n: int, probe) -> bool:
     """After node `lost` went: no live replica of `deployment` is counted on it any more, `n` replicas run again
     and readiness says SERVING. (Serve counts a replica on a killed node as RUNNING until it notices the loss, so
@@ -177,15 +183,16 @@ def _ramp_and_kill(cluster: LocalCluster, app: str, top: int, load: Load, probe,
         time.sleep(hold_s)
     wait_for(lambda: replicas(app).get("llm", 0) >= top, 300, f"{top} LLM replicas", every_s=1.0)
     time.sleep(5)
-    node = kill_when(cluster, timeline, lambda: True, f"ServeReplica:{app}:llm", pick=busiest_llm_node(cluster, app))
+    node = kill_when(cluster, timeline, lambda: settled(cluster, app, "llm"), f"ServeReplica:{app}:llm",
+                     pick=busiest_llm_node(cluster, app))
     wait_for(lambda: back(cluster, app, "llm", node, top, probe), 300,
              "readiness and the LLM replicas to come back", every_s=1.0)
     timeline.event("recovered")
     time.sleep(hold_s)
     # then the node of the encoders' replica (`audio`: the encoders and the fusion), one without an LLM if any
     audio = replicas(app).get("audio", 0)
-    node = kill_when(cluster, timeline, lambda: True, f"ServeReplica:{app}:audio", pick=audio_node(cluster, app),
-                     label="encoder node killed")
+    node = kill_when(cluster, timeline, lambda: settled(cluster, app, "audio"), f"ServeReplica:{app}:audio",
+                     pick=audio_node(cluster, app), label="encoder node killed")
     wait_for(lambda: back(cluster, app, "audio", node, audio, probe), 300,
              "readiness and the encoders' replicas to come back", every_s=1.0)
     timeline.event("encoders recovered")

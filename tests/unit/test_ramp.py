@@ -111,3 +111,13 @@ def test_replicas_are_back_only_once_none_is_counted_on_the_lost_node(monkeypatc
     assert ramp.back(None, "alarm", "llm", "lost", 2, None)
     on["serving"] = 0
     assert not ramp.back(None, "alarm", "llm", "lost", 2, None)
+
+
+def test_a_kill_waits_until_no_replica_is_stopping(monkeypatch):
+    from services import ramp
+
+    monkeypatch.setattr(ramp, "actor_nodes", lambda cluster, part: ["n1", "n2"])  # two live actors ...
+    monkeypatch.setattr(ramp, "replicas", lambda app: {"audio": 1})  # ... one of them stopping
+    assert not ramp.settled(None, "alarm", "audio")
+    monkeypatch.setattr(ramp, "replicas", lambda app: {"audio": 2})
+    assert ramp.settled(None, "alarm", "audio")
