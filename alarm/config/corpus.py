@@ -228,10 +228,11 @@ class WorkersConfig(Strict):
     num_workers: int = Field(1, gt=0, description="vLLM worker actors (one engine each).")
     engine: Literal["batch", "async"] = Field(
         "batch", description="batch: vLLM's LLM, one generate call per pass over a batch (every row of a batch "
-        "waits for its slowest). async: vLLM's AsyncLLM, each row starting its next pass as soon as its last one "
-        "ends, up to engine.max_num_seqs rows in flight across batches. Both write the same rows (greedy). On a "
-        "2-core CPU the async engine measured 0.34x the batch engine's rows/s (its engine core runs in a second process), "
-        "so batch stays the default until bench/generate.py shows async ahead on a GPU.")
+        "waits for its slowest). async: each row starts its next pass as soon as its last one ends, up to "
+        "engine.max_num_seqs rows in flight across batches; the engine is vLLM's own core stepped by a thread of the "
+        "worker where the core runs in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0, the CPU default), else AsyncLLM "
+        "(its core in a second process). Both write the same rows (greedy). bench/generate.py compares them on "
+        "your hardware.")
     batch_size: int = Field(
         64, gt=0, description="Rows per call into a worker. With engine=async a worker takes enough calls at once "
         "to keep engine.max_num_seqs rows in flight.")
