@@ -280,14 +280,14 @@ def train_steps(cfg, folder: Path, device: str, steps: int = 20) -> list[Row]:
 # serve
 
 SERVE_REQUESTS, SERVE_CLIP_S, SERVE_MAX_TOKENS = 16, 10.0, 128
+CLEANUP_S = 40  # of a stage's time, kept for stopping the server it started
+_deadline: float | None = None  # a child's end (monotonic), from --budget: its stage ends what it started by then
 SERVE_GPUS = {"llm": 0.5, "encoder": 0.09, "fusion": 0.09}  # 0.5 + 4 x 0.09 + 0.09 = 0.95 of the one GPU
 
 
 def serve_overrides(cache: Path) -> list[str]:
     """The alarm-ca serving preset on one GPU: the random-weight checkpoints in `cache`, one replica per
     deployment with GPU fractions that fit one GPU, a short context and thinking budget."""
-    from alarm.encoders import FAMILIES
-
     out = [f"model.llm.checkpoint={cache / LLM_DIR}", "model.llm.revision=null",
            f"adapters.alarm-ca.checkpoint={cache / 'alarm-ca-adapter-random'}", "limits.audio_uri_prefixes=[]",
            "llm.max_model_len=4096", "llm.gpu_memory_utilization=0.5",
@@ -298,7 +298,6 @@ def serve_overrides(cache: Path) -> list[str]:
         if name in SERVE_GPUS:
             out.append(f"deployments.{name}.num_gpus={SERVE_GPUS[name]}")
     for kind in ("whisper", "w2vbert", "muq", "sslam"):
-        assert kind in FAMILIES
         out += [f"model.encoders.{kind}.checkpoint={cache / f'{kind}-random'}", f"model.encoders.{kind}.revision=null"]
     return out
 
@@ -312,7 +311,11 @@ def stage_serve(dry: bool, cache: Path) -> list[Row]:
     if dry:
         return [Row("serve", "alarm-ca app on one GPU (layout)", layout)]
     random_checkpoints(cfg, cache)
-    return serve_requests("alarm-ca", overrides, SERVE_REQUESTS, ready_s=STAGE_S["serve"] - 60)
+    left = (_deadline or time.monotonic() + STAGE_S["serve"]) - time.monotonic() - CLEANUP_S
+    if left < 60:
+        return [Row("serve", "not run", f"{left + CLEANUP_S:.0f} s left after the checkpoints: too little to start "
+                    "a server", "FAIL")]
+    return serve_requests("alarm-ca", overrides, SERVE_REQUESTS, budget_s=left)
 
 
 def serving_layout(cfg) -> str:
@@ -361,10 +364,12 @@ def random_checkpoints(cfg, cache: Path) -> None:
         save_adapter(build_audio_adapter(cfg.model), cfg.model, folder)
 
 
-def serve_requests(preset: str, overrides: list[str], n: int, port: int = 9410, ready_s: float = 180.0,
+def serve_requests(preset: str, overrides: list[str], n: int, port: int = 9410, budget_s: float = 200.0,
                    clip_s: float = SERVE_CLIP_S, max_tokens: int = SERVE_MAX_TOKENS) -> list[Row]:
     """`python -m alarm.serve --preset <preset> <overrides>` started as a user starts it (its own local Ray), the
-    time until gRPC health says SERVING, then `n` concurrent requests to 127.0.0.1, then SIGTERM."""
+    time until gRPC health says SERVING, then `n` concurrent requests to 127.0.0.1, then SIGTERM; all of it within
+    `budget_s` (the start-up gets what leaves 30 s for the requests), then the server's stop."""
+    import contextlib
     import signal
     import statistics
     import tempfile
@@ -374,12 +379,14 @@ def serve_requests(preset: str, overrides: list[str], n: int, port: int = 9410, 
 
     from alarm.client import AlarmClient
 
+    end = time.monotonic() + budget_s
+    ready_s = budget_s - 30
     cmd = [sys.executable, "-m", "alarm.serve", "--preset", preset, "--ready-timeout", str(ready_s),
            f"grpc_port={port}", f"http_port={port + 1}", "host=127.0.0.1", *overrides]
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            with AlarmClient(f"127.0.0.1:{port}", timeout_s=300) as client:
+            with AlarmClient(f"127.0.0.1:{port}", timeout_s=budget_s) as client:
                 t0 = time.monotonic()
                 while not _serving(client):
                     if proc.poll() is not None or time.monotonic() - t0 > ready_s:
@@ -393,7 +400,8 @@ def serve_requests(preset: str, overrides: list[str], n: int, port: int = 9410, 
                 def one(i: int) -> tuple[str, float, int]:
                     t = time.perf_counter()
                     try:
-                        r = client.generate(audio, f"What do you hear? ({i})", max_tokens=max_tokens, temperature=0.0)
+                        r = client.generate(audio, f"What do you hear? ({i})", max_tokens=max_tokens, temperature=0.0,
+                                            timeout_s=max(1.0, end - time.monotonic()))
                     except grpc.RpcError as e:
                         return e.code().name, time.perf_counter() - t, 0
                     return "OK", time.perf_counter() - t, r.usage.total_tokens
@@ -402,11 +410,13 @@ def serve_requests(preset: str, overrides: list[str], n: int, port: int = 9410, 
                 with ThreadPoolExecutor(n) as pool:
                     results = list(pool.map(one, range(n)))
                 wall = time.perf_counter() - t
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
+        finally:  # SIGTERM to the server first, so that it shuts Serve and its Ray down; then the whole group
+            proc.terminate()
             try:
-                proc.wait(120)
+                proc.wait(CLEANUP_S - 10)
             except subprocess.TimeoutExpired:
+                pass
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
     ok = [(s, tokens) for code, s, tokens in results if code == "OK"]
     codes = ", ".join(f"{c} {sum(r[0] == c for r in results)}" for c in sorted({r[0] for r in results}))
@@ -458,7 +468,7 @@ def run_stage(name: str, dry: bool, cache: Path) -> list[Row]:
 
 def run_isolated(name: str, cache: Path, timeout_s: float) -> list[Row]:
     """One stage in a child process (GPU memory freed between stages; a hang is killed at `timeout_s`)."""
-    cmd = [sys.executable, __file__, "--child", name, "--cache", str(cache)]
+    cmd = [sys.executable, __file__, "--child", name, "--cache", str(cache), "--budget", f"{timeout_s - 5:.0f}"]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -482,11 +492,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     p.add_argument("--cache", type=Path, default=None, help="where the random-weight checkpoints are kept")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--budget", type=float, default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     from alarm import env
 
     cache = a.cache or env.cache_dir() / "gpu-check"
     if a.child:
+        global _deadline
+        _deadline = time.monotonic() + a.budget if a.budget else None
         print(json.dumps([asdict(r) for r in run_stage(a.child, False, cache)]))
         return 0
     names = [s for s in a.stages.split(",") if s]

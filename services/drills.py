@@ -86,7 +86,8 @@ class Sampler:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(30)
-        self.sample()  # the state at exit: what the block waited for (e.g. no worker node) is on the timeline
+        if not self._thread.is_alive():  # (a thread stuck on a dead GCS keeps it: no second sampler beside it)
+            self.sample()  # the state at exit: what the block waited for (e.g. no worker node) is on the timeline
 
     def sample(self) -> None:
         try:

@@ -17,6 +17,7 @@ runs them, so greedy decoding writes the same text on either engine.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
 import os
@@ -66,12 +67,13 @@ class SteppedEngine:
                        disable_log_stats=stat_loggers is None, **engine_args(cfg)),
             usage_context=UsageContext.LLM_CLASS, stat_loggers=stat_loggers)
         self.tok = self.engine.get_tokenizer()
-        self._inbox: queue.SimpleQueue = queue.SimpleQueue()  # ("add", id, prompt, params, loop, future) | ("abort", id)
+        # ("add", id, prompt, params, loop, future) or ("abort", id), from callers to the stepping thread
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._waiting: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future]] = {}
         self._ids = itertools.count()
         self._wake, self._closing = threading.Event(), threading.Event()
         self._dead: str | None = None
-        self._failing = threading.Lock()  # _fail_all runs on the thread as it ends, or on a caller's after that
+        self._ending, self._ended = threading.Lock(), False  # set once, by the thread, as it stops taking requests
         self._thread = threading.Thread(target=self._run, name="vllm-steps", daemon=True)
         self._thread.start()
 
@@ -89,14 +91,13 @@ class SteppedEngine:
         cap, done = fit(max_tokens, self.count_tokens(prompt), self.max_model_len)
         if done is not None:
             return done
-        if self._dead is not None or self._closing.is_set():
-            raise EngineDead(self._dead or "the engine is closed")
         loop, rid = asyncio.get_running_loop(), str(next(self._ids))
         future = loop.create_future()
         params = sampling_params(sampling, cap, output_kind=RequestOutputKind.FINAL_ONLY)
-        self._post(("add", rid, prompt, params, loop, future))
-        if not self._thread.is_alive():  # it ended after the check above: nobody will take this request
-            self._fail_all(self._dead or "the engine is closed")
+        with self._ending:  # the thread's last drain takes this lock too: a request is either drained or refused
+            if self._ended or self._closing.is_set():
+                raise EngineDead(self._dead or "the engine is closed")
+            self._post(("add", rid, prompt, params, loop, future))
         try:
             o = (await future).outputs[0]
         except asyncio.CancelledError:
@@ -112,10 +113,12 @@ class SteppedEngine:
         """Abort what is in flight (its callers get EngineDead), stop the thread, and free the engine."""
         self._closing.set()
         self._wake.set()
-        await asyncio.to_thread(self._thread.join, 60)
+        await asyncio.to_thread(self._thread.join, 25)  # under CorpusLLMStage.__del__'s 30 s
         engine, self.engine = self.engine, None
-        if engine is not None and hasattr(engine, "shutdown"):
-            engine.shutdown()
+        if engine is not None and not self._thread.is_alive():
+            engine.engine_core.shutdown()  # the in-process core: its executor and worker free the model and cache
+            del engine
+            gc.collect()  # before a rebuild allocates another model beside this one
 
     # -- the stepping thread -----------------------------------------------------------------------------------
 
@@ -175,17 +178,19 @@ class SteppedEngine:
             pass
 
     def _fail_all(self, why: str) -> None:
-        with self._failing:
-            for rid in list(self._waiting):
-                self._settle(rid, error=EngineDead(why))
-            while True:  # posted after the end: their callers must not wait forever
-                try:
-                    item = self._inbox.get_nowait()
-                except queue.Empty:
-                    return
-                if item[0] == "add":
-                    self._waiting[item[1]] = (item[4], item[5])
-                    self._settle(item[1], error=EngineDead(why))
+        """The thread's end: refuse new requests, then fail every one in flight or still in the inbox."""
+        with self._ending:
+            self._ended = True
+        for rid in list(self._waiting):
+            self._settle(rid, error=EngineDead(why))
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if item[0] == "add":
+                self._waiting[item[1]] = (item[4], item[5])
+                self._settle(item[1], error=EngineDead(why))
 
 
 def async_corpus_engine(cfg: EngineConfig, stat_loggers: list | None = None):

@@ -33,7 +33,11 @@ REPLICA_RESTARTING = "a replica of this service is restarting; retry"
 QUEUES_FULL = "the server's queues are full; retry with backoff"
 
 RAY_BACKPRESSURE = {"BackPressureError", "MaxQueuedTokensError"}
-RAY_REPLICA_LOST = {"DeploymentUnavailableError", "ActorDiedError", "ActorUnavailableError", "RayActorError"}
+# a lost object is a lost replica's result (its node's object store went with it): the request may be retried
+RAY_REPLICA_LOST = {"DeploymentUnavailableError", "ActorDiedError", "ActorUnavailableError", "RayActorError",
+                    "ObjectLostError", "OwnerDiedError", "ObjectReconstructionFailedError",
+                    "ObjectReconstructionFailedMaxAttemptsExceededError",
+                    "ObjectReconstructionFailedLineageEvictedError", "ObjectFetchTimedOutError"}
 RAY_CANCELLED = {"RequestCancelledError", "TaskCancelledError"}
 
 # how each code is logged: client errors and load are one line with the request id; INTERNAL has the traceback

@@ -22,7 +22,7 @@ def test_the_llm_stage_measures_the_serving_engine_on_the_tiny_model():
 def test_the_serve_stage_starts_the_server_as_a_user_does_and_counts_each_request():
     """The GPU stage's code on CPU: `python -m alarm.serve` in its own process group with its own Ray, SERVING,
     concurrent requests over gRPC, every one OK, then SIGTERM leaves nothing listening."""
-    rows = load_gpu_check().serve_requests("tiny", [], 4, port=9430, ready_s=300, clip_s=2.0, max_tokens=8)
+    rows = load_gpu_check().serve_requests("tiny", [], 4, port=9430, budget_s=330, clip_s=2.0, max_tokens=8)
     assert [r.case for r in rows] == ["tiny app, python -m alarm.serve to SERVING",
                                       "4 concurrent gRPC requests, 2 s clips"], rows
     assert all(r.status == "ok" for r in rows) and rows[1].value.startswith("OK 4;"), rows

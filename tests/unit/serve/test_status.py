@@ -57,6 +57,11 @@ def test_lost_replicas_and_missing_deployments_are_unavailable():
     from ray.exceptions import ActorDiedError
 
     assert status_of(ActorDiedError(), "r") == Status("UNAVAILABLE", REPLICA_RESTARTING)
+    # a result awaited by the ingress whose replica's node was lost, with it
+    from ray.exceptions import ObjectLostError, OwnerDiedError
+
+    assert status_of(ObjectLostError("ab" * 14, "", ""), "r") == Status("UNAVAILABLE", REPLICA_RESTARTING)
+    assert status_of(OwnerDiedError("ab" * 14, "", ""), "r").code == "UNAVAILABLE"
     s = status_of(Unavailable("llm has no running replica (restarting)"), "r")
     assert s.code == "UNAVAILABLE" and s.message.startswith("llm has no running replica") and "retry" in s.message
 
