@@ -74,6 +74,12 @@ class ServeDeploymentsConfig(Strict):
         "one per encoder plus one per adapter. For small machines, where those calls cost as much as the models "
         "(the tiny preset); off = one deployment per encoder and a separate fusion, each scaled on its own."
     )
+    free_memory: Literal["trim", "mmap", "off"] = Field(
+        "trim", description="How replicas give a burst's freed memory back to the system (services/serve/heap.py): "
+        "trim = glibc's malloc_trim(0) every 2 s in a background thread; mmap = every buffer of 128 KiB or more in "
+        "its own mapping, returned at once but paying its page faults on every allocation (about 30% more CPU per "
+        "clip in the encoder replicas); off = glibc's default, which keeps a burst's high-water mark resident."
+    )
     ingress: DeploymentSpec = Field(default_factory=lambda: DeploymentSpec(num_cpus=0.5, max_ongoing_requests=64))
     encoder: EncoderDeploymentSpec = Field(
         default_factory=EncoderDeploymentSpec, description="Every encoder deployment, unless encoder_overrides names it."

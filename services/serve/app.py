@@ -55,7 +55,7 @@ def build_app(args: dict):
         spec = d.for_encoder(name)
         encoders[name] = EncoderServer.options(name=f"encoder-{name}", **_options(spec)).bind(
             name, enc.model_dump(mode="json"), cfg.model.audio.resample_quality, spec.max_batch_size,
-            spec.batch_wait_timeout_s,
+            spec.batch_wait_timeout_s, d.free_memory,
         )
     fusion = FusionServer.options(name="fusion", **_options(d.fusion)).bind(data)
     return AlarmIngress.options(name="ingress", **_options(d.ingress)).bind(
