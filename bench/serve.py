@@ -115,7 +115,8 @@ def encoder_batching(cfg: ServeConfig, n: int) -> dict[str, tuple[float, float, 
         for bs in (1, 8):
             app = EncoderServer.options(name=f"bench-{name}-{bs}", ray_actor_options={"num_cpus": 1},
                                         max_ongoing_requests=32).bind(
-                name, cfg.model.encoders[name].model_dump(mode="json"), cfg.model.audio.resample_quality, bs, 0.02)
+                name, cfg.model.encoders[name].model_dump(mode="json"), cfg.model.audio.resample_quality, bs, 0.02,
+                cfg.deployments.free_memory)
             handle = serve.run(app, name=f"bench-{name}-{bs}", route_prefix=None)
             [r.result() for r in [handle.encode.remote(w) for w in waves[:4]]]  # warm-up
             before = Counter(handle.stats.remote().result()["batch_sizes"])

@@ -74,6 +74,19 @@ class ServeDeploymentsConfig(Strict):
         "one per encoder plus one per adapter. For small machines, where those calls cost as much as the models "
         "(the tiny preset); off = one deployment per encoder and a separate fusion, each scaled on its own."
     )
+    one_loop: bool = Field(
+        True, description="Every replica runs Serve's request handling, our code and its calls to other deployments on "
+        "one asyncio event loop (Ray Serve's RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 and "
+        "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0, set in each deployment's runtime_env) instead of Serve's default "
+        "of three loops on three threads, so a request crosses no thread inside a replica. Safe here: the replicas' "
+        "blocking work (audio decoding, encoder and fusion forwards) already runs in worker threads."
+    )
+    free_memory: Literal["trim", "mmap", "off"] = Field(
+        "trim", description="How replicas give a burst's freed memory back to the system (services/serve/heap.py): "
+        "trim = glibc's malloc_trim(0) every 2 s in a background thread; mmap = every buffer of 128 KiB or more in "
+        "its own mapping, returned at once but paying its page faults on every allocation (about 30% more CPU per "
+        "clip in the encoder replicas); off = glibc's default, which keeps a burst's high-water mark resident."
+    )
     ingress: DeploymentSpec = Field(default_factory=lambda: DeploymentSpec(num_cpus=0.5, max_ongoing_requests=64))
     encoder: EncoderDeploymentSpec = Field(
         default_factory=EncoderDeploymentSpec, description="Every encoder deployment, unless encoder_overrides names it."

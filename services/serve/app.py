@@ -44,28 +44,36 @@ def build_app(args: dict):
 
     cfg = load_serve_config(args)
     data = cfg.model_dump(mode="json")
-    d = cfg.deployments
-    llm = LLMServer.options(name="llm", **_options(d.llm)).bind(data)
-    if d.colocate:  # one deployment for the audio: the ingress calls it in place of the encoders and the fusion
-        audio = AudioServer.options(name="audio", **_options(d.fusion)).bind(data)
-        return AlarmIngress.options(name="ingress", **_options(d.ingress)).bind(
+    opts = deployment_options(cfg, here=True)
+    llm = LLMServer.options(name="llm", **opts["llm"]).bind(data)
+    if cfg.deployments.colocate:  # one deployment for the audio: the ingress calls it in place of the encoders and the fusion
+        audio = AudioServer.options(name="audio", **opts["audio"]).bind(data)
+        return AlarmIngress.options(name="ingress", **opts["ingress"]).bind(
             data, {}, audio, llm, required_deployments(cfg))
     encoders = {}
     for name, enc in cfg.model.encoders.items():
-        spec = d.for_encoder(name)
-        encoders[name] = EncoderServer.options(name=f"encoder-{name}", **_options(spec)).bind(
+        spec = cfg.deployments.for_encoder(name)
+        encoders[name] = EncoderServer.options(name=f"encoder-{name}", **opts[f"encoder-{name}"]).bind(
             name, enc.model_dump(mode="json"), cfg.model.audio.resample_quality, spec.max_batch_size,
-            spec.batch_wait_timeout_s,
+            spec.batch_wait_timeout_s, cfg.deployments.free_memory,
         )
-    fusion = FusionServer.options(name="fusion", **_options(d.fusion)).bind(data)
-    return AlarmIngress.options(name="ingress", **_options(d.ingress)).bind(
+    fusion = FusionServer.options(name="fusion", **opts["fusion"]).bind(data)
+    return AlarmIngress.options(name="ingress", **opts["ingress"]).bind(
         data, encoders, fusion, llm, required_deployments(cfg))
 
 
-def _options(spec, *, here: bool = True) -> dict:
+def replica_env(cfg: ServeConfig) -> dict[str, str]:
+    """Environment variables every replica gets (its runtime_env's env_vars; Serve adds them to the
+    application's): `deployments.one_loop` as Serve's two event-loop switches."""
+    if not cfg.deployments.one_loop:
+        return {}
+    return {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
+
+
+def _options(spec, *, here: bool = True, env: dict[str, str] | None = None) -> dict:
     """A DeploymentSpec as Serve deployment options: for the cluster this process runs on (`here`: GPUs as its
     GPU resource, a stand-in on a local multi-node cluster, services.connect.gpu_options), or as written in a
-    Serve config for any cluster (`num_gpus`)."""
+    Serve config for any cluster (`num_gpus`); `env`: the replicas' environment variables (replica_env)."""
     a = spec.autoscaling
     if here:
         from services.connect import (
@@ -78,6 +86,8 @@ def _options(spec, *, here: bool = True) -> dict:
     actor = {"num_cpus": spec.num_cpus, **gpus}
     if spec.memory_gb is not None:
         actor["memory"] = int(spec.memory_gb * 2**30)
+    if env:
+        actor["runtime_env"] = {"env_vars": dict(env)}
     out = {
         "ray_actor_options": actor,
         "max_ongoing_requests": spec.max_ongoing_requests,
@@ -111,8 +121,10 @@ def deployment_specs(cfg: ServeConfig) -> dict:
     return {name: specs[name] for name in deployment_names(cfg)}
 
 
-def deployment_options(cfg: ServeConfig) -> dict[str, dict]:
-    return {name: _options(spec, here=False) for name, spec in deployment_specs(cfg).items()}
+def deployment_options(cfg: ServeConfig, *, here: bool = False) -> dict[str, dict]:
+    """deployment name -> its Serve options, as a Serve config writes them (or for this cluster: `_options`)."""
+    env = replica_env(cfg)
+    return {name: _options(spec, here=here, env=env) for name, spec in deployment_specs(cfg).items()}
 
 
 def required_deployments(cfg: ServeConfig) -> list[str]:

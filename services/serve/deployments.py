@@ -27,7 +27,7 @@ from alarm.config import EncoderConfig, ServeConfig
 from alarm.types import Waveform
 from services.engines.encoders import encode_clips, load_frozen_encoder
 from services.serve.core import AudioBlock, Final, FusionCore, LLMCore
-from services.serve.heap import return_freed_memory
+from services.serve.heap import free_memory
 from services.serve.metrics import ServeMetrics
 from services.serve.validate import LLMRequest
 
@@ -118,9 +118,10 @@ class EncoderServer:
     """One frozen encoder per replica (an `EncoderStage`)."""
 
     def __init__(self, name: str, encoder: dict, resample_quality: str, max_batch_size: int,
-                 batch_wait_timeout_s: float):
+                 batch_wait_timeout_s: float, free: str = "trim"):
+        """free: `deployments.free_memory` (heap.py)."""
         _use_assigned_cpus()
-        return_freed_memory()  # resident memory returns to the working set after a burst (heap.py)
+        free_memory(free)  # resident memory returns to the working set after a burst (heap.py)
         self.stage = EncoderStage(name, EncoderConfig.model_validate(encoder), resample_quality, max_batch_size,
                                   batch_wait_timeout_s)
 
@@ -139,8 +140,9 @@ class FusionServer:
 
     def __init__(self, cfg: dict):
         _use_assigned_cpus()
-        return_freed_memory()  # resident memory returns to the working set after a burst (heap.py)
-        self.stage = FusionStage(ServeConfig.model_validate(cfg))
+        c = ServeConfig.model_validate(cfg)
+        free_memory(c.deployments.free_memory)  # resident memory returns to the working set after a burst (heap.py)
+        self.stage = FusionStage(c)
 
     def catalog(self) -> dict[str, tuple[str, ...]]:
         return self.stage.core.catalog
@@ -159,8 +161,8 @@ class AudioServer:
 
     def __init__(self, cfg: dict):
         _use_assigned_cpus()
-        return_freed_memory()  # resident memory returns to the working set after a burst (heap.py)
         c = ServeConfig.model_validate(cfg)
+        free_memory(c.deployments.free_memory)  # resident memory returns to the working set after a burst (heap.py)
         d = c.deployments
         self.encoders = {n: EncoderStage(n, e, c.model.audio.resample_quality, d.for_encoder(n).max_batch_size,
                                          d.for_encoder(n).batch_wait_timeout_s) for n, e in c.model.encoders.items()}
@@ -188,8 +190,9 @@ class LLMServer:
 
     async def __init__(self, cfg: dict):
         _use_assigned_cpus()
-        return_freed_memory()  # resident memory returns to the working set after a burst (heap.py)
-        self.core = await LLMCore.create(ServeConfig.model_validate(cfg), engine_stats=True)  # Ray metrics
+        c = ServeConfig.model_validate(cfg)
+        free_memory(c.deployments.free_memory)  # resident memory returns to the working set after a burst (heap.py)
+        self.core = await LLMCore.create(c, engine_stats=True)  # Ray metrics
 
     async def generate(self, req: LLMRequest, *blocks: AudioBlock | list[AudioBlock]) -> Final:
         """blocks: one AudioBlock per adapter (from the fusion deployment), or one list of them (AudioServer)."""

@@ -23,7 +23,7 @@ from alarm.errors import Overloaded
 from services.serve._proto.alarm.v1 import alarm_pb2 as pb
 from services.serve.auth import Tokens, grpc_authorization
 from services.serve.core import Final, response_pb, stream_pb
-from services.serve.heap import return_freed_memory
+from services.serve.heap import free_memory
 from services.serve.metrics import ServeMetrics
 from services.serve.proxy import quiet_client_errors
 from services.serve.readiness import Readiness, serve_running_replicas
@@ -51,8 +51,8 @@ class AlarmIngress:
     def __init__(self, cfg: dict, encoders: dict, fusion, llm, required: list[str]):
         """fusion: the fusion deployment's handle, or with deployments.colocate the audio deployment's (then
         `encoders` is empty)."""
-        return_freed_memory()  # decoded audio of a burst does not stay resident (heap.py)
         self.cfg = ServeConfig.model_validate(cfg)
+        free_memory(self.cfg.deployments.free_memory)  # decoded audio of a burst does not stay resident (heap.py)
         self.encoders, self.fusion, self.llm = encoders, fusion, llm
         self.tokens = Tokens(self.cfg.auth)
         self._catalog: dict[str, tuple[str, ...]] | None = None

@@ -58,6 +58,29 @@ def test_the_layout_names_one_deployment_per_stage_or_one_for_the_audio(colocate
     assert bound == set(deployment_names(cfg))
 
 
+@pytest.mark.parametrize("one_loop", [False, True])
+def test_one_loop_sets_serves_two_loop_switches_in_every_replica(one_loop):
+    """deployments.one_loop: each replica's runtime_env carries the two variables, in the built application and in
+    the Serve config alike, and Ray still reads them under those names (a rename would make the option a no-op)."""
+    import inspect
+
+    from ray.serve._private import constants
+
+    cfg = load_config(ServeConfig, "tiny", [f"deployments.one_loop={one_loop}"], section="serve")
+    want = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
+    want = want if one_loop else None
+    for name, opts in deployment_options(cfg).items():
+        assert opts["ray_actor_options"].get("runtime_env", {}).get("env_vars") == want, name
+    for d in _bound(build_app(cfg)._bound_deployment):
+        assert (d.ray_actor_options.get("runtime_env") or {}).get("env_vars") == want, d.name
+    for key in want or {}:
+        assert f'"{key}"' in inspect.getsource(constants)
+    args = ServeArgs(preset="tiny", overrides=[f"deployments.one_loop={one_loop}"])
+    from ray.serve.schema import ServeDeploySchema
+
+    ServeDeploySchema.model_validate(serve_config(args))
+
+
 def _bound(dep) -> list:
     """Every deployment bound under `dep` (its init args, nested in dicts and lists)."""
     from ray.serve.deployment import Application
