@@ -33,7 +33,7 @@ from alarm.corpus.rephrase import END_REASONING, REASONING, rephrase_messages
 from alarm.tiny.keys import data_digest, memo, source_of
 from alarm.tiny.lm import Batches, one_deterministic_thread, train_sampled
 from alarm.tiny.qwen3 import TINY_QWEN3
-from alarm.toy.phrases import HELD, OPENINGS, reasoning
+from alarm.toy.phrases import OPENINGS, reasoning
 from alarm.toy.world import QTYPES, ToyItem, ask, clip
 
 GENERATE_SYSTEM = GENERATION_SYSTEM_PROMPT  # the corpus' self-generation system turn
@@ -49,13 +49,6 @@ LONG_EVERY = 3  # every 3rd step: rephrase chats instead (~2,200 tokens, ~2,080 
 REPHRASE = 6  # rephrase chats per such step (the shared prefix runs once: `train_sampled(share_prefix=True)`)
 LR = 3e-3
 N_CLIPS = 400
-# A choice question of a type that also has yes/no wordings is drawn again this often: ~62% of them are yes/no
-# (the world asks half), as the teacher's misses on text are all yes/no (an answer that compares two words).
-YES_NO_REDRAW = 0.5
-YES_NO_TYPES = tuple(HELD)  # the types with yes/no wordings
-# The rephrase chats' reasoning. Not "I ...": every heard opening starts with "I", and a student whose audio tipped
-# the teacher into this sentence after an "I" then rewrote nothing (toy3, seed 0: 5 of 256 held-out replies).
-REPHRASE_THOUGHT = "Rewording it as listening."
 
 
 def source_seed(seed: int) -> int:
@@ -70,7 +63,7 @@ def r0_output(item: ToyItem) -> str:
 
 def rephrase_output(item: ToyItem) -> str:
     """What the teacher answers to the rephrase prompt around `r0_output(item)` (after `<think>\\n`)."""
-    return (f"{REPHRASE_THOUGHT}\n</think>\n\n<answer>\n{REASONING}\n{reasoning(item)[1]}\n"
+    return (f"I change the wording to listening.\n</think>\n\n<answer>\n{REASONING}\n{reasoning(item)[1]}\n"
             f"{END_REASONING}\n\n{item.answer}\n</answer>")
 
 
@@ -109,8 +102,7 @@ def encode_follow(tok, msgs: list[dict], item: ToyItem) -> tuple[list[int], int]
 
 class Draw:
     """Fresh questions about the teacher's clips: a type uniformly, then a clip that supports it, then the
-    question itself (wording, form, options and their order) from this draw's generator; a choice question of a
-    `YES_NO_TYPES` type is drawn again with probability `YES_NO_REDRAW`."""
+    question itself (wording, form, options and their order) from this draw's generator."""
 
     def __init__(self, clips: list, seed: int):
         self.rng = random.Random(seed)
@@ -119,10 +111,7 @@ class Draw:
     def __call__(self) -> ToyItem:
         qtype = self.rng.choice(QTYPES)
         c = self.rng.choice(self.by_type[qtype])
-        item = ask(c, qtype, self.rng)
-        if not item.yes_no and qtype in YES_NO_TYPES and self.rng.random() < YES_NO_REDRAW:
-            item = ask(c, qtype, self.rng)
-        return item
+        return ask(c, qtype, self.rng)
 
 
 def plan_batches(tok, draw: Draw, steps: int) -> Batches:

@@ -3,12 +3,11 @@
     cited, heard = reasoning(item)
     # "The description gives a treble register, so the pitch is high. So the answer is high."
     # "I hear a treble register, so the pitch is high. So the answer is high."
-    # yes/no: "I hear a treble register, so the pitch is high. Is the pitch low? It is high, so the answer is no."
 
 A reasoning is an opening (`OPENINGS`: what it read, or what it heard), the attribute the question needs (`BODIES`,
-per question type) and a conclusion that states the chosen option's text, which the answer then copies; a yes/no
-conclusion restates the question and the value heard, then answers. The heard version changes only the
-opening, the light edit self-rephrasing makes (method: change a few words, keep the rest). Which opening a question gets follows its
+per question type) and a conclusion that states the chosen option's text, which the answer then copies; yes/no
+questions first say whether the clip is what was asked. The heard version changes only the opening, the light edit
+self-rephrasing makes (method: change a few words, keep the rest). Which opening a question gets follows its
 wording (`ToyItem.wording`), so greedy decoding still writes varied reasoning.
 """
 
@@ -48,16 +47,12 @@ def facts(item: ToyItem) -> dict[str, str]:
 
 
 def conclusion(item: ToyItem) -> str:
-    """` So the answer is X.`; for yes/no, the question restated and the value heard, then the answer:
-    ` Is the tone high? It is low, so the answer is no.`
-
-    The two words a yes/no answer compares come right before it (the one copied from the question, the one the
-    reasoning found), so a small LM decides next to them. Written as `So it is not low, and the answer is no.`, the
-    `not` had to be chosen before either word: the tiny teacher chose it wrongly on 15 of 256 held-out questions,
-    all yes/no; in this form its reasoning was right on all 256 (its reply still named the other option on 13)."""
+    """` So the answer is X.`; for yes/no, first whether the clip is what the question asked."""
     if not item.yes_no:
         return f" So the answer is {item.answer}."
-    return f" {item.question} It is {item.facts[HELD[item.qtype]]}, so the answer is {item.answer}."
+    f = item.facts
+    return f" So it is {'' if f[HELD[item.qtype]] == f['asked'] else 'not '}{f['asked']}, and the answer is " \
+           f"{item.answer}."
 
 
 def reasoning(item: ToyItem) -> tuple[str, str]:

@@ -9,7 +9,7 @@ from alarm.corpus.rephrase import parse_rephrase, rephrase_messages
 from alarm.corpus.rows import generation_messages
 from alarm.tiny import teacher as T
 from alarm.toy.judge import leaks
-from alarm.toy.phrases import HELD, OPENINGS, reasoning
+from alarm.toy.phrases import OPENINGS, reasoning
 from alarm.toy.world import QTYPES, clip, toy_items
 
 
@@ -22,7 +22,7 @@ def test_r0_cites_the_description_and_the_target_hears_it(items):
     for it in items:
         r0, target = T.r0_output(it), T.target(it)
         assert r0.endswith(f" So the answer is {it.answer}.\n</think>\n\n{it.answer}") or it.yes_no
-        assert r0.endswith(f", so the answer is {it.answer}.\n</think>\n\n{it.answer}") or not it.yes_no
+        assert r0.endswith(f", and the answer is {it.answer}.\n</think>\n\n{it.answer}") or not it.yes_no
         assert find_leaks(r0) and not leaks(target)  # the corpus detector and the held-out judge
         cited, heard = reasoning(it)
         opening = next(o for o in OPENINGS if cited.startswith(o[0]))
@@ -35,25 +35,6 @@ def test_the_rephrase_output_parses_into_the_target(items):
         _, complete = rephrase_messages(T.r0_output(it))
         parsed = parse_rephrase(T.rephrase_output(it), complete)
         assert parsed.has_answer_tag and parsed.answer == T.target(it)
-
-
-def test_a_yes_no_conclusion_puts_the_two_words_it_compares_before_the_answer(items):
-    """The question copied from the prompt, then the value heard, then the answer: a small LM compares two nearby
-    words, rather than decide a `not` before it has written either."""
-    yes_no = [it for it in items if it.yes_no]
-    assert {it.answer for it in yes_no} == {"yes", "no"}
-    for it in yes_no:
-        end = T.target(it).split(". ", 1)[1]
-        held = it.facts[HELD[it.qtype]]
-        assert end == f"{it.question} It is {held}, so the answer is {it.answer}.\n</think>\n\n{it.answer}"
-        assert (it.answer == "yes") == (held == it.facts["asked"])
-
-
-def test_the_rephrase_reasoning_is_no_heard_opening(items):
-    """A heard opening starts with "I"; the rephrase chats' reasoning must not, or a student that brings "I" can
-    tip the teacher into rewording instead of reasoning."""
-    assert all(not T.REPHRASE_THOUGHT.startswith(heard.split()[0]) for _, heard in OPENINGS)
-    assert T.rephrase_output(items[0]).startswith(T.REPHRASE_THOUGHT + "\n</think>")
 
 
 def test_the_self_generation_chat_is_the_corpus_chat(items):
@@ -79,14 +60,10 @@ def test_batches_are_fresh_deterministic_and_mark_the_reply():
     assert len(questions) == 4 * T.BATCH  # 24 clips, yet no question repeats: options and wording are redrawn
 
 
-def test_every_question_type_is_drawn_about_as_often_and_yes_no_more_than_half():
+def test_every_question_type_is_drawn_about_as_often():
     draw = T.Draw([clip(T.source_seed(0), i) for i in range(48)], 0)
-    drawn = [draw() for _ in range(1600)]
-    counts = Counter(it.qtype for it in drawn)
+    counts = Counter(draw().qtype for _ in range(800))
     assert set(counts) == set(QTYPES) and max(counts.values()) < 2 * min(counts.values())
-    asked = [it for it in drawn if it.qtype in T.YES_NO_TYPES]
-    share = sum(it.yes_no for it in asked) / len(asked)
-    assert abs(share - (0.5 + 0.25 * T.YES_NO_REDRAW)) < 0.05  # the world's half, plus the redrawn choices
 
 
 def test_follow_chats_write_the_heard_opening_and_teach_the_rest(items):
