@@ -132,6 +132,12 @@ class SummaryConfig(Strict):
         "how many events) reaches the LLM in a few positions. 0: none, the paper's layout."
     )
     heads: int = Field(4, gt=0, description="Attention heads of the summary queries; must divide llm.hidden_size.")
+    reads: str = Field(
+        "fused", description="What the summary queries attend over: `fused` (the frames the LLM gets, after the "
+        "adapters and the fusion) or the name of an encoder, whose layer-mixed states they read before its adapter "
+        "(full frame rate and width): what a downsampler learns to drop for the frames, such as the level, can "
+        "still reach the summary."
+    )
 
 
 class LLMConfig(Strict):
@@ -161,6 +167,9 @@ class ModelConfig(Strict):
         if self.summary.tokens and self.llm.hidden_size % self.summary.heads:
             raise ValueError(f"summary.heads={self.summary.heads} must divide llm.hidden_size="
                              f"{self.llm.hidden_size}; change summary.heads")
+        if self.summary.reads not in ("fused", *self.encoders):
+            raise ValueError(f"summary.reads must be 'fused' or one of the encoders {sorted(self.encoders)}, found "
+                             f"{self.summary.reads!r}; fix summary.reads")
         names = set(self.encoders)
         f = self.fusion
         identity = {k for k, e in self.encoders.items() if e.adapter.kind == "identity"}

@@ -123,14 +123,16 @@ class AudioAdapter(nn.Module):
         self, states: dict[str, torch.Tensor], lens: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_inputs(states, lens)
-        streams, stream_lens = {}, {}
+        streams, stream_lens, mixed = {}, {}, {}
         for k in self.encoders:
             with torch.set_grad_enabled(torch.is_grad_enabled() and k not in self.frozen):
-                x = self.mix[k](states[k])  # (B, T, D_enc)
-                streams[k], stream_lens[k] = self.adapters[k](x, lens[k])  # (B, T', D_k)
+                mixed[k] = self.mix[k](states[k])  # (B, T, D_enc)
+                streams[k], stream_lens[k] = self.adapters[k](mixed[k], lens[k])  # (B, T', D_k)
         fused, fused_lens = self.fusion(streams, stream_lens)  # (B, T_f, D_llm)
         if self.summary is not None:
-            fused, fused_lens = self.summary(fused, fused_lens)  # (B, T_f + K, D_llm)
+            reads = self.summary.reads
+            source = None if reads == "fused" else (mixed[reads], lens[reads])
+            fused, fused_lens = self.summary(fused, fused_lens, source)  # (B, T_f + K, D_llm)
         return self.wrap(fused, fused_lens)
 
     def wrap(self, fused: torch.Tensor, fused_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,24 +161,33 @@ class Summary(nn.Module):
     many events it holds) reaches the LLM in a few positions instead of spread over every frame. The
     frames stay as they are; padding is masked, so an item's tokens never depend on the rest of the batch.
 
+    `reads` (`summary.reads`): "fused", the queries read the frames themselves; an encoder's name, they read that
+    encoder's layer-mixed states (`kv_dim` wide, its own lengths), passed to `forward` as `source`.
+
     Shapes:
-        frames (B, T, D), lens (B,) -> (B, T', D) with each item's max(len, 1) frames then its `tokens`
-        summary tokens, zero-padded; lens max(len, 1) + tokens
+        frames (B, T, D), lens (B,)[, source ((B, T_s, kv_dim), (B,))] -> (B, T', D) with each item's
+        max(len, 1) frames then its `tokens` summary tokens, zero-padded; lens max(len, 1) + tokens
     """
 
-    def __init__(self, dim: int, tokens: int, heads: int):
+    def __init__(self, dim: int, tokens: int, heads: int, reads: str = "fused", kv_dim: int | None = None):
         super().__init__()
-        self.tokens = tokens
+        self.tokens, self.reads = tokens, reads
         self.queries = nn.Parameter(torch.randn(tokens, dim) * 0.02)
-        self.read = PerceiverLayer(dim, heads, 0.0, kv_dim=dim)
+        self.read = PerceiverLayer(dim, heads, 0.0, kv_dim=kv_dim or dim)
 
-    def forward(self, frames: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, frames: torch.Tensor, lens: torch.Tensor,
+                source: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         B, _, D = frames.shape
         n = lens.clamp(min=1)  # as `AudioAdapter.wrap`: an empty item keeps one (zero) frame
         T = int(n.max())
         frames = frames[:, :T] * lengths_to_mask(n, T)[..., None].to(frames.dtype)  # (B, T, D)
+        kv, kv_lens = source if source is not None else (frames, n)
+        kv_n = kv_lens.clamp(min=1)
+        kv = kv[:, : int(kv_n.max())]
+        kv_mask = lengths_to_mask(kv_n, kv.shape[1])  # (B, T_s)
+        kv = kv * kv_mask[..., None].to(kv.dtype)
         q = self.queries.to(frames.dtype).expand(B, -1, -1)  # (B, K, D)
-        z = self.read(q, frames, lengths_to_mask(n, T))  # (B, K, D)
+        z = self.read(q, kv.to(frames.dtype), kv_mask)  # (B, K, D)
         out = torch.cat([frames, frames.new_zeros(B, self.tokens, D)], 1)  # (B, T + K, D)
         at = (n[:, None] + torch.arange(self.tokens, device=n.device))[..., None].expand(B, self.tokens, D)
         return out.scatter(1, at, z), n + self.tokens
@@ -201,7 +212,9 @@ def build_audio_adapter(cfg: ModelConfig, enc_dims: dict[str, int] | None = None
         adapters[k] = ADAPTERS[e.adapter.kind](e.adapter, enc_dims[k], d_llm)
         dims[k] = adapters[k].out_dim
     fusion = FUSIONS[cfg.fusion.kind](cfg.fusion, dims, d_llm)
-    summary = Summary(d_llm, cfg.summary.tokens, cfg.summary.heads) if cfg.summary.tokens else None
+    s = cfg.summary
+    kv_dim = None if s.reads == "fused" else enc_dims[s.reads]
+    summary = Summary(d_llm, s.tokens, s.heads, s.reads, kv_dim) if s.tokens else None
     return AudioAdapter(adapters, fusion, mix, d_llm, cfg.separator_init_std, summary)
 
 

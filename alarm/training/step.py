@@ -92,10 +92,17 @@ def forward_loss(
     return StepOutput(
         loss=tok_loss.sum() / max(n, 1),
         n_tokens=n,
-        n_correct=int((logits.detach().argmax(-1) == targets).sum()),
+        n_correct=_n_top(logits.detach(), targets),
         per_source=per_source,
         n_truncated=sum(p.truncated for p in prompts),
     )
+
+
+def _n_top(logits: torch.Tensor, targets: torch.Tensor) -> int:
+    """How many targets have the highest logit of their row (token accuracy; a tie counts as a hit). A max and a
+    comparison: `argmax` over (N, 151,936) logits is a slow kernel on CPU (one thread, N = 280: 172 ms against
+    18 ms, more than the cross-entropy's forward)."""
+    return int((logits.gather(1, targets[:, None]).squeeze(1) >= logits.amax(-1)).sum())
 
 
 def _decoder(llm: nn.Module) -> nn.Module:

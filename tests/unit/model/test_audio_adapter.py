@@ -33,7 +33,7 @@ TINY_FUSIONS = {
 
 
 def tiny_cfg(fusion: str, encoders=("whisper", "w2vbert", "muq", "sslam"), *, summary: int = 0,
-             **enc_overrides) -> ModelConfig:
+             reads: str = "fused", **enc_overrides) -> ModelConfig:
     encs = {k: dict(TINY_ENCODERS[k]) for k in encoders}
     if fusion == "perceiver":
         for k in encoders[1:]:
@@ -42,7 +42,7 @@ def tiny_cfg(fusion: str, encoders=("whisper", "w2vbert", "muq", "sslam"), *, su
         encs[k].update(extra)
     return ModelConfig.model_validate({
         "name": f"tiny-{fusion}", "llm": {"checkpoint": "tiny://qwen3", "hidden_size": 32, "vocab_size": 64},
-        "encoders": encs, "fusion": TINY_FUSIONS[fusion], "summary": {"tokens": summary, "heads": 2},
+        "encoders": encs, "fusion": TINY_FUSIONS[fusion], "summary": {"tokens": summary, "heads": 2, "reads": reads},
     })
 
 
@@ -126,11 +126,11 @@ def test_forward_wraps_and_counts(fusion):
     assert [p.shape for p in parts] == [(n, 32) for n in expected]
 
 
-@pytest.mark.parametrize("summary", [0, 3])
+@pytest.mark.parametrize(("summary", "reads"), [(0, "fused"), (3, "fused"), (3, "whisper"), (3, "muq")])
 @pytest.mark.parametrize("fusion", ["sum", "cross_attention", "perceiver"])
-def test_forward_is_padding_invariant(fusion, summary):
+def test_forward_is_padding_invariant(fusion, summary, reads):
     torch.manual_seed(0)
-    cfg = tiny_cfg(fusion, summary=summary)
+    cfg = tiny_cfg(fusion, summary=summary, reads=reads)
     adapter = build_audio_adapter(cfg).eval()
     durations = [0.3, 3.1, 1.7]
     states, lens = encoder_batch(cfg, durations, seed=4)
@@ -181,6 +181,39 @@ def test_summary_tokens_learn_and_count_in_token_arithmetic():
     assert audio_token_count(full, 30.0) == 756 and audio_token_count(full, 0.0) == 7
     with pytest.raises(ValueError, match="summary.heads=3 must divide llm.hidden_size=32"):
         ModelConfig.model_validate({**tiny_cfg("sum").model_dump(), "summary": {"tokens": 2, "heads": 3}})
+
+
+@pytest.mark.parametrize("fusion", ["sum", "perceiver"])
+def test_summary_can_read_an_encoders_states_before_its_adapter(fusion):
+    """`summary.reads: whisper`: the queries read whisper's layer-mixed states (its width, its frame rate), so the
+    summary tokens change with them even where the adapter's frames do not, and the frames are as with `fused`."""
+    torch.manual_seed(0)
+    fused = build_audio_adapter(tiny_cfg(fusion, summary=3)).eval()
+    cfg = tiny_cfg(fusion, summary=3, reads="whisper")
+    adapter = build_audio_adapter(cfg).eval()
+    assert adapter.summary.read.kv_norm.normalized_shape == (TINY_ENCODERS["whisper"]["hidden_size"],)
+    shared = {k: v for k, v in fused.state_dict().items() if not k.startswith("summary.")}
+    adapter.load_state_dict(shared, strict=False)
+    states, lens = encoder_batch(cfg, [0.3, 3.1, 1.0])
+    with torch.no_grad():
+        a, a_lens = fused(states, lens)
+        b, b_lens = adapter(states, lens)
+    assert torch.equal(a_lens, b_lens)
+    for i, n in enumerate(b_lens.tolist()):
+        torch.testing.assert_close(b[i, : n - 4], a[i, : n - 4])  # start vector + the frames
+    # the summary sees what only the encoder states hold: a change the adapter's frames cannot show
+    adapter.adapters["whisper"].llm_proj.weight.data.zero_()
+    adapter.adapters["whisper"].llm_proj.bias.data.zero_()
+    other = {k: (v + torch.randn_like(v) if k == "whisper" else v) for k, v in states.items()}
+    with torch.no_grad():
+        x, _ = adapter(states, lens)
+        y, _ = adapter(other, lens)
+    n = int(b_lens[1])
+    assert not torch.allclose(x[1, n - 4 : n - 1], y[1, n - 4 : n - 1])
+    if fusion == "sum":  # whisper is the only stream: its frames are zero either way
+        torch.testing.assert_close(x[1, 1 : n - 4], y[1, 1 : n - 4])
+    with pytest.raises(ValueError, match="summary.reads must be 'fused' or one of the encoders"):
+        tiny_cfg(fusion, summary=3, reads="clap")
 
 
 def test_single_encoder_gradients_reach_layer_mix_and_separators():

