@@ -4,7 +4,8 @@
 
 Direct synchronous loop (the baseline): the same row functions and every LLM pass called on one in-process
 `vllm.LLM` over batches of `workers.batch_size` rows, each pass one `LLM.generate` that waits for its slowest row.
-Direct asynchronous loop (the upper bound): the same rows through vLLM's AsyncLLM in this process, up to
+Direct asynchronous loop (the upper bound): the same rows through the workers' asynchronous engine in this process
+(services.engines.stepped: vLLM's in-process core stepped by a thread on CPU, AsyncLLM elsewhere), up to
 `engine.max_num_seqs` rows in flight, each row's next pass sent as soon as its last one ends. Both are timed after
 their engine is built and warmed up. Pipeline: `build(cfg)` with `workers.num_workers` actors, once per
 `workers.engine` (batch, async), each run at N and 2N rows; its rate is the marginal one, N / (T(2N) - T(N)),
@@ -111,11 +112,14 @@ def main() -> None:
         t_n, t_2n = pipeline(one), pipeline(double)
         rates[engine] = (n / (t_2n - t_n), t_n, t_2n)
     sync, asyn = n / t_sync, n / t_async
+    from services.engines.stepped import in_process_core
+
+    kind = "vLLM's core stepped in-process" if in_process_core() else "AsyncLLM"
     w, e = cfg.workers, cfg.engine
     print(f"rows={n} batch={w.batch_size} workers={w.num_workers} max_num_seqs={e.max_num_seqs} engine={e.checkpoint}")
     print(f"load average {load[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end ({os.cpu_count()} CPUs)")
     print(f"direct sync loop : {sync:7.2f} rows/s ({n} rows in {t_sync:.1f} s, LLM.generate per pass and batch)")
-    print(f"direct async loop: {asyn:7.2f} rows/s ({n} rows in {t_async:.1f} s, AsyncLLM, rows in flight)")
+    print(f"direct async loop: {asyn:7.2f} rows/s ({n} rows in {t_async:.1f} s, {kind}, rows in flight)")
     for engine, (pipe, t_n, t_2n) in rates.items():
         print(f"pipeline, {engine:5}: {pipe:7.2f} rows/s marginal ({n} rows: {t_n:.1f} s, {2 * n} rows: {t_2n:.1f} s, "
               "start-up included in both)")
