@@ -145,11 +145,7 @@ class SteppedEngine:
 
     def _take(self) -> None:
         """Add or abort what callers posted (only this thread touches the engine)."""
-        while True:
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                return
+        for item in self._posted():
             if item[0] == "abort":
                 if self._waiting.pop(item[1], None) is not None:
                     self.engine.abort_request([item[1]])
@@ -161,6 +157,14 @@ class SteppedEngine:
                 self.engine.add_request(rid, engine_input, params)
             except Exception as e:  # this request is wrong, not the engine
                 self._settle(rid, error=e)
+
+    def _posted(self):
+        """What callers have posted so far, oldest first, taken out of the inbox."""
+        while True:
+            try:
+                yield self._inbox.get_nowait()
+            except queue.Empty:
+                return
 
     def _settle(self, rid: str, result=None, error: BaseException | None = None) -> None:
         entry = self._waiting.pop(rid, None)
@@ -183,11 +187,7 @@ class SteppedEngine:
             self._ended = True
         for rid in list(self._waiting):
             self._settle(rid, error=EngineDead(why))
-        while True:
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                return
+        for item in self._posted():
             if item[0] == "add":
                 self._waiting[item[1]] = (item[4], item[5])
                 self._settle(item[1], error=EngineDead(why))
