@@ -62,12 +62,13 @@ def candidates(logits: torch.Tensor, k: torch.Tensor | None, p: torch.Tensor | N
     k_max = int(k.max())
     if k_max >= V * K_MAX_SHARE or int(k.min()) < 1:
         return None
-    vals, idx = logits.topk(k_max, dim=1)  # (B, k_max) descending
+    vals, idx = logits.topk(k_max + 1, dim=1)  # (B, k_max + 1) descending: one column past the candidates
     kth = vals.gather(1, (k - 1).unsqueeze(1))  # (B, 1): each row's k-th largest value
-    # a value equal to a row's k-th can lie outside the columns taken only if the last column taken equals it
-    edge = vals[:, -1:] >= kth
-    if bool(edge.any()) and bool(((logits[edge[:, 0]] >= kth[edge[:, 0]]).sum(dim=1) > k_max).any()):
-        return None  # the sort-based mask keeps every tie
+    # more than k_max values reach a row's k-th (the sort-based mask keeps every tie) exactly when the (k_max+1)-th
+    # largest does; checked on that column, not by comparing the whole vocabulary (44 ms a step at 64 rows)
+    if bool((vals[:, k_max:] >= kth).any()):
+        return None
+    vals, idx = vals[:, :k_max], idx[:, :k_max]
     vals = vals.masked_fill(vals < kth, -float("inf"))
     if p is not None:
         asc = vals.flip(1)  # ascending, as vLLM's cumsum runs

@@ -70,6 +70,24 @@ def test_falls_back_where_topk_would_differ_or_gain_nothing(case):
     assert torch.equal(torch.isinf(ours), torch.isinf(theirs))
 
 
+@pytest.mark.parametrize("case", ["within_k", "at_k_max", "short_row_reaches_k_max"])
+def test_ties_fall_back_only_when_they_reach_past_the_candidates(case):
+    """Ties kept by the sort-based mask: the candidates hold them all unless a value equal to a row's k-th lies
+    past the max(k) columns taken, and then vLLM's own function runs."""
+    logits = torch.randn(3, 3000)
+    k = torch.tensor([20, 20, 5])
+    if case == "within_k":
+        logits[0, :10] = 50.0  # 10 equal largest values, k = 20: all inside the candidates
+    elif case == "at_k_max":
+        logits[1, :21] = 50.0  # 21 equal largest, k = 20: the 21st is a tie past the candidates
+    else:
+        logits[2, :21] = 50.0  # k = 5, but its 5th value ties with 21 of them: past k_max = 20
+    ours, theirs, fell_back = both(logits, k, torch.full((3,), 0.95))
+    assert fell_back == (case != "within_k")
+    assert torch.equal(torch.isinf(ours), torch.isinf(theirs))
+    assert torch.allclose(ours[~torch.isinf(ours)], theirs[~torch.isinf(theirs)])
+
+
 def test_install_swaps_vllms_function_once_on_cpu(monkeypatch):
     from services.engines import cpu_sampling
 
