@@ -7,7 +7,10 @@ Direct synchronous loop (the baseline): the same row functions and every LLM pas
 Direct asynchronous loop (the upper bound): the same rows through the workers' asynchronous engine in this process
 (services.engines.stepped: vLLM's in-process core stepped by a thread on CPU, AsyncLLM elsewhere), up to
 `engine.max_num_seqs` rows in flight, each row's next pass sent as soon as its last one ends. Both are timed after
-their engine is built and warmed up. Pipeline: `build(cfg)` with `workers.num_workers` actors, once per
+their engine is built and warmed up, from the source clips (synthesised and probed, as the pipeline's read does) to
+finished rows. Where vLLM's core runs in this process, each loop also prints its engine steps, the rows per step
+and the cost of a row-step: the asynchronous engine gains only where a step of more rows costs less per row (a GPU;
+on a CPU the 151,936-token logits make a step's cost grow with its rows). Pipeline: `build(cfg)` with `workers.num_workers` actors, once per
 `workers.engine` (batch, async), each run at N and 2N rows; its rate is the marginal one, N / (T(2N) - T(N)),
 which cancels the fixed costs (actor and engine start-up) that a real corpus amortises. Targets at one worker: the
 async pipeline >= 1.3x the synchronous loop and >= 0.9x the asynchronous one; the batch pipeline's ratio to the
@@ -38,19 +41,53 @@ def source_rows(cfg: CorpusConfig) -> list[dict]:
     return out
 
 
+class Steps:
+    """Counts the steps of vLLM's in-process engine core (`LLMEngine.step`) and the rows each one ran, while on."""
+
+    def __init__(self):
+        self.on, self.n, self.rows, self.seconds = False, 0, 0, 0.0
+        try:
+            from vllm.v1.engine.llm_engine import LLMEngine
+        except ImportError:
+            return
+        step = LLMEngine.step
+
+        def counted(engine):
+            if not self.on:
+                return step(engine)
+            rows, t0 = engine.get_num_unfinished_requests(), time.perf_counter()
+            out = step(engine)
+            self.n, self.rows, self.seconds = self.n + 1, self.rows + rows, self.seconds + time.perf_counter() - t0
+            return out
+
+        LLMEngine.step = counted
+
+    def take(self) -> str:
+        """What was counted, as a line; then the counts start again."""
+        line = "engine steps not counted (the engine core runs in another process)"
+        if self.n:
+            line = (f"{self.n} engine steps, {self.rows / self.n:.1f} rows per step, "
+                    f"{1e3 * self.seconds / self.rows:.2f} ms per row-step")
+        self.n, self.rows, self.seconds = 0, 0, 0.0
+        return line
+
+
+STEPS = Steps()
+
+
 def direct_sync(cfg: CorpusConfig) -> tuple[float, int]:
     from alarm.corpus import rows as R
     from services.engines.llm import VLLMEngine
 
     engine = VLLMEngine(cfg.engine)
+    R.llm_stages(source_rows(cfg)[:2], engine, cfg)  # warm-up
+    t0, STEPS.on = time.perf_counter(), True
     rows = source_rows(cfg)
-    R.llm_stages(rows[:2], engine, cfg)  # warm-up
-    t0 = time.perf_counter()
     out, bs = [], cfg.workers.batch_size
     for i in range(0, len(rows), bs):  # the same batches the pipeline's worker gets
         out += [R.finish_row(r, cfg.filters, cfg.split.val_fraction, cfg.split.salt, engine.count_tokens)
                 for r in R.llm_stages(rows[i : i + bs], engine, cfg)]
-    elapsed = time.perf_counter() - t0
+    elapsed, STEPS.on = time.perf_counter() - t0, False
     del engine
     gc.collect()
     return elapsed, len(out)
@@ -70,12 +107,12 @@ def direct_async(cfg: CorpusConfig) -> tuple[float, int]:
             return R.finish_row(r, cfg.filters, cfg.split.val_fraction, cfg.split.salt, engine.count_tokens)
 
         try:
-            rows = source_rows(cfg)
-            await asyncio.gather(*(row(r) for r in rows[:2]))  # warm-up
-            t0 = time.perf_counter()
-            out = await asyncio.gather(*(row(r) for r in rows))
+            await asyncio.gather(*(row(r) for r in source_rows(cfg)[:2]))  # warm-up
+            t0, STEPS.on = time.perf_counter(), True
+            out = await asyncio.gather(*(row(r) for r in source_rows(cfg)))
             return time.perf_counter() - t0, len(out)
         finally:
+            STEPS.on = False
             await engine.aclose()
 
     return asyncio.run(run())
@@ -97,12 +134,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_config_args(parser, "corpus", "tiny", CorpusConfig)
     args = parser.parse_args()
-    args.overrides = ["sources.0.num_clips=64", "workers.batch_size=16", *args.overrides]
+    args.overrides = ["sources.0.num_clips=256", "workers.batch_size=16", *args.overrides]
     cfg = config_from_args(args, CorpusConfig, "corpus")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     load = os.getloadavg()
     t_sync, n = direct_sync(cfg)
+    steps_sync = STEPS.take()
     t_async, n_async = direct_async(cfg)
+    steps_async = STEPS.take()
     assert n_async == n, (n_async, n)
     rates = {}
     for engine in ("batch", "async"):
@@ -110,6 +149,9 @@ def main() -> None:
         double = one.model_copy(update={"sources": [s.model_copy(update={"num_clips": 2 * s.num_clips})
                                                     for s in one.sources]})
         t_n, t_2n = pipeline(one), pipeline(double)
+        if t_2n <= t_n:  # start-up varied by more than the extra rows took: the marginal rate means nothing
+            raise SystemExit(f"pipeline, {engine}: {2 * n} rows took {t_2n:.1f} s, {n} rows {t_n:.1f} s; rerun with "
+                             "more rows (sources.0.num_clips=N)")
         rates[engine] = (n / (t_2n - t_n), t_n, t_2n)
     sync, asyn = n / t_sync, n / t_async
     from services.engines.stepped import in_process_core
@@ -119,7 +161,9 @@ def main() -> None:
     print(f"rows={n} batch={w.batch_size} workers={w.num_workers} max_num_seqs={e.max_num_seqs} engine={e.checkpoint}")
     print(f"load average {load[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end ({os.cpu_count()} CPUs)")
     print(f"direct sync loop : {sync:7.2f} rows/s ({n} rows in {t_sync:.1f} s, LLM.generate per pass and batch)")
+    print(f"                   {steps_sync}")
     print(f"direct async loop: {asyn:7.2f} rows/s ({n} rows in {t_async:.1f} s, {kind}, rows in flight)")
+    print(f"                   {steps_async}")
     for engine, (pipe, t_n, t_2n) in rates.items():
         print(f"pipeline, {engine:5}: {pipe:7.2f} rows/s marginal ({n} rows: {t_n:.1f} s, {2 * n} rows: {t_2n:.1f} s, "
               "start-up included in both)")
