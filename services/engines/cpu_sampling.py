@@ -7,8 +7,9 @@ on small models: profiled on the toy corpus (64 rows, tiny Qwen3 teacher, top_k 
 When every row has a top-k well below the vocabulary (Qwen3's recommended sampling sets top_k=20), only the k
 largest logits can survive either mask, so `torch.topk` over k columns gives the same result:
 
-    vals, idx = topk(logits, k_max)       # (B, k_max), descending
-    keep the ones >= each row's k-th value (ties kept, as the sort-based mask does)
+    vals, idx = topk(logits, k_max + 1)   # (B, k_max + 1), descending
+    a row whose (k_max+1)-th value ties its k-th -> vLLM's own function (the sort-based mask keeps every tie)
+    keep the first k_max columns, the ones >= each row's k-th value
     top-p over those, in ascending order, exactly as vLLM computes it (softmax, cumsum <= 1 - p masked, the
     largest always kept); every other logit -> -inf, in place
 
