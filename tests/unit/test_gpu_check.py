@@ -115,3 +115,9 @@ def test_the_serving_layout_must_fit_one_gpu(gpu_check, tmp_path):
     short = load_config(ServeConfig, "alarm-ca", [*base, "llm.max_model_len=256"], section="serve")
     with pytest.raises(AssertionError, match="needs 636 positions"):
         gpu_check.serving_layout(short)
+
+
+def test_the_llm_stage_says_what_more_sequences_in_flight_gain(gpu_check):
+    rows = gpu_check.batching_rows({1: 50.0, 16: 600.0, 64: 1800.0})
+    assert [(r.case, r.value) for r in rows] == [("a token's cost at 16 seqs / at 64 seqs", "3.00x")]
+    assert gpu_check.batching_rows({1: 50.0}) == [] and gpu_check.batching_rows({16: 0.0, 64: 9.0}) == []
