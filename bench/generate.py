@@ -10,9 +10,10 @@ Direct asynchronous loop (the upper bound): the same rows through the workers' a
 their engine is built and warmed up, from the source clips (synthesised and probed, as the pipeline's read does) to
 finished rows. Where vLLM's core runs in this process, each loop also prints its engine steps, the rows per step
 and the cost of a row-step: the asynchronous engine gains only where a step of more rows costs less per row (a GPU;
-on a CPU the 151,936-token logits make a step's cost grow with its rows). Pipeline: `build(cfg)` with `workers.num_workers` actors, once per
-`workers.engine` (batch, async), each run at N and 2N rows; its rate is the marginal one, N / (T(2N) - T(N)),
-which cancels the fixed costs (actor and engine start-up) that a real corpus amortises. Targets at one worker: the
+on a CPU the 151,936-token logits make a step's cost grow with its rows). Pipeline: `build(cfg)` with
+`workers.num_workers` actors, once per `workers.engine` (batch, async), each run at N and 2N rows; its rate is the
+marginal one, N / (T(2N) - T(N)), which cancels the fixed costs (actor and engine start-up) that a real corpus
+amortises. Targets at one worker: the
 async pipeline >= 1.3x the synchronous loop and >= 0.9x the asynchronous one; the batch pipeline's ratio to the
 synchronous loop is printed beside them (it is the default while async does not lead).
 """
