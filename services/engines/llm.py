@@ -98,6 +98,21 @@ def fit(max_tokens: int, n_prompt: int, max_model_len: int) -> tuple[int, Comple
     return min(max_tokens, room), None
 
 
+def final_only(max_tokens: int, n_prompt: int, max_model_len: int, sampling: SamplingConfig):
+    """The SamplingParams of one asynchronous corpus call that returns only its finished output (`fit`'s cap), or
+    the Completion of a prompt that cannot run."""
+    from vllm.sampling_params import RequestOutputKind
+
+    cap, done = fit(max_tokens, n_prompt, max_model_len)
+    return done if done is not None else sampling_params(sampling, cap, output_kind=RequestOutputKind.FINAL_ONLY)
+
+
+def completion_of(output) -> Completion:
+    """A finished vLLM RequestOutput as the corpus rows take it."""
+    o = output.outputs[0]
+    return Completion(o.text, len(o.token_ids), o.finish_reason or "stop")
+
+
 def sampling_params(sampling: SamplingConfig, max_tokens: int, **extra):
     """vLLM's SamplingParams for one corpus call (special tokens dropped from the text)."""
     from vllm import SamplingParams

@@ -29,7 +29,7 @@ from alarm.config import EngineConfig, SamplingConfig
 from alarm.errors import EngineDead
 from alarm.llm.thinking import Completion
 from services.engines import cpu_sampling
-from services.engines.llm import CPU_ENV, cpu_only, engine_args, fit, render_chat, sampling_params
+from services.engines.llm import CPU_ENV, completion_of, cpu_only, engine_args, final_only, render_chat
 
 log = logging.getLogger(__name__)
 
@@ -86,24 +86,20 @@ class SteppedEngine:
     async def complete(self, prompt: str, max_tokens: int, sampling: SamplingConfig) -> Completion:
         """One text prompt to its end, as `VLLMEngine.generate` runs it (same parameters and caps): a prompt that
         cannot fit `max_model_len` gets finish_reason "error". Raises EngineDead when the engine died."""
-        from vllm.sampling_params import RequestOutputKind
-
-        cap, done = fit(max_tokens, self.count_tokens(prompt), self.max_model_len)
-        if done is not None:
-            return done
+        params = final_only(max_tokens, self.count_tokens(prompt), self.max_model_len, sampling)
+        if isinstance(params, Completion):
+            return params
         loop, rid = asyncio.get_running_loop(), str(next(self._ids))
         future = loop.create_future()
-        params = sampling_params(sampling, cap, output_kind=RequestOutputKind.FINAL_ONLY)
         with self._ending:  # the thread's last drain takes this lock too: a request is either drained or refused
             if self._ended or self._closing.is_set():
                 raise EngineDead(self._dead or "the engine is closed")
             self._post(("add", rid, prompt, params, loop, future))
         try:
-            o = (await future).outputs[0]
+            return completion_of(await future)
         except asyncio.CancelledError:
             self._post(("abort", rid))
             raise
-        return Completion(o.text, len(o.token_ids), o.finish_reason or "stop")
 
     def num_unfinished(self) -> int:
         """Requests added and not yet finished (running or waiting in the engine)."""

@@ -43,7 +43,7 @@ from alarm.llm.backends import (
 )
 from alarm.llm.thinking import Completion
 from services.engines import cpu_sampling
-from services.engines.llm import CPU_ENV, cpu_only, engine_args, fit, render_chat, sampling_params
+from services.engines.llm import CPU_ENV, completion_of, cpu_only, engine_args, final_only, render_chat
 
 FINISH = {"stop": "stop", "length": "length", "abort": "aborted", "repetition": "stop"}  # vLLM -> ours
 
@@ -160,13 +160,11 @@ class VLLMAsyncBackend:
     async def complete(self, prompt: str, max_tokens: int, sampling: SamplingConfig) -> Completion:
         """One text prompt to its end, as `VLLMEngine.generate` runs it (same parameters and caps): a prompt that
         cannot fit `max_model_len` gets finish_reason "error". Raises EngineDead when the engine died."""
-        from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        cap, done = fit(max_tokens, self.count_tokens(prompt), self.max_model_len)
-        if done is not None:
-            return done
-        params = sampling_params(sampling, cap, output_kind=RequestOutputKind.FINAL_ONLY)
+        params = final_only(max_tokens, self.count_tokens(prompt), self.max_model_len, sampling)
+        if isinstance(params, Completion):
+            return params
         rid, outs = uuid.uuid4().hex, []
         try:
             (engine_input,) = await self.engine.renderer.render_cmpl_async([{"prompt": prompt}])  # as LLM.generate
@@ -174,8 +172,7 @@ class VLLMAsyncBackend:
                 outs = [out async for out in stream]  # FINAL_ONLY: one output, the finished request
         except EngineDeadError as e:
             raise EngineDead(f"the vLLM engine died while generating request {rid}") from e
-        o = outs[-1].outputs[0]
-        return Completion(o.text, len(o.token_ids), o.finish_reason or "stop")
+        return completion_of(outs[-1])
 
     def num_unfinished(self) -> int:
         """Requests the engine still tracks (running or waiting)."""

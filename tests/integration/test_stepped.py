@@ -104,6 +104,30 @@ def test_a_prompt_that_cannot_fit_is_an_error_row_not_a_failure(shared, engine_c
     assert asyncio.run(shared.complete(long, 8, SamplingConfig())).finish_reason == "error"
 
 
+def test_asyncllm_completes_what_the_stepped_engine_does(shared, engine_cfg):
+    """The async corpus engine where vLLM's core runs in another process (a GPU machine) is AsyncLLM; greedy, it
+    writes the stepped engine's text, and refuses a prompt too long for the context the same way."""
+    from alarm.config import SamplingConfig
+    from services.engines.vllm_async import VLLMAsyncBackend
+
+    prompts, greedy = ["say yes", "what do you hear?", "count to three"], SamplingConfig(temperature=0.0)
+
+    async def asyncllm():
+        engine = VLLMAsyncBackend.from_config(engine_cfg)  # built on this loop: its output task lives on it
+        try:
+            done = await asyncio.gather(*(engine.complete(p, 12, greedy) for p in prompts))
+            return done, await engine.complete("word " * (engine_cfg.max_model_len + 10), 8, greedy)
+        finally:
+            await engine.aclose()
+
+    async def stepped():
+        return await asyncio.gather(*(shared.complete(p, 12, greedy) for p in prompts))
+
+    (got, too_long), want = asyncio.run(asyncllm()), asyncio.run(stepped())
+    assert got == want and all(c.n_tokens >= 1 for c in got)
+    assert too_long.finish_reason == "error"
+
+
 def test_callers_on_different_event_loops_share_the_engine(shared):
     """Ray Data may hand an actor's calls to another loop after a restart; each request answers on its own."""
     from alarm.config import SamplingConfig
