@@ -107,3 +107,24 @@ def test_follow_chats_write_the_heard_opening_and_teach_the_rest(items):
         prompt = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         assert tok.decode(ids[:p]) == prompt + heard
         assert tok.decode(ids[p:]) == T.target(it)[len(heard):] + T.EOS
+
+
+def test_the_toy_corpus_budgets_hold_the_longest_answer_and_rephrase():
+    """The corpus' phase 1 stops at the thinking budget even after `</think>`: a rephrase longer than it loses its
+    closing tags (`no_answer_tag`), as every yes/no row did with a budget of 64 once their reasoning grew."""
+    from transformers import AutoTokenizer
+
+    from alarm.config import CorpusConfig, load_config
+    from alarm.tiny import ensure_tiny
+    from alarm.toy.world import train_items
+
+    tok = AutoTokenizer.from_pretrained(str(ensure_tiny("qwen3")))
+    cfg = load_config(CorpusConfig, "toy", section="corpus")
+    items = train_items(0, 12)
+    assert {it.yes_no for it in items} == {True, False}
+
+    def longest(texts):
+        return max(len(tok.encode(t + T.EOS, add_special_tokens=False)) for t in texts)
+
+    assert longest(T.rephrase_output(it) for it in items) <= cfg.rephrase.thinking_budget
+    assert longest(T.r0_output(it) for it in items) <= cfg.generate.max_tokens
