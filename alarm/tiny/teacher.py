@@ -33,7 +33,7 @@ from alarm.corpus.rephrase import END_REASONING, REASONING, rephrase_messages
 from alarm.tiny.keys import data_digest, memo, source_of
 from alarm.tiny.lm import Batches, one_deterministic_thread, train_sampled
 from alarm.tiny.qwen3 import TINY_QWEN3
-from alarm.toy.phrases import OPENINGS, reasoning
+from alarm.toy.phrases import HELD, OPENINGS, reasoning
 from alarm.toy.world import QTYPES, ToyItem, ask, clip
 
 GENERATE_SYSTEM = GENERATION_SYSTEM_PROMPT  # the corpus' self-generation system turn
@@ -42,13 +42,23 @@ EOS = "<|im_end|>"
 # D 128 x 4 layers: the tiny Qwen3's vocabulary, chat template and rope; wider and deeper than the scripted model
 TEACHER_ARCH = {**TINY_QWEN3, "hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4,
                 "num_attention_heads": 4, "num_key_value_heads": 2}
-STEPS = 1200
+# 1,125 question steps and 375 rephrase steps (were 800 and 400): the question loss ends at 0.0002-0.0007 on world
+# seeds 0 and 2, whose teachers answer all 512 held-out questions right; on seed 1 it ends at 0.009, and that
+# teacher misreads the loudness of half its held-out clips (with lr 5e-3: 0.0002, all right)
+STEPS = 1500
 BATCH = 8  # question chats per step (~150-250 tokens each)
 FOLLOW = 2  # of which this many have the heard reasoning written already (`encode_follow`)
-LONG_EVERY = 3  # every 3rd step: rephrase chats instead (~2,200 tokens, ~2,080 of them the same prompt prefix)
+LONG_EVERY = 4  # every 4th step: rephrase chats instead (~2,200 tokens, ~2,080 of them the same prompt prefix)
 REPHRASE = 6  # rephrase chats per such step (the shared prefix runs once: `train_sampled(share_prefix=True)`)
 LR = 3e-3
 N_CLIPS = 400
+# A choice question of a type that also has yes/no wordings is drawn again this often: ~62% of them are yes/no
+# (the world asks half), as the yes/no conclusion is the longer thing to learn.
+YES_NO_REDRAW = 0.5
+YES_NO_TYPES = tuple(HELD)  # the types with yes/no wordings
+# The rephrase chats' reasoning. Not "I ...": every heard opening starts with "I", and a student whose audio tipped
+# the teacher into this sentence after an "I" then rewrote nothing (toy world seed 0: 5 of 256 held-out replies).
+REPHRASE_THOUGHT = "Rewording it as listening."
 
 
 def source_seed(seed: int) -> int:
@@ -63,7 +73,7 @@ def r0_output(item: ToyItem) -> str:
 
 def rephrase_output(item: ToyItem) -> str:
     """What the teacher answers to the rephrase prompt around `r0_output(item)` (after `<think>\\n`)."""
-    return (f"I change the wording to listening.\n</think>\n\n<answer>\n{REASONING}\n{reasoning(item)[1]}\n"
+    return (f"{REPHRASE_THOUGHT}\n</think>\n\n<answer>\n{REASONING}\n{reasoning(item)[1]}\n"
             f"{END_REASONING}\n\n{item.answer}\n</answer>")
 
 
@@ -102,7 +112,8 @@ def encode_follow(tok, msgs: list[dict], item: ToyItem) -> tuple[list[int], int]
 
 class Draw:
     """Fresh questions about the teacher's clips: a type uniformly, then a clip that supports it, then the
-    question itself (wording, form, options and their order) from this draw's generator."""
+    question itself (wording, form, options and their order) from this draw's generator; a choice question of a
+    `YES_NO_TYPES` type is drawn again with probability `YES_NO_REDRAW`."""
 
     def __init__(self, clips: list, seed: int):
         self.rng = random.Random(seed)
@@ -111,7 +122,10 @@ class Draw:
     def __call__(self) -> ToyItem:
         qtype = self.rng.choice(QTYPES)
         c = self.rng.choice(self.by_type[qtype])
-        return ask(c, qtype, self.rng)
+        item = ask(c, qtype, self.rng)
+        if not item.yes_no and qtype in YES_NO_TYPES and self.rng.random() < YES_NO_REDRAW:
+            item = ask(c, qtype, self.rng)
+        return item
 
 
 def plan_batches(tok, draw: Draw, steps: int) -> Batches:

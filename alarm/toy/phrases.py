@@ -3,12 +3,15 @@
     cited, heard = reasoning(item)
     # "The description gives a treble register, so the pitch is high. So the answer is high."
     # "I hear a treble register, so the pitch is high. So the answer is high."
+    # yes/no: "I hear a treble register, so the pitch is high. Is the pitch low? If it is low, yes; if it is
+    #          high, no. It is high, so the answer is no."
 
 A reasoning is an opening (`OPENINGS`: what it read, or what it heard), the attribute the question needs (`BODIES`,
-per question type) and a conclusion that states the chosen option's text, which the answer then copies; yes/no
-questions first say whether the clip is what was asked. The heard version changes only the opening, the light edit
-self-rephrasing makes (method: change a few words, keep the rest). Which opening a question gets follows its
-wording (`ToyItem.wording`), so greedy decoding still writes varied reasoning.
+per question type) and a conclusion that states the chosen option's text, which the answer then copies; a yes/no
+conclusion first restates the question and what each answer would mean, then the value found (`conclusion`).
+The heard version changes only the opening, the light edit self-rephrasing makes (method: change a few words,
+keep the rest). Which opening a question gets follows its wording (`ToyItem.wording`), so greedy decoding still
+writes varied reasoning.
 """
 
 from __future__ import annotations
@@ -47,12 +50,21 @@ def facts(item: ToyItem) -> dict[str, str]:
 
 
 def conclusion(item: ToyItem) -> str:
-    """` So the answer is X.`; for yes/no, first whether the clip is what the question asked."""
+    """` So the answer is X.`; for yes/no, the question restated, what each answer would mean, the value found
+    and the answer: ` Is the pitch low? If it is low, yes; if it is high, no. It is high, so the answer is no.`
+
+    A yes/no answer is the XOR of two binary facts (the option the question asks about, the one the clip has),
+    which gradient descent finds late, and a 4-layer LM within its training budget not on every seed: written
+    as `So it is not low, ...` (world seed 0), `It is high: no.` or `It asks for low, and it is high: they
+    differ, ...` (seed 2), 15-16% of the teacher's held-out yes/no answers were wrong, while other seeds got
+    them all right. Here no step compares two words: the question is copied, each option is written beside the
+    answer it gives, and the value found looks its option up by matching words (what attention does) and takes
+    the answer beside it."""
     if not item.yes_no:
         return f" So the answer is {item.answer}."
     f = item.facts
-    return f" So it is {'' if f[HELD[item.qtype]] == f['asked'] else 'not '}{f['asked']}, and the answer is " \
-           f"{item.answer}."
+    return (f" {item.question} If it is {f['asked']}, yes; if it is {f['other']}, no."
+            f" It is {f[HELD[item.qtype]]}, so the answer is {item.answer}.")
 
 
 def reasoning(item: ToyItem) -> tuple[str, str]:

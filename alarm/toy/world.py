@@ -188,14 +188,15 @@ Asked = tuple[int, str, tuple[str, ...], int, dict] | None
 def _pick(rng: random.Random, wordings: tuple[str, ...], choices: tuple[str, ...], answer: str, facts: dict,
           yes_no: tuple[tuple[str, str], ...] = ()) -> Asked:
     """A choice question (options in a seeded order) or, half the time when `yes_no` wordings exist, a yes/no one:
-    `yes_no` holds (wording, the option it asks about)."""
+    `yes_no` holds (wording, the option it asks about); its facts add that option (`asked`) and the other one."""
     if yes_no and rng.random() < 0.5:
         k = rng.randrange(len(yes_no))
         text, asked = yes_no[k]
         order = ["yes", "no"]
         rng.shuffle(order)
         gold = order.index("yes" if asked == answer else "no")
-        return len(wordings) + k, text, tuple(order), gold, {**facts, "asked": asked}
+        other = next(c for c in choices if c != asked)
+        return len(wordings) + k, text, tuple(order), gold, {**facts, "asked": asked, "other": other}
     k = rng.randrange(len(wordings))
     order = list(choices)
     rng.shuffle(order)

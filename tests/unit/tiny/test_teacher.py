@@ -9,7 +9,7 @@ from alarm.corpus.rephrase import parse_rephrase, rephrase_messages
 from alarm.corpus.rows import generation_messages
 from alarm.tiny import teacher as T
 from alarm.toy.judge import leaks
-from alarm.toy.phrases import OPENINGS, reasoning
+from alarm.toy.phrases import HELD, OPENINGS, reasoning
 from alarm.toy.world import QTYPES, clip, toy_items
 
 
@@ -22,7 +22,7 @@ def test_r0_cites_the_description_and_the_target_hears_it(items):
     for it in items:
         r0, target = T.r0_output(it), T.target(it)
         assert r0.endswith(f" So the answer is {it.answer}.\n</think>\n\n{it.answer}") or it.yes_no
-        assert r0.endswith(f", and the answer is {it.answer}.\n</think>\n\n{it.answer}") or not it.yes_no
+        assert r0.endswith(f", so the answer is {it.answer}.\n</think>\n\n{it.answer}") or not it.yes_no
         assert find_leaks(r0) and not leaks(target)  # the corpus detector and the held-out judge
         cited, heard = reasoning(it)
         opening = next(o for o in OPENINGS if cited.startswith(o[0]))
@@ -35,6 +35,28 @@ def test_the_rephrase_output_parses_into_the_target(items):
         _, complete = rephrase_messages(T.r0_output(it))
         parsed = parse_rephrase(T.rephrase_output(it), complete)
         assert parsed.has_answer_tag and parsed.answer == T.target(it)
+
+
+def test_a_yes_no_conclusion_writes_each_option_beside_its_answer_then_the_value(items):
+    """The question copied, each option beside the answer it gives, then the value found: the answer is looked up
+    by the value's words, with no step that compares two of them (an XOR the tiny teacher learns late or not at
+    all)."""
+    yes_no = [it for it in items if it.yes_no]
+    assert {it.answer for it in yes_no} == {"yes", "no"} and {it.qtype for it in yes_no} == set(HELD)
+    for it in yes_no:
+        end = T.target(it).split(". ", 1)[1]
+        asked, other, held = it.facts["asked"], it.facts["other"], it.facts[HELD[it.qtype]]
+        assert end == (f"{it.question} If it is {asked}, yes; if it is {other}, no. It is {held}, so the answer is "
+                       f"{it.answer}.\n</think>\n\n{it.answer}")
+        assert {asked, other} == set(next(i for i in items if i.qtype == it.qtype and not i.yes_no).choices)
+        assert (it.answer == "yes") == (held == asked)
+
+
+def test_the_rephrase_reasoning_is_no_heard_opening(items):
+    """A heard opening starts with "I"; the rephrase chats' reasoning must not, or a student that brings "I" can
+    tip the teacher into rewording instead of reasoning."""
+    assert all(not T.REPHRASE_THOUGHT.startswith(heard.split()[0]) for _, heard in OPENINGS)
+    assert T.rephrase_output(items[0]).startswith(T.REPHRASE_THOUGHT + "\n</think>")
 
 
 def test_the_self_generation_chat_is_the_corpus_chat(items):
@@ -50,20 +72,24 @@ def test_batches_are_fresh_deterministic_and_mark_the_reply():
 
     tok = AutoTokenizer.from_pretrained(str(ensure_tiny("qwen3")))
     clips = [clip(T.source_seed(0), i) for i in range(24)]
-    a = T.plan_batches(tok, T.Draw(clips, 0), 6)
-    assert a == T.plan_batches(tok, T.Draw(clips, 0), 6)
-    assert [len(b) for b in a] == [T.BATCH, T.BATCH, T.REPHRASE] * 2  # every 3rd: rephrase chats
+    a = T.plan_batches(tok, T.Draw(clips, 0), 2 * T.LONG_EVERY)
+    assert a == T.plan_batches(tok, T.Draw(clips, 0), 2 * T.LONG_EVERY)
+    assert [len(b) for b in a] == ([T.BATCH] * (T.LONG_EVERY - 1) + [T.REPHRASE]) * 2  # then rephrase chats
     seq, p = a[0][0]
     assert tok.decode(seq[:p]).endswith("<|im_start|>assistant\n<think>\n") and tok.decode(seq).endswith(T.EOS)
     assert any(tok.decode(seq[p:]).startswith(cited) for cited, _ in OPENINGS)
     questions = {tok.decode(s[:p]) for b in a for s, p in b if len(b) == T.BATCH}
-    assert len(questions) == 4 * T.BATCH  # 24 clips, yet no question repeats: options and wording are redrawn
+    assert len(questions) == 2 * (T.LONG_EVERY - 1) * T.BATCH  # 24 clips, yet no question repeats: options and wording are redrawn
 
 
-def test_every_question_type_is_drawn_about_as_often():
+def test_every_question_type_is_drawn_about_as_often_and_yes_no_more_than_half():
     draw = T.Draw([clip(T.source_seed(0), i) for i in range(48)], 0)
-    counts = Counter(draw().qtype for _ in range(800))
+    drawn = [draw() for _ in range(1600)]
+    counts = Counter(it.qtype for it in drawn)
     assert set(counts) == set(QTYPES) and max(counts.values()) < 2 * min(counts.values())
+    asked = [it for it in drawn if it.qtype in T.YES_NO_TYPES]
+    share = sum(it.yes_no for it in asked) / len(asked)
+    assert abs(share - (0.5 + 0.25 * T.YES_NO_REDRAW)) < 0.05  # the world's half, plus the redrawn choices
 
 
 def test_follow_chats_write_the_heard_opening_and_teach_the_rest(items):
@@ -81,3 +107,24 @@ def test_follow_chats_write_the_heard_opening_and_teach_the_rest(items):
         prompt = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         assert tok.decode(ids[:p]) == prompt + heard
         assert tok.decode(ids[p:]) == T.target(it)[len(heard):] + T.EOS
+
+
+def test_the_toy_corpus_budgets_hold_the_longest_answer_and_rephrase():
+    """The corpus' phase 1 stops at the thinking budget even after `</think>`: a rephrase longer than it loses its
+    closing tags (`no_answer_tag`), as every yes/no row did with a budget of 64 once their reasoning grew."""
+    from transformers import AutoTokenizer
+
+    from alarm.config import CorpusConfig, load_config
+    from alarm.tiny import ensure_tiny
+    from alarm.toy.world import train_items
+
+    tok = AutoTokenizer.from_pretrained(str(ensure_tiny("qwen3")))
+    cfg = load_config(CorpusConfig, "toy", section="corpus")
+    items = train_items(0, 12)
+    assert {it.yes_no for it in items} == {True, False}
+
+    def longest(texts):
+        return max(len(tok.encode(t + T.EOS, add_special_tokens=False)) for t in texts)
+
+    assert longest(T.rephrase_output(it) for it in items) <= cfg.rephrase.thinking_budget
+    assert longest(T.r0_output(it) for it in items) <= cfg.generate.max_tokens
