@@ -61,7 +61,9 @@ TEACHER = ("engine.checkpoint=tiny://qwen3-teacher", "rephrase.thinking_budget=4
            "rephrase.max_total_tokens=24")
 
 
-@pytest.mark.parametrize("model", [("engine.checkpoint=tiny://qwen3-scripted",), TEACHER], ids=["scripted", "teacher"])
+# the teacher's build (about 8 minutes on 2 cores when its recipe changes) keeps its case out of the default suite
+@pytest.mark.parametrize("model", [pytest.param(("engine.checkpoint=tiny://qwen3-scripted",), id="scripted"),
+                                   pytest.param(TEACHER, id="teacher", marks=pytest.mark.slow)])
 def test_the_async_workers_write_what_the_batched_engine_writes(ray_cluster, tmp_path, model):
     """Greedy decoding: the pipeline's rows (AsyncLLM, rows in flight across batches) equal, column for column,
     what `vllm.LLM` gives the same rows in batches of workers.batch_size. With the teacher the rows' texts differ
