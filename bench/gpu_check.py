@@ -125,7 +125,7 @@ def llm_throughput(folder: Path, dtype: str = "bfloat16", seqs: tuple[int, ...] 
 def batching_rows(rates: dict[int, float], few: int = 16) -> list[Row]:
     """What a sequence's token costs at `few` sequences against the most measured: how far keeping more rows in
     flight (the asynchronous corpus engine, `workers.engine=async`) can lead batches of `few` rows. On a 2-core CPU
-    it is about 1.1 (bench/generate.py); the 1.3x target of the async pipeline needs more than that here."""
+    it is 1.0-1.1 (bench/generate.py's row-step costs); the async pipeline's 1.3x target needs more than that."""
     most = max(rates)
     if few not in rates or most <= few or rates[few] <= 0:
         return []
