@@ -32,7 +32,25 @@ def cpu_only() -> bool:
         return True
 
 
-class VLLMEngine:
+class ChatText:
+    """What every corpus engine does with its tokenizer (`self.tok`): render a chat, count a text's tokens, and for
+    the asynchronous engines (`self.max_model_len`) the parameters of one final-only call."""
+
+    tok = None
+    max_model_len = 0
+
+    def render(self, messages: list[dict]) -> str:
+        return render_chat(self.tok, messages)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tok.encode(text, add_special_tokens=False))
+
+    def final_params(self, prompt: str, max_tokens: int, sampling: SamplingConfig):
+        """`final_only` for this prompt: its SamplingParams, or the Completion of a prompt that cannot run."""
+        return final_only(max_tokens, self.count_tokens(prompt), self.max_model_len, sampling)
+
+
+class VLLMEngine(ChatText):
     """`vllm.LLM` behind the three calls the batched corpus stages make (`alarm.corpus.rows.Engine`)."""
 
     def __init__(self, cfg: EngineConfig):
@@ -46,12 +64,6 @@ class VLLMEngine:
         self.cfg = cfg
         self.llm = LLM(model=str(folder), tokenizer=str(folder), dtype=cfg.dtype, **engine_args(cfg))
         self.tok = self.llm.get_tokenizer()
-
-    def render(self, messages: list[dict]) -> str:
-        return render_chat(self.tok, messages)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tok.encode(text, add_special_tokens=False))
 
     def generate(self, prompts: list[str], max_tokens: list[int], sampling: SamplingConfig) -> list[Completion]:
         """One batched call. Prompts that cannot fit `max_model_len` get finish_reason "error" instead of failing

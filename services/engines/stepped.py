@@ -29,7 +29,7 @@ from alarm.config import EngineConfig, SamplingConfig
 from alarm.errors import EngineDead
 from alarm.llm.thinking import Completion
 from services.engines import cpu_sampling
-from services.engines.llm import CPU_ENV, completion_of, cpu_only, engine_args, final_only, render_chat
+from services.engines.llm import CPU_ENV, ChatText, completion_of, cpu_only, engine_args
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def in_process_core() -> bool:
     return os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1").strip().lower() in ("0", "false")
 
 
-class SteppedEngine:
+class SteppedEngine(ChatText):
     """`LLMEngine` stepped by its own thread, awaited from event loops.
 
     Args:
@@ -77,16 +77,10 @@ class SteppedEngine:
         self._thread = threading.Thread(target=self._run, name="vllm-steps", daemon=True)
         self._thread.start()
 
-    def render(self, messages: list[dict]) -> str:
-        return render_chat(self.tok, messages)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tok.encode(text, add_special_tokens=False))
-
     async def complete(self, prompt: str, max_tokens: int, sampling: SamplingConfig) -> Completion:
         """One text prompt to its end, as `VLLMEngine.generate` runs it (same parameters and caps): a prompt that
         cannot fit `max_model_len` gets finish_reason "error". Raises EngineDead when the engine died."""
-        params = final_only(max_tokens, self.count_tokens(prompt), self.max_model_len, sampling)
+        params = self.final_params(prompt, max_tokens, sampling)
         if isinstance(params, Completion):
             return params
         loop, rid = asyncio.get_running_loop(), str(next(self._ids))

@@ -43,12 +43,12 @@ from alarm.llm.backends import (
 )
 from alarm.llm.thinking import Completion
 from services.engines import cpu_sampling
-from services.engines.llm import CPU_ENV, completion_of, cpu_only, engine_args, final_only, render_chat
+from services.engines.llm import CPU_ENV, ChatText, completion_of, cpu_only, engine_args
 
 FINISH = {"stop": "stop", "length": "length", "abort": "aborted", "repetition": "stop"}  # vLLM -> ours
 
 
-class VLLMAsyncBackend:
+class VLLMAsyncBackend(ChatText):
     """AsyncLLM with `enable_prompt_embeds`.
 
     Args:
@@ -151,18 +151,12 @@ class VLLMAsyncBackend:
 
     # -- text prompts (corpus generation) ----------------------------------------------------------------------
 
-    def render(self, messages: list[dict]) -> str:
-        return render_chat(self.tok, messages)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tok.encode(text, add_special_tokens=False))
-
     async def complete(self, prompt: str, max_tokens: int, sampling: SamplingConfig) -> Completion:
         """One text prompt to its end, as `VLLMEngine.generate` runs it (same parameters and caps): a prompt that
         cannot fit `max_model_len` gets finish_reason "error". Raises EngineDead when the engine died."""
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        params = final_only(max_tokens, self.count_tokens(prompt), self.max_model_len, sampling)
+        params = self.final_params(prompt, max_tokens, sampling)
         if isinstance(params, Completion):
             return params
         rid, outs = uuid.uuid4().hex, []
