@@ -1,6 +1,7 @@
 """Tiny checkpoints, built locally and deterministically, in the real checkpoints' on-disk formats.
 
-    python -m alarm.tiny                 # build all into $ALARM_CACHE/tiny (default ~/.cache/alarm/tiny)
+    python -m alarm.tiny                 # build the default set into $ALARM_CACHE/tiny (default ~/.cache/alarm/tiny)
+    python -m alarm.tiny --all           # ... and the toy teacher (about 8 minutes on 2 cores)
     python -m alarm.tiny --out DIR qwen3 # one of them, somewhere else
 
 The `tiny` presets point at `tiny://<name>`; `alarm.checkpoints.resolve_checkpoint` calls `ensure_tiny`, which
@@ -31,6 +32,9 @@ LLMS = {
     "qwen3-scripted": "alarm.tiny.scripted:build",
     "qwen3-teacher": "alarm.tiny.teacher:build",
 }
+# built only when named (or --all) or on first use: the toy world's teacher trains for minutes, and neither the
+# `tiny` presets nor the default test suite use it
+ON_DEMAND = ("qwen3-teacher",)
 
 
 def builders() -> dict[str, str]:
@@ -75,9 +79,15 @@ def ensure_tiny(name: str, root: Path | None = None, seed: int = SEED) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m alarm.tiny", description=__doc__.split("\n")[0])
-    parser.add_argument("names", nargs="*", help="checkpoints to build (default: all)")
+    parser.add_argument("names", nargs="*", help=f"checkpoints to build (default: all but {', '.join(ON_DEMAND)})")
+    parser.add_argument("--all", action="store_true", help=f"build {', '.join(ON_DEMAND)} too")
     parser.add_argument("--out", type=Path, default=None, help="root folder (default: $ALARM_CACHE/tiny)")
     args = parser.parse_args(argv)
-    names = args.names or sorted(builders())
+    unknown = sorted(set(args.names) - set(builders()))
+    if unknown:
+        parser.error(f"unknown checkpoint {', '.join(unknown)}; valid: {', '.join(sorted(builders()))}")
+    names = args.names or sorted(n for n in builders() if args.all or n not in ON_DEMAND)
     for name in names:
         print(f"{name}: {ensure_tiny(name, args.out)}")
+    for name in sorted(set(ON_DEMAND) - set(names)):
+        print(f"{name}: not built now (built on first use, or by `python -m alarm.tiny {name}`)")
