@@ -8,8 +8,9 @@ Both paths run the same code (services/serve/core.py) on the same requests: a 5 
 and p95 latency and requests/s for each path, the ratio gRPC/in-process (the cost of the distributed path: gRPC,
 the proxy, object transfers between deployments) and the p50 overhead of gRPC over in-process, and the same for the
 HTTP API (bench/openai_load.py: the `openai` client, base64 audio in JSON). The in-process baseline runs first,
-alone, then the Serve application on a local Ray, in the layout the preset sets (`deployments.colocate`; pass
-`deployments.colocate=false` to measure the per-stage layout on the same machine). Encoder batching: the whisper
+alone, then the Serve application on a local Ray, in the layout the preset sets (`deployments.colocate`: false, a
+deployment per stage; true, one `audio` deployment; all, every stage in the ingress; pass e.g.
+`deployments.colocate=all` to measure another layout on the same machine). Encoder batching: the whisper
 and w2vbert encoder deployments are deployed twice,
 `max_batch_size` 1 and 8, and called with 16 concurrent clips; the ratio is the clips/s gain from @serve.batch,
 and the batch sizes the deployment actually ran (its `stats()`) show how far the 16 clips were batched.
@@ -144,7 +145,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    layout = "colocated (ingress, audio, llm)" if cfg.deployments.colocate else "one deployment per stage"
+    layout = {"stages": "one deployment per stage", "audio": "colocated audio (ingress, audio, llm)",
+              "one": "everything in the ingress"}[cfg.deployments.layout]
     print(f"model {cfg.model.name}, backend {cfg.llm.backend}, layout {layout}, {n} requests per level, 5 s clips, "
           f"max_tokens {args.max_tokens}, greedy", flush=True)
     local = in_process(cfg, n, args.max_tokens)

@@ -68,11 +68,14 @@ class EncoderDeploymentSpec(DeploymentSpec):
 
 
 class ServeDeploymentsConfig(Strict):
-    colocate: bool = Field(
-        False, description="Run every encoder and the fusion in one deployment, `audio` (resources and scaling: "
+    colocate: bool | Literal["all"] = Field(
+        False, description="false: one deployment per encoder and a separate fusion, each scaled on its own (the "
+        "cluster presets). true: every encoder and the fusion in one deployment, `audio` (resources and scaling: "
         "`fusion`; batching: `encoder`, `encoder_overrides`): one Serve call per request for the audio instead of "
-        "one per encoder plus one per adapter. For small machines, where those calls cost as much as the models "
-        "(the tiny preset); off = one deployment per encoder and a separate fusion, each scaled on its own."
+        "one per encoder plus one per adapter. all: every stage, the LLM engine included, in the ingress's replicas "
+        "(admission: `ingress`; resources, scaling and health checks: `llm`, with the CPUs of ingress, fusion and "
+        "llm together): one Serve call per request. For small machines, where each call between deployments costs "
+        "as much as the tiny models do."
     )
     one_loop: bool = Field(
         True, description="Every replica runs Serve's request handling, our code and its calls to other deployments on "
@@ -100,6 +103,11 @@ class ServeDeploymentsConfig(Strict):
 
     def for_encoder(self, name: str) -> EncoderDeploymentSpec:
         return self.encoder_overrides.get(name, self.encoder)
+
+    @property
+    def layout(self) -> Literal["stages", "audio", "one"]:
+        """`colocate` by name: a deployment per stage, one `audio` deployment, or one deployment for everything."""
+        return "one" if self.colocate == "all" else "audio" if self.colocate else "stages"
 
 
 class LLMServeConfig(Strict):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from alarm.config import ServeArgs, ServeConfig, load_config
+from alarm.config import DeploymentSpec, ServeArgs, ServeConfig, load_config
 
 IMPORT_PATH = "services.serve.app:build_app"
 GRPC_SERVICERS = [
@@ -33,8 +33,9 @@ def load_serve_config(args: dict[str, Any] | ServeArgs | ServeConfig) -> ServeCo
 
 
 def build_app(args: dict):
-    """The bound application: ingress -> {encoder per configured encoder} -> fusion -> llm, or with
-    `deployments.colocate` ingress -> audio (every encoder and the fusion) -> llm.
+    """The bound application: ingress -> {encoder per configured encoder} -> fusion -> llm; with
+    `deployments.colocate: true` ingress -> audio (every encoder and the fusion) -> llm; with `colocate: all` the
+    ingress alone, every stage in its replicas.
 
     Args:
         args: `{"preset": ..., "overrides": [...]}` (ServeArgs), or a ServeConfig.
@@ -45,8 +46,11 @@ def build_app(args: dict):
     cfg = load_serve_config(args)
     data = cfg.model_dump(mode="json")
     opts = deployment_options(cfg, here=True)
+    if cfg.deployments.layout == "one":  # the ingress builds the audio and LLM stages in its own replica
+        return AlarmIngress.options(name="ingress", **opts["ingress"]).bind(
+            data, {}, None, None, required_deployments(cfg))
     llm = LLMServer.options(name="llm", **opts["llm"]).bind(data)
-    if cfg.deployments.colocate:  # one deployment for the audio: the ingress calls it in place of the encoders and the fusion
+    if cfg.deployments.layout == "audio":  # one deployment for the audio: the ingress calls it in place of the encoders and the fusion
         audio = AudioServer.options(name="audio", **opts["audio"]).bind(data)
         return AlarmIngress.options(name="ingress", **opts["ingress"]).bind(
             data, {}, audio, llm, required_deployments(cfg))
@@ -108,14 +112,28 @@ def _options(spec, *, here: bool = True, env: dict[str, str] | None = None) -> d
 
 
 def deployment_names(cfg: ServeConfig) -> list[str]:
-    if cfg.deployments.colocate:
+    layout = cfg.deployments.layout
+    if layout == "one":
+        return ["ingress"]
+    if layout == "audio":
         return ["ingress", "audio", "llm"]
     return ["ingress", *(f"encoder-{n}" for n in cfg.model.encoders), "fusion", "llm"]
+
+
+def one_spec(d) -> DeploymentSpec:
+    """`colocate: all`: the ingress hosts the engine, so its replicas take the LLM's resources, scaling and health
+    checks, the CPUs of the ingress, the fusion and the LLM together, and the ingress's admission limits."""
+    return d.llm.model_copy(update={
+        "num_cpus": d.ingress.num_cpus + d.fusion.num_cpus + d.llm.num_cpus,
+        "max_ongoing_requests": d.ingress.max_ongoing_requests, "max_queued_requests": d.ingress.max_queued_requests,
+    })
 
 
 def deployment_specs(cfg: ServeConfig) -> dict:
     """deployment name -> its DeploymentSpec, in deployment_names order."""
     d = cfg.deployments
+    if d.layout == "one":
+        return {"ingress": one_spec(d)}
     specs = {"ingress": d.ingress, "fusion": d.fusion, "audio": d.fusion, "llm": d.llm}
     specs |= {f"encoder-{n}": d.for_encoder(n) for n in cfg.model.encoders}
     return {name: specs[name] for name in deployment_names(cfg)}

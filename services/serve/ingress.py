@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import aclosing, asynccontextmanager
+from contextlib import aclosing, asynccontextmanager, nullcontext
 from dataclasses import replace
 
 from ray import serve
@@ -24,6 +24,7 @@ from services.serve._proto.alarm.v1 import alarm_pb2 as pb
 from services.serve.auth import Tokens, grpc_authorization
 from services.serve.core import Final, response_pb, stream_pb
 from services.serve.heap import free_memory
+from services.serve.inproc import InProcess, in_process
 from services.serve.metrics import ServeMetrics
 from services.serve.proxy import quiet_client_errors
 from services.serve.readiness import Readiness, serve_running_replicas
@@ -48,11 +49,16 @@ class AlarmIngress:
     of an INTERNAL one stays in the replica's log. The request id goes back in the response and in the trailing
     metadata (at the end of the details of a failed stream)."""
 
-    def __init__(self, cfg: dict, encoders: dict, fusion, llm, required: list[str]):
+    async def __init__(self, cfg: dict, encoders: dict, fusion, llm, required: list[str]):
         """fusion: the fusion deployment's handle, or with deployments.colocate the audio deployment's (then
-        `encoders` is empty)."""
+        `encoders` is empty); with `colocate: all` fusion and llm are None and this replica builds both stages
+        (inproc.py), warming the engine up before Serve routes here."""
         self.cfg = ServeConfig.model_validate(cfg)
         free_memory(self.cfg.deployments.free_memory)  # decoded audio of a burst does not stay resident (heap.py)
+        self.layout, self.engine = self.cfg.deployments.layout, None
+        if self.layout == "one":
+            audio, self.engine = await _local_stages(cfg)
+            fusion, llm = InProcess(audio), InProcess(self.engine)
         self.encoders, self.fusion, self.llm = encoders, fusion, llm
         self.tokens = Tokens(self.cfg.auth)
         self._catalog: dict[str, tuple[str, ...]] | None = None
@@ -141,7 +147,7 @@ class AlarmIngress:
             parsed, blocks, needed = await self._prepare(spec, rid)
             response = None
             try:
-                async with self.readiness.guard(needed, self.cfg.limits.replica_wait_s):
+                async with self._guard(needed):
                     audio = await _resolved(blocks)
                     response = self.llm.generate.remote(parsed.llm, *audio)
                     return parsed, await response
@@ -158,7 +164,7 @@ class AlarmIngress:
             events, done = None, False
             try:
                 # placed once the first event comes: a replica lost after that fails the call by itself
-                async with self.readiness.guard(needed, self.cfg.limits.replica_wait_s):
+                async with self._guard(needed):
                     audio = await _resolved(blocks)
                     events = self.llm.options(stream=True).stream.remote(parsed.llm, *audio)
                     ev = await anext(events, None)
@@ -179,8 +185,8 @@ class AlarmIngress:
         ingress's own limits apply."""
         spec = self.cfg.deployments.llm
         if spec.max_queued_requests >= 0:
-            table = await self.readiness.table() or {}
-            capacity = spec.max_ongoing_requests * max(1, table.get("llm", 0)) + spec.max_queued_requests
+            replicas = 1 if self.engine is not None else (await self.readiness.table() or {}).get("llm", 0)
+            capacity = spec.max_ongoing_requests * max(1, replicas) + spec.max_queued_requests
             if self._inflight >= capacity:
                 raise Overloaded(f"the server's queues are full ({self._inflight} requests waiting for {capacity} "
                                  "places at the LLM); retry with backoff")
@@ -202,8 +208,9 @@ class AlarmIngress:
         self.metrics["alarm_audio_seconds"].inc(parsed.audio.duration_s)
         catalog = await self._adapters()
         check_adapters(parsed.adapters, catalog)
-        if self.cfg.deployments.colocate:  # one call: the audio deployment runs the encoders and the fusion
-            return parsed, [self.fusion.blocks.remote(parsed.audio, list(parsed.adapters))], ["audio", "llm"]
+        if self.layout != "stages":  # one call: the audio stage runs the encoders and the fusion
+            needed = ["audio", "llm"] if self.layout == "audio" else []
+            return parsed, [self.fusion.blocks.remote(parsed.audio, list(parsed.adapters))], needed
         needed = sorted({e for a in parsed.adapters for e in catalog[a]})
         states = {e: self.encoders[e].encode.remote(parsed.audio) for e in needed}
         blocks = [
@@ -214,10 +221,25 @@ class AlarmIngress:
 
     async def _adapters(self) -> dict[str, tuple[str, ...]]:
         if self._catalog is None:
-            stage = "audio" if self.cfg.deployments.colocate else "fusion"
-            async with self.readiness.guard([stage], self.cfg.limits.replica_wait_s):
+            async with self._guard({"stages": ["fusion"], "audio": ["audio"], "one": []}[self.layout]):
                 self._catalog = await self.fusion.catalog.remote()
         return self._catalog
+
+    def _guard(self, deployments: list[str]):
+        """readiness.guard over the deployments a call needs; nothing to watch when every stage is in this replica."""
+        if not deployments:
+            return nullcontext()
+        return self.readiness.guard(deployments, self.cfg.limits.replica_wait_s)
+
+    def check_health(self) -> None:
+        """With `colocate: all` this replica runs the engine: Serve restarts it when the engine died."""
+        if self.engine is not None:
+            self.engine.check_health()
+
+    def __del__(self):
+        """Serve awaits what this returns when the replica shuts down: with `colocate: all`, closing the engine."""
+        engine, self.engine = getattr(self, "engine", None), None
+        return engine.core.aclose() if engine is not None else None
 
     def _fail(self, grpc_context, e: Exception, rid: str, in_stream: bool = False) -> str:
         status = status_of(e, rid)
@@ -278,6 +300,13 @@ class AlarmIngress:
         if service == "" or await self.readiness.ready():
             return health_pb2.HealthCheckResponse.SERVING
         return health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def _local_stages(cfg: dict):
+    """`colocate: all`: the audio stage (every encoder and the fusion) and the LLM stage, built in this replica."""
+    from services.serve.deployments import AudioServer, LLMServer
+
+    return await in_process(AudioServer, cfg), await in_process(LLMServer, cfg)
 
 
 class _StreamFailed(Exception):

@@ -1,6 +1,7 @@
-"""`deployments.colocate`: the encoders and the fusion in one `audio` deployment, end to end over gRPC (ports
-8103/9103). The same answers as the in-process pipeline, ALARM-E and adapter multiplexing, streaming, and
-readiness over the three deployments; test_serve.py covers the one-deployment-per-stage layout."""
+"""`deployments.colocate`: true = the encoders and the fusion in one `audio` deployment; all = every stage in the
+ingress's replica. End to end over gRPC (ports 8103/9103), each layout in turn: the same answers as the in-process
+pipeline, ALARM-E and adapter multiplexing, streaming, and readiness; test_serve.py covers the one-deployment-per-
+stage layout."""
 
 from __future__ import annotations
 
@@ -14,24 +15,26 @@ from tests.integration.test_serve import GREEDY, OVERRIDES, assert_same_as_in_pr
 
 HTTP_PORT, GRPC_PORT = 8103, 9103
 SEEDED = dict(temperature=1.0, seed=7, return_reasoning=True)  # 24 tokens: all reasoning
-COLOCATED = [*[o for o in OVERRIDES if not o.startswith("deployments.colocate")], "deployments.colocate=true"]
+DEPLOYMENTS = {"true": {"ingress", "audio", "llm"}, "all": {"ingress"}}
 
 
-@pytest.fixture(scope="module")
-def served(ray_cluster):
+@pytest.fixture(scope="module", params=list(DEPLOYMENTS))
+def served(ray_cluster, request):
     from ray import serve
 
-    cfg = load_config(ServeConfig, "tiny", COLOCATED, section="serve")
+    overrides = [*[o for o in OVERRIDES if not o.startswith("deployments.colocate")],
+                 f"deployments.colocate={request.param}"]
+    cfg = load_config(ServeConfig, "tiny", overrides, section="serve")
     client, _ = start_app(cfg, HTTP_PORT, GRPC_PORT)
-    yield SimpleNamespace(cfg=cfg, client=client, serve=serve)
+    yield SimpleNamespace(cfg=cfg, client=client, serve=serve, overrides=overrides, layout=request.param)
     client.close()
     serve.shutdown()
 
 
-def test_three_deployments_and_the_same_answer_as_in_process(served):
+def test_the_layouts_deployments_and_the_same_answer_as_in_process(served):
     status = served.serve.status().applications[served.cfg.name]
-    assert set(status.deployments) == {"ingress", "audio", "llm"}
-    assert_same_as_in_process(served.client, COLOCATED)
+    assert set(status.deployments) == DEPLOYMENTS[served.layout]
+    assert_same_as_in_process(served.client, served.overrides)
 
 
 def test_ensemble_multiplexing_and_streaming(served):

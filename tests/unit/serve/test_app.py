@@ -36,18 +36,19 @@ def test_build_app_binds_every_deployment():
     assert app._bound_deployment.name == "ingress"
 
 
-@pytest.mark.parametrize("colocate", [False, True])
+@pytest.mark.parametrize("colocate", [False, True, "all"])
 def test_the_layout_names_one_deployment_per_stage_or_one_for_the_audio(colocate):
-    """colocate: encoders and fusion in one `audio` deployment with the fusion's resources; the Serve config, the
-    readiness list and the cluster sizing all follow deployment_names."""
+    """colocate: encoders and fusion in one `audio` deployment with the fusion's resources; all: the ingress alone;
+    the Serve config, the readiness list and the cluster sizing all follow deployment_names."""
     from services.serve.app import deployment_names, deployment_options, required_deployments
 
     cfg = load_config(ServeConfig, "tiny", [f"deployments.colocate={colocate}"], section="serve")
     split = ["ingress", "encoder-whisper", "encoder-w2vbert", "encoder-muq", "encoder-sslam", "fusion", "llm"]
-    assert deployment_names(cfg) == (["ingress", "audio", "llm"] if colocate else split)
+    want = {False: split, True: ["ingress", "audio", "llm"], "all": ["ingress"]}[colocate]
+    assert deployment_names(cfg) == want
     assert required_deployments(cfg) == deployment_names(cfg)
     assert list(deployment_options(cfg)) == deployment_names(cfg)
-    if colocate:
+    if colocate is True:
         assert deployment_options(cfg)["audio"]["ray_actor_options"] == deployment_options(
             cfg.model_copy(update={"deployments": cfg.deployments.model_copy(update={"colocate": False})}))[
             "fusion"]["ray_actor_options"]
@@ -56,6 +57,32 @@ def test_the_layout_names_one_deployment_per_stage_or_one_for_the_audio(colocate
     app = build_app(args)
     bound = {d.name for d in _bound(app._bound_deployment)}
     assert bound == set(deployment_names(cfg))
+
+
+def test_with_everything_in_the_ingress_it_takes_the_engines_resources_and_scaling():
+    """colocate: all: the ingress hosts the engine, so its replicas ask for the LLM's GPUs and memory, the CPUs of
+    the three stages together, scale like the LLM, and keep the ingress's admission limits."""
+    from services.serve.app import deployment_options
+
+    over = ["deployments.colocate=all", "deployments.llm.num_gpus=1", "deployments.llm.memory_gb=8",
+            "deployments.llm.autoscaling.max_replicas=3", "deployments.llm.health_check_timeout_s=90"]
+    cfg = load_config(ServeConfig, "tiny", over, section="serve")
+    d, (opts,) = cfg.deployments, deployment_options(cfg).values()
+    assert opts["ray_actor_options"]["num_cpus"] == pytest.approx(d.ingress.num_cpus + d.fusion.num_cpus + d.llm.num_cpus)
+    assert opts["ray_actor_options"]["num_gpus"] == 1 and opts["ray_actor_options"]["memory"] == 8 * 2**30
+    assert opts["autoscaling_config"]["max_replicas"] == 3 and opts["health_check_timeout_s"] == 90
+    assert (opts["max_ongoing_requests"], opts["max_queued_requests"]) == (
+        d.ingress.max_ongoing_requests, d.ingress.max_queued_requests)
+
+
+def test_colocate_takes_false_true_or_all_and_names_what_else_it_could_be():
+    from alarm.errors import ConfigError
+
+    layouts = {v: load_config(ServeConfig, "tiny", [f"deployments.colocate={v}"], section="serve").deployments.layout
+               for v in ("false", "true", "all")}
+    assert layouts == {"false": "stages", "true": "audio", "all": "one"}
+    with pytest.raises(ConfigError, match="deployments.colocate"):
+        load_config(ServeConfig, "tiny", ["deployments.colocate=everything"], section="serve")
 
 
 @pytest.mark.parametrize("one_loop", [False, True])

@@ -93,6 +93,7 @@ def ingress(events):
     ing.metrics = {n: Sink() for n in ("alarm_requests", "alarm_request_latency_ms", "alarm_requests_in_flight",
                                        "alarm_audio_seconds")}
     ing.cfg, ing.tokens, ing.readiness, ing._catalog, ing._inflight = CFG, Tokens(AuthConfig()), NoWait(), None, 0
+    ing.layout, ing.engine = CFG.deployments.layout, None
     catalog = {a: tuple(CFG.model.encoders) for a in CFG.adapters}
     ing.encoders = {e: Handle(lambda m: Call(("states", 1.0))) for e in CFG.model.encoders}
     ing.fusion = Handle(lambda m: Call(catalog) if m == "catalog" else Call("block"))
