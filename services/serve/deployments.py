@@ -74,6 +74,16 @@ class EncoderStage:
         self.metrics["alarm_encoder_ms"].observe(ms, tags=self.tags)
         return states, ms
 
+    async def encode_alone(self, wave: Waveform) -> tuple[np.ndarray, float]:
+        """`encode` for this clip alone (front-end and forward in one worker thread), without waiting for a batch."""
+        t0 = time.perf_counter()
+        states = await asyncio.to_thread(lambda: encode_clips(self.encoder, self.name, [self._features(wave)],
+                                                              self.device)[0])
+        self.batch_sizes[1] += 1  # counted on the event loop, never from two threads at once
+        ms = (time.perf_counter() - t0) * 1e3
+        self.metrics["alarm_encoder_ms"].observe(ms, tags=self.tags)
+        return states, ms
+
     def _features(self, wave: Waveform) -> tuple[torch.Tensor, int]:
         """The front-end, as wide as the loaded checkpoint takes (e.g. 80 mel bins for Whisper tiny.en)."""
         return extract_features(self.name, wave, self.quality, self.encoder.feature_dim)
@@ -159,7 +169,11 @@ class AudioServer:
     process. For small machines (the tiny preset), where each call's cost is a large share of the work; cluster
     presets keep a deployment per encoder and a separate fusion, which scale and place independently."""
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, per_request: bool = False):
+        """per_request: each encoder runs this request's clip alone in a worker thread, without batching across
+        requests (`colocate: all`, where the engine shares the replica). On 2 cores, concurrency 16, the same
+        replica made 3.6-3.9 requests/s with batches and 4.8-5.0 without: a batch finishes every request's audio
+        at about the same time, and the engine then decodes them while the encoders have nothing to do."""
         _use_assigned_cpus()
         c = ServeConfig.model_validate(cfg)
         free_memory(c.deployments.free_memory)  # resident memory returns to the working set after a burst (heap.py)
@@ -167,6 +181,7 @@ class AudioServer:
         self.encoders = {n: EncoderStage(n, e, c.model.audio.resample_quality, d.for_encoder(n).max_batch_size,
                                          d.for_encoder(n).batch_wait_timeout_s) for n, e in c.model.encoders.items()}
         self.fusion = FusionStage(c)
+        self.per_request = per_request
 
     def catalog(self) -> dict[str, tuple[str, ...]]:
         return self.fusion.core.catalog
@@ -175,7 +190,9 @@ class AudioServer:
         """One audio block per adapter id (in order), each encoder run once for all of them."""
         catalog = self.catalog()
         needed = sorted({e for a in adapters for e in catalog[a]})
-        encoded = dict(zip(needed, await asyncio.gather(*(self.encoders[e].encode(wave) for e in needed)), strict=True))
+        runs = (self.encoders[e].encode_alone(wave) if self.per_request else self.encoders[e].encode(wave)
+                for e in needed)
+        encoded = dict(zip(needed, await asyncio.gather(*runs), strict=True))
         return list(await asyncio.gather(*(self.fusion.fuse(a, {e: encoded[e] for e in catalog[a]})
                                            for a in adapters)))
 

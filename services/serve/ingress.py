@@ -306,7 +306,7 @@ async def _local_stages(cfg: dict):
     """`colocate: all`: the audio stage (every encoder and the fusion) and the LLM stage, built in this replica."""
     from services.serve.deployments import AudioServer, LLMServer
 
-    return await in_process(AudioServer, cfg), await in_process(LLMServer, cfg)
+    return await in_process(AudioServer, cfg, True), await in_process(LLMServer, cfg)
 
 
 class _StreamFailed(Exception):
