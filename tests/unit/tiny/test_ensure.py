@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from alarm.tiny import SEED, ensure_tiny
 
 
@@ -34,8 +36,6 @@ def test_the_default_build_leaves_the_teacher_to_first_use(monkeypatch, capsys):
 
 
 def test_an_unknown_name_is_refused_before_anything_is_built(monkeypatch, capsys):
-    import pytest
-
     import alarm.tiny as tiny
 
     monkeypatch.setattr(tiny, "ensure_tiny", lambda *a, **k: pytest.fail("built"))
