@@ -5,7 +5,7 @@
 
 The LLM is frozen (no parameter needs a gradient) but differentiable: gradients reach the audio embeddings
 through it. Only hidden states at target positions go through the output head, so a 151,936-way vocabulary
-costs (target tokens x V) logits instead of (B x S x V).
+costs (target tokens x V) logits instead of (B x S x V), and those a chunk at a time (`head_loss`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from alarm.errors import InvalidInput
 from alarm.model.audio_adapter import AudioAdapter
 from alarm.model.prompt import IGNORE, PromptBuilder, collate_training
 from alarm.training.batch import TrainBatch
+from alarm.training.head_loss import head_loss
 
 
 @dataclass
@@ -78,9 +79,8 @@ def forward_loss(
     ).last_hidden_state  # (B, S, D)
     labels = inputs["labels"][:, 1:]  # (B, S-1): position t predicts token t+1
     mask = labels != IGNORE  # (B, S-1)
-    logits = llm.get_output_embeddings()(hidden[:, :-1][mask]).float()  # (N, V), fp32 for the loss
     targets = labels[mask]  # (N,)
-    tok_loss = F.cross_entropy(logits, targets, reduction="none")  # (N,)
+    tok_loss, n_correct = _token_losses(llm.get_output_embeddings(), hidden[:, :-1][mask], targets)  # (N,), int
     n = tok_loss.numel()
     rows = mask.nonzero()[:, 0]  # (N,) batch row of each target token
     row_sum = torch.zeros(len(batch), device=device).index_add_(0, rows, tok_loss.detach())  # (B,)
@@ -92,16 +92,27 @@ def forward_loss(
     return StepOutput(
         loss=tok_loss.sum() / max(n, 1),
         n_tokens=n,
-        n_correct=_n_top(logits.detach(), targets),
+        n_correct=n_correct,
         per_source=per_source,
         n_truncated=sum(p.truncated for p in prompts),
     )
 
 
+def _token_losses(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Per-token cross-entropy (fp32) of `head` over `hidden` (N, D), and how many targets have the highest logit
+    of their row (token accuracy; a tie counts as a hit). A frozen linear head (the LLM's) goes through
+    `head_loss`, a chunk of tokens at a time, never holding the (N x V) logits; any other head, the plain way."""
+    if isinstance(head, nn.Linear) and not any(p.requires_grad for p in head.parameters()):
+        return head_loss(hidden, head.weight, targets, head.bias)
+    logits = head(hidden).float()  # (N, V)
+    tok_loss = F.cross_entropy(logits, targets, reduction="none")
+    return tok_loss, _n_top(logits.detach(), targets)
+
+
 def _n_top(logits: torch.Tensor, targets: torch.Tensor) -> int:
-    """How many targets have the highest logit of their row (token accuracy; a tie counts as a hit). A max and a
-    comparison: `argmax` over (N, 151,936) logits is a slow kernel on CPU (one thread, N = 280: 172 ms against
-    18 ms, more than the cross-entropy's forward)."""
+    """How many targets have the highest logit of their row. A max and a comparison: `argmax` over (N, 151,936)
+    logits is a slow kernel on CPU (one thread, N = 280: 172 ms against 18 ms, more than the cross-entropy's
+    forward)."""
     return int((logits.gather(1, targets[:, None]).squeeze(1) >= logits.amax(-1)).sum())
 
 
