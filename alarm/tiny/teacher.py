@@ -14,9 +14,10 @@ frozen LLM (`tiny://qwen3-teacher`; `build_teacher(out, seed)` for another world
   description. So does the teacher: greedy decoding still cites the description (R0: the cited openings all start
   with "The", 6 of 8 chats), while a student has only to tip a likely opening to the top, not raise one the
   teacher never writes first. When the heard openings were only ever written for it (the loss on what followed),
-  the R-trained student opened its reasoning as heard in 147 of 256 held-out answers (toy world seed 0, the
-  previous teacher); the rest cited a text (61), or opened with the rephrase chats' own reasoning (18) and lost
-  the question.
+  the R-trained student opened its reasoning as heard in 147 of 256 held-out answers (toy world seed 0); the
+  rest cited a text (61), or opened with the rephrase chats' own reasoning (18) and lost the question. With this
+  teacher (first word on held-out questions: "The" 75%, "I" 19%, "What" 6%; greedy cites in all 512): 240 of 256,
+  and the student's accuracy rose from 63.3% to 82.8%.
 
 It never sees audio. The student (the audio adapter) is trained later to make this frozen teacher answer from
 audio embeddings. Every training question is drawn fresh (a question type uniformly, then a clip of the teacher's
@@ -38,7 +39,7 @@ from alarm.corpus.rephrase import END_REASONING, REASONING, rephrase_messages
 from alarm.tiny.keys import data_digest, memo, source_of
 from alarm.tiny.lm import Batches, one_deterministic_thread, train_sampled
 from alarm.tiny.qwen3 import TINY_QWEN3
-from alarm.toy.phrases import HELD, OPENINGS, reasoning
+from alarm.toy.phrases import HELD, reasoning
 from alarm.toy.world import QTYPES, ToyItem, ask, clip
 
 GENERATE_SYSTEM = GENERATION_SYSTEM_PROMPT  # the corpus' self-generation system turn
