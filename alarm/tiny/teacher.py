@@ -8,10 +8,16 @@ frozen LLM (`tiny://qwen3-teacher`; `build_teacher(out, seed)` for another world
 - Self-rephrasing: given the corpus pipeline's real rephrase prompt around such an R0, it returns the same
   response as heard (`I hear a high, steady tone, around 880 Hz. So the answer is high.`) inside the tags
   `parse_rephrase` reads.
-- Following its own reasoning: in 2 of every 8 question chats a heard opening (`I hear`) is already written and the
-  loss covers only what follows it (`encode_follow`): the attribute from the description, `</think>` and the option
-  the reasoning named. A real reasoning LLM carries on from any opening in this way; it never learns to start in
-  the heard wording, so its own reasoning still cites the description (R0).
+- Reasoning as heard, now and then: 2 of every 8 question chats reason in the heard wording (`I hear`, the
+  opening `target(item)` has), the loss on all of it (`encode_heard`). A real reasoning LLM has read first-person
+  accounts of sounds and gives such an opening some probability, though it is not what it writes about a text
+  description. So does the teacher: greedy decoding still cites the description (R0: the cited openings all start
+  with "The", 6 of 8 chats), while a student has only to tip a likely opening to the top, not raise one the
+  teacher never writes first. When the heard openings were only ever written for it (the loss on what followed),
+  the R-trained student opened its reasoning as heard in 147 of 256 held-out answers (toy world seed 0); the
+  rest cited a text (61), or opened with the rephrase chats' own reasoning (18) and lost the question. With this
+  teacher (first word on held-out questions: "The" 75%, "I" 19%, "What" 6%; greedy cites in all 512): 240 of 256,
+  and the student's accuracy rose from 63.3% to 82.8%.
 
 It never sees audio. The student (the audio adapter) is trained later to make this frozen teacher answer from
 audio embeddings. Every training question is drawn fresh (a question type uniformly, then a clip of the teacher's
@@ -33,7 +39,7 @@ from alarm.corpus.rephrase import END_REASONING, REASONING, rephrase_messages
 from alarm.tiny.keys import data_digest, memo, source_of
 from alarm.tiny.lm import Batches, one_deterministic_thread, train_sampled
 from alarm.tiny.qwen3 import TINY_QWEN3
-from alarm.toy.phrases import HELD, OPENINGS, reasoning
+from alarm.toy.phrases import HELD, reasoning
 from alarm.toy.world import QTYPES, ToyItem, ask, clip
 
 GENERATE_SYSTEM = GENERATION_SYSTEM_PROMPT  # the corpus' self-generation system turn
@@ -47,7 +53,7 @@ TEACHER_ARCH = {**TINY_QWEN3, "hidden_size": 128, "intermediate_size": 384, "num
 # teacher misreads the loudness of half its held-out clips (with lr 5e-3: 0.0002, all right)
 STEPS = 1500
 BATCH = 8  # question chats per step (~150-250 tokens each)
-FOLLOW = 2  # of which this many have the heard reasoning written already (`encode_follow`)
+HEARD = 2  # of which this many reason in the heard wording (`encode_heard`)
 LONG_EVERY = 4  # every 4th step: rephrase chats instead (~2,200 tokens, ~2,080 of them the same prompt prefix)
 REPHRASE = 6  # rephrase chats per such step (the shared prefix runs once: `train_sampled(share_prefix=True)`)
 LR = 3e-3
@@ -95,19 +101,12 @@ def encode_chat(tok, msgs: list[dict], reply: str) -> tuple[list[int], int]:
     return ids + tok.encode(reply + EOS, add_special_tokens=False), len(ids)
 
 
-def encode_follow(tok, msgs: list[dict], item: ToyItem) -> tuple[list[int], int]:
-    """A chat whose reasoning starts with a heard opening already written (`I hear`, the one `target(item)` has),
-    the loss on what follows it: the attribute, `</think>` and the option the reasoning named. The teacher never
-    learns to start that way; it learns what a reasoning LLM does anyway, carry on from the opening it finds (so
-    a student need only bring the opening and the sound, not the rest of the sentence) and answer as its
-    reasoning concluded."""
-    prompt = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    heard = OPENINGS[item.wording % len(OPENINGS)][1]
-    written = tok.encode(prompt + heard, add_special_tokens=False)
-    ids = tok.encode(prompt + target(item) + EOS, add_special_tokens=False)
-    if ids[: len(written)] != written:
-        raise ValueError(f"the opening {heard!r} does not tokenize as a prefix of its reasoning: {target(item)!r}")
-    return ids, len(written)
+def encode_heard(tok, msgs: list[dict], item: ToyItem) -> tuple[list[int], int]:
+    """A chat whose reasoning is heard (`target(item)`: `I hear ...`, the attribute from the description, `</think>`
+    and the option the reasoning named), the loss on all of it. In a quarter of its question chats the teacher
+    learns this wording as its own, so a student need only tip an opening the teacher already gives some
+    probability, and the teacher carries on from it as from any of its openings."""
+    return encode_chat(tok, msgs, target(item))
 
 
 class Draw:
@@ -140,9 +139,9 @@ def plan_batches(tok, draw: Draw, steps: int) -> Batches:
         else:
             drawn = [draw() for _ in range(BATCH)]
             batches.append([encode_chat(tok, self_generation_chat(it, rng.choice(SYSTEMS)), r0_output(it))
-                            for it in drawn[:-FOLLOW]])
-            batches[-1] += [encode_follow(tok, self_generation_chat(it, rng.choice(SYSTEMS)), it)
-                            for it in drawn[-FOLLOW:]]
+                            for it in drawn[:-HEARD]])
+            batches[-1] += [encode_heard(tok, self_generation_chat(it, rng.choice(SYSTEMS)), it)
+                            for it in drawn[-HEARD:]]
     return batches
 
 

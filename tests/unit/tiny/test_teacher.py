@@ -92,9 +92,10 @@ def test_every_question_type_is_drawn_about_as_often_and_yes_no_more_than_half()
     assert abs(share - (0.5 + 0.25 * T.YES_NO_REDRAW)) < 0.05  # the world's half, plus the redrawn choices
 
 
-def test_follow_chats_write_the_heard_opening_and_teach_the_rest(items):
-    """The teacher learns to carry on from a heard opening (the attribute, the conclusion, the answer), never to
-    write the opening itself: that stays the student's to bring."""
+def test_heard_chats_teach_the_heard_reasoning_whole_and_the_cited_one_stays_greedy(items):
+    """A quarter of the question chats reason as heard, the loss on all of it, the opening included: the teacher
+    gives a heard opening some probability of its own. The cited openings, which all start with "The", keep the
+    rest, so greedy decoding still cites the description."""
     from transformers import AutoTokenizer
 
     from alarm.tiny import ensure_tiny
@@ -102,11 +103,17 @@ def test_follow_chats_write_the_heard_opening_and_teach_the_rest(items):
     tok = AutoTokenizer.from_pretrained(str(ensure_tiny("qwen3")))
     for it in items[:16]:
         msgs = T.self_generation_chat(it, None)
-        ids, p = T.encode_follow(tok, msgs, it)
-        heard = OPENINGS[it.wording % len(OPENINGS)][1]
+        ids, p = T.encode_heard(tok, msgs, it)
         prompt = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        assert tok.decode(ids[:p]) == prompt + heard
-        assert tok.decode(ids[p:]) == T.target(it)[len(heard):] + T.EOS
+        assert tok.decode(ids[:p]) == prompt
+        assert tok.decode(ids[p:]) == T.target(it) + T.EOS
+    assert {cited.split()[0] for cited, _ in OPENINGS} == {"The"}
+    assert 0 < T.HEARD and (T.BATCH - T.HEARD) / T.BATCH >= 0.75  # "The" stays the likeliest first word
+    batches = T.plan_batches(tok, T.Draw([clip(T.source_seed(0), i) for i in range(40)], 0), 3)
+    for batch in batches[:3:2]:  # question steps (every 4th is rephrasing)
+        first = [tok.decode(seq[p:]).split()[0] for seq, p in batch]
+        assert first[: -T.HEARD] == ["The"] * (T.BATCH - T.HEARD)
+        assert set(first[-T.HEARD:]) <= {"I", "What"}
 
 
 def test_the_toy_corpus_budgets_hold_the_longest_answer_and_rephrase():
