@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Generate the Python gRPC stubs of protos/ into services/serve/_proto/ (the server and alarm.client) and into
 # clients/python/alarm_client/_proto/ (the light client package), both committed; tests/unit/test_protos.py
-# regenerates into a temporary folder and diffs. Needs grpcio-tools at grpcio's minor version (1.85.x).
+# regenerates into a temporary folder and diffs. Needs grpcio-tools 1.85.1, the version that made the committed stubs
+# (each release writes its own GRPC_GENERATED_VERSION); bump it, regenerate and raise grpcio's floor together.
 #   bash scripts/gen_protos.sh           # regenerate in place
 #   bash scripts/gen_protos.sh OUT_DIR   # write OUT_DIR/services/serve/_proto/... and OUT_DIR/clients/python/... instead
 #

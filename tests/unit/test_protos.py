@@ -17,7 +17,7 @@ SERVICER_PATH = "services.serve.proxy.add_alarm_service"  # the generated regist
 
 def test_committed_stubs_match_a_fresh_generation(tmp_path):
     if importlib.util.find_spec("grpc_tools") is None:
-        pytest.skip("grpcio-tools is not installed (pip install 'grpcio-tools==1.85.*'); cannot regenerate the stubs")
+        pytest.skip("grpcio-tools is not installed (pip install 'grpcio-tools==1.85.1'); cannot regenerate the stubs")
     run = subprocess.run(["bash", str(ROOT / "scripts/gen_protos.sh"), str(tmp_path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
