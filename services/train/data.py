@@ -5,6 +5,7 @@ examples with tapped states, streamed to the Train workers."""
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 import numpy as np
@@ -101,22 +102,33 @@ def decode_features(batch: dict[str, np.ndarray], encoders: list[str], max_durat
 
 
 def key_order(keys: pa.Array, seed: int) -> pa.Array:
-    """A sort key per row: a seeded hash of the row key (a well-mixed order that depends on the keys alone)."""
-    return pa.array([hashlib.sha256(f"{seed}:{k}".encode()).hexdigest()[:16] for k in keys.to_pylist()])
+    """A sort key per row: a seeded hash of the row key (a well-mixed order that depends on the keys alone), as a
+    non-negative int64 (the hash's first 63 bits), so that `in_key_order` can name its range boundaries."""
+    return pa.array([int(hashlib.sha256(f"{seed}:{k}".encode()).hexdigest()[:16], 16) >> 1 for k in keys.to_pylist()],
+                    type=pa.int64())
 
 
-def in_key_order(ds: ray.data.Dataset, seed: int) -> ray.data.Dataset:
+def in_key_order(ds: ray.data.Dataset, seed: int, rows: int) -> ray.data.Dataset:
     """The rows sorted by `key_order`: the training stream is a function of the corpus' keys and the seed, not of
-    how its shards are laid out (rows are written in the order generation finished them)."""
+    how its shards are laid out (rows are written in the order generation finished them).
+
+    The hashes are uniform, so the sort's range partitions are fixed here, one per `ROWS_PER_PARTITION` rows: left
+    to itself, Ray Data samples boundaries and, where it cannot estimate the input's blocks, cuts
+    `default_hash_shuffle_parallelism` partitions (about 150 reduce tasks for a 24-row corpus, every epoch)."""
     ds = ds.map_batches(lambda t: t.append_column(_ORDER, key_order(t["key"], seed)), batch_format="pyarrow",
                         num_cpus=0.25)
-    return ds.sort(_ORDER).drop_columns([_ORDER])
+    parts = max(2, math.ceil(rows / ROWS_PER_PARTITION))  # one boundary at least: none means "sample them"
+    return ds.sort(_ORDER, boundaries=[i * 2**63 // parts for i in range(1, parts)]).drop_columns([_ORDER])
 
 
+ROWS_PER_PARTITION = 16_384  # rows of the read columns (text and URIs, no audio): a few KB each
 _ORDER = "_key_order"
 
 
-def build_split(cfg: TrainConfig, store: RunStore, split: str, limit: int | None = None) -> ray.data.Dataset:
+def build_split(cfg: TrainConfig, store: RunStore, split: str, limit: int | None = None,
+                rows: int | None = None) -> ray.data.Dataset:
+    """The split's kept rows in key order (`limit`: the first so many), with their encoder states; `rows`: how many
+    kept rows the split has (`count_examples`; counted here when not given)."""
     # A deterministic stream, so a resumed run skips exactly the batches it already trained on.
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     encoders = list(cfg.model.encoders)
@@ -132,7 +144,7 @@ def build_split(cfg: TrainConfig, store: RunStore, split: str, limit: int | None
     ds = ray.data.read_parquet(store.shard_uris(), filesystem=store.arrow_filesystem(), num_cpus=0.25)
     ds = ds.select_columns(READ)  # pushed down into the Parquet read
     ds = ds.filter(lambda r, split=split: bool(r["keep"]) and r["split"] == split)
-    ds = in_key_order(ds, cfg.seed)
+    ds = in_key_order(ds, cfg.seed, count_examples(store).get(split, 0) if rows is None else rows)
     if limit is not None:
         ds = ds.limit(limit)
     ds = ds.map_batches(decode_features, fn_kwargs={

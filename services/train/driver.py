@@ -8,6 +8,7 @@ import logging
 import posixpath
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from alarm import env
@@ -66,10 +67,11 @@ def run(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         if uri is not None:
             resolve_checkpoint(uri, expect=["adapter.safetensors", "model_config.json"])
     init_ray(cfg.ray, log_to_driver=True)  # the workers print the progress lines
-    datasets = {"train": build_split(cfg, corpus, "train"),
-                # no validation rows (tiny corpora): evaluate on a fixed slice of train, and say so in the summary
-                "val": build_split(cfg, corpus, "validation" if n_val else "train",
-                                   limit=cfg.eval_batches * cfg.batch.per_worker * max(cfg.workers.num_workers, 1))}
+    with bad_data_as_input_errors():  # encoders.cache materializes the states here, on the driver
+        datasets = {"train": build_split(cfg, corpus, "train", rows=n_train),
+                    # no validation rows (tiny corpora): evaluate on a fixed slice of train, and say so in the summary
+                    "val": build_split(cfg, corpus, "validation" if n_val else "train", rows=n_val or n_train,
+                                       limit=cfg.eval_batches * cfg.batch.per_worker * max(cfg.workers.num_workers, 1))}
     # A worker's GPU: Ray Train's own (CUDA, NCCL), or on a local multi-node cluster the stand-in resource, with
     # the work on CPU (gloo).
     gpu = cfg.workers.use_gpu and real_gpus()
@@ -94,16 +96,23 @@ def run(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         datasets=datasets,
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
     )
-    try:
+    with bad_data_as_input_errors():
         result = trainer.fit()
-    except Exception as e:
-        cause = alarm_error_in(e)
-        if cause is not None:  # bad data or checkpoints surfaced inside a worker: report it as what it is
-            raise InvalidInput(cause) from None
-        raise
     if result.checkpoint is None:
         raise RuntimeError(f"training {cfg.run_id} finished without a checkpoint: {result.error}")
     return export(result.checkpoint, out, cfg, total_steps, n_train, n_val, corpus_id)
+
+
+@contextmanager
+def bad_data_as_input_errors():
+    """Bad data or checkpoints surfaced inside a Ray task, actor or Train worker: reported as what they are."""
+    try:
+        yield
+    except Exception as e:
+        cause = alarm_error_in(e)
+        if cause is not None:
+            raise InvalidInput(cause) from None
+        raise
 
 
 def check_corpus(out: RunStore, corpus: RunStore, uri: str) -> dict:

@@ -56,11 +56,18 @@ def test_loss_falls_and_the_adapter_loads_for_inference(ray_cluster, tiny_corpus
     assert len([p for p in (run_dir / "train").glob("checkpoint_*") if p.is_dir()]) <= cfg.num_to_keep
 
 
-def test_the_data_pipeline_calls_no_deprecated_ray_api(ray_cluster, tiny_corpus, tmp_path, ray_deprecations):
+def test_the_data_pipeline_calls_no_deprecated_ray_api(ray_cluster, tiny_corpus, tmp_path, ray_deprecations, capsys):
+    """... and sorts the rows into the key order in range partitions of its own, not Ray Data's default number
+    of them (about 150 reduce tasks for these 24 rows, every epoch)."""
     from services.train.data import build_split, open_corpus
 
     for split in ("train", "validation"):
-        build_split(train_cfg(tiny_corpus, tmp_path), open_corpus(str(tiny_corpus)), split)
+        ds = build_split(train_cfg(tiny_corpus, tmp_path, "encoders.cache=false"), open_corpus(str(tiny_corpus)),
+                         split)
+        capsys.readouterr()
+        ds.explain()
+        assert "SortShuffleReduce(partitions=2)" in capsys.readouterr().out
+        ds.materialize()
     assert ray_deprecations() == []
 
 

@@ -62,3 +62,21 @@ def test_rows_without_audio_bytes_read_their_audio_uri(tmp_path, null_bytes):
              "audio_uri": np.array(uris, dtype=object)}
     out = decode_features(batch, ["whisper"], 30.0)
     assert [s.tolist() for s in out["feat_whisper_shape"]] == [[3000, 128, 100], [3000, 128, 250]]
+
+
+def test_the_key_order_is_the_hash_order_as_int64():
+    """The training stream's order: a seeded sha256 of each key, kept as a non-negative int64 whose order is the
+    hashes' (so the sort can be given range boundaries), and a function of the key and seed alone."""
+    import hashlib
+
+    import pyarrow as pa
+
+    from services.train.data import key_order
+
+    keys = [f"clip-{i}#q" for i in range(200)]
+    order = key_order(pa.array(keys), seed=7)
+    assert order.type == pa.int64() and min(order.to_pylist()) >= 0
+    by_hash = sorted(keys, key=lambda k: hashlib.sha256(f"7:{k}".encode()).hexdigest())
+    assert [k for _, k in sorted(zip(order.to_pylist(), keys))] == by_hash
+    assert key_order(pa.array(keys[::-1]), seed=7).to_pylist() == order.to_pylist()[::-1]
+    assert key_order(pa.array(keys), seed=8).to_pylist() != order.to_pylist()
