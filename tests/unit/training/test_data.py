@@ -77,6 +77,6 @@ def test_the_key_order_is_the_hash_order_as_int64():
     order = key_order(pa.array(keys), seed=7)
     assert order.type == pa.int64() and min(order.to_pylist()) >= 0
     by_hash = sorted(keys, key=lambda k: hashlib.sha256(f"7:{k}".encode()).hexdigest())
-    assert [k for _, k in sorted(zip(order.to_pylist(), keys))] == by_hash
+    assert [k for _, k in sorted(zip(order.to_pylist(), keys, strict=True))] == by_hash
     assert key_order(pa.array(keys[::-1]), seed=7).to_pylist() == order.to_pylist()[::-1]
     assert key_order(pa.array(keys), seed=8).to_pylist() != order.to_pylist()
