@@ -29,8 +29,10 @@ BUCKET = "serve-audio"
 MAX_MESSAGE = 8 * 2**20  # RAY_SERVE_GRPC_MAX_MESSAGE_SIZE set by the ray_cluster fixture
 OVERRIDES = ["model.llm.checkpoint=tiny://qwen3", "llm.max_model_len=2048", "defaults.max_tokens=64",
              "defaults.max_thinking_tokens=32",
-             # a short LLM queue so a burst overflows it: 16 running + 2 waiting, then RESOURCE_EXHAUSTED
-             "deployments.llm.max_ongoing_requests=16", "deployments.llm.max_queued_requests=2",
+             # a short LLM queue so a burst of 32 overflows it: 16 running + 8 waiting, then RESOURCE_EXHAUSTED.
+             # 16 concurrent requests need the spare places: on a loaded machine Serve's router can still count a
+             # finished request as running (with 2 places, 1 of 16 was refused)
+             "deployments.llm.max_ongoing_requests=16", "deployments.llm.max_queued_requests=8",
              f"limits.audio_uri_prefixes=[s3://{BUCKET}/ok/]",
              "deployments.colocate=false"]  # one deployment per stage, as on clusters (test_serve_colocated.py: one)
 GREEDY = dict(temperature=0.0)
