@@ -138,6 +138,17 @@ class SummaryConfig(Strict):
         "(full frame rate and width): what a downsampler learns to drop for the frames, such as the level, can "
         "still reach the summary."
     )
+    count: bool = Field(
+        False, description="One more clip-level token, after the summary tokens, that adds instead of averaging: a "
+        "width-3 convolution over what the queries read (the states of `reads`) fires per frame, and its output, "
+        "summed over the clip's valid frames, is projected to the LLM's width. Attention averages, so it can tell "
+        "how much of a clip is a beep, not how many beeps there are; a sum of onsets can. Needs `tokens` >= 1."
+    )
+
+    @property
+    def total(self) -> int:
+        """LLM positions the summary adds per clip."""
+        return self.tokens + int(bool(self.tokens and self.count))
 
 
 class LLMConfig(Strict):
@@ -167,6 +178,8 @@ class ModelConfig(Strict):
         if self.summary.tokens and self.llm.hidden_size % self.summary.heads:
             raise ValueError(f"summary.heads={self.summary.heads} must divide llm.hidden_size="
                              f"{self.llm.hidden_size}; change summary.heads")
+        if self.summary.count and not self.summary.tokens:
+            raise ValueError("summary.count adds to the summary tokens; set summary.tokens >= 1 or count: false")
         if self.summary.reads not in ("fused", *self.encoders):
             raise ValueError(f"summary.reads must be 'fused' or one of the encoders {sorted(self.encoders)}, found "
                              f"{self.summary.reads!r}; fix summary.reads")

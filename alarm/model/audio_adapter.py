@@ -163,17 +163,20 @@ class Summary(nn.Module):
 
     `reads` (`summary.reads`): "fused", the queries read the frames themselves; an encoder's name, they read that
     encoder's layer-mixed states (`kv_dim` wide, its own lengths), passed to `forward` as `source`.
+    `count` (`summary.count`): one more token, `Count`'s sum over what the queries read (`tokens` counts it).
 
     Shapes:
         frames (B, T, D), lens (B,)[, source ((B, T_s, kv_dim), (B,))] -> (B, T', D) with each item's
         max(len, 1) frames then its `tokens` summary tokens, zero-padded; lens max(len, 1) + tokens
     """
 
-    def __init__(self, dim: int, tokens: int, heads: int, reads: str = "fused", kv_dim: int | None = None):
+    def __init__(self, dim: int, tokens: int, heads: int, reads: str = "fused", kv_dim: int | None = None,
+                 count: bool = False):
         super().__init__()
-        self.tokens, self.reads = tokens, reads
+        self.tokens, self.reads = tokens + int(count), reads  # positions added per item
         self.queries = nn.Parameter(torch.randn(tokens, dim) * 0.02)
         self.read = PerceiverLayer(dim, heads, 0.0, kv_dim=kv_dim or dim)
+        self.count = Count(kv_dim or dim, dim) if count else None
 
     def forward(self, frames: torch.Tensor, lens: torch.Tensor,
                 source: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,9 +191,38 @@ class Summary(nn.Module):
         kv = kv * kv_mask[..., None].to(kv.dtype)
         q = self.queries.to(frames.dtype).expand(B, -1, -1)  # (B, K, D)
         z = self.read(q, kv.to(frames.dtype), kv_mask)  # (B, K, D)
+        if self.count is not None:
+            z = torch.cat([z, self.count(kv.to(frames.dtype), kv_mask)[:, None]], 1)  # (B, K + 1, D)
         out = torch.cat([frames, frames.new_zeros(B, self.tokens, D)], 1)  # (B, T + K, D)
         at = (n[:, None] + torch.arange(self.tokens, device=n.device))[..., None].expand(B, self.tokens, D)
         return out.scatter(1, at, z), n + self.tokens
+
+
+class Count(nn.Module):
+    """`summary.count`'s token: a width-3 convolution (it sees a frame and its neighbours, so it can fire on an
+    onset) and a GELU per frame, summed over the item's valid frames (padding contributes nothing), scaled by
+    1/`PER`, normalised and projected: a sum grows with the number of events, where attention's average cannot.
+
+    Shapes:
+        kv (B, T, D_in) (zero past each item's length), mask (B, T) -> (B, D)
+    """
+
+    PER = 16.0  # a frame scale, so that the sum over a clip of a few hundred frames starts near unit size
+
+    def __init__(self, d_in: int, dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_in)
+        self.detect = nn.Conv1d(d_in, dim, kernel_size=3, padding=1)
+        self.out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
+
+    def events(self, kv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The scaled sum of the detector's output over each item's valid frames, (B, D)."""
+        m = mask[..., None].to(kv.dtype)
+        h = self.detect((self.norm(kv) * m).transpose(1, 2)).transpose(1, 2)  # (B, T, D)
+        return (nn.functional.gelu(h) * m).sum(1) / self.PER
+
+    def forward(self, kv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.out(self.events(kv, mask))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -214,7 +246,7 @@ def build_audio_adapter(cfg: ModelConfig, enc_dims: dict[str, int] | None = None
     fusion = FUSIONS[cfg.fusion.kind](cfg.fusion, dims, d_llm)
     s = cfg.summary
     kv_dim = None if s.reads == "fused" else enc_dims[s.reads]
-    summary = Summary(d_llm, s.tokens, s.heads, s.reads, kv_dim) if s.tokens else None
+    summary = Summary(d_llm, s.tokens, s.heads, s.reads, kv_dim, s.count) if s.tokens else None
     return AudioAdapter(adapters, fusion, mix, d_llm, cfg.separator_init_std, summary)
 
 
@@ -237,7 +269,8 @@ def encoder_frames(enc: str, duration_s: float, sample_rate: int | None = None) 
 
 
 def audio_token_count(cfg: ModelConfig, duration_s: float, sample_rate: int | None = None) -> int:
-    """LLM positions S_i for one clip: fused audio tokens (min 1) + `summary.tokens` + the two audio separators.
+    """LLM positions S_i for one clip: fused audio tokens (min 1) + the summary's (`summary.total`) + the two audio
+    separators.
 
     25 tokens/s: 30 s -> 752 with sum / cross_attention, 814 with perceiver (3 × 20 latents + 2 cond separators).
     """
@@ -252,4 +285,4 @@ def audio_token_count(cfg: ModelConfig, duration_s: float, sample_rate: int | No
         tokens = lens[f.main]
     else:
         tokens = lens[f.main] + len(f.order) * f.num_latents + 2
-    return max(tokens, 1) + cfg.summary.tokens + 2
+    return max(tokens, 1) + cfg.summary.total + 2

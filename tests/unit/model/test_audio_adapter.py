@@ -33,7 +33,7 @@ TINY_FUSIONS = {
 
 
 def tiny_cfg(fusion: str, encoders=("whisper", "w2vbert", "muq", "sslam"), *, summary: int = 0,
-             reads: str = "fused", **enc_overrides) -> ModelConfig:
+             reads: str = "fused", count: bool = False, **enc_overrides) -> ModelConfig:
     encs = {k: dict(TINY_ENCODERS[k]) for k in encoders}
     if fusion == "perceiver":
         for k in encoders[1:]:
@@ -42,7 +42,8 @@ def tiny_cfg(fusion: str, encoders=("whisper", "w2vbert", "muq", "sslam"), *, su
         encs[k].update(extra)
     return ModelConfig.model_validate({
         "name": f"tiny-{fusion}", "llm": {"checkpoint": "tiny://qwen3", "hidden_size": 32, "vocab_size": 64},
-        "encoders": encs, "fusion": TINY_FUSIONS[fusion], "summary": {"tokens": summary, "heads": 2, "reads": reads},
+        "encoders": encs, "fusion": TINY_FUSIONS[fusion], "summary": {"tokens": summary, "heads": 2, "reads": reads,
+                                                                   "count": count},
     })
 
 
@@ -126,11 +127,13 @@ def test_forward_wraps_and_counts(fusion):
     assert [p.shape for p in parts] == [(n, 32) for n in expected]
 
 
-@pytest.mark.parametrize(("summary", "reads"), [(0, "fused"), (3, "fused"), (3, "whisper"), (3, "muq")])
+@pytest.mark.parametrize(("summary", "reads", "count"),
+                         [(0, "fused", False), (3, "fused", False), (3, "whisper", False), (3, "muq", False),
+                          (2, "fused", True), (2, "whisper", True)])
 @pytest.mark.parametrize("fusion", ["sum", "cross_attention", "perceiver"])
-def test_forward_is_padding_invariant(fusion, summary, reads):
+def test_forward_is_padding_invariant(fusion, summary, reads, count):
     torch.manual_seed(0)
-    cfg = tiny_cfg(fusion, summary=summary, reads=reads)
+    cfg = tiny_cfg(fusion, summary=summary, reads=reads, count=count)
     adapter = build_audio_adapter(cfg).eval()
     durations = [0.3, 3.1, 1.7]
     states, lens = encoder_batch(cfg, durations, seed=4)
@@ -181,6 +184,40 @@ def test_summary_tokens_learn_and_count_in_token_arithmetic():
     assert audio_token_count(full, 30.0) == 756 and audio_token_count(full, 0.0) == 7
     with pytest.raises(ValueError, match="summary.heads=3 must divide llm.hidden_size=32"):
         ModelConfig.model_validate({**tiny_cfg("sum").model_dump(), "summary": {"tokens": 2, "heads": 3}})
+
+
+def test_the_count_token_adds_one_position_and_sums_the_events_it_detects():
+    """`summary.count`: one more token after the summary's (in the bookkeeping too), whose pre-projection value is
+    a sum over frames: each further event adds the same amount, which an attention average cannot do."""
+    from alarm.model.audio_adapter import Count
+
+    cfg = tiny_cfg("sum", encoders=("whisper",), summary=2, reads="whisper", count=True)
+    assert cfg.summary.total == 3
+    adapter = build_audio_adapter(cfg).train()
+    states, lens = encoder_batch(cfg, [1.0, 0.5])
+    embeds, out_lens = adapter(states, lens)
+    plain = build_audio_adapter(tiny_cfg("sum", encoders=("whisper",), summary=2, reads="whisper"))
+    assert (out_lens - plain(states, lens)[1]).tolist() == [1, 1]
+    assert out_lens.tolist() == [audio_token_count(cfg, d) for d in (1.0, 0.5)]
+    embeds.square().sum().backward()
+    assert adapter.summary.count.detect.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="summary.count adds to the summary tokens"):
+        tiny_cfg("sum", encoders=("whisper",), summary=0, count=True)
+
+    torch.manual_seed(0)
+    count = Count(8, 16)
+    event = torch.randn(8)
+
+    def summed(k: int) -> torch.Tensor:
+        x = torch.zeros(1, 40, 8)
+        for j in range(k):
+            x[0, 5 + 10 * j] = event
+        return count.events(x, torch.ones(1, 40, dtype=torch.bool))[0]
+
+    one, two, three = summed(1) - summed(0), summed(2) - summed(1), summed(3) - summed(2)
+    assert one.abs().sum() > 0
+    torch.testing.assert_close(two, one)
+    torch.testing.assert_close(three, one)
 
 
 @pytest.mark.parametrize("fusion", ["sum", "perceiver"])

@@ -245,7 +245,7 @@ def test_summary_tokens_round_trip_and_must_match_when_rebuilt(tmp_path, reads):
     plain = cfg_for("sum", encoders=("whisper",))
     assert ckpt.fit_problems(cfg, plain) == []  # serving builds the adapter from its own config
     assert ckpt.fit_problems(cfg, plain, rebuild=True) == [
-        f"summary: checkpoint {{'tokens': 2, 'heads': 2, 'reads': {reads!r}}}, config {{'tokens': 0, 'heads': 4, "
-        "'reads': 'fused'}"]
+        f"summary: checkpoint {{'tokens': 2, 'heads': 2, 'reads': {reads!r}, 'count': False}}, config {{'tokens': 0, 'heads': 4, "
+        "'reads': 'fused', 'count': False}"]
     with pytest.raises(CheckpointMismatch, match="summary: checkpoint"):
         load_adapter(folder, plain)
