@@ -188,11 +188,11 @@ class Summary(nn.Module):
         kv_n = kv_lens.clamp(min=1)
         kv = kv[:, : int(kv_n.max())]
         kv_mask = lengths_to_mask(kv_n, kv.shape[1])  # (B, T_s)
-        kv = kv * kv_mask[..., None].to(kv.dtype)
+        kv = (kv * kv_mask[..., None].to(kv.dtype)).to(frames.dtype)
         q = self.queries.to(frames.dtype).expand(B, -1, -1)  # (B, K, D)
-        z = self.read(q, kv.to(frames.dtype), kv_mask)  # (B, K, D)
+        z = self.read(q, kv, kv_mask)  # (B, K, D)
         if self.count is not None:
-            z = torch.cat([z, self.count(kv.to(frames.dtype), kv_mask)[:, None]], 1)  # (B, K + 1, D)
+            z = torch.cat([z, self.count(kv, kv_mask)[:, None]], 1)  # (B, K + 1, D)
         out = torch.cat([frames, frames.new_zeros(B, self.tokens, D)], 1)  # (B, T + K, D)
         at = (n[:, None] + torch.arange(self.tokens, device=n.device))[..., None].expand(B, self.tokens, D)
         return out.scatter(1, at, z), n + self.tokens
