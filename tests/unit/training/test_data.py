@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
 
 import numpy as np
 import pytest
@@ -80,3 +81,25 @@ def test_the_key_order_is_the_hash_order_as_int64():
     assert [k for _, k in sorted(zip(order.to_pylist(), keys, strict=True))] == by_hash
     assert key_order(pa.array(keys[::-1]), seed=7).to_pylist() == order.to_pylist()[::-1]
     assert key_order(pa.array(keys), seed=8).to_pylist() != order.to_pylist()
+
+
+@pytest.mark.parametrize("shards,actors", [(3, 1), (64, 1), (65, 2), (10_000, 32)])
+def test_the_parquet_footer_pool_is_sized_to_the_corpus(monkeypatch, tmp_path, shards, actors):
+    """Ray Data sizes the footer readers when read_parquet builds its indexer; ours sets the count around that."""
+    from ray.data._internal.datasource_v2.formats.parquet.parquet_datasource_v2 import ParquetDatasourceV2
+
+    from services.train.data import FOOTER_ACTORS, footer_readers
+
+    monkeypatch.delenv(FOOTER_ACTORS, raising=False)
+    with footer_readers(shards):
+        indexer = ParquetDatasourceV2(paths=[str(tmp_path)])._get_file_indexer()
+    assert indexer._num_actors == actors and FOOTER_ACTORS not in os.environ
+
+
+def test_a_footer_pool_size_the_user_set_is_kept(monkeypatch):
+    from services.train.data import FOOTER_ACTORS, footer_readers
+
+    monkeypatch.setenv(FOOTER_ACTORS, "5")
+    with footer_readers(3):
+        assert os.environ[FOOTER_ACTORS] == "5"
+    assert os.environ[FOOTER_ACTORS] == "5"
