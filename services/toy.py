@@ -58,6 +58,7 @@ def run_seed(out: Path, size: Size, seed: int, teacher: str | None, states: Path
     """One world seed end to end; returns (and writes to out/result.json) its counts, times and environment."""
     from alarm.checkpoints import resolve_checkpoint
     from alarm.config import CorpusConfig, TrainConfig, load_config
+    from alarm.tiny.teacher import reading
     from alarm.toy.world import eval_items, train_items, write_benchmark, write_source
 
     times: dict[str, float] = {}
@@ -99,6 +100,7 @@ def run_seed(out: Path, size: Size, seed: int, teacher: str | None, states: Path
         "eval": {"items": len(held_out), "per_type": size.per_type, "chance": _chance(held_out)},
         "per_type": _per_type(runs), "runs": {k: _totals(v) for k, v in runs.items()},
         "text_identical": text_identical, "depends_on": depends_on(seed, teacher_dir, whisper_dir),
+        "teacher_reading": reading(teacher_dir),
         "seconds": {k: round(v, 1) for k, v in times.items()},
     }
     atomic_write(out / "result.json", json.dumps(result, indent=2) + "\n")

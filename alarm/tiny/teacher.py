@@ -31,6 +31,7 @@ the modules that produce them: a docstring edit there does not rebuild it, a cha
 from __future__ import annotations
 
 import json
+import logging
 import random
 from pathlib import Path
 
@@ -41,6 +42,8 @@ from alarm.tiny.lm import Batches, one_deterministic_thread, train_sampled
 from alarm.tiny.qwen3 import TINY_QWEN3
 from alarm.toy.phrases import HELD, reasoning
 from alarm.toy.world import QTYPES, ToyItem, ask, clip
+
+log = logging.getLogger(__name__)
 
 GENERATE_SYSTEM = GENERATION_SYSTEM_PROMPT  # the corpus' self-generation system turn
 SYSTEMS = (None, GENERATE_SYSTEM, DEFAULT_SYSTEM_PROMPT)  # none, generation's, serving's
@@ -65,6 +68,8 @@ YES_NO_TYPES = tuple(HELD)  # the types with yes/no wordings
 # The rephrase chats' reasoning. Not "I ...": every heard opening starts with "I", and a student whose audio tipped
 # the teacher into this sentence after an "I" then rewrote nothing (toy world seed 0: 5 of 256 held-out replies).
 REPHRASE_THOUGHT = "Rewording it as listening."
+CHECK_PER_TYPE = 16  # held-out questions per type the built teacher must all answer right (`check_reading`)
+CHECK_SEED = 104729
 
 
 def source_seed(seed: int) -> int:
@@ -174,10 +179,67 @@ def build_teacher(out: Path, seed: int = 0, steps: int = STEPS, lr: float = LR) 
     return losses
 
 
+def check_questions(seed: int, per_type: int = CHECK_PER_TYPE) -> dict[str, list[ToyItem]]:
+    """`per_type` questions of every type about clips of the teacher's source it never trains on (from index
+    `N_CLIPS` on), drawn with a generator of their own."""
+    rng = random.Random(CHECK_SEED)
+    items: dict[str, list[ToyItem]] = {q: [] for q in QTYPES}
+    index = N_CLIPS
+    while min(len(v) for v in items.values()) < per_type:
+        c = clip(source_seed(seed), index)
+        index += 1
+        for q in QTYPES:
+            if len(items[q]) < per_type and (item := ask(c, q, rng)) is not None:
+                items[q].append(item)
+    return items
+
+
+def check_reading(folder: Path, seed: int, per_type: int = CHECK_PER_TYPE) -> dict[str, float]:
+    """The share of `check_questions` of each type the teacher in `folder` answers right from the description
+    (greedy, the corpus' self-generation chat, the option's text after `</think>`)."""
+    import torch
+    from transformers import AutoTokenizer, Qwen3ForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    tok.padding_side = "left"
+    model = Qwen3ForCausalLM.from_pretrained(str(folder), dtype=torch.float32, attn_implementation="sdpa").eval()
+    stop = [tok.convert_tokens_to_ids(t) for t in (EOS, "<|endoftext|>")]
+    shares = {}
+    for qtype, items in check_questions(seed, per_type).items():
+        prompts = [tok.apply_chat_template(self_generation_chat(it, GENERATE_SYSTEM), tokenize=False,
+                                           add_generation_prompt=True) for it in items]
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=128, do_sample=False, eos_token_id=stop,
+                                 pad_token_id=stop[-1])
+        texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        right = sum(t.split("</think>")[-1].strip() == it.answer for t, it in zip(texts, items, strict=True))
+        shares[qtype] = right / len(items)
+    return shares
+
+
 def build(out: Path, seed: int = 0) -> None:
-    """`tiny://qwen3-teacher`: `build_teacher` on one thread with deterministic kernels (same seed, same bytes)."""
+    """`tiny://qwen3-teacher`: `build_teacher` on one thread with deterministic kernels (same seed, same bytes),
+    then `check_reading`, written to `reading.json` and reported by `python -m alarm.toy` as a target. A type the
+    teacher misreads cannot be learnt by its students (seen: a teacher that read loudness at chance and every other
+    type perfectly, and whose students answered loudness at chance); the build warns."""
+    out = Path(out)
     with one_deterministic_thread():
-        build_teacher(Path(out), seed)
+        build_teacher(out, seed)
+        shares = check_reading(out, seed, CHECK_PER_TYPE)
+    (out / "reading.json").write_text(json.dumps({"per_type": shares, "questions_per_type": CHECK_PER_TYPE},
+                                                 indent=1) + "\n")
+    missed = {q: v for q, v in shares.items() if v < 1.0}
+    if missed:
+        log.warning("the toy teacher of world seed %d misreads its own held-out descriptions: %s right of %d each "
+                    "(every type should be 100%%); its students cannot learn those types", seed,
+                    ", ".join(f"{q} {v:.0%}" for q, v in missed.items()), CHECK_PER_TYPE)
+
+
+def reading(folder: Path) -> dict[str, float] | None:
+    """What `build` measured of the teacher in `folder` (share right per question type), None if not ours."""
+    path = Path(folder) / "reading.json"
+    return json.loads(path.read_text())["per_type"] if path.is_file() else None
 
 
 def key_inputs(seed: int) -> list[bytes | str]:

@@ -16,6 +16,7 @@ TARGETS = {
     "parsed": 0.99,  # audio-only answers that are one of the options
     "target_leak": 0.01,  # training targets after rephrasing, either judge
     "reasoning_leak": 0.02,  # the R-trained model's own reasoning at inference, either judge
+    "teacher_reads": 1.0,  # the toy teacher's answers to its own held-out description questions, every type
 }
 MAIN = "R@256"  # the adapter trained on rephrased targets, thinking budget 256: the headline run
 RUNS = {  # evaluation run -> what the report calls it
@@ -88,6 +89,11 @@ def summarize(results: list[dict]) -> dict:
         ("reasoning_leak", "the R-trained model's own reasoning that mentions a text (either judge; R0-trained: "
                            f"{by_run['R0@256']['leak_worst']:.1%})", by_run[MAIN]["leak_worst"], "<="),
     ]
+    readings = [(r["seed"], q, v) for r in results for q, v in (r.get("teacher_reading") or {}).items()]
+    if readings and all(r.get("teacher_reading") for r in results):  # a teacher of ours (`--teacher`: not measured)
+        seed, q, v = min(readings, key=lambda x: x[2])
+        checks.append(("teacher_reads", "the teacher's answers to its own held-out description questions, every "
+                                        f"type (worst: {q}, seed {seed}): what its students can learn", v, ">="))
     targets = [{"name": name, "what": what, "value": v, "target": TARGETS[name], "op": op,
                 "met": v >= TARGETS[name] if op == ">=" else v <= TARGETS[name]} for name, what, v, op in checks]
     targets.append({"name": "text_identical", "what": "text-only answers identical with and without the adapter",

@@ -135,3 +135,32 @@ def test_the_toy_corpus_budgets_hold_the_longest_answer_and_rephrase():
 
     assert longest(T.rephrase_output(it) for it in items) <= cfg.rephrase.thinking_budget
     assert longest(T.r0_output(it) for it in items) <= cfg.generate.max_tokens
+
+
+def test_the_reading_check_asks_every_type_about_clips_the_teacher_never_trained_on():
+    from alarm.toy.world import clip as toy_clip
+
+    asked = T.check_questions(0, per_type=4)
+    assert set(asked) == set(QTYPES) and all(len(v) == 4 for v in asked.values())
+    trained = {toy_clip(T.source_seed(0), i).key for i in range(T.N_CLIPS)}
+    assert not trained & {it.clip for v in asked.values() for it in v}
+    assert T.check_questions(0, per_type=4) == asked  # the same questions every build
+
+
+def test_a_teacher_that_misreads_a_type_is_reported(tmp_path, monkeypatch, caplog):
+    """The build measures how the teacher reads its own held-out descriptions (`reading.json`, a target of the toy
+    report) and warns naming the types it misreads; an untrained model (the random tiny Qwen3 in the teacher's
+    place) answers none."""
+    import shutil
+
+    from alarm.tiny import ensure_tiny
+
+    def untrained(out, seed):
+        shutil.copytree(ensure_tiny("qwen3"), out, dirs_exist_ok=True)
+
+    monkeypatch.setattr(T, "build_teacher", untrained)
+    monkeypatch.setattr(T, "CHECK_PER_TYPE", 2)
+    T.build(tmp_path / "t", 0)
+    assert T.reading(tmp_path / "t") == {q: 0.0 for q in QTYPES}
+    assert "misreads its own held-out descriptions: kind 0%" in caplog.text and "loudness 0%" in caplog.text
+    assert T.reading(tmp_path) is None  # not a teacher this code built

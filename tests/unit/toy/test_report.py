@@ -8,7 +8,7 @@ from alarm.toy.world import QTYPES
 
 
 def seed_result(seed: int, audio: int = 31, teacher: int = 32, parsed: int = 32, leak_r: float = 0.0,
-                same: int = 256) -> dict:
+                same: int = 256, reading: dict | None = None) -> dict:
     """A seed's result as `alarm.toy` writes it: 32 questions per type, `audio` of them right."""
     def counts(k: int, p: int = 32) -> dict:
         return {"n": 32, "correct": k, "parsed": p}
@@ -30,6 +30,7 @@ def seed_result(seed: int, audio: int = 31, teacher: int = 32, parsed: int = 32,
         "text_identical": {"same": same, "n": 256},
         "depends_on": {"world seed": seed, "torch CPU capability": "AVX512", "teacher sha256": "ab12"},
         "seconds": {"teacher + encoder": 1.0, "generate": 60.0, "train": 300.0, "eval": 90.0},
+        "teacher_reading": {q: 1.0 for q in QTYPES} | (reading or {}),
     }
 
 
@@ -46,16 +47,24 @@ def test_the_worst_seed_decides_each_target():
     assert t["worst_seed"] == 1 and t["n"] == 64 and t["audio"] == 59 / 64
     met = {x["name"]: x["met"] for x in s["targets"]}
     assert met == {"audio_vs_teacher": False, "parsed": True, "target_leak": True, "reasoning_leak": True,
-                   "text_identical": True}
+                   "teacher_reads": True, "text_identical": True}
     assert not s["targets_met"] and summarize([seed_result(0)])["targets_met"]
     assert s["runs"]["R0@256"]["leak"] == 1.0 and s["runs"]["R@0"]["parsed"] == 0.5
 
 
 @pytest.mark.parametrize("broken, name", [({"parsed": 31}, "parsed"), ({"leak_r": 0.02}, "target_leak"),
-                                          ({"same": 255}, "text_identical")])
+                                          ({"same": 255}, "text_identical"),
+                                          ({"reading": {"loudness": 0.4375}}, "teacher_reads")])
 def test_each_target_can_fail(broken, name):
     s = summarize([seed_result(0), seed_result(1, **broken)])
     assert [x["name"] for x in s["targets"] if not x["met"]] == [name]
+
+
+def test_a_teacher_not_ours_has_no_reading_target():
+    other = [seed_result(0), seed_result(1)]
+    for r in other:
+        r["teacher_reading"] = None  # `--teacher`: a checkpoint this code did not build
+    assert "teacher_reads" not in {x["name"] for x in summarize(other)["targets"]}
 
 
 def test_the_report_names_every_figure():
@@ -66,6 +75,8 @@ def test_the_report_names_every_figure():
                    "budget 256 | 62.5% (62.5%) | 100.0% (100.0%) | 100.0% (100.0%) |",
                    "| text-only answers identical with and without the adapter | 512 of 512 | == 100% | met |",
                    "| leak after rephrasing (lexical / held-out judge) | 0.0% / 0.0% | 0.0% / 0.0% |",
+                   "| the teacher's answers to its own held-out description questions, every type (worst: kind, "
+                   "seed 0): what its students can learn | 100.0% | >= 100% | met |",
                    "| teacher sha256 | ab12 | ab12 |", "| total (s) | 451.0 | 451.0 |", "Targets NOT met."):
         assert needle in text, needle
 
