@@ -68,7 +68,7 @@ YES_NO_TYPES = tuple(HELD)  # the types with yes/no wordings
 # The rephrase chats' reasoning. Not "I ...": every heard opening starts with "I", and a student whose audio tipped
 # the teacher into this sentence after an "I" then rewrote nothing (toy world seed 0: 5 of 256 held-out replies).
 REPHRASE_THOUGHT = "Rewording it as listening."
-CHECK_PER_TYPE = 16  # held-out questions per type the built teacher must all answer right (`check_reading`)
+CHECK_PER_TYPE = 16  # held-out questions per type the built teacher answers (`check_reading`; the toy: all right)
 CHECK_SEED = 104729
 
 
