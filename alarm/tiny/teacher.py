@@ -70,6 +70,8 @@ YES_NO_TYPES = tuple(HELD)  # the types with yes/no wordings
 REPHRASE_THOUGHT = "Rewording it as listening."
 CHECK_PER_TYPE = 16  # held-out questions per type the built teacher answers (`check_reading`; the toy: all right)
 CHECK_SEED = 104729
+ATTEMPT_SEED_STRIDE = 7919
+ATTEMPTS = 3  # builds at most, until one reads every type (`build`)
 
 
 def source_seed(seed: int) -> int:
@@ -156,8 +158,9 @@ def training_batches(tok, seed: int, steps: int = STEPS) -> Batches:
     return plan_batches(tok, Draw(clips, seed), steps)
 
 
-def build_teacher(out: Path, seed: int = 0, steps: int = STEPS, lr: float = LR) -> list[float]:
-    """Write the trained teacher to `out` (a tiny Qwen3 folder); returns the training losses."""
+def build_teacher(out: Path, seed: int = 0, steps: int = STEPS, lr: float = LR, attempt: int = 0) -> list[float]:
+    """Write the trained teacher to `out` (a tiny Qwen3 folder); returns the training losses. `attempt` draws
+    another initialisation and other sampled negatives for the same data (`build` retries with it)."""
     import torch
     from transformers import AutoTokenizer, GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
@@ -165,7 +168,7 @@ def build_teacher(out: Path, seed: int = 0, steps: int = STEPS, lr: float = LR) 
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed + ATTEMPT_SEED_STRIDE * attempt)
     Qwen3ForCausalLM(Qwen3Config(**TEACHER_ARCH)).save_pretrained(str(out), safe_serialization=True)
     GenerationConfig(bos_token_id=151643, eos_token_id=[151645, 151643], pad_token_id=151643, do_sample=True,
                      temperature=0.6, top_p=0.95, top_k=20).save_pretrained(str(out))
@@ -174,7 +177,8 @@ def build_teacher(out: Path, seed: int = 0, steps: int = STEPS, lr: float = LR) 
     model = Qwen3ForCausalLM.from_pretrained(str(out), dtype=torch.float32, attn_implementation="sdpa")
     batches = training_batches(tok, seed, steps)
     out_ids = sorted({i for batch in batches for seq, p in batch for i in seq[p:]})
-    losses = train_sampled(model, tok, batches, out_ids, seed, lr_max=lr, share_prefix=True)
+    losses = train_sampled(model, tok, batches, out_ids, seed + ATTEMPT_SEED_STRIDE * attempt, lr_max=lr,
+                           share_prefix=True)
     model.eval().save_pretrained(str(out), safe_serialization=True)
     return losses
 
@@ -220,20 +224,29 @@ def check_reading(folder: Path, seed: int, per_type: int = CHECK_PER_TYPE) -> di
 
 def build(out: Path, seed: int = 0) -> None:
     """`tiny://qwen3-teacher`: `build_teacher` on one thread with deterministic kernels (same seed, same bytes),
-    then `check_reading`, written to `reading.json` and reported by `python -m alarm.toy` as a target. A type the
-    teacher misreads cannot be learnt by its students (seen: a teacher that read loudness at chance and every other
-    type perfectly, and whose students answered loudness at chance); the build warns."""
+    then `check_reading`, written to `reading.json` and reported by `python -m alarm.toy` as a target.
+
+    A type the teacher misreads cannot be learnt by its students. Whether a build learns to read every type is a
+    matter of float noise: on one machine the teachers of world seeds 0 and 2 read all of them and seed 1's read
+    loudness at chance; on another, seeds 1 and 2 read all and seed 0's read loudness on 9 of 16 (its students then
+    answered loudness at chance). So a teacher that misreads a type is trained again from another initialisation
+    (`attempt`), at most `ATTEMPTS` times (about 10 minutes each); the last one is kept, with a warning, if none
+    reads every type."""
     out = Path(out)
-    with one_deterministic_thread():
-        build_teacher(out, seed)
-        shares = check_reading(out, seed, CHECK_PER_TYPE)
-    (out / "reading.json").write_text(json.dumps({"per_type": shares, "questions_per_type": CHECK_PER_TYPE},
-                                                 indent=1) + "\n")
-    missed = {q: v for q, v in shares.items() if v < 1.0}
-    if missed:
-        log.warning("the toy teacher of world seed %d misreads its own held-out descriptions: %s right of %d each "
-                    "(every type should be 100%%); its students cannot learn those types", seed,
-                    ", ".join(f"{q} {v:.0%}" for q, v in missed.items()), CHECK_PER_TYPE)
+    for attempt in range(ATTEMPTS):
+        with one_deterministic_thread():
+            build_teacher(out, seed, attempt=attempt)
+            shares = check_reading(out, seed, CHECK_PER_TYPE)
+        missed = {q: v for q, v in shares.items() if v < 1.0}
+        if not missed:
+            break
+        log.warning("the toy teacher of world seed %d (attempt %d of %d) misreads its own held-out descriptions: %s "
+                    "right of %d each; %s", seed, attempt + 1, ATTEMPTS,
+                    ", ".join(f"{q} {v:.0%}" for q, v in missed.items()), CHECK_PER_TYPE,
+                    "training it again from another initialisation" if attempt + 1 < ATTEMPTS else
+                    "keeping it: its students cannot learn those types")
+    (out / "reading.json").write_text(json.dumps({"per_type": shares, "questions_per_type": CHECK_PER_TYPE,
+                                                  "attempts": attempt + 1}, indent=1) + "\n")
 
 
 def reading(folder: Path) -> dict[str, float] | None:

@@ -1,5 +1,6 @@
 """The toy teacher's training data: what it learns to say is what the corpus pipeline asks and parses."""
 
+import json
 from collections import Counter
 
 import pytest
@@ -147,20 +148,36 @@ def test_the_reading_check_asks_every_type_about_clips_the_teacher_never_trained
     assert T.check_questions(0, per_type=4) == asked  # the same questions every build
 
 
-def test_a_teacher_that_misreads_a_type_is_reported(tmp_path, monkeypatch, caplog):
+def test_a_teacher_that_misreads_a_type_is_trained_again_then_reported(tmp_path, monkeypatch, caplog):
     """The build measures how the teacher reads its own held-out descriptions (`reading.json`, a target of the toy
-    report) and warns naming the types it misreads; an untrained model (the random tiny Qwen3 in the teacher's
-    place) answers none."""
+    report); one that misreads a type is trained again from another initialisation, and the last is kept with a
+    warning naming the types. An untrained model (the random tiny Qwen3 in the teacher's place) answers none."""
     import shutil
 
     from alarm.tiny import ensure_tiny
 
-    def untrained(out, seed):
+    attempts = []
+
+    def untrained(out, seed, attempt):
+        attempts.append(attempt)
         shutil.copytree(ensure_tiny("qwen3"), out, dirs_exist_ok=True)
 
     monkeypatch.setattr(T, "build_teacher", untrained)
     monkeypatch.setattr(T, "CHECK_PER_TYPE", 2)
     T.build(tmp_path / "t", 0)
+    assert attempts == list(range(T.ATTEMPTS))
     assert T.reading(tmp_path / "t") == {q: 0.0 for q in QTYPES}
-    assert "misreads its own held-out descriptions: kind 0%" in caplog.text and "loudness 0%" in caplog.text
+    assert f"(attempt 1 of {T.ATTEMPTS}) misreads its own held-out descriptions: kind 0%" in caplog.text
+    assert "loudness 0%" in caplog.text and "keeping it: its students cannot learn those types" in caplog.text
     assert T.reading(tmp_path) is None  # not a teacher this code built
+
+
+def test_the_first_teacher_that_reads_every_type_is_kept(tmp_path, monkeypatch):
+    built = []
+    monkeypatch.setattr(T, "build_teacher", lambda out, seed, attempt: built.append(attempt))
+    shares = iter([{q: 0.5 if q == "loudness" else 1.0 for q in QTYPES}, {q: 1.0 for q in QTYPES}])
+    monkeypatch.setattr(T, "check_reading", lambda out, seed, n: next(shares))
+    (tmp_path / "t").mkdir()
+    T.build(tmp_path / "t", 0)
+    assert built == [0, 1] and T.reading(tmp_path / "t") == {q: 1.0 for q in QTYPES}
+    assert json.loads((tmp_path / "t" / "reading.json").read_text())["attempts"] == 2
