@@ -37,6 +37,7 @@ from pathlib import Path
 
 from alarm.config import DEFAULT_SYSTEM_PROMPT, GENERATION_SYSTEM_PROMPT
 from alarm.corpus.rephrase import END_REASONING, REASONING, rephrase_messages
+from alarm.llm.thinking import split_reasoning
 from alarm.tiny.keys import data_digest, memo, source_of
 from alarm.tiny.lm import Batches, one_deterministic_thread, train_sampled
 from alarm.tiny.qwen3 import TINY_QWEN3
@@ -217,7 +218,7 @@ def check_reading(folder: Path, seed: int, per_type: int = CHECK_PER_TYPE) -> di
             out = model.generate(**enc, max_new_tokens=128, do_sample=False, eos_token_id=stop,
                                  pad_token_id=stop[-1])
         texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        right = sum(t.split("</think>")[-1].strip() == it.answer for t, it in zip(texts, items, strict=True))
+        right = sum(split_reasoning(t)[1].strip() == it.answer for t, it in zip(texts, items, strict=True))
         shares[qtype] = right / len(items)
     return shares
 

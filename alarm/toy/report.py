@@ -89,9 +89,9 @@ def summarize(results: list[dict]) -> dict:
         ("reasoning_leak", "the R-trained model's own reasoning that mentions a text (either judge; R0-trained: "
                            f"{by_run['R0@256']['leak_worst']:.1%})", by_run[MAIN]["leak_worst"], "<="),
     ]
-    readings = [(r["seed"], q, v) for r in results for q, v in (r.get("teacher_reading") or {}).items()]
-    if readings and all(r.get("teacher_reading") for r in results):  # a teacher of ours (`--teacher`: not measured)
-        seed, q, v = min(readings, key=lambda x: x[2])
+    if all(r.get("teacher_reading") for r in results):  # a teacher of ours (`--teacher`: not measured)
+        seed, q, v = min(((r["seed"], q, v) for r in results for q, v in r["teacher_reading"].items()),
+                         key=lambda x: x[2])
         checks.append(("teacher_reads", "the teacher's answers to its own held-out description questions, every "
                                         f"type (worst: {q}, seed {seed}): what its students can learn", v, ">="))
     targets = [{"name": name, "what": what, "value": v, "target": TARGETS[name], "op": op,
