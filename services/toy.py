@@ -61,6 +61,7 @@ def run_seed(out: Path, size: Size, seed: int, teacher: str | None, states: Path
     from alarm.tiny.teacher import reading
     from alarm.toy.world import eval_items, train_items, write_benchmark, write_source
 
+    check_size(out, size)
     times: dict[str, float] = {}
     with _stage(times, "teacher + encoder", seed):
         teacher = teacher or teacher_for(seed)
@@ -105,6 +106,27 @@ def run_seed(out: Path, size: Size, seed: int, teacher: str | None, states: Path
     }
     atomic_write(out / "result.json", json.dumps(result, indent=2) + "\n")
     return result
+
+
+def check_size(out: Path, size: Size) -> None:
+    """Records the seed folder's size (`size.json`), or checks that a resumed run keeps it: the data stage rewrites
+    the training manifest, and a corpus resumed over another manifest would mix two sets of questions.
+
+    Raises:
+        InvalidInput: `out` holds a run of another size.
+    """
+    from alarm.errors import InvalidInput
+
+    path, want = out / "size.json", dict(size.__dict__)
+    if path.exists():
+        had = json.loads(path.read_text())
+        if had != want:
+            diff = ", ".join(f"{k} {had.get(k)} -> {want[k]}" for k in want if had.get(k) != want[k])
+            raise InvalidInput(f"{out} holds a toy run of another size ({diff}); resume it with the same --size, "
+                               f"--train-per-type and --epochs, or give another --out")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(want) + "\n")
 
 
 def sources(seed: int) -> dict[str, int]:

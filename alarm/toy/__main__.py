@@ -3,6 +3,7 @@
     python -m alarm.toy                      # world seed 0, the full loop (out: runs/toy); rerun to resume
     python -m alarm.toy --seeds 3            # seeds 0, 1, 2: mean and worst per question type, 95% intervals
     python -m alarm.toy --seed 4 --size small
+    python -m alarm.toy --train-per-type 300 --epochs 6   # twice the training questions, half the passes
 
 Per world seed (the clips, the questions and the teacher's data all follow it), each stage the real command's
 code path on the `toy` presets:
@@ -24,6 +25,7 @@ when a target is missed (`alarm.toy.report.TARGETS`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -38,13 +40,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", choices=sorted(SIZES), default="full")
     p.add_argument("--seed", type=int, default=0, help="the (first) world seed: clips, questions, teacher data")
     p.add_argument("--seeds", type=int, default=1, help="how many world seeds, from --seed on")
+    p.add_argument("--train-per-type", type=int, default=None, metavar="N",
+                   help="training questions of every type (default: the size's; full 150, small 36)")
+    p.add_argument("--epochs", type=float, default=None, help="passes over the corpus for each adapter (default: "
+                                                               "the size's; full 12, small 6)")
     p.add_argument("--teacher", default=None, help="the frozen LLM for every seed (default: the toy teacher built "
                                                    "for each seed)")
     args = p.parse_args(argv)
     if args.seeds < 1 or args.seed < 0:
         p.error(f"--seeds must be >= 1 and --seed >= 0, found {args.seeds} and {args.seed}")
+    if args.train_per_type is not None and args.train_per_type < 1:
+        p.error(f"--train-per-type must be >= 1, found {args.train_per_type}")
+    if args.epochs is not None and not args.epochs > 0:
+        p.error(f"--epochs must be > 0, found {args.epochs}")
+    size = SIZES[args.size]
+    if args.train_per_type is not None:
+        size = dataclasses.replace(size, train_per_type=args.train_per_type)
+    if args.epochs is not None:
+        size = dataclasses.replace(size, epochs=args.epochs)
     try:
-        summary = run(Path(args.out), SIZES[args.size], range(args.seed, args.seed + args.seeds), args.teacher)
+        summary = run(Path(args.out), size, range(args.seed, args.seed + args.seeds), args.teacher)
     except AlarmError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

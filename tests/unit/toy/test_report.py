@@ -88,3 +88,31 @@ def test_the_command_exits_2_when_a_target_is_missed(monkeypatch, capsys):
         [seed_result(s, audio=20 if s == 2 else 31) for s in seeds]))
     assert main(["--seeds", "3"]) == 2 and "Targets NOT met." in capsys.readouterr().out
     assert main(["--seed", "4"]) == 0 and "World seed 4:" in capsys.readouterr().out
+
+
+def test_the_command_sets_the_training_size_and_checks_it(monkeypatch, capsys):
+    import alarm.toy.__main__ as cmd
+    from services.toy import SIZES
+
+    sizes = []
+    monkeypatch.setattr(cmd, "run", lambda out, size, seeds, teacher: sizes.append(size) or summarize(
+        [seed_result(s, audio=31) for s in seeds]))
+    assert main(["--train-per-type", "300", "--epochs", "6"]) == 0
+    assert (sizes[0].train_per_type, sizes[0].epochs, sizes[0].per_type) == (300, 6, SIZES["full"].per_type)
+    assert main(["--size", "small"]) == 0 and sizes[1] == SIZES["small"]
+    for bad in (["--train-per-type", "0"], ["--epochs", "0"], ["--epochs", "nan"]):
+        with pytest.raises(SystemExit) as e:
+            main(bad)
+        assert e.value.code == 2
+    assert "--epochs must be > 0" in capsys.readouterr().err and len(sizes) == 2
+
+
+def test_a_resumed_seed_folder_keeps_its_size(tmp_path):
+    from alarm.errors import InvalidInput
+    from services.toy import SIZES, Size, check_size
+
+    check_size(tmp_path, SIZES["full"])
+    check_size(tmp_path, SIZES["full"])  # the same size resumes
+    with pytest.raises(InvalidInput, match=r"train_per_type 150 -> 300, epochs 12 -> 6.*another --out"):
+        check_size(tmp_path, Size(train_per_type=300, per_type=32, epochs=6))
+    assert (tmp_path / "size.json").read_text() == '{"train_per_type": 150, "per_type": 32, "epochs": 12}\n'
