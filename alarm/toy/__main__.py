@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--seeds must be >= 1 and --seed >= 0, found {args.seeds} and {args.seed}")
     if args.train_per_type is not None and args.train_per_type < 1:
         p.error(f"--train-per-type must be >= 1, found {args.train_per_type}")
-    if args.epochs is not None and not args.epochs > 0:
-        p.error(f"--epochs must be > 0, found {args.epochs}")
+    if args.epochs is not None and not 0 < args.epochs < float("inf"):
+        p.error(f"--epochs must be a number > 0, found {args.epochs}")
     size = SIZES[args.size]
     if args.train_per_type is not None:
         size = dataclasses.replace(size, train_per_type=args.train_per_type)

@@ -100,11 +100,11 @@ def test_the_command_sets_the_training_size_and_checks_it(monkeypatch, capsys):
     assert main(["--train-per-type", "300", "--epochs", "6"]) == 0
     assert (sizes[0].train_per_type, sizes[0].epochs, sizes[0].per_type) == (300, 6, SIZES["full"].per_type)
     assert main(["--size", "small"]) == 0 and sizes[1] == SIZES["small"]
-    for bad in (["--train-per-type", "0"], ["--epochs", "0"], ["--epochs", "nan"]):
+    for bad in (["--train-per-type", "0"], ["--epochs", "0"], ["--epochs", "nan"], ["--epochs", "inf"]):
         with pytest.raises(SystemExit) as e:
             main(bad)
         assert e.value.code == 2
-    assert "--epochs must be > 0" in capsys.readouterr().err and len(sizes) == 2
+    assert "--epochs must be a number > 0" in capsys.readouterr().err and len(sizes) == 2
 
 
 def test_a_resumed_seed_folder_keeps_its_size(tmp_path):
