@@ -88,28 +88,39 @@ def relaid(corpus: Path, out: Path) -> Path:
 
 def test_the_adapter_is_a_function_of_the_rows_whatever_their_layout_or_cache(ray_cluster, tiny_corpus, tmp_path,
                                                                                monkeypatch):
-    """Three runs of 7 steps (3 per epoch) share the work of five checks:
-    a  the corpus as written, states encoded every epoch;
+    """Three runs of 7 steps (3 per epoch) share the work of six checks:
+    a  the corpus as written, states encoded every epoch, the run written to S3 (checkpoints, adapter, metrics);
     b  the rows relaid, states kept in memory across epochs (encoders.cache) and stored on disk (cache_dir);
     c  the corpus as written, every state loaded from b's disk cache, none encoded or rewritten.
     b and c are byte-identical (the shard layout and the disk cache change nothing, and a repeated run gives the
-    same bytes); a matches them (the in-memory cache changes nothing); rerunning c trains nothing, more steps do."""
+    same bytes); a matches them (the in-memory cache and the storage change nothing); rerunning c trains nothing,
+    more steps do."""
     import services.train.driver as train_driver
+    from alarm.checkpoints import s3_filesystem
     from alarm.model.checkpoint import load_adapter
 
+    fs = s3_filesystem()
+    fs.mkdir("trained")
     states = tmp_path / "states"
     runs = {"a": (tiny_corpus, ["encoders.cache=false"]),
             "b": (relaid(tiny_corpus, tmp_path / "relaid"), ["encoders.cache=true", f"encoders.cache_dir={states}"]),
             "c": (tiny_corpus, ["encoders.cache=false", f"encoders.cache_dir={states}"])}
+    outputs = {"a": "s3://trained/runs", "b": tmp_path / "b", "c": tmp_path / "c"}
     out, stamps = {}, {}
     for name, (corpus, extra) in runs.items():
         if name == "c":
             stamps = {p: p.stat().st_mtime_ns for p in states.rglob("*.npy")}
             assert stamps, "run b stored no encoder states"
-        summary = train_driver.run(train_cfg(corpus, tmp_path / name, "max_steps=7", *extra))
+        summary = train_driver.run(train_cfg(corpus, outputs[name], "max_steps=7", *extra))
         assert summary["steps"] == 7
         out[name] = summary
     assert {p: p.stat().st_mtime_ns for p in states.rglob("*.npy")} == stamps  # c loaded, wrote nothing
+    files = {p.rsplit("/", 1)[-1] for p in fs.find("trained/runs/t")}
+    assert {"adapter.safetensors", "model_config.json", "metrics.jsonl", "curves.png", "summary.json"} <= files
+    assert any("checkpoint_" in p for p in fs.find("trained/runs/t/train"))
+    assert out["a"]["adapter"] == "s3://trained/runs/t/adapter"
+    (tmp_path / "a").mkdir()
+    fs.get("trained/runs/t", str(tmp_path / "a" / "t"), recursive=True)
     adapter = {n: (tmp_path / n / "t" / "adapter" / "adapter.safetensors").read_bytes() for n in runs}
     assert adapter["b"] == adapter["c"]
     losses = {n: [h["loss"] for h in history(tmp_path / n / "t") if h["kind"] == "train"] for n in runs}
@@ -185,19 +196,6 @@ def train_worker_pids() -> list[int]:
             if cmd.startswith("ray::") and "TrainWorker" in cmd.split("\0")[0]:
                 pids.append(int(d.name))
     return pids
-
-
-def test_checkpoints_to_s3(ray_cluster, tiny_corpus, s3_endpoint):
-    from alarm.checkpoints import s3_filesystem
-    from services.train.driver import run
-
-    fs = s3_filesystem()
-    fs.mkdir("trained")
-    summary = run(train_cfg(tiny_corpus, "s3://trained/runs", "max_steps=2"))
-    files = {p.rsplit("/", 1)[-1] for p in fs.find("trained/runs/t")}
-    assert {"adapter.safetensors", "model_config.json", "metrics.jsonl", "curves.png", "summary.json"} <= files
-    assert any("checkpoint_" in p for p in fs.find("trained/runs/t/train"))
-    assert summary["adapter"] == "s3://trained/runs/t/adapter"
 
 
 def test_bad_corpus_gives_a_clear_error(ray_cluster, tiny_corpus, tmp_path):
