@@ -86,3 +86,37 @@ def test_chunks_follow_the_byte_budget_and_hold_at_least_one_row():
     assert chunk_rows(151_936, torch.device("cpu")) == (32 << 20) // (4 * 151_936) == 55
     assert chunk_rows(151_936, torch.device("cpu"), chunk_bytes=10) == 1
     assert chunk_rows(151_936, torch.device("meta")) == (1 << 30) // (4 * 151_936)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 7 * 4 * V, 10**9])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_a_head_whose_rows_repeat_gives_what_every_row_gives(chunk_bytes, with_bias):
+    """Most tokens share one row (a vocabulary a small model never trained on): computed over the distinct rows with
+    their counts, the losses, accuracy and gradients are those over all V rows, a tie with a repeat included."""
+    from alarm.training.head_loss import distinct_rows
+
+    hidden, weight, targets = _data(3)
+    weight[10:] = weight[10]  # 11 distinct rows of 50
+    targets[:3] = torch.tensor([12, 10, 40])  # tokens of the shared row
+    bias = torch.randn(V, generator=torch.Generator().manual_seed(4)) if with_bias else None
+    if bias is not None:
+        bias[10:] = bias[10]
+    want_losses, want_right, want_grad = _plain(hidden, weight, targets, bias)
+    h = hidden.clone().requires_grad_()
+    losses, right = head_loss(h, weight, targets, bias, chunk_bytes=chunk_bytes)
+    (losses * torch.arange(1, N + 1)).sum().backward()
+    assert distinct_rows(weight, bias).weight.shape[0] == 11
+    torch.testing.assert_close(losses, want_losses)
+    # 40 equal rows' softmax terms summed as one product: rounding differs (the gradient is scaled by up to 23)
+    torch.testing.assert_close(h.grad, want_grad, rtol=1e-4, atol=1e-4)
+    assert right == want_right
+
+
+def test_the_distinct_rows_follow_an_edit_of_the_head():
+    from alarm.training.head_loss import distinct_rows
+
+    _, weight, _ = _data(5)
+    assert distinct_rows(weight) is None  # all distinct: the plain path
+    weight[5:] = 0.0  # an in-place edit bumps the tensor's version
+    assert distinct_rows(weight).weight.shape[0] == 6
+    assert distinct_rows(weight).log_count.exp().round().sum() == V
