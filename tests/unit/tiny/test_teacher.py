@@ -163,13 +163,17 @@ def test_a_teacher_that_misreads_a_type_is_trained_again_then_reported(tmp_path,
         shutil.copytree(ensure_tiny("qwen3"), out, dirs_exist_ok=True)
 
     monkeypatch.setattr(T, "build_teacher", untrained)
-    monkeypatch.setattr(T, "CHECK_PER_TYPE", 2)
+    monkeypatch.setattr(T, "CHECK_PER_TYPE", 1)
     T.build(tmp_path / "t", 0)
     assert attempts == list(range(T.ATTEMPTS))
     assert T.reading(tmp_path / "t") == {q: 0.0 for q in QTYPES}
-    assert f"(attempt 1 of {T.ATTEMPTS}) misreads its own held-out descriptions: kind 0%" in caplog.text
-    assert "loudness 0%" in caplog.text and "keeping it: its students cannot learn those types" in caplog.text
+    checked = json.loads((tmp_path / "t" / "reading.json").read_text())
+    assert checked["rephrase_per_type"] == {q: 0.0 for q in QTYPES} and checked["attempts"] == T.ATTEMPTS
+    assert (f"(attempt 1 of {T.ATTEMPTS}) misreads or misrephrases its own held-out questions (read, rephrased "
+            "right of 1 each): kind 0%, 0%") in caplog.text
+    assert "loudness 0%, 0%" in caplog.text and "keeping the best build: its students cannot" in caplog.text
     assert T.reading(tmp_path) is None  # not a teacher this code built
+    assert [p.name for p in tmp_path.iterdir()] == ["t"]  # no copy of a build left beside it
 
 
 def test_the_first_teacher_that_reads_every_type_is_kept(tmp_path, monkeypatch):
@@ -177,7 +181,26 @@ def test_the_first_teacher_that_reads_every_type_is_kept(tmp_path, monkeypatch):
     monkeypatch.setattr(T, "build_teacher", lambda out, seed, attempt: built.append(attempt))
     shares = iter([{q: 0.5 if q == "loudness" else 1.0 for q in QTYPES}, {q: 1.0 for q in QTYPES}])
     monkeypatch.setattr(T, "check_reading", lambda out, seed, n: next(shares))
+    monkeypatch.setattr(T, "check_rephrasing", lambda out, seed, n: {q: 1.0 for q in QTYPES})
     (tmp_path / "t").mkdir()
     T.build(tmp_path / "t", 0)
     assert built == [0, 1] and T.reading(tmp_path / "t") == {q: 1.0 for q in QTYPES}
     assert json.loads((tmp_path / "t" / "reading.json").read_text())["attempts"] == 2
+
+
+def test_a_teacher_that_rephrases_answers_wrong_is_trained_again_and_the_best_build_is_kept(tmp_path, monkeypatch):
+    """Rephrasing that changes the answer of a type fails the build as misreading does; when no build passes, the
+    one that passed most types is kept, not the last."""
+    def built(out, seed, attempt):
+        out.mkdir(exist_ok=True)
+        (out / "weights").write_text(str(attempt))
+
+    wrong = iter([{"duration": 0.5}, {"duration": 0.5, "loudness": 0.5}, {"duration": 0.75, "count": 0.5}])
+    monkeypatch.setattr(T, "build_teacher", built)
+    monkeypatch.setattr(T, "check_reading", lambda out, seed, n: {q: 1.0 for q in QTYPES})
+    monkeypatch.setattr(T, "check_rephrasing", lambda out, seed, n: {q: 1.0 for q in QTYPES} | next(wrong))
+    T.build(tmp_path / "t", 0)
+    assert (tmp_path / "t" / "weights").read_text() == "0"  # one type missed, against two in the later builds
+    checked = json.loads((tmp_path / "t" / "reading.json").read_text())
+    assert checked["rephrase_per_type"]["duration"] == 0.5 and checked["attempts"] == T.ATTEMPTS
+    assert [p.name for p in tmp_path.iterdir()] == ["t"]
