@@ -30,7 +30,6 @@ SIZES = {"full": Size(train_per_type=150, per_type=32, epochs=12),
          "small": Size(train_per_type=36, per_type=4, epochs=6)}
 BUDGETS = (256, 64, 0)
 MAX_TOKENS = 192
-TEACHER = "tiny://qwen3-teacher"
 ENCODER = "pretrained://whisper-tiny.en-10s"  # the toy model preset's (its sha256 goes into the report)
 
 
@@ -46,9 +45,10 @@ def run(out: Path, size: Size, seeds, teacher: str | None = None) -> dict:
 
 
 def teacher_for(seed: int) -> str:
-    """The toy teacher of world `seed`: `tiny://qwen3-teacher` (seed 0) or a folder built once in the cache."""
-    if seed == 0:
-        return TEACHER
+    """The folder of the toy teacher of world `seed` (`tiny://qwen3-teacher` for seed 0), built once in the cache.
+    The folder, not the URI, goes to every stage: the URI names the teacher the code of the moment builds, and a
+    stage that resolved it after an edit of the teacher's code would train or answer with another teacher than
+    the one that wrote the corpus (a run resumed across such an edit is refused: its configs name the old folder)."""
     from alarm.tiny import ensure_tiny
 
     return str(ensure_tiny("qwen3-teacher", seed=seed))
