@@ -1,6 +1,5 @@
-"""The text-training routine the trained tiny Qwen3s share (`scripted`, `teacher`): a causal-LM loop with a sampled
-(or, over a shared row for the unused vocabulary, exact) softmax that runs in seconds to minutes on one CPU thread
-and yields the same bytes for a seed.
+"""The text-training routine the trained tiny Qwen3s share (`scripted`, `teacher`): a sampled-softmax causal-LM
+loop that runs in seconds to minutes on one CPU thread and yields the same bytes for a seed.
 """
 
 from __future__ import annotations
@@ -44,11 +43,12 @@ def train_sampled(model, tok, batches: Batches, out_ids: list[int], seed: int, l
 
     share_prefix: run the prompt prefix every sequence of a batch shares (`shared_prefix`, e.g. a long system
     prompt and few-shot turns) once for the batch, not once per sequence; the same loss and gradients.
-    shared_rest: every token the batches never read or write (the rest of the vocabulary) shares one embedding
-    row, trained as one tied parameter, and the softmax is exact, not sampled: over the tokens of the batches and
-    `out_ids`, and that row with the log of its count added to its logit. The model keeps its vocabulary (the
-    row is copied to every such token), and a student's loss through its head costs only the distinct rows
-    (`alarm.training.head_loss`).
+    shared_rest: after training, every token the batches never read or write (the rest of the vocabulary) gets
+    one embedding row, the mean of their trained rows. The model keeps its vocabulary, and a student's loss through
+    its head costs only the distinct rows (`alarm.training.head_loss`). Greedy decoding is unchanged wherever the
+    top token was one the batches hold: on any hidden state the mean row's logit is the mean of the rows' logits,
+    below the highest of them. (Training with that row shared from the start, an exact softmax over it, gave
+    teachers that rephrased several types wrong in all three builds tried.)
     """
     import torch
     import torch.nn.functional as F
@@ -64,18 +64,6 @@ def train_sampled(model, tok, batches: Batches, out_ids: list[int], seed: int, l
     params = [p for p in model.parameters() if p is not emb]
     opt = torch.optim.AdamW(params, lr=lr_max, betas=BETAS, weight_decay=0.0)
     m, v = torch.zeros_like(emb), torch.zeros_like(emb)
-    fixed = None
-    if shared_rest:  # one candidate table for every step: the tokens used, then the rest's one row
-        used = torch.zeros(vocab, dtype=torch.bool)
-        used[out_ids] = True
-        used[tok.pad_token_id] = True
-        used[torch.tensor(sorted({i for batch in batches for seq, _ in batch for i in seq}))] = True
-        rest = (~used).nonzero().squeeze(1)
-        with torch.no_grad():
-            emb[rest] = emb[rest[0]].clone()
-        fixed = torch.cat([used.nonzero().squeeze(1), rest[:1]])
-        fixed_correction = torch.zeros(len(fixed))
-        fixed_correction[-1] = math.log(len(rest))
     model.train()
     losses = []
     for step, batch in enumerate(batches):
@@ -93,17 +81,15 @@ def train_sampled(model, tok, batches: Batches, out_ids: list[int], seed: int, l
             cols += range(p - 1, len(seq) - 1)
         rows_t, cols_t = torch.tensor(rows), torch.tensor(cols)
         targets = ids[rows_t, cols_t + 1]
-        if fixed is not None:
-            cand, correction = fixed, fixed_correction
-        else:  # sampled softmax: exact over output + batch tokens, uniform negatives for the rest, |R|/K corrected
-            exact = torch.zeros(vocab, dtype=torch.bool)
-            exact[out_ids] = True
-            exact[ids] = True  # padding included: every input row comes from the candidate table
-            perm = torch.randperm(vocab, generator=gen)
-            negatives = perm[~exact[perm]][:NEGATIVES]
-            cand = torch.cat([exact.nonzero().squeeze(1), negatives])
-            correction = torch.zeros(len(cand))
-            correction[-len(negatives):] = math.log((vocab - int(exact.sum())) / len(negatives))
+        # sampled softmax: exact over output + batch tokens, uniform negatives for the rest with a |R|/K correction
+        exact = torch.zeros(vocab, dtype=torch.bool)
+        exact[out_ids] = True
+        exact[ids] = True  # padding included: every input row comes from the candidate table
+        perm = torch.randperm(vocab, generator=gen)
+        negatives = perm[~exact[perm]][:NEGATIVES]
+        cand = torch.cat([exact.nonzero().squeeze(1), negatives])
+        correction = torch.zeros(len(cand))
+        correction[-len(negatives):] = math.log((vocab - int(exact.sum())) / len(negatives))
         where = torch.full((vocab,), -1, dtype=torch.long)
         where[cand] = torch.arange(len(cand))
         table = emb.detach()[cand].requires_grad_()  # the rows this step reads, input and output side alike
@@ -127,9 +113,14 @@ def train_sampled(model, tok, batches: Batches, out_ids: list[int], seed: int, l
             c1, c2 = 1 - BETAS[0] ** (step + 1), 1 - BETAS[1] ** (step + 1)
             emb[cand] -= lr * (m[cand] / c1) / ((v[cand] / c2).sqrt() + 1e-8)
         losses.append(loss.item())
-    if fixed is not None:
+    if shared_rest:
+        used = torch.zeros(vocab, dtype=torch.bool)
+        used[out_ids] = True
+        used[tok.pad_token_id] = True
+        used[torch.tensor(sorted({i for batch in batches for seq, _ in batch for i in seq}))] = True
+        rest = (~used).nonzero().squeeze(1)
         with torch.no_grad():
-            emb[rest] = emb[rest[0]].clone()
+            emb[rest] = emb[rest].mean(0)
     model.eval()
     return losses
 

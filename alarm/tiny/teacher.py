@@ -178,9 +178,8 @@ def build_teacher(out: Path, seed: int = 0, steps: int = STEPS, lr: float = LR, 
     model = Qwen3ForCausalLM.from_pretrained(str(out), dtype=torch.float32, attn_implementation="sdpa")
     batches = training_batches(tok, seed, steps)
     out_ids = sorted({i for batch in batches for seq, p in batch for i in seq[p:]})
-    # shared_rest: the ~150,500 tokens the teacher never reads or writes share one row, so its students' loss
-    # through its head costs ~1,400 rows, not 151,936 (the head was 64% of a toy training step), and its own
-    # softmax is exact
+    # shared_rest: the ~151,350 tokens the teacher never reads or writes end with one row (the mean of theirs), so
+    # its students' loss through its head costs 590 rows, not 151,936 (the head was 64% of a toy training step)
     losses = train_sampled(model, tok, batches, out_ids, seed + ATTEMPT_SEED_STRIDE * attempt, lr_max=lr,
                            share_prefix=True, shared_rest=True)
     model.eval().save_pretrained(str(out), safe_serialization=True)

@@ -10,8 +10,8 @@ pass only scales it. Same arithmetic as `cross_entropy(hidden @ W.T)` (the matmu
 the weight's dtype, or autocast's, the softmax in fp32), with (chunk x V) logits alive at a time instead of
 (N x V) (the approach of Liger Kernel's fused linear cross-entropy).
 
-A head whose rows repeat (a vocabulary most of whose tokens a small model never trained on and shares one row
-for, as the toy teacher does: `alarm.tiny.lm.train_sampled(shared_rest=True)`) is computed over its distinct rows
+A head whose rows repeat (a vocabulary most of whose tokens a small model never trained on and gives one row,
+as the toy teacher does: `alarm.tiny.lm.train_sampled(shared_rest=True)`) is computed over its distinct rows
 once each, with the log of each row's count added to its logit: the same softmax, denominator and gradient as
 over every row, at the cost of the distinct ones (the toy teacher: 590 of 151,936). A head of distinct rows
 (any real LLM's) takes the plain path.
