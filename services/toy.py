@@ -102,7 +102,7 @@ def run_seed(out: Path, size: Size, seed: int, teacher: str | None, states: Path
         "per_type": _per_type(runs), "runs": {k: _totals(v) for k, v in runs.items()},
         "text_identical": text_identical, "depends_on": depends_on(seed, teacher_dir, whisper_dir),
         "teacher_reading": reading(teacher_dir),
-        "seconds": {k: round(v, 1) for k, v in times.items()},
+        "seconds": stage_seconds(out, times),
     }
     atomic_write(out / "result.json", json.dumps(result, indent=2) + "\n")
     return result
@@ -127,6 +127,15 @@ def check_size(out: Path, size: Size) -> None:
         return
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(want) + "\n")
+
+
+def stage_seconds(out: Path, times: dict[str, float]) -> dict[str, float]:
+    """Seconds per stage for `out/result.json`: each stage's longest time over this invocation and the one that wrote
+    the result before, so that a rerun whose finished stages only check (a minute in all) reports the times of the
+    run that did the work, not its own."""
+    path = out / "result.json"
+    before = json.loads(path.read_text()).get("seconds", {}) if path.is_file() else {}
+    return {k: round(max(v, before.get(k, 0.0)), 1) for k, v in times.items()}
 
 
 def sources(seed: int) -> dict[str, int]:

@@ -1,5 +1,7 @@
 """The toy loop's report: per-type figures over seeds, the targets with their worst values, the exit code."""
 
+import json
+
 import pytest
 
 from alarm.toy.__main__ import main
@@ -116,3 +118,13 @@ def test_a_resumed_seed_folder_keeps_its_size(tmp_path):
     with pytest.raises(InvalidInput, match=r"train_per_type 150 -> 300, epochs 12 -> 6.*another --out"):
         check_size(tmp_path, Size(train_per_type=300, per_type=32, epochs=6))
     assert (tmp_path / "size.json").read_text() == '{"train_per_type": 150, "per_type": 32, "epochs": 12}\n'
+
+
+def test_a_rerun_that_only_checks_keeps_the_stage_times_of_the_run_that_did_the_work(tmp_path):
+    from services.toy import stage_seconds
+
+    assert stage_seconds(tmp_path, {"train": 1523.46, "eval": 219.8}) == {"train": 1523.5, "eval": 219.8}
+    (tmp_path / "result.json").write_text(json.dumps({"seconds": {"train": 1523.5, "eval": 219.8}}))
+    assert stage_seconds(tmp_path, {"train": 2.8, "eval": 46.2}) == {"train": 1523.5, "eval": 219.8}
+    # a stage that took longer this time (resumed from a crash, or the teacher built anew) shows this time
+    assert stage_seconds(tmp_path, {"train": 1600.04, "eval": 46.2}) == {"train": 1600.0, "eval": 219.8}
