@@ -103,7 +103,7 @@ def _train(trainer: Trainer, cfg: TrainConfig, shard, val: list, history: list[d
             history.append(record)
             if monitor is not None:
                 monitor.train(record)
-            report_now = step % cfg.log_every == 0
+            report_now = cfg.report_every is not None and step % cfg.report_every == 0
             if step % cfg.eval_every == 0 or last:
                 if val:
                     m = trainer.evaluate(val)

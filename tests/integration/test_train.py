@@ -256,7 +256,7 @@ def test_tensorboard_events_are_written_while_training_and_resume_appends(ray_cl
     from tests.tb_events import scalars
 
     seen_file, run_dir = tmp_path / "seen.jsonl", tmp_path / "t"
-    overrides = ["max_steps=6", "log_every=1", "eval_every=2", "checkpoint_every=2"]
+    overrides = ["max_steps=6", "log_every=1", "report_every=1", "eval_every=2", "checkpoint_every=2"]
     first = run(train_cfg(tiny_corpus, tmp_path, *overrides, "stop_after=3"), callbacks=watching(run_dir, seen_file))
     assert first["steps"] == 3
     seen = [json.loads(x) for x in seen_file.read_text().splitlines()]
@@ -267,8 +267,11 @@ def test_tensorboard_events_are_written_while_training_and_resume_appends(ray_cl
     assert seen[1]["val_steps"][:1] == [2] and seen[1]["curves"]  # validation at step 2: val loss and curves.png
     taps = train_cfg(tiny_corpus, tmp_path).model.encoders["whisper"].layers
     assert seen[1]["mix_tags"] == sorted(f"mix/whisper/layer_{t}" for t in taps)
-    resumed = run(train_cfg(tiny_corpus, tmp_path, *overrides))
+    resumed_seen = tmp_path / "resumed-seen.jsonl"
+    default = [o for o in overrides if not o.startswith("report_every=")]  # reports only with validation/checkpoints
+    resumed = run(train_cfg(tiny_corpus, tmp_path, *default), callbacks=watching(run_dir, resumed_seen))
     assert resumed["steps"] == 6
+    assert [json.loads(x)["reported"] for x in resumed_seen.read_text().splitlines()] == [4, 6]
     final = scalars(run_dir / "tensorboard")
     assert [s for s, _ in final["train/loss"]] == list(range(1, 7))  # appended, no step twice
     assert [s for s, _ in final["val/loss"]] == [2, 3, 4, 6]
