@@ -38,7 +38,8 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "sample_rate": INT, "audio_ok": BOOL, "audio_error": STRING, "audio_description": STRING, "prompt": STRING,
     "prompt_origin": STRING, "answer_generated": STRING, "finish_reason_generate": STRING,
     "n_tokens_generate": INT, "rephrase_input": STRING, "answer_rephrased": STRING, "rephrase_raw": STRING,
-    "finish_reason_rephrase": STRING, "n_tokens_rephrase": INT, "forced_rephrase": BOOL, "has_answer_tag": BOOL,
+    "finish_reason_rephrase": STRING, "n_tokens_rephrase": INT, "forced_rephrase": BOOL, "rephrase_tries": INT,
+    "has_answer_tag": BOOL,
     "complete_reasoning": BOOL, "leak_generated": STRING, "leak_rephrased": STRING, "judge_label": STRING,
     "judge_text": STRING, "target": STRING, "n_tokens_target": INT, "flags": STRING, "keep": BOOL,
     "split": STRING, "row_error": STRING, "llm_error": STRING,
@@ -123,14 +124,22 @@ class RunStore:
     # -- config --------------------------------------------------------------------------------------------------
 
     def check_config(self, cfg_json: dict, ignore: tuple[str, ...] = ("workers", "ray", *RAY_RENAMED,
-                                                                       "shard_rows", "storage")) -> None:
+                                                                       "shard_rows", "storage"),
+                     model: type | None = None) -> None:
         """First run: write config.json. Resume: the config must match (except scaling and placement knobs, and
         the Ray keys of runs written before the `ray` section), or the corpus would mix rows made two ways. Where
-        the run lives (`output`, `run_id`) is this folder, however it was named (`runs` or an absolute path to it)."""
+        the run lives (`output`, `run_id`) is this folder, however it was named (`runs` or an absolute path to it).
+        `model` (the config's pydantic class): the stored config is read through it first, so a setting added to
+        the code since, at its default, does not refuse a run its older version wrote."""
         old = self.read_json("config.json")
         if old is None:
             self.write_json("config.json", cfg_json)
             return
+        if model is not None:
+            try:
+                old = {**old, **model.model_validate(old).model_dump(mode="json")}
+            except Exception:  # no longer valid (a setting renamed or removed): compared as written
+                pass
         skip = {*ignore, *FOLDER_KEYS}
         diff = sorted(k for k in set(old) | set(cfg_json) if k not in skip and old.get(k) != cfg_json.get(k))
         if diff:

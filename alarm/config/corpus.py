@@ -174,6 +174,8 @@ class SamplingConfig(Strict):
     temperature: float = Field(0.6, ge=0, description="Qwen3-Thinking recommended sampling (0 = greedy).")
     top_p: float = Field(0.95, gt=0, le=1)
     top_k: int = Field(20, ge=-1)
+    seed: int | None = Field(None, ge=0, description="Seed of each request's sampling; None: the engine's stream. "
+                             "Rephrase retries set one per row and try (`rephrase.retries`).")
 
 
 class GenerateStageConfig(Strict):
@@ -193,6 +195,22 @@ class RephraseStageConfig(Strict):
         4096, gt=0, description="Hard cap on phase 1 + phase 2 new tokens (the reference left it unbounded)."
     )
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    retries: int = Field(
+        0, ge=0, le=16, description="Rephrase a row again, sampled with `retry_sampling` and a seed of its own per "
+        "row and try, while its rephrase names another option than R0 (`filters.drop_changed_answers`' test) or "
+        "cannot be parsed; at most this many times. The first rephrase that keeps R0's answer is the row's; if none "
+        "does, the last is kept and flagged. 0: the published recipe (one rephrase; such rows are dropped). Rows "
+        "dropped this way are not a random sample: a rephraser that misreads one value drops the rows of one "
+        "answer, and the student learns the other.")
+    retry_sampling: SamplingConfig = Field(default_factory=SamplingConfig,
+                                           description="Sampling of the retries (a greedy retry repeats the first).")
+
+    @model_validator(mode="after")
+    def _check_retry(self) -> RephraseStageConfig:
+        if self.retries and self.retry_sampling.temperature == 0:
+            raise ValueError("rephrase.retries needs rephrase.retry_sampling.temperature > 0: a greedy retry "
+                             "writes the same rephrase again")
+        return self
 
 
 class PromptStageConfig(Strict):

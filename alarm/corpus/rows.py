@@ -11,6 +11,7 @@ vLLM's AsyncLLM in `services/engines/vllm_async.py`, many rows in flight); tests
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 
 from alarm.config import CorpusConfig, FilterConfig, SamplingConfig
 from alarm.corpus.describe import describe
-from alarm.corpus.filters import flag_row
+from alarm.corpus.filters import answer_changed, flag_row
 from alarm.corpus.leak import find_leaks, judge_messages, parse_judge
 from alarm.corpus.prompts import (
     checker_messages,
@@ -42,7 +43,10 @@ class Engine(Protocol):
 
     def render(self, messages: list[dict]) -> str: ...
 
-    def generate(self, prompts: list[str], max_tokens: list[int], sampling: SamplingConfig) -> list[Completion]: ...
+    def generate(self, prompts: list[str], max_tokens: list[int],
+                 sampling: SamplingConfig | list[SamplingConfig]) -> list[Completion]:
+        """One batched call; `sampling` for every prompt, or one per prompt."""
+        ...
 
     def count_tokens(self, text: str) -> int: ...
 
@@ -193,7 +197,8 @@ def generation_messages(row: Row, system_prompt: str | None) -> list[dict]:
 def rephrase(row: Row, render, cfg: CorpusConfig):
     """R = Rephrase_M(R0) with the thinking budget; only R0 is shown. Instruction rows are not rephrased."""
     row.update(rephrase_input=None, answer_rephrased=None, rephrase_raw=None, finish_reason_rephrase=None,
-               n_tokens_rephrase=None, forced_rephrase=False, has_answer_tag=None, complete_reasoning=False)
+               n_tokens_rephrase=None, forced_rephrase=False, has_answer_tag=None, complete_reasoning=False,
+               rephrase_tries=0)
     if row["answer_generated"] is not None:
         row["complete_reasoning"] = "</think>" in row["answer_generated"]
     rc = cfg.rephrase
@@ -201,14 +206,26 @@ def rephrase(row: Row, render, cfg: CorpusConfig):
             and rc.enabled):
         return
     msgs, complete = rephrase_messages(row["answer_generated"])
-    steps = budget_steps(render(msgs), budget=rc.thinking_budget, max_tokens=rc.max_tokens,
-                         max_total=rc.max_total_tokens, extend=lambda p, s: p + s)
-    o = yield from relay(steps, lambda q: Call("rephrase", q[0], q[1], rc.sampling))
-    parsed = parse_rephrase(o.text, complete) if o.finish_reason != "error" else None
-    row.update(rephrase_input=msgs[-1]["content"], rephrase_raw=o.text, finish_reason_rephrase=o.finish_reason,
-               n_tokens_rephrase=o.n_tokens, forced_rephrase=o.forced,
-               answer_rephrased=parsed.answer if parsed else None,
-               has_answer_tag=parsed.has_answer_tag if parsed else False)
+    prompt = render(msgs)
+    for attempt in range(rc.retries + 1):
+        sampling = rc.sampling if attempt == 0 else rc.retry_sampling.model_copy(
+            update={"seed": retry_seed(row["key"], attempt)})
+        steps = budget_steps(prompt, budget=rc.thinking_budget, max_tokens=rc.max_tokens,
+                             max_total=rc.max_total_tokens, extend=lambda p, s: p + s)
+        o = yield from relay(steps, lambda q, sampling=sampling: Call("rephrase", q[0], q[1], sampling))
+        parsed = parse_rephrase(o.text, complete) if o.finish_reason != "error" else None
+        row.update(rephrase_input=msgs[-1]["content"], rephrase_raw=o.text, finish_reason_rephrase=o.finish_reason,
+                   n_tokens_rephrase=o.n_tokens, forced_rephrase=o.forced,
+                   answer_rephrased=parsed.answer if parsed else None,
+                   has_answer_tag=parsed.has_answer_tag if parsed else False, rephrase_tries=attempt + 1)
+        if o.finish_reason == "error" or (row["answer_rephrased"] is not None and not answer_changed(row)):
+            return  # an engine error is not the rephrase's doing: a retry would meet it again
+
+
+def retry_seed(key: str, attempt: int) -> int:
+    """The sampling seed of a row's `attempt`-th rephrase retry: a function of the row key, so a rerun or another
+    worker layout writes the same retries."""
+    return int.from_bytes(hashlib.sha256(f"rephrase-retry:{attempt}:{key}".encode()).digest()[:4], "big")
 
 
 def _by_stage(engine: Engine, calls: list[Call]) -> list[Completion]:
@@ -216,8 +233,10 @@ def _by_stage(engine: Engine, calls: list[Call]) -> list[Completion]:
     out: list[Completion | None] = [None] * len(calls)
     for stage in dict.fromkeys(c.stage for c in calls):
         idx = [i for i, c in enumerate(calls) if c.stage == stage]
-        first = calls[idx[0]]
-        done = engine.generate([calls[i].prompt for i in idx], [calls[i].max_tokens for i in idx], first.sampling)
+        samplings = [calls[i].sampling for i in idx]
+        same = all(s == samplings[0] for s in samplings)  # retries: a seed per row
+        done = engine.generate([calls[i].prompt for i in idx], [calls[i].max_tokens for i in idx],
+                               samplings[0] if same else samplings)
         for i, c in zip(idx, done, strict=True):
             out[i] = c
     return out  # type: ignore[return-value]
@@ -242,6 +261,7 @@ def failed_llm_row(row: Row, error: str) -> Row:
         **row, "answer_generated": None, "finish_reason_generate": "error", "n_tokens_generate": 0,
         "rephrase_input": None, "answer_rephrased": None, "rephrase_raw": None, "finish_reason_rephrase": None,
         "n_tokens_rephrase": None, "forced_rephrase": False, "has_answer_tag": None, "complete_reasoning": False,
+        "rephrase_tries": 0,
         "leak_generated": "[]", "leak_rephrased": None, "judge_label": None, "judge_text": None,
         "audio_error": row.get("audio_error") or None, "llm_error": error,
     }

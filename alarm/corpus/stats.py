@@ -24,7 +24,8 @@ def shard_counts(rows: Iterable[dict]) -> dict:
     """The counts of some rows (a shard): every total stats.json needs, as plain JSON values."""
     c = {"rows": 0, "kept": 0, "per_source": {}, "per_split": {}, "flags": dict.fromkeys(REJECT_REASONS, 0),
          "target_origin": {}, "prompt_origin": {}, "judge": {}, "leak": dict.fromkeys(LEAK_KEYS, 0),
-         "forced_rephrase": 0, "incomplete_reasoning": 0, "tokens_all": {}, "tokens_kept": {}}
+         "forced_rephrase": 0, "incomplete_reasoning": 0, "tokens_all": {}, "tokens_kept": {},
+         "rephrase_retried": 0, "rephrase_retried_kept": 0}
     for row in rows:
         keep = bool(row.get("keep"))
         c["rows"] += 1
@@ -47,6 +48,9 @@ def shard_counts(rows: Iterable[dict]) -> dict:
                 c["leak"]["rephrased_rows"] += 1
                 c["leak"]["rephrased_leaks"] += bool(json_list(row.get("leak_rephrased")))
         c["forced_rephrase"] += bool(row.get("forced_rephrase"))
+        retried = (row.get("rephrase_tries") or 0) > 1
+        c["rephrase_retried"] += retried
+        c["rephrase_retried_kept"] += retried and keep
         c["incomplete_reasoning"] += row.get("answer_generated") is not None and not row.get("complete_reasoning")
         if row.get("n_tokens_target") is not None:
             _add(c["tokens_all"], str(row["n_tokens_target"]))
@@ -74,7 +78,8 @@ def finish_stats(c: dict) -> dict:
         rows / kept counts; per source {rows, kept}; per flag counts (every REJECT_REASONS tag, 0 included);
         per split {rows, kept}; target origins; prompt origins by kind; judge labels; leak rates over
         non-instruction rows before (R0, leak_generated non-empty) and after rephrasing (R, leak_rephrased
-        non-empty, over rephrased rows); forced and incomplete counts; target token percentiles (p5, p50, p95,
+        non-empty, over rephrased rows); forced and incomplete counts; rows rephrased again (`rephrase.retries`) and
+        how many of them were kept; target token percentiles (p5, p50, p95,
         max) over all targets and over kept rows.
     """
     leak = c["leak"]
@@ -94,6 +99,7 @@ def finish_stats(c: dict) -> dict:
             "rephrased_rows": leak["rephrased_rows"],
         },
         "forced_rephrase": c["forced_rephrase"],
+        "rephrase_retried": {"rows": c["rephrase_retried"], "kept": c["rephrase_retried_kept"]},
         "incomplete_reasoning": c["incomplete_reasoning"],
         "target_tokens": {"all": histogram_percentiles(c["tokens_all"]),
                           "kept": histogram_percentiles(c["tokens_kept"])},

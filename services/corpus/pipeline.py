@@ -81,7 +81,7 @@ def run(cfg: CorpusConfig) -> dict:
     check_shared_paths(cfg.ray, cfg.node_paths(), cfg.storage.shared)  # before anything is written
     store = RunStore(posixpath.join(cfg.output, cfg.run_id))
     store.check_reachable()
-    store.check_config(cfg.model_dump(mode="json"))
+    store.check_config(cfg.model_dump(mode="json"), model=CorpusConfig)
     attempt = store.next_attempt()
     shards = store.shard_rows()
     resolve_models(cfg)  # a missing checkpoint is a clear error here, not an actor stack trace later

@@ -65,16 +65,19 @@ class VLLMEngine(ChatText):
         self.llm = LLM(model=str(folder), tokenizer=str(folder), dtype=cfg.dtype, **engine_args(cfg))
         self.tok = self.llm.get_tokenizer()
 
-    def generate(self, prompts: list[str], max_tokens: list[int], sampling: SamplingConfig) -> list[Completion]:
-        """One batched call. Prompts that cannot fit `max_model_len` get finish_reason "error" instead of failing
-        the whole batch; the others get their caps trimmed to the room left."""
+    def generate(self, prompts: list[str], max_tokens: list[int],
+                 sampling: SamplingConfig | list[SamplingConfig]) -> list[Completion]:
+        """One batched call (`sampling`: for every prompt, or one per prompt). Prompts that cannot fit
+        `max_model_len` get finish_reason "error" instead of failing the whole batch; the others get their caps
+        trimmed to the room left."""
+        samplings = sampling if isinstance(sampling, list) else [sampling] * len(prompts)
         out: list[Completion | None] = [None] * len(prompts)
         todo, params = [], []
-        for i, (p, mt) in enumerate(zip(prompts, max_tokens, strict=True)):
+        for i, (p, mt, sp) in enumerate(zip(prompts, max_tokens, samplings, strict=True)):
             cap, out[i] = fit(mt, self.count_tokens(p), self.cfg.max_model_len)
             if out[i] is None:
                 todo.append(i)
-                params.append(sampling_params(sampling, cap))
+                params.append(sampling_params(sp, cap))
         if todo:
             results = self.llm.generate([prompts[i] for i in todo], params, use_tqdm=False)
             for i, r in zip(todo, results, strict=True):
@@ -130,4 +133,4 @@ def sampling_params(sampling: SamplingConfig, max_tokens: int, **extra):
     from vllm import SamplingParams
 
     return SamplingParams(max_tokens=max_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
-                          top_k=sampling.top_k, skip_special_tokens=True, **extra)
+                          top_k=sampling.top_k, seed=sampling.seed, skip_special_tokens=True, **extra)

@@ -45,7 +45,8 @@ def run(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     out.check_reachable()
     out.check_config(cfg.model_dump(mode="json"), ignore=("workers", "encoders", "ray", "storage", *RAY_RENAMED,
                                                           "max_steps", "stop_after", "epochs", "eval_every",
-                                                          "log_every", "report_every", "tracking"))
+                                                          "log_every", "report_every", "tracking"),
+                    model=TrainConfig)
     corpus_id = check_corpus(out, corpus, cfg.corpus)
     counts = count_examples(corpus)
     n_train, n_val = counts.get("train", 0), counts.get("validation", 0)

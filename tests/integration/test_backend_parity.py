@@ -158,3 +158,25 @@ def test_stop_strings_end_the_answer_alike_and_free_the_engine(pair):
     assert (vl.reasoning, vl.answer, vl.finish_reason) == (reasoning, answer[:answer.index("sound")], "stop")
     assert "".join(e.text for e in events if e.kind == "answer") == vl.answer
     assert left == 0  # closing the engine call at the stop string aborted the request
+
+
+def test_a_seeded_corpus_call_samples_the_same_text_alone_or_among_others(pair):
+    """`SamplingConfig.seed` (rephrase retries) reaches vLLM: the same seed gives the same sampled text whether the
+    request runs alone or beside others, and other seeds give other texts."""
+    if pair.name != "qwen3":
+        pytest.skip("the scripted model's answer is fixed whatever the sampling")
+    from alarm.config import SamplingConfig
+
+    prompt = "<|im_start|>user\nWhat can you hear?<|im_end|>\n<|im_start|>assistant\n"
+
+    def sampled(seed):
+        return SamplingConfig(temperature=1.0, top_p=1.0, top_k=-1, seed=seed)
+
+    async def run():
+        alone = await pair.vllm.complete(prompt, 16, sampled(7))
+        among = await asyncio.gather(*(pair.vllm.complete(prompt, 16, sampled(s)) for s in (7, 8, 9, 10)))
+        return alone, among
+
+    alone, among = pair.run(run())
+    assert among[0].text == alone.text and among[0].n_tokens == 16
+    assert len({c.text for c in among}) == 4

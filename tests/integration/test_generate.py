@@ -58,14 +58,14 @@ GREEDY = ("generate.sampling.temperature=0", "rephrase.sampling.temperature=0")
 # the toy teacher names what each row's description names (rows differ) and, with a 4-token thinking budget,
 # every rephrase is forced into phase 2
 TEACHER = ("engine.checkpoint=tiny://qwen3-teacher", "rephrase.thinking_budget=4", "rephrase.max_tokens=16",
-           "rephrase.max_total_tokens=24")
+           "rephrase.max_total_tokens=24", "rephrase.retries=1")  # cut short, no rephrase parses: each is retried
 
 
 # the teacher's build (about 8 minutes on 2 cores when its recipe changes) keeps its case out of the default suite
 @pytest.mark.parametrize("model", [pytest.param(("engine.checkpoint=tiny://qwen3-scripted",), id="scripted"),
                                    pytest.param(TEACHER, id="teacher", marks=pytest.mark.slow)])
 def test_the_async_workers_write_what_the_batched_engine_writes(ray_cluster, tmp_path, model):
-    """Greedy decoding: the pipeline's rows (AsyncLLM, rows in flight across batches) equal, column for column,
+    """Greedy decoding (and seeded sampling for the teacher's rephrase retries): the pipeline's rows (AsyncLLM, rows in flight across batches) equal, column for column,
     what `vllm.LLM` gives the same rows in batches of workers.batch_size. With the teacher the rows' texts differ
     and every rephrase is forced, so a row given another's output or a wrong phase 2 would show."""
     from alarm.corpus import rows as R
@@ -88,6 +88,7 @@ def test_the_async_workers_write_what_the_batched_engine_writes(ray_cluster, tmp
         assert [r[col] for r in got] == [r[col] for r in want], col
     if model is TEACHER:
         assert len({r["answer_generated"] for r in got}) > 4 and all(r["forced_rephrase"] for r in got)
+        assert {r["rephrase_tries"] for r in got} == {2}  # the sampled, seeded retries agree between the engines
 
 
 def test_the_pipeline_calls_no_deprecated_ray_api(ray_cluster, tmp_path, ray_deprecations):

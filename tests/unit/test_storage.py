@@ -45,6 +45,21 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
         store.check_config({"engine": {"checkpoint": "b"}, "workers": {"num_workers": 1}})
 
 
+def test_a_run_written_before_a_setting_existed_resumes_at_its_default(tmp_path):
+    from alarm.config import CorpusConfig, load_config
+
+    cfg = load_config(CorpusConfig, "tiny", [], section="corpus").model_dump(mode="json")
+    older = json.loads(json.dumps(cfg))
+    del older["rephrase"]["retries"], older["rephrase"]["retry_sampling"], older["generate"]["sampling"]["seed"]
+    store = RunStore(str(tmp_path / "run"))
+    store.check_config(older, model=CorpusConfig)  # the older code's config.json
+    store.check_config(cfg, model=CorpusConfig)
+    with pytest.raises(InvalidInput, match="different config \\(rephrase differ"):
+        store.check_config({**cfg, "rephrase": {**cfg["rephrase"], "retries": 2}}, model=CorpusConfig)
+    with pytest.raises(InvalidInput, match="rephrase differ"):  # without the model: compared as written
+        store.check_config(cfg)
+
+
 def test_the_same_folder_named_another_way_resumes(tmp_path):
     """`output=runs` locally and `output=$PWD/runs` in a Ray job are one run folder (README runs both)."""
     store = RunStore(str(tmp_path / "runs" / "tiny-corpus"))

@@ -220,3 +220,85 @@ def test_one_row_at_a_time_gives_every_column_the_batched_passes_give(overrides)
     if c.leak.judge:
         assert {r["judge_label"] for r in batched} >= {"yes", "no"}
         assert {r["prompt_origin"].split(":")[0] for r in batched} >= {"llm", "template-fallback"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# rephrase retries: a rephrase that names another option than R0 is tried again, sampled with a seed per row and try
+
+MCQ = "Is the sound quiet or loud?\n\nOptions:\n- quiet\n- loud"
+
+
+class MisreadingEngine(EchoEngine):
+    """R0 answers "loud"; a rephrase turns it into "quiet" unless its sampling seed is in `keeps` (a seeded try
+    that copies right). Records every rephrase call's sampling."""
+
+    def __init__(self, keeps=lambda seed: False):
+        super().__init__()
+        self.keeps, self.rephrase_sampling = keeps, []
+
+    def answer(self, p, mt, sampling=None):
+        if "<NEW_TEXT_LLM_RESPONSE>" not in p:
+            return Completion("It reads strong.\n</think>\n\nloud", 8, "stop")
+        self.rephrase_sampling.append(sampling)
+        said = "loud" if sampling is not None and sampling.seed is not None and self.keeps(sampling.seed) else "quiet"
+        return Completion(f"Reword.\n</think>\n\n<answer>\nI hear it {said}.\n</think>\n\n{said}\n</answer>", 12,
+                          "stop")
+
+    def generate(self, prompts, max_tokens, sampling):
+        samplings = sampling if isinstance(sampling, list) else [sampling] * len(prompts)
+        return [self.answer(p, mt, s) for p, mt, s in zip(prompts, max_tokens, samplings, strict=True)]
+
+    async def complete(self, prompt, max_tokens, sampling):
+        await asyncio.sleep(int(hashlib.sha256(prompt.encode()).hexdigest()[:2], 16) / 25600)
+        return self.answer(prompt, max_tokens, sampling)
+
+
+def mcq_rows(n=6):
+    return [{**r, "prompt": MCQ, "prompt_origin": "given"} for r in source_rows(n)]
+
+
+def finished(rows, c):
+    return [R.finish_row(r, c.filters, 0.1, "123", lambda t: len(t.split())) for r in rows]
+
+
+def test_a_rephrase_that_changes_the_answer_is_tried_again_with_a_seed_per_row_and_try():
+    c = cfg("filters.min_target_tokens=0", "rephrase.retries=3", "rephrase.retry_sampling.temperature=0.7")
+    rows = mcq_rows()
+    keep_third = {R.retry_seed(r["key"], 3) for r in rows[:3]}  # rows 0-2: the third retry copies right
+    engine = MisreadingEngine(lambda seed: seed in keep_third)
+    done = finished(R.llm_stages(rows, engine, c), c)
+    assert [r["rephrase_tries"] for r in done] == [4, 4, 4, 4, 4, 4]
+    assert [r["keep"] for r in done] == [True] * 3 + [False] * 3
+    assert all(r["target"].endswith("loud") for r in done[:3])
+    assert all(json.loads(r["flags"]) == ["answer_changed"] for r in done[3:])  # the last try, flagged
+    first, retries = engine.rephrase_sampling[:6], engine.rephrase_sampling[6:]
+    assert all(s.temperature == c.rephrase.sampling.temperature and s.seed is None for s in first)
+    assert all(s.temperature == 0.7 for s in retries)
+    seeds = [s.seed for s in retries]
+    assert len(set(seeds)) == len(seeds) == 18  # every row and try its own seed
+    assert R.retry_seed("k", 1) == R.retry_seed("k", 1) != R.retry_seed("k", 2)
+    # the asynchronous path writes the same rows
+    assert run_async(rows, MisreadingEngine(lambda seed: seed in keep_third), c) == R.llm_stages(
+        rows, MisreadingEngine(lambda seed: seed in keep_third), c)
+
+
+def test_without_retries_a_changed_answer_is_flagged_after_one_rephrase():
+    c = cfg("filters.min_target_tokens=0")
+    engine = MisreadingEngine(lambda seed: True)
+    done = finished(R.llm_stages(mcq_rows(2), engine, c), c)
+    assert [r["rephrase_tries"] for r in done] == [1, 1] and len(engine.rephrase_sampling) == 2
+    assert all(json.loads(r["flags"]) == ["answer_changed"] for r in done)
+
+
+def test_a_kept_answer_is_not_retried():
+    c = cfg("filters.min_target_tokens=0", "rephrase.retries=2")
+    engine = FakeEngine()  # free-text prompts: no options, nothing to change
+    rows = R.llm_stages(source_rows(3), engine, c)
+    assert [r["rephrase_tries"] for r in rows] == [1, 1, 1] and len(engine.calls) == 2
+
+
+def test_greedy_retries_are_refused():
+    from alarm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="retry_sampling.temperature"):
+        cfg("rephrase.retries=2", "rephrase.retry_sampling.temperature=0")

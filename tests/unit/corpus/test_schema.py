@@ -84,7 +84,7 @@ def test_columns_table():
                      "sample_rate", "audio_ok", "audio_error", "audio_description", "prompt", "prompt_origin",
                      "answer_generated", "finish_reason_generate", "n_tokens_generate", "rephrase_input",
                      "answer_rephrased", "rephrase_raw", "finish_reason_rephrase", "n_tokens_rephrase",
-                     "forced_rephrase", "has_answer_tag", "complete_reasoning", "leak_generated", "leak_rephrased",
+                     "forced_rephrase", "rephrase_tries", "has_answer_tag", "complete_reasoning", "leak_generated", "leak_rephrased",
                      "judge_label", "judge_text", "target", "n_tokens_target"):
         assert required in COLUMNS
     # stage order: generation before rephrasing before filters
