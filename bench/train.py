@@ -5,8 +5,12 @@
 Both arms train the same model on the same corpus rows with the same batch settings and count steady-state
 examples/s (the first optimizer step, which pays start-up and warm-up, is excluded from both). The baseline does
 everything in one process: decode, front-ends and frozen encoders for each micro-batch (batched by the same
-`epoch_batches` policy as the Ray workers), then the train step. The Ray arm is `python -m alarm.train` itself
-with one worker. Target: ratio >= 0.8 at one worker.
+`epoch_batches` policy as the Ray workers), then the train step; with `encoders.cache` (the toy preset) both arms
+encode every clip once before the timed steps. The Ray arm is `python -m alarm.train` itself with one worker, its
+rate the run's examples over its seconds (validations, checkpoints and reports included). Target: ratio >= 0.8 at
+one worker.
+
+    python bench/train.py --preset toy corpus=runs/toy/seed-0/toy-corpus model.llm.checkpoint=FOLDER --steps 100
 """
 
 from __future__ import annotations
@@ -34,13 +38,21 @@ def baseline(cfg: TrainConfig, steps: int) -> float:
     torch.manual_seed(cfg.seed)
     model = AlarmModel.build(cfg.model, with_llm=True)
     trainer = Trainer(model.adapter, model.builder, model.llm, cfg, total_steps=steps + 1)
+
+    def encoded(group: list[dict]) -> list[dict]:
+        waves = [load_audio(r["audio_bytes"] or r["audio_uri"]) for r in group]
+        with torch.no_grad():
+            states = model.encode(model.features(waves))
+        return [{**r, **{f"states_{e}": s.states[:, j, : int(s.lens[j])].clone().numpy()
+                         for e, s in states.items()}} for j, r in enumerate(group)]
+
+    if cfg.encoders.cache:  # as the Ray arm's materialized states: every clip encoded once, before the steps
+        size = cfg.encoders.batch_size
+        rows = [x for i in range(0, len(rows), size) for x in encoded(rows[i: i + size])]
     t_first = None
     while trainer.step < steps + 1:  # production's batches: bucketed by clip length (here before encoding)
         for group in epoch_batches(rows, cfg, trainer.epoch, length=lambda r: r["duration_s"]):
-            waves = [load_audio(r["audio_bytes"] or r["audio_uri"]) for r in group]
-            states = model.encode(model.features(waves))
-            examples = [{**r, **{f"states_{e}": s.states[:, j, : int(s.lens[j])].clone().numpy()
-                                 for e, s in states.items()}} for j, r in enumerate(group)]
+            examples = group if cfg.encoders.cache else encoded(group)
             if trainer.train_micro_batch(to_train_batch(examples, list(cfg.model.encoders))).stepped:
                 t_first = t_first or time.perf_counter()
                 if trainer.step >= steps + 1:

@@ -17,7 +17,7 @@ from alarm.config import TrainConfig
 from alarm.config.base import RAY_RENAMED
 from alarm.errors import InvalidInput
 from alarm.model.llm import resolve_llm
-from alarm.training.curves import plot_curves, read_metrics
+from alarm.training.curves import examples_per_s, plot_curves, read_metrics
 from alarm.training.trainer import plan_total_steps
 from services.connect import check_shared_paths, gpu_options, init_ray, real_gpus
 from services.errors import alarm_error_in
@@ -154,7 +154,7 @@ def export(checkpoint, out: RunStore, cfg: TrainConfig, total_steps: int, n_trai
         "train_examples": n_train, "val_examples": n_val or f"none (validated on {cfg.eval_batches} train batches)",
         "first_loss": train[0]["loss"] if train else None, "last_loss": train[-1]["loss"] if train else None,
         "last_val_loss": val[-1]["loss"] if val else None,
-        "examples_per_s": round(sum(h["examples_per_s"] for h in train[1:]) / max(len(train) - 1, 1), 3),
+        "examples_per_s": round(examples_per_s(train), 3),
         "corpus_fingerprint": corpus_id["fingerprint"],
     }
     out.write_json("summary.json", summary)

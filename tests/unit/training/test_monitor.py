@@ -172,3 +172,11 @@ def test_wandb_is_opened_through_rays_setup_wandb_with_a_run_id_that_a_resume_re
     assert runs[0].logged[0][0] == 1 and runs[0].logged[0][1]["train/loss"] == 3.0
     assert runs[0].finished and runs[1].finished
     assert (tmp_path / "r" / "tensorboard").is_dir()  # TensorBoard stays on beside the tracker
+
+
+def test_the_run_throughput_counts_the_slow_steps_at_their_time():
+    from alarm.training.curves import examples_per_s
+
+    steps = [{"examples_per_s": 1.0}] + [{"examples_per_s": 40.0}] * 4 + [{"examples_per_s": 8 / 1.2}]
+    assert examples_per_s(steps) == pytest.approx(40 / 2.0)  # 5 steps of 8 examples in 4 x 0.2 + 1.2 s
+    assert examples_per_s(steps[:1]) == 0.0
