@@ -29,33 +29,6 @@ def history(run: Path) -> list[dict]:
     return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_loss_falls_and_the_adapter_loads_for_inference(ray_cluster, tiny_corpus, tmp_path):
-    from alarm.model.alarm_model import AlarmModel
-    from alarm.model.audio_adapter import audio_token_count
-    from alarm.model.checkpoint import load_adapter
-    from alarm.types import Waveform
-    from services.train.driver import run
-
-    # the four-encoder stack; each clip encoded once, not in every epoch (the cache test checks that is the same)
-    cfg = train_cfg(tiny_corpus, tmp_path, "max_steps=10", "encoders.cache=true", model="tiny")
-    summary = run(cfg)
-    run_dir = tmp_path / "t"
-    assert summary["steps"] == 10 and summary["last_loss"] < summary["first_loss"]
-    steps = [h["step"] for h in history(run_dir) if h["kind"] == "train"]
-    assert steps == list(range(1, 11))
-    assert any(h["kind"] == "val" for h in history(run_dir))
-    assert (run_dir / "curves.png").stat().st_size > 1000
-    model = AlarmModel.build(cfg.model, adapter=run_dir / "adapter")  # loads straight into inference
-    last = sorted(p for p in (run_dir / "train").glob("checkpoint_*") if p.is_dir())[-1]
-    saved, _ = load_adapter(last / "adapter")
-    for k, v in saved.state_dict().items():  # the exported adapter is the last checkpoint's trained weights
-        assert torch.equal(model.adapter.state_dict()[k], v), k
-    wave = Waveform(np.sin(np.arange(32000) * 0.05).astype(np.float32) * 0.3, 16000)
-    (block,) = model.audio_embeds([wave])
-    assert block.shape == (audio_token_count(cfg.model, 2.0, 16000), cfg.model.llm.hidden_size)
-    assert len([p for p in (run_dir / "train").glob("checkpoint_*") if p.is_dir()]) <= cfg.num_to_keep
-
-
 def test_the_data_pipeline_calls_no_deprecated_ray_api(ray_cluster, tiny_corpus, tmp_path, ray_deprecations, capsys):
     """... and sorts the rows into the key order in range partitions of its own, not Ray Data's default number
     of them (about 150 reduce tasks for these 24 rows, every epoch)."""
@@ -88,7 +61,7 @@ def relaid(corpus: Path, out: Path) -> Path:
 
 def test_the_adapter_is_a_function_of_the_rows_whatever_their_layout_or_cache(ray_cluster, tiny_corpus, tmp_path,
                                                                                monkeypatch):
-    """Three runs of 7 steps (3 per epoch) share the work of six checks:
+    """Three runs of 4 steps (3 per epoch, so every run reads the rows a second time) share the work of six checks:
     a  the corpus as written, states encoded every epoch, the run written to S3 (checkpoints, adapter, metrics);
     b  the rows relaid, states kept in memory across epochs (encoders.cache) and stored on disk (cache_dir);
     c  the corpus as written, every state loaded from b's disk cache, none encoded or rewritten.
@@ -111,8 +84,8 @@ def test_the_adapter_is_a_function_of_the_rows_whatever_their_layout_or_cache(ra
         if name == "c":
             stamps = {p: p.stat().st_mtime_ns for p in states.rglob("*.npy")}
             assert stamps, "run b stored no encoder states"
-        summary = train_driver.run(train_cfg(corpus, outputs[name], "max_steps=7", *extra))
-        assert summary["steps"] == 7
+        summary = train_driver.run(train_cfg(corpus, outputs[name], "max_steps=4", *extra))
+        assert summary["steps"] == 4
         out[name] = summary
     assert {p: p.stat().st_mtime_ns for p in states.rglob("*.npy")} == stamps  # c loaded, wrote nothing
     files = {p.rsplit("/", 1)[-1] for p in fs.find("trained/runs/t")}
@@ -133,10 +106,10 @@ def test_the_adapter_is_a_function_of_the_rows_whatever_their_layout_or_cache(ra
         raise AssertionError("a finished run built its datasets again")
 
     monkeypatch.setattr(train_driver, "build_split", never)
-    c_cfg = train_cfg(tiny_corpus, tmp_path / "c", "max_steps=7", *runs["c"][1])
+    c_cfg = train_cfg(tiny_corpus, tmp_path / "c", "max_steps=4", *runs["c"][1])
     assert train_driver.run(c_cfg) == out["c"]
     with pytest.raises(AssertionError, match="built its datasets again"):  # more steps: it does train on
-        train_driver.run(train_cfg(tiny_corpus, tmp_path / "c", "max_steps=8", *runs["c"][1]))
+        train_driver.run(train_cfg(tiny_corpus, tmp_path / "c", "max_steps=5", *runs["c"][1]))
 
     # b's corpus regenerated under the same name: its run is not resumed (nor found finished) on it
     b_corpus, b_extra = runs["b"]
@@ -145,7 +118,7 @@ def test_the_adapter_is_a_function_of_the_rows_whatever_their_layout_or_cache(ra
     index["shards"][0]["sha256"] = "0" * 64
     (b_corpus / "manifest.json").write_text(json.dumps(index))
     with pytest.raises(InvalidInput, match=r"was trained on corpus .*fingerprint .* now has fingerprint"):
-        train_driver.run(train_cfg(b_corpus, tmp_path / "b", "max_steps=7", *b_extra))
+        train_driver.run(train_cfg(b_corpus, tmp_path / "b", "max_steps=4", *b_extra))
 
 
 @pytest.mark.slow
@@ -251,13 +224,25 @@ def watching(run: Path, out: Path):
     return [cls(str(run), str(out))]
 
 
-def test_tensorboard_events_are_written_while_training_and_resume_appends(ray_cluster, tiny_corpus, tmp_path):
+def test_the_four_encoder_stack_logs_while_training_resumes_and_loads_for_inference(ray_cluster, tiny_corpus,
+                                                                                     tmp_path):
+    """The whole tiny stack (four encoders, each clip encoded once per run: `encoders.cache`) through Ray Train:
+    3 steps reported every step, then resumed to 6 with reports only at validations and checkpoints; TensorBoard
+    events and curves.png are there while it trains, and the run appends; the exported adapter is the last
+    checkpoint's and loads straight into inference."""
+    from alarm.model.alarm_model import AlarmModel
+    from alarm.model.audio_adapter import audio_token_count
+    from alarm.model.checkpoint import load_adapter
+    from alarm.types import Waveform
     from services.train.driver import run
     from tests.tb_events import scalars
 
+    def cfg(*extra):
+        return train_cfg(tiny_corpus, tmp_path, "encoders.cache=true", *extra, model="tiny")
+
     seen_file, run_dir = tmp_path / "seen.jsonl", tmp_path / "t"
     overrides = ["max_steps=6", "log_every=1", "report_every=1", "eval_every=2", "checkpoint_every=2"]
-    first = run(train_cfg(tiny_corpus, tmp_path, *overrides, "stop_after=3"), callbacks=watching(run_dir, seen_file))
+    first = run(cfg(*overrides, "stop_after=3"), callbacks=watching(run_dir, seen_file))
     assert first["steps"] == 3
     seen = [json.loads(x) for x in seen_file.read_text().splitlines()]
     assert [s["reported"] for s in seen] == [1, 2, 3]
@@ -265,11 +250,12 @@ def test_tensorboard_events_are_written_while_training_and_resume_appends(ray_cl
         # which goes on training while the controller runs the callback, may have logged later ones too)
         assert not s["exported"] and s["train_steps"][: s["reported"]] == list(range(1, s["reported"] + 1))
     assert seen[1]["val_steps"][:1] == [2] and seen[1]["curves"]  # validation at step 2: val loss and curves.png
-    taps = train_cfg(tiny_corpus, tmp_path).model.encoders["whisper"].layers
-    assert seen[1]["mix_tags"] == sorted(f"mix/whisper/layer_{t}" for t in taps)
+    encoders = cfg().model.encoders
+    assert len(encoders) == 4
+    assert seen[1]["mix_tags"] == sorted(f"mix/{k}/layer_{t}" for k, e in encoders.items() for t in e.layers)
     resumed_seen = tmp_path / "resumed-seen.jsonl"
     default = [o for o in overrides if not o.startswith("report_every=")]  # reports only with validation/checkpoints
-    resumed = run(train_cfg(tiny_corpus, tmp_path, *default), callbacks=watching(run_dir, resumed_seen))
+    resumed = run(cfg(*default), callbacks=watching(run_dir, resumed_seen))
     assert resumed["steps"] == 6
     assert [json.loads(x)["reported"] for x in resumed_seen.read_text().splitlines()] == [4, 6]
     final = scalars(run_dir / "tensorboard")
@@ -278,3 +264,15 @@ def test_tensorboard_events_are_written_while_training_and_resume_appends(ray_cl
     assert {"train/lr", "train/grad_norm", "train/examples_per_s", "train/token_acc"} <= set(final)
     metrics = {h["step"]: h["loss"] for h in history(run_dir) if h["kind"] == "train"}
     assert [v for _, v in final["train/loss"]] == pytest.approx([metrics[s] for s in range(1, 7)], rel=1e-6)
+    assert (run_dir / "curves.png").stat().st_size > 1000
+
+    checkpoints = sorted(p for p in (run_dir / "train").glob("checkpoint_*") if p.is_dir())
+    assert 1 < len(checkpoints) <= cfg().num_to_keep
+    model = AlarmModel.build(cfg().model, adapter=run_dir / "adapter")  # loads straight into inference
+    (earlier, _), (last, _) = (load_adapter(c / "adapter") for c in checkpoints[-2:])
+    assert any(not torch.equal(v, last.state_dict()[k]) for k, v in earlier.state_dict().items())  # it trained
+    for k, v in last.state_dict().items():  # the exported adapter is the last checkpoint's trained weights
+        assert torch.equal(model.adapter.state_dict()[k], v), k
+    wave = Waveform(np.sin(np.arange(32000) * 0.05).astype(np.float32) * 0.3, 16000)
+    (block,) = model.audio_embeds([wave])
+    assert block.shape == (audio_token_count(cfg().model, 2.0, 16000), cfg().model.llm.hidden_size)
