@@ -282,6 +282,32 @@ def test_a_rephrase_that_changes_the_answer_is_tried_again_with_a_seed_per_row_a
         rows, MisreadingEngine(lambda seed: seed in keep_third), c)
 
 
+class LeakingEngine(MisreadingEngine):
+    """As MisreadingEngine, but a rephrase keeps the answer and cites the description unless its seed is kept."""
+
+    def answer(self, p, mt, sampling=None):
+        if "<NEW_TEXT_LLM_RESPONSE>" not in p:
+            return super().answer(p, mt, sampling)
+        self.rephrase_sampling.append(sampling)
+        heard = sampling is not None and sampling.seed is not None and self.keeps(sampling.seed)
+        said = "I hear it loud." if heard else "The description says it is loud."
+        return Completion(f"Reword.\n</think>\n\n<answer>\n{said}\n</think>\n\nloud\n</answer>", 12, "stop")
+
+
+def test_a_rephrase_that_still_cites_the_text_is_tried_again():
+    c = cfg("filters.min_target_tokens=0", "filters.drop_leaks=true", "rephrase.retries=2",
+            "rephrase.retry_sampling.temperature=0.7")
+    rows = mcq_rows(4)
+    keep_first = {R.retry_seed(r["key"], 1) for r in rows[:2]}  # rows 0-1: the first retry is heard
+    done = finished(R.llm_stages(rows, LeakingEngine(lambda seed: seed in keep_first), c), c)
+    assert [r["rephrase_tries"] for r in done] == [2, 2, 3, 3]
+    assert [r["keep"] for r in done] == [True, True, False, False]
+    assert all(r["target"].startswith("I hear it loud.") for r in done[:2])
+    assert all(json.loads(r["flags"]) == ["leak"] for r in done[2:])  # the last try, flagged
+    assert run_async(rows, LeakingEngine(lambda seed: seed in keep_first), c) == R.llm_stages(
+        rows, LeakingEngine(lambda seed: seed in keep_first), c)
+
+
 def test_without_retries_a_changed_answer_is_flagged_after_one_rephrase():
     c = cfg("filters.min_target_tokens=0")
     engine = MisreadingEngine(lambda seed: True)
