@@ -198,10 +198,10 @@ class RephraseStageConfig(Strict):
     retries: int = Field(
         0, ge=0, le=16, description="Rephrase a row again, sampled with `retry_sampling` and a seed of its own per "
         "row and try, while its rephrase names another option than R0 (`filters.drop_changed_answers`' test), "
-        "still mentions the text it was given (the lexical leak check: a rephrase exists to remove that) or cannot "
-        "be parsed; at most this many times. The first rephrase that passes is the row's; if none does, the last is "
-        "kept and flagged (a leak under `filters.drop_leaks`). The LLM judge (`leak.judge`) is not retried. 0: "
-        "the published recipe (one rephrase; such rows are dropped). Rows dropped this way are not a random sample: "
+        "still trips the lexical leak check while `filters.drop_leaks` drops such rows, or cannot be parsed; at "
+        "most this many times. The first rephrase that passes is the row's; if none does, the last is kept and "
+        "flagged. The LLM judge (`leak.judge`) is not retried. 0: the published recipe (one rephrase; rows it "
+        "fails are dropped). Rows dropped this way are not a random sample: "
         "a rephraser that misreads one value drops the rows of one answer, and the student learns the other.")
     retry_sampling: SamplingConfig = Field(default_factory=SamplingConfig,
                                            description="Sampling of the retries (a greedy retry repeats the first).")

@@ -218,8 +218,9 @@ def rephrase(row: Row, render, cfg: CorpusConfig):
                    n_tokens_rephrase=o.n_tokens, forced_rephrase=o.forced,
                    answer_rephrased=parsed.answer if parsed else None,
                    has_answer_tag=parsed.has_answer_tag if parsed else False, rephrase_tries=attempt + 1)
+        leaks = cfg.filters.drop_leaks and row["answer_rephrased"] is not None and find_leaks(row["answer_rephrased"])
         if o.finish_reason == "error" or (row["answer_rephrased"] is not None and not answer_changed(row)
-                                          and not find_leaks(row["answer_rephrased"])):
+                                          and not leaks):
             return  # an engine error is not the rephrase's doing: a retry would meet it again
 
 

@@ -61,7 +61,7 @@ def relaid(corpus: Path, out: Path) -> Path:
 
 def test_the_adapter_is_a_function_of_the_rows_whatever_their_layout_or_cache(ray_cluster, tiny_corpus, tmp_path,
                                                                                monkeypatch):
-    """Three runs of 4 steps (3 per epoch, so every run reads the rows a second time) share the work of six checks:
+    """Three runs of 4 steps (3 per epoch, so every run starts a second epoch) share the work of six checks:
     a  the corpus as written, states encoded every epoch, the run written to S3 (checkpoints, adapter, metrics);
     b  the rows relaid, states kept in memory across epochs (encoders.cache) and stored on disk (cache_dir);
     c  the corpus as written, every state loaded from b's disk cache, none encoded or rewritten.
@@ -262,8 +262,10 @@ def test_the_four_encoder_stack_logs_while_training_resumes_and_loads_for_infere
     assert [s for s, _ in final["train/loss"]] == list(range(1, 7))  # appended, no step twice
     assert [s for s, _ in final["val/loss"]] == [2, 3, 4, 6]
     assert {"train/lr", "train/grad_norm", "train/examples_per_s", "train/token_acc"} <= set(final)
-    metrics = {h["step"]: h["loss"] for h in history(run_dir) if h["kind"] == "train"}
-    assert [v for _, v in final["train/loss"]] == pytest.approx([metrics[s] for s in range(1, 7)], rel=1e-6)
+    logged = [h for h in history(run_dir) if h["kind"] == "train"]
+    assert [h["step"] for h in logged] == list(range(1, 7))  # metrics.jsonl too: appended, no step twice
+    assert [h["step"] for h in history(run_dir) if h["kind"] == "val"] == [2, 3, 4, 6]
+    assert [v for _, v in final["train/loss"]] == pytest.approx([h["loss"] for h in logged], rel=1e-6)
     assert (run_dir / "curves.png").stat().st_size > 1000
 
     checkpoints = sorted(p for p in (run_dir / "train").glob("checkpoint_*") if p.is_dir())

@@ -306,6 +306,11 @@ def test_a_rephrase_that_still_cites_the_text_is_tried_again():
     assert all(json.loads(r["flags"]) == ["leak"] for r in done[2:])  # the last try, flagged
     assert run_async(rows, LeakingEngine(lambda seed: seed in keep_first), c) == R.llm_stages(
         rows, LeakingEngine(lambda seed: seed in keep_first), c)
+    # where leaks are kept (filters.drop_leaks=false, the default), a leaking rephrase that keeps the answer is the
+    # row's: a retry could only lose it
+    kept = cfg("filters.min_target_tokens=0", "rephrase.retries=2", "rephrase.retry_sampling.temperature=0.7")
+    done = finished(R.llm_stages(rows, LeakingEngine(lambda seed: False), kept), kept)
+    assert [r["rephrase_tries"] for r in done] == [1, 1, 1, 1] and all(r["keep"] for r in done)
 
 
 def test_without_retries_a_changed_answer_is_flagged_after_one_rephrase():
