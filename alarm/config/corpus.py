@@ -197,9 +197,9 @@ class RephraseStageConfig(Strict):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     retries: int = Field(
         0, ge=0, le=16, description="Rephrase a row again, sampled with `retry_sampling` and a seed of its own per "
-        "row and try, while its rephrase names another option than R0 (`filters.drop_changed_answers`' test), "
-        "still trips the lexical leak check while `filters.drop_leaks` drops such rows, or cannot be parsed; at "
-        "most this many times. The first rephrase that passes is the row's; if none does, the last is kept and "
+        "row and try, while its rephrase cannot be parsed or earns a flag of its own that the filters drop: it "
+        "names another option than R0 (`filters.drop_changed_answers`) or trips the lexical leak check "
+        "(`filters.drop_leaks`); at most this many times. The first rephrase that passes is the row's; if none does, the last is kept and "
         "flagged. The LLM judge (`leak.judge`) is not retried. 0: the published recipe (one rephrase; rows it "
         "fails are dropped). Rows dropped this way are not a random sample: "
         "a rephraser that misreads one value drops the rows of one answer, and the student learns the other.")

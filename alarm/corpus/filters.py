@@ -104,6 +104,21 @@ def _llm_reasons(row: dict, source: str) -> list[str]:
     return []
 
 
+def rephrase_flags(row: dict, cfg: FilterConfig) -> list[str]:
+    """The flags a row's rephrase earns by itself: `leak` (its text trips the lexical leak check, under
+    `cfg.drop_leaks`) and `answer_changed` (under `cfg.drop_changed_answers`). `flag_row` gives them to rephrased
+    targets; `rows.rephrase` retries while a try earns one."""
+    r = row.get("answer_rephrased")
+    if r is None:
+        return []
+    flags = []
+    if cfg.drop_leaks and not row.get("instruction") and find_leaks(r):
+        flags.append("leak")
+    if cfg.drop_changed_answers and answer_changed(row):
+        flags.append("answer_changed")
+    return flags
+
+
 def flag_row(row: dict, cfg: FilterConfig, count_tokens: Callable[[str], int] | None = None) -> dict:
     """Form the target and flag the row; returns only the added columns.
 
@@ -132,10 +147,10 @@ def flag_row(row: dict, cfg: FilterConfig, count_tokens: Callable[[str], int] | 
             flags.append("too_few_tokens")
         if n_tokens > cfg.max_target_tokens:
             flags.append("too_many_tokens")
-        if cfg.drop_leaks and not row.get("instruction") and find_leaks(target):
+        if source == "rephrased":
+            flags += rephrase_flags(row, cfg)  # the target is the rephrase
+        elif cfg.drop_leaks and not row.get("instruction") and find_leaks(target):
             flags.append("leak")
-        if cfg.drop_changed_answers and source == "rephrased" and answer_changed(row):
-            flags.append("answer_changed")
     if row.get("judge_label") == "yes":
         flags.append("judge_leak")
     if not flags and not (target or "").strip():  # never keep a row without a target, whatever the stage left

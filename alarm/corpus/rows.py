@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from alarm.config import CorpusConfig, FilterConfig, SamplingConfig
 from alarm.corpus.describe import describe
-from alarm.corpus.filters import answer_changed, flag_row
+from alarm.corpus.filters import flag_row, rephrase_flags
 from alarm.corpus.leak import find_leaks, judge_messages, parse_judge
 from alarm.corpus.prompts import (
     checker_messages,
@@ -218,9 +218,7 @@ def rephrase(row: Row, render, cfg: CorpusConfig):
                    n_tokens_rephrase=o.n_tokens, forced_rephrase=o.forced,
                    answer_rephrased=parsed.answer if parsed else None,
                    has_answer_tag=parsed.has_answer_tag if parsed else False, rephrase_tries=attempt + 1)
-        leaks = cfg.filters.drop_leaks and row["answer_rephrased"] is not None and find_leaks(row["answer_rephrased"])
-        if o.finish_reason == "error" or (row["answer_rephrased"] is not None and not answer_changed(row)
-                                          and not leaks):
+        if o.finish_reason == "error" or (row["answer_rephrased"] is not None and not rephrase_flags(row, cfg.filters)):
             return  # an engine error is not the rephrase's doing: a retry would meet it again
 
 

@@ -57,8 +57,8 @@ COLUMNS: dict[str, str] = {
     "n_tokens_rephrase": "int|None: new tokens the rephraser produced (both budget phases)",
     "forced_rephrase": "bool: the thinking budget ran out and the forcing sentence was appended",
     "rephrase_tries": "int: rephrases the row took (0: not rephrased; above 1: `rephrase.retries` ran, as the "
-                      "first changed the answer, could not be parsed or leaked under filters.drop_leaks; the last try is "
-                      "the row's)",
+                      "first could not be parsed or earned a dropped flag: answer_changed, leak; the last try is the "
+                      "row's)",
     "has_answer_tag": "bool|None: the rephraser's output held a closed <answer>...</answer> block",
     "complete_reasoning": "bool: R0 closed its reasoning with </think> (False = truncated inside the reasoning)",
     # leak checks

@@ -321,6 +321,15 @@ def test_without_retries_a_changed_answer_is_flagged_after_one_rephrase():
     assert all(json.loads(r["flags"]) == ["answer_changed"] for r in done)
 
 
+def test_a_changed_answer_the_filters_keep_is_not_retried():
+    c = cfg("filters.min_target_tokens=0", "filters.drop_changed_answers=false", "rephrase.retries=2",
+            "rephrase.retry_sampling.temperature=0.7")
+    engine = MisreadingEngine(lambda seed: True)
+    done = finished(R.llm_stages(mcq_rows(2), engine, c), c)
+    assert [r["rephrase_tries"] for r in done] == [1, 1] and len(engine.rephrase_sampling) == 2
+    assert all(r["keep"] for r in done)
+
+
 def test_a_kept_answer_is_not_retried():
     c = cfg("filters.min_target_tokens=0", "rephrase.retries=2")
     engine = FakeEngine()  # free-text prompts: no options, nothing to change
