@@ -144,6 +144,12 @@ class SummaryConfig(Strict):
         "summed over the clip's valid frames, is projected to the LLM's width. Attention averages, so it can tell "
         "how much of a clip is a beep, not how many beeps there are; a sum of onsets can. Needs `tokens` >= 1."
     )
+    drop_frames: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Training only: the probability that a training clip's frames are zeroed "
+        "(its positions kept), so that the LLM gets that clip through its summary tokens alone and learns to read "
+        "them, not only the frames, for what belongs to the whole clip (a count, a level). Inference never drops. "
+        "0: off. Needs `tokens` >= 1."
+    )
 
     @property
     def total(self) -> int:
@@ -180,6 +186,9 @@ class ModelConfig(Strict):
                              f"{self.llm.hidden_size}; change summary.heads")
         if self.summary.count and not self.summary.tokens:
             raise ValueError("summary.count adds to the summary tokens; set summary.tokens >= 1 or count: false")
+        if self.summary.drop_frames and not self.summary.tokens:
+            raise ValueError("summary.drop_frames leaves a clip its summary tokens alone; set summary.tokens >= 1 or "
+                             "drop_frames: 0")
         if self.summary.reads not in ("fused", *self.encoders):
             raise ValueError(f"summary.reads must be 'fused' or one of the encoders {sorted(self.encoders)}, found "
                              f"{self.summary.reads!r}; fix summary.reads")

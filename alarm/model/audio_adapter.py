@@ -164,6 +164,9 @@ class Summary(nn.Module):
     `reads` (`summary.reads`): "fused", the queries read the frames themselves; an encoder's name, they read that
     encoder's layer-mixed states (`kv_dim` wide, its own lengths), passed to `forward` as `source`.
     `count` (`summary.count`): one more token, `Count`'s sum over what the queries read (`tokens` counts it).
+    `drop_frames` (`summary.drop_frames`): in training mode, each item's frames are zeroed with this probability
+    (its summary tokens, read from the intact frames, stay), so the LLM learns to read the summary tokens too and
+    not only the frames; off in eval mode.
 
     Shapes:
         frames (B, T, D), lens (B,)[, source ((B, T_s, kv_dim), (B,))] -> (B, T', D) with each item's
@@ -171,9 +174,10 @@ class Summary(nn.Module):
     """
 
     def __init__(self, dim: int, tokens: int, heads: int, reads: str = "fused", kv_dim: int | None = None,
-                 count: bool = False):
+                 count: bool = False, drop_frames: float = 0.0):
         super().__init__()
         self.tokens, self.reads = tokens + int(count), reads  # positions added per item
+        self.drop_frames = drop_frames
         self.queries = nn.Parameter(torch.randn(tokens, dim) * 0.02)
         self.read = PerceiverLayer(dim, heads, 0.0, kv_dim=kv_dim or dim)
         self.count = Count(kv_dim or dim, dim) if count else None
@@ -193,6 +197,9 @@ class Summary(nn.Module):
         z = self.read(q, kv, kv_mask)  # (B, K, D)
         if self.count is not None:
             z = torch.cat([z, self.count(kv, kv_mask)[:, None]], 1)  # (B, K + 1, D)
+        if self.training and self.drop_frames > 0:
+            keep = torch.rand(B, device=frames.device) >= self.drop_frames  # (B,)
+            frames = frames * keep[:, None, None].to(frames.dtype)
         out = torch.cat([frames, frames.new_zeros(B, self.tokens, D)], 1)  # (B, T + K, D)
         at = (n[:, None] + torch.arange(self.tokens, device=n.device))[..., None].expand(B, self.tokens, D)
         return out.scatter(1, at, z), n + self.tokens
@@ -246,7 +253,7 @@ def build_audio_adapter(cfg: ModelConfig, enc_dims: dict[str, int] | None = None
     fusion = FUSIONS[cfg.fusion.kind](cfg.fusion, dims, d_llm)
     s = cfg.summary
     kv_dim = None if s.reads == "fused" else enc_dims[s.reads]
-    summary = Summary(d_llm, s.tokens, s.heads, s.reads, kv_dim, s.count) if s.tokens else None
+    summary = Summary(d_llm, s.tokens, s.heads, s.reads, kv_dim, s.count, s.drop_frames) if s.tokens else None
     return AudioAdapter(adapters, fusion, mix, d_llm, cfg.separator_init_std, summary)
 
 

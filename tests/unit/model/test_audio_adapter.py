@@ -33,7 +33,7 @@ TINY_FUSIONS = {
 
 
 def tiny_cfg(fusion: str, encoders=("whisper", "w2vbert", "muq", "sslam"), *, summary: int = 0,
-             reads: str = "fused", count: bool = False, **enc_overrides) -> ModelConfig:
+             reads: str = "fused", count: bool = False, drop_frames: float = 0.0, **enc_overrides) -> ModelConfig:
     encs = {k: dict(TINY_ENCODERS[k]) for k in encoders}
     if fusion == "perceiver":
         for k in encoders[1:]:
@@ -43,7 +43,7 @@ def tiny_cfg(fusion: str, encoders=("whisper", "w2vbert", "muq", "sslam"), *, su
     return ModelConfig.model_validate({
         "name": f"tiny-{fusion}", "llm": {"checkpoint": "tiny://qwen3", "hidden_size": 32, "vocab_size": 64},
         "encoders": encs, "fusion": TINY_FUSIONS[fusion], "summary": {"tokens": summary, "heads": 2, "reads": reads,
-                                                                   "count": count},
+                                                                   "count": count, "drop_frames": drop_frames},
     })
 
 
@@ -218,6 +218,36 @@ def test_the_count_token_adds_one_position_and_sums_the_events_it_detects():
     assert one.abs().sum() > 0
     torch.testing.assert_close(two, one)
     torch.testing.assert_close(three, one)
+
+
+def test_dropped_frames_are_zeroed_in_training_only_and_the_summary_still_reads_them():
+    """`summary.drop_frames`: in training mode some clips reach the LLM as zero frames plus their summary tokens,
+    which are those of the intact clip; the rest are untouched, and eval mode never drops."""
+    cfg = tiny_cfg("sum", encoders=("whisper",), summary=2, reads="whisper", count=True, drop_frames=0.5)
+    torch.manual_seed(0)
+    adapter = build_audio_adapter(cfg)
+    plain = build_audio_adapter(tiny_cfg("sum", encoders=("whisper",), summary=2, reads="whisper", count=True))
+    plain.load_state_dict(adapter.state_dict())
+    states, lens = encoder_batch(cfg, [1.0, 0.5, 2.0, 1.5] * 4)
+    with torch.no_grad():
+        a, a_lens = adapter.train()(states, lens)
+        b, b_lens = plain.train()(states, lens)
+        assert torch.equal(a_lens, b_lens)
+        dropped = []
+        for i, n in enumerate(a_lens.tolist()):
+            frames, rest = slice(1, n - 4), slice(n - 4, n)  # start, frames, 3 summary tokens, end
+            torch.testing.assert_close(a[i, rest], b[i, rest])
+            torch.testing.assert_close(a[i, 0], b[i, 0])
+            if a[i, frames].abs().sum() == 0:
+                dropped.append(i)
+            else:
+                torch.testing.assert_close(a[i, frames], b[i, frames])
+        assert 0 < len(dropped) < len(a_lens)  # 16 clips at 0.5: some dropped, some kept
+        torch.testing.assert_close(adapter.eval()(states, lens)[0], plain.eval()(states, lens)[0])
+    with pytest.raises(ValueError, match="summary.drop_frames leaves a clip its summary tokens alone"):
+        tiny_cfg("sum", encoders=("whisper",), summary=0, drop_frames=0.5)
+    with pytest.raises(ValueError, match="drop_frames"):
+        tiny_cfg("sum", encoders=("whisper",), summary=2, drop_frames=1.0)
 
 
 @pytest.mark.parametrize("fusion", ["sum", "perceiver"])
