@@ -204,7 +204,8 @@ def fit_problems(adapter: ModelConfig, model: ModelConfig, *, rebuild: bool = Fa
     Always (the adapter reads what the model produces): the same LLM width; every encoder the adapter reads is
     one the model runs, with as many tapped layers of the same width. With `rebuild` (the adapter is built from
     `model`'s config instead of its own, as `load_adapter(folder, cfg)` does), also its structure: the same
-    encoders, adapters, fusion (dropout aside: it changes no weights) and summary tokens.
+    encoders, adapters, fusion (dropout aside: it changes no weights) and summary tokens (`drop_frames` aside:
+    it acts in training only).
     """
     diffs = []
 
@@ -228,7 +229,8 @@ def fit_problems(adapter: ModelConfig, model: ModelConfig, *, rebuild: bool = Fa
         for d in (af, mf):
             d.pop("dropout", None)
         cmp("fusion", af, mf)
-        cmp("summary", adapter.summary.model_dump(), model.summary.model_dump())
+        cmp("summary", adapter.summary.model_dump(exclude={"drop_frames"}),
+            model.summary.model_dump(exclude={"drop_frames"}))
     return diffs
 
 

@@ -244,6 +244,8 @@ def test_summary_tokens_round_trip_and_must_match_when_rebuilt(tmp_path, reads):
         assert torch.equal(adapter(states, lens)[0], loaded.eval()(states, lens)[0])
     plain = cfg_for("sum", encoders=("whisper",))
     assert ckpt.fit_problems(cfg, plain) == []  # serving builds the adapter from its own config
+    dropped = cfg.model_copy(update={"summary": summary.model_copy(update={"drop_frames": 0.5})})
+    assert ckpt.fit_problems(dropped, cfg, rebuild=True) == []  # trained dropping frames: the same weights
     assert ckpt.fit_problems(cfg, plain, rebuild=True) == [
         f"summary: checkpoint {{'tokens': 2, 'heads': 2, 'reads': {reads!r}, 'count': False}}, config {{'tokens': 0, 'heads': 4, "
         "'reads': 'fused', 'count': False}"]
