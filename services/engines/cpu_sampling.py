@@ -51,8 +51,8 @@ def top_k_top_p(logits: torch.Tensor, k: torch.Tensor | None, p: torch.Tensor | 
     return logits.scatter_(1, idx, vals)
 
 
-def candidates(logits: torch.Tensor, k: torch.Tensor | None, p: torch.Tensor | None
-               ) -> tuple[torch.Tensor, torch.Tensor] | None:
+def candidates(logits: torch.Tensor, k: torch.Tensor | None, p: torch.Tensor | None, per_row: bool = False
+               ) -> tuple[torch.Tensor, ...] | None:
     """The top `max(k)` logits of each row with vLLM's top-k and top-p masks applied to them (-inf where masked),
     and their token ids, both (B, max(k)); None where that would not hold every token the masks keep (no top-k,
     a top-k too large to gain, ties at a k-th value that reach past the columns taken)."""
@@ -67,7 +67,8 @@ def candidates(logits: torch.Tensor, k: torch.Tensor | None, p: torch.Tensor | N
     kth = vals.gather(1, (k - 1).unsqueeze(1))  # (B, 1): each row's k-th largest value
     # more than k_max values reach a row's k-th (the sort-based mask keeps every tie) exactly when the (k_max+1)-th
     # largest does; checked on that column, not by comparing the whole vocabulary (44 ms a step at 64 rows)
-    if bool((vals[:, k_max:] >= kth).any()):
+    tied = (vals[:, k_max:] >= kth).any(1)  # (B,)
+    if bool(tied.any()) and not per_row:
         return None
     vals, idx = vals[:, :k_max], idx[:, :k_max]
     vals = vals.masked_fill(vals < kth, -float("inf"))
@@ -77,28 +78,50 @@ def candidates(logits: torch.Tensor, k: torch.Tensor | None, p: torch.Tensor | N
         drop = cum <= 1 - p.to(cum.dtype).unsqueeze(1)
         drop[:, -1] = False  # at least one
         vals = asc.masked_fill(drop, -float("inf")).flip(1)
-    return vals, idx
+    return (vals, idx, ~tied) if per_row else (vals, idx)
 
 
 def sample_compact(sampler, logits: torch.Tensor, generators: dict, k: torch.Tensor | None,
                    p: torch.Tensor | None, native):
     """vLLM's CPU sampling step (`TopKTopPSampler.forward_cpu`: the masks, then Gumbel-max with a seed per row
-    drawn as vLLM draws it) over each row's top `max(k)` candidates instead of the whole vocabulary. Every token
+    drawn as vLLM draws it) over each row's top `k` candidates instead of the whole vocabulary. Every token
     outside them is masked anyway, and the Gumbel noise is independent per token, so each token is drawn with the
     same probability; the draws differ from vLLM's own (other noise per token). `native(logits, generators, k, p)`
-    runs vLLM's own step where this does not apply (fp64 noise, processed logprobs, `candidates` says None)."""
-    if getattr(sampler, "use_fp64_gumbel", False) or getattr(sampler, "logprobs_mode", "") in (
+    runs vLLM's own step where this does not apply: for the whole step (fp64 noise, processed logprobs, no top-k),
+    or for the rows whose own top-k is too large (a greedy request has none) or tied past the candidates.
+
+    The choice is made per row, so a seeded request draws the same tokens whatever else shares its step: with one
+    choice per step, a request that shared a step with a greedy one (the asynchronous corpus engine keeps rows of
+    every stage in flight together) was drawn by vLLM's step, alone by this one, and wrote another text."""
+    if k is None or getattr(sampler, "use_fp64_gumbel", False) or getattr(sampler, "logprobs_mode", "") in (
             "processed_logits", "processed_logprobs"):
         return native(logits, generators, k, p)
-    picked = candidates(logits, k, p)
+    B, V = logits.shape
+    k = k.to(torch.long)
+    compact = (k >= 1) & (k < V * K_MAX_SHARE)  # (B,)
+    rows = compact.nonzero().view(-1)
+    picked = None
+    if len(rows):
+        picked = candidates(logits[rows], k[rows], None if p is None else p[rows], per_row=True)
     if picked is None:
         return native(logits, generators, k, p)
-    vals, idx = picked
-    seeds = torch.randint(0, 2**31, (logits.shape[0],), dtype=torch.long)
-    for i, gen in generators.items():
-        seeds[i] = torch.randint(0, 2**31, (1,), generator=gen, dtype=torch.long).item()
-    choice = torch.ops._C.fused_gumbel_argmax(vals.to(torch.float32).contiguous(), seeds)
-    return idx.gather(1, choice.view(-1, 1)).view(-1), None
+    vals, idx, untied = picked
+    rows, vals, idx = rows[untied], vals[untied], idx[untied]
+    tokens = torch.empty(B, dtype=torch.long)
+    if len(rows):
+        seeds = torch.randint(0, 2**31, (len(rows),), dtype=torch.long)
+        for j, i in enumerate(rows.tolist()):
+            if i in generators:
+                seeds[j] = torch.randint(0, 2**31, (1,), generator=generators[i], dtype=torch.long).item()
+        choice = torch.ops._C.fused_gumbel_argmax(vals.to(torch.float32).contiguous(), seeds)
+        tokens[rows] = idx.gather(1, choice.view(-1, 1)).view(-1)
+    rest = torch.ones(B, dtype=torch.bool)
+    rest[rows] = False
+    rest = rest.nonzero().view(-1)
+    if len(rest):  # vLLM's own step for these rows alone, each with its own generator
+        gens = {j: generators[i] for j, i in enumerate(rest.tolist()) if i in generators}
+        tokens[rest] = native(logits[rest], gens, k[rest], None if p is None else p[rest])[0]
+    return tokens, None
 
 
 def install() -> bool:

@@ -178,3 +178,22 @@ def test_install_makes_the_compact_step_vllms_cpu_step(monkeypatch):
     assert cpu_sampling.install() is True
     step = sampler.TopKTopPSampler.forward_cpu
     assert step._alarm_original is vllm_step() and sampler.TopKTopPSampler().forward.__func__ is step
+
+
+def test_a_seeded_request_draws_the_same_token_whatever_shares_its_step():
+    """The compact step or vLLM's is chosen per row: a seeded row (top-k 20) draws the same token alone as beside
+    a greedy request (no top-k), a larger top-k and a row tied past its candidates (those two run vLLM's step).
+    Chosen per step, every row of such a step was drawn by vLLM's step, with other noise: the asynchronous corpus
+    engine, whose steps mix the stages' rows, then wrote other retries than the batched one."""
+    torch.manual_seed(0)
+    V = 3000
+    row = torch.randn(V) * 2
+    tied = torch.randn(V)
+    tied[:30] = 5.0  # 30 equal largest values: a top-k of 20 ties past its candidates
+    logits = torch.stack([torch.randn(V), row, torch.randn(V), tied])
+    k, p = torch.tensor([V, 20, 40, 20]), torch.tensor([1.0, 0.95, 0.9, 0.95])
+    for seed in range(20):
+        alone, fell_back, _ = draw(row[None], k[1:2], p[1:2], {0: torch.Generator().manual_seed(seed)})
+        assert not fell_back
+        mixed, fell_back, _ = draw(logits, k, p, {1: torch.Generator().manual_seed(seed)})
+        assert fell_back and mixed[1] == alone[0], seed
