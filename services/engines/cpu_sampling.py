@@ -55,7 +55,8 @@ def candidates(logits: torch.Tensor, k: torch.Tensor | None, p: torch.Tensor | N
                ) -> tuple[torch.Tensor, ...] | None:
     """The top `max(k)` logits of each row with vLLM's top-k and top-p masks applied to them (-inf where masked),
     and their token ids, both (B, max(k)); None where that would not hold every token the masks keep (no top-k,
-    a top-k too large to gain, ties at a k-th value that reach past the columns taken)."""
+    a top-k too large to gain, ties at a k-th value that reach past the columns taken). With `per_row`, ties do
+    not give None: a third tensor (B,) is True for the rows whose candidates hold every token the masks keep."""
     V = logits.shape[1]
     if k is None or logits.shape[0] == 0:
         return None
