@@ -199,9 +199,9 @@ class RephraseStageConfig(Strict):
         0, ge=0, le=16, description="Rephrase a row again, sampled with `retry_sampling` and a seed of its own per "
         "row and try, while its rephrase cannot be parsed or earns a flag of its own that the filters drop: it "
         "names another option than R0 (`filters.drop_changed_answers`) or trips the lexical leak check "
-        "(`filters.drop_leaks`); at most this many times. The first rephrase that passes is the row's; if none does, the last is kept and "
-        "flagged. The LLM judge (`leak.judge`) is not retried. 0: the published recipe (one rephrase; rows it "
-        "fails are dropped). Rows dropped this way are not a random sample: "
+        "(`filters.drop_leaks`); at most this many times. The first rephrase that passes is the row's; if none "
+        "does, the last is kept and flagged. The LLM judge (`leak.judge`) is not retried. 0: the published recipe "
+        "(one rephrase; rows it fails are dropped). Rows dropped this way are not a random sample: "
         "a rephraser that misreads one value drops the rows of one answer, and the student learns the other.")
     retry_sampling: SamplingConfig = Field(default_factory=SamplingConfig,
                                            description="Sampling of the retries (a greedy retry repeats the first).")

@@ -101,12 +101,9 @@ def sample_compact(sampler, logits: torch.Tensor, generators: dict, k: torch.Ten
     k = k.to(torch.long)
     compact = (k >= 1) & (k < V * K_MAX_SHARE)  # (B,)
     rows = compact.nonzero().view(-1)
-    picked = None
-    if len(rows):
-        picked = candidates(logits[rows], k[rows], None if p is None else p[rows], per_row=True)
-    if picked is None:
+    if not len(rows):
         return native(logits, generators, k, p)
-    vals, idx, untied = picked
+    vals, idx, untied = candidates(logits[rows], k[rows], None if p is None else p[rows], per_row=True)
     rows, vals, idx = rows[untied], vals[untied], idx[untied]
     tokens = torch.empty(B, dtype=torch.long)
     if len(rows):
