@@ -1,6 +1,7 @@
 """Every environment variable this project reads, declared once (name -> lazy getter).
 
-Infrastructure settings live here; model and job behaviour lives in the typed configs.
+Infrastructure settings live here; model and job behaviour lives in the typed configs. The variables that pin
+the CPU kernels (ATEN_CPU_CAPABILITY, MKL_CBWR, ONEDNN_MAX_CPU_ISA) are `alarm.numerics`'.
 """
 
 from __future__ import annotations

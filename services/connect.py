@@ -10,7 +10,7 @@ import os
 
 import ray
 
-from alarm import env
+from alarm import env, numerics
 from alarm.config import RayConfig
 from alarm.errors import InvalidInput
 
@@ -24,7 +24,8 @@ def init_ray(cfg: RayConfig, *, log_to_driver: bool = False) -> bool:
 
     Joins `cfg.address`, else RAY_ADDRESS; with neither, starts a Ray for this process with `cfg.num_cpus`
     logical CPUs, no dashboard unless `cfg.dashboard`, and token authentication off unless RAY_AUTH_MODE says
-    otherwise (nothing but this process talks to it).
+    otherwise (nothing but this process talks to it). A process in portable numerics (`alarm.numerics`) gives
+    its job's workers the same environment variables.
 
     Args:
         log_to_driver: print the workers' and actors' output here (training's progress lines come from its
@@ -33,12 +34,15 @@ def init_ray(cfg: RayConfig, *, log_to_driver: bool = False) -> bool:
     if ray.is_initialized():
         return False
     address = _address(cfg)
+    # portable numerics reach the job's workers on a cluster started without them, too
+    runtime_env = {"env_vars": dict(numerics.PORTABLE)} if numerics.portable() else None
     if address:
-        ray.init(address=address, log_to_driver=log_to_driver)
+        ray.init(address=address, log_to_driver=log_to_driver, runtime_env=runtime_env)
         adopt_cluster_settings(ray.get_runtime_context().gcs_address)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=cfg.num_cpus, include_dashboard=cfg.dashboard, log_to_driver=log_to_driver)
+        ray.init(num_cpus=cfg.num_cpus, include_dashboard=cfg.dashboard, log_to_driver=log_to_driver,
+                 runtime_env=runtime_env)
     ray.data.DataContext.get_current().enable_progress_bars = False
     return not address
 

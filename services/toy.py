@@ -33,8 +33,25 @@ MAX_TOKENS = 192
 ENCODER = "pretrained://whisper-tiny.en-10s"  # the toy model preset's (its sha256 goes into the report)
 
 
+PORTABLE_THREADS = 2  # torch threads of this process in portable numerics (the evaluation pipeline runs here)
+
+
+def use_portable_numerics() -> None:
+    """Portable numerics (`alarm.numerics`) for this process and every Ray worker it starts, and a fixed
+    number of threads here: the other stages' threads follow their presets' CPUs (Ray sets OMP_NUM_THREADS),
+    the teacher's build runs on one. So on any x86-64 CPU with AVX2 the same command computes the same bytes.
+    Call it before this process computes anything with torch or starts Ray."""
+    import torch
+
+    from alarm import numerics
+
+    numerics.make_portable()
+    torch.set_num_threads(PORTABLE_THREADS)
+
+
 def run(out: Path, size: Size, seeds, teacher: str | None = None) -> dict:
-    """Every seed's loop (or its saved result), then the report over them; writes report.json and report.md."""
+    """Every seed's loop (or its saved result), then the report over them; writes report.json and report.md.
+    Runs in this process's numerics mode (`use_portable_numerics`, or native)."""
     from alarm.toy.report import render, summarize
 
     results = [run_seed(out / f"seed-{s}", size, s, teacher, out / "encoder-states") for s in seeds]
@@ -109,21 +126,25 @@ def run_seed(out: Path, size: Size, seed: int, teacher: str | None, states: Path
 
 
 def check_size(out: Path, size: Size) -> None:
-    """Records the seed folder's size (`size.json`), or checks that a resumed run keeps it: the data stage rewrites
-    the training manifest, and a corpus resumed over another manifest would mix two sets of questions.
+    """Records the seed folder's size and numerics mode (`size.json`), or checks that a resumed run keeps
+    them: the data stage rewrites the training manifest, and a corpus resumed over another manifest would mix
+    two sets of questions; stages run in another numerics mode would mix two machines' worth of float results.
 
     Raises:
-        InvalidInput: `out` holds a run of another size.
+        InvalidInput: `out` holds a run of another size or numerics mode.
     """
+    from alarm import numerics
     from alarm.errors import InvalidInput
 
-    path, want = out / "size.json", dict(size.__dict__)
+    path = out / "size.json"
+    want = {**size.__dict__, "numerics": "portable" if numerics.portable() else "native"}
     if path.exists():
         had = json.loads(path.read_text())
+        had.setdefault("numerics", "native")  # runs from before the mode existed
         if had != want:
             diff = ", ".join(f"{k} {had.get(k)} -> {want[k]}" for k in want if had.get(k) != want[k])
-            raise InvalidInput(f"{out} holds a toy run of another size ({diff}); resume it with the same --size, "
-                               f"--train-per-type and --epochs, or give another --out")
+            raise InvalidInput(f"{out} holds a toy run of another size or numerics mode ({diff}); resume it with the "
+                               f"same --size, --train-per-type, --epochs and --numerics, or give another --out")
         return
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(want) + "\n")
@@ -146,12 +167,12 @@ def sources(seed: int) -> dict[str, int]:
 
 
 def depends_on(seed: int, teacher_dir: Path, whisper_dir: Path) -> dict:
-    """What this seed's numbers depend on besides the code: seeds, threads, the CPU kernels torch picked, weights."""
-    import torch
+    """What this seed's numbers depend on besides the code: seeds, the numerics mode, the CPU kernels torch
+    picked and its threads (`alarm.numerics.describe`), weights."""
+    from alarm import numerics
 
     return {"world seed": seed, **{f"{k} (source seed)": v for k, v in sources(seed).items()},
-            "torch": torch.__version__, "torch threads (this process)": torch.get_num_threads(),
-            "torch CPU capability": torch.backends.cpu.get_cpu_capability(),
+            **numerics.describe(),
             "teacher sha256": _sha256(Path(teacher_dir) / "model.safetensors")[:16],
             "whisper sha256": _sha256(Path(whisper_dir) / "model.safetensors")[:16]}
 

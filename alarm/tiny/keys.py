@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from alarm import env
+from alarm import env, numerics
 from alarm.encoders import FAMILIES
 from alarm.files import atomic_write
 from alarm.tiny.lm import Batches
@@ -32,13 +32,15 @@ def source_of(*modules: str) -> bytes:
 def cache_key(name: str, build: Callable[[Path, int], None], seed: int) -> str:
     """Short hash of what the bytes of tiny checkpoint `name`, made by `build(out, seed)`, depend on: its
     builder's module source, and what that module's optional `key_inputs(seed)` adds (other code, the
-    architecture, a digest of the training data). An encoder's also covers the shared checkpoint writers and its
-    record's tiny config."""
+    architecture, a digest of the training data); in portable numerics (`alarm.numerics`), that mode. An
+    encoder's also covers the shared checkpoint writers and its record's tiny config."""
     module = importlib.import_module(build.__module__)
     parts: list[bytes | str] = [inspect.getsource(module)]
     if name in FAMILIES:
         parts += [source_of("alarm.encoders.checkpoint"), json.dumps(FAMILIES[name].tiny_config, sort_keys=True)]
     parts += getattr(module, "key_inputs", lambda seed: [])(seed)
+    if numerics.portable():  # other kernels, other bytes (native builds keep the keys they had)
+        parts.append(json.dumps(numerics.PORTABLE, sort_keys=True))
     h = hashlib.sha256()
     for part in parts:
         data = part.encode() if isinstance(part, str) else part

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from alarm.errors import AlarmError
 from alarm.toy.report import render
-from services.toy import SIZES, run
+from services.toy import SIZES, run, use_portable_numerics
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
                                                                "the size's; full 12, small 6)")
     p.add_argument("--teacher", default=None, help="the frozen LLM for every seed (default: the toy teacher built "
                                                    "for each seed)")
+    p.add_argument("--numerics", choices=("portable", "native"), default="portable",
+                   help="portable (default): torch, MKL, oneDNN and vLLM on their AVX2 kernels and fixed threads, so "
+                        "any x86-64 CPU with AVX2 gives the same bytes; native: the CPU's own kernels (faster, but "
+                        "another CPU gives other teachers and adapters)")
     args = p.parse_args(argv)
     if args.seeds < 1 or args.seed < 0:
         p.error(f"--seeds must be >= 1 and --seed >= 0, found {args.seeds} and {args.seed}")
@@ -58,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         size = dataclasses.replace(size, train_per_type=args.train_per_type)
     if args.epochs is not None:
         size = dataclasses.replace(size, epochs=args.epochs)
+    if args.numerics == "portable":
+        use_portable_numerics()
     try:
         summary = run(Path(args.out), size, range(args.seed, args.seed + args.seeds), args.teacher)
     except AlarmError as e:

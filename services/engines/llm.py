@@ -23,6 +23,54 @@ log = logging.getLogger(__name__)
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
+def prepare_cpu() -> None:
+    """Before a vLLM engine is built in this process on a CPU machine: `CPU_ENV` (unless set), vLLM's kernels
+    for the ISA torch uses (`vllm_kernels`), and our CPU sampling step (`cpu_sampling.install`)."""
+    for k, v in CPU_ENV.items():
+        os.environ.setdefault(k, v)
+    vllm_kernels()
+    cpu_sampling.install()  # top-k/top-p without sorting the vocabulary every step
+
+
+def vllm_kernels() -> None:
+    """Load vLLM's AVX2 kernels where torch is pinned to its AVX2 ones (`alarm.numerics` portable mode), so
+    that the engine computes what it would on an AVX2 CPU. vLLM chooses by the CPU alone (AVX-512 build where
+    the CPU has AVX-512), once per process, when `vllm._custom_ops` is first imported; this replaces that
+    choice.
+
+    Raises:
+        RuntimeError: vLLM had already loaded other kernels in this process.
+    """
+    if os.environ.get("ATEN_CPU_CAPABILITY", "").lower() != "avx2":
+        return
+    from vllm.platforms import CpuArchEnum, current_platform
+
+    if not current_platform.is_cpu() or current_platform.get_cpu_architecture() != CpuArchEnum.X86:
+        return
+    loaded = _vllm_kernel_libs()
+    if loaded and loaded != {"_C_AVX2"}:
+        raise RuntimeError(f"vLLM loaded its {', '.join(sorted(loaded))} kernels in this process before portable "
+                           f"numerics asked for the AVX2 ones: set ATEN_CPU_CAPABILITY=avx2 before vLLM is imported")
+
+    def import_avx2_kernels() -> None:
+        try:
+            import vllm._C_AVX2  # noqa: F401
+        except ImportError as e:  # the library loads, but its module name is _C (as vLLM's own import notes)
+            if "does not define module export function" not in str(e):
+                raise
+
+    type(current_platform).import_kernels = classmethod(lambda cls: import_avx2_kernels())
+
+
+def _vllm_kernel_libs() -> set[str]:
+    """The vLLM kernel libraries (`_C`, `_C_AVX2`, `_C_AVX512`) loaded in this process (Linux; empty elsewhere)."""
+    try:
+        with open("/proc/self/maps") as f:
+            return {line.rsplit("/", 1)[-1].split(".")[0] for line in f if "/vllm/_C" in line}
+    except OSError:
+        return set()
+
+
 def cpu_only() -> bool:
     try:
         import torch
@@ -55,9 +103,7 @@ class VLLMEngine(ChatText):
 
     def __init__(self, cfg: EngineConfig):
         if cpu_only():
-            for k, v in CPU_ENV.items():
-                os.environ.setdefault(k, v)
-            cpu_sampling.install()  # top-k/top-p without sorting the vocabulary every step
+            prepare_cpu()
         from vllm import LLM
 
         folder = resolve_checkpoint(cfg.checkpoint, cfg.revision, expect=["config.json"])

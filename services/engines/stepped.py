@@ -28,8 +28,7 @@ from alarm.checkpoints import resolve_checkpoint
 from alarm.config import EngineConfig, SamplingConfig
 from alarm.errors import EngineDead
 from alarm.llm.thinking import Completion
-from services.engines import cpu_sampling
-from services.engines.llm import CPU_ENV, ChatText, completion_of, cpu_only, engine_args
+from services.engines.llm import CPU_ENV, ChatText, completion_of, cpu_only, engine_args, prepare_cpu
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +52,7 @@ class SteppedEngine(ChatText):
 
     def __init__(self, cfg: EngineConfig, stat_loggers: list | None = None):
         if cpu_only():
-            for k, v in CPU_ENV.items():
-                os.environ.setdefault(k, v)
-            cpu_sampling.install()  # top-k/top-p without sorting the vocabulary every step
+            prepare_cpu()
         from vllm.engine.arg_utils import EngineArgs
         from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.llm_engine import LLMEngine

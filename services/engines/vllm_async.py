@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -42,8 +41,7 @@ from alarm.llm.backends import (
     token_id,
 )
 from alarm.llm.thinking import Completion
-from services.engines import cpu_sampling
-from services.engines.llm import CPU_ENV, ChatText, completion_of, cpu_only, engine_args
+from services.engines.llm import ChatText, completion_of, cpu_only, engine_args, prepare_cpu
 
 FINISH = {"stop": "stop", "length": "length", "abort": "aborted", "repetition": "stop"}  # vLLM -> ours
 
@@ -72,9 +70,7 @@ class VLLMAsyncBackend(ChatText):
                  enforce_eager: bool = True, prompt_embeds: bool = True, stat_loggers: list | None = None,
                  **engine_kwargs):
         if cpu_only():
-            for k, v in CPU_ENV.items():
-                os.environ.setdefault(k, v)
-            cpu_sampling.install()  # top-k/top-p without sorting the vocabulary every step
+            prepare_cpu()
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 

@@ -89,3 +89,16 @@ def test_encoder_keys_cover_the_record_and_the_writers(monkeypatch):
     edit_sources(monkeypatch, ("alarm.encoders.checkpoint",), tag=None)
     assert key("sslam") != before
     assert key("sslam") != key("muq")
+
+
+def test_portable_numerics_move_every_key_and_native_keeps_them(cache, before, monkeypatch):
+    from alarm import numerics
+
+    monkeypatch.setenv("ALARM_CACHE", str(cache))
+    native = {name: key(name) for name in ("qwen3-teacher", "qwen3-scripted", "sslam")}
+    assert native["qwen3-teacher"] == before
+    for k, v in numerics.PORTABLE.items():  # the environment portable mode sets: other kernels, other bytes
+        monkeypatch.setenv(k, v)
+    assert all(key(name) != native[name] for name in native)
+    monkeypatch.delenv("MKL_CBWR")
+    assert {name: key(name) for name in native} == native

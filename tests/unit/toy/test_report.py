@@ -83,6 +83,28 @@ def test_the_report_names_every_figure():
         assert needle in text, needle
 
 
+@pytest.fixture(autouse=True)
+def numerics_calls(monkeypatch) -> list:
+    """The command's switch to portable numerics, recorded rather than done: this process has computed with
+    torch already (the switch would refuse), and its environment must not leak into the other tests."""
+    import alarm.toy.__main__ as cmd
+
+    calls: list = []
+    monkeypatch.setattr(cmd, "use_portable_numerics", lambda: calls.append("portable"))
+    return calls
+
+
+def test_the_command_runs_in_portable_numerics_unless_asked_for_native(monkeypatch, numerics_calls, capsys):
+    import alarm.toy.__main__ as cmd
+
+    monkeypatch.setattr(cmd, "run", lambda out, size, seeds, teacher: summarize([seed_result(0, audio=31)]))
+    assert main([]) == 0 and numerics_calls == ["portable"]
+    assert main(["--numerics", "native"]) == 0 and numerics_calls == ["portable"]
+    with pytest.raises(SystemExit):
+        main(["--numerics", "avx512"])
+    assert "invalid choice: 'avx512'" in capsys.readouterr().err
+
+
 def test_the_command_exits_2_when_a_target_is_missed(monkeypatch, capsys):
     import alarm.toy.__main__ as cmd
 
@@ -109,15 +131,30 @@ def test_the_command_sets_the_training_size_and_checks_it(monkeypatch, capsys):
     assert "--epochs must be a number > 0" in capsys.readouterr().err and len(sizes) == 2
 
 
-def test_a_resumed_seed_folder_keeps_its_size(tmp_path):
+def test_a_resumed_seed_folder_keeps_its_size_and_numerics(tmp_path, monkeypatch):
+    from alarm import numerics
     from alarm.errors import InvalidInput
     from services.toy import SIZES, Size, check_size
 
+    for k in numerics.PORTABLE:
+        monkeypatch.delenv(k, raising=False)
     check_size(tmp_path, SIZES["full"])
     check_size(tmp_path, SIZES["full"])  # the same size resumes
     with pytest.raises(InvalidInput, match=r"train_per_type 150 -> 300, epochs 12 -> 6.*another --out"):
         check_size(tmp_path, Size(train_per_type=300, per_type=32, epochs=6))
-    assert (tmp_path / "size.json").read_text() == '{"train_per_type": 150, "per_type": 32, "epochs": 12}\n'
+    saved = '{"train_per_type": 150, "per_type": 32, "epochs": 12, "numerics": "native"}\n'
+    assert (tmp_path / "size.json").read_text() == saved
+    for k, v in numerics.PORTABLE.items():  # the environment `use_portable_numerics` sets, without its effects
+        monkeypatch.setenv(k, v)
+    with pytest.raises(InvalidInput, match=r"numerics native -> portable.*--numerics"):
+        check_size(tmp_path, SIZES["full"])
+    assert (tmp_path / "size.json").read_text() == saved
+    (tmp_path / "old").mkdir()  # a folder from before the mode was recorded resumes natively only
+    (tmp_path / "old" / "size.json").write_text('{"train_per_type": 150, "per_type": 32, "epochs": 12}\n')
+    with pytest.raises(InvalidInput, match=r"numerics native -> portable"):
+        check_size(tmp_path / "old", SIZES["full"])
+    monkeypatch.delenv("MKL_CBWR")
+    check_size(tmp_path / "old", SIZES["full"])
 
 
 def test_a_rerun_that_only_checks_keeps_the_stage_times_of_the_run_that_did_the_work(tmp_path):
