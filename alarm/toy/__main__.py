@@ -4,6 +4,8 @@
     python -m alarm.toy --seeds 3            # seeds 0, 1, 2: mean and worst per question type, 95% intervals
     python -m alarm.toy --seed 4 --size small
     python -m alarm.toy --train-per-type 300 --epochs 6   # twice the training questions, half the passes
+    python -m alarm.toy --numerics native    # the CPU's own kernels (default portable: the same bytes on any
+                                             # x86-64 CPU with AVX2, `alarm.numerics`)
 
 Per world seed (the clips, the questions and the teacher's data all follow it), each stage the real command's
 code path on the `toy` presets:

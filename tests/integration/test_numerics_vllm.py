@@ -21,16 +21,17 @@ if __name__ == "__main__":
     from alarm import numerics
     if sys.argv[2] == "portable":
         numerics.make_portable()
-    from services.engines.llm import _vllm_kernel_libs, prepare_cpu prepare_cpu() from vllm import LLM,
-    SamplingParams llm = LLM(model=sys.argv[1], tokenizer=sys.argv[1], dtype="float32", max_model_len=256,
-    enforce_eager=True,
+    from services.engines.llm import _vllm_kernel_libs, prepare_cpu
+    prepare_cpu()
+    from vllm import LLM, SamplingParams
+    llm = LLM(model=sys.argv[1], tokenizer=sys.argv[1], dtype="float32", max_model_len=256, enforce_eager=True,
               seed=0)
     outs = llm.generate(["Describe the sound.", "Is the tone high?", "How many beeps?"],
                         SamplingParams(max_tokens=24, temperature=0, logprobs=3), use_tqdm=False)
     h = hashlib.sha256()
     for o in outs:
-        c = o.outputs[0] h.update(repr([(t, sorted((k, v.logprob) for k, v in lp.items())) for t, lp in
-        zip(c.token_ids, c.logprobs)])
+        c = o.outputs[0]
+        h.update(repr([(t, sorted((k, v.logprob) for k, v in lp.items())) for t, lp in zip(c.token_ids, c.logprobs)])
                  .encode())
     print("RESULT " + json.dumps({"digest": h.hexdigest(), "kernels": sorted(_vllm_kernel_libs())}))
 """
