@@ -45,7 +45,9 @@ def flags() -> str:
         return ""
 
 
-pytestmark = pytest.mark.skipif(" avx2" not in flags(), reason="portable numerics pin x86-64 CPUs with AVX2")
+# slow: three vLLM engines start (about a minute and a half on 2 cores)
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(" avx2" not in flags(), reason="portable numerics pin x86-64 CPUs with AVX2")]
 
 
 def run(code: str, *args: str, **env: str) -> subprocess.CompletedProcess:
