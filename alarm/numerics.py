@@ -67,15 +67,20 @@ def describe() -> dict:
             **{k: os.environ.get(k, "") for k in PORTABLE}}
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags ("avx2", "avx512f", ...) from Linux's /proc/cpuinfo; empty where it cannot be
+    read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return set()
+    return set(line.partition(":")[2].split())
+
+
 def _has_avx2() -> bool:
     """Whether this is an x86-64 CPU with AVX2 (Linux: /proc/cpuinfo; elsewhere assumed for x86-64)."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return " avx2" in line
-    except OSError:
-        pass
-    return True
+    flags = cpu_flags()
+    return "avx2" in flags if flags else True

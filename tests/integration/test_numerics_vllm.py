@@ -37,17 +37,10 @@ if __name__ == "__main__":
 """
 
 
-def flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return ""
-
-
 # slow: three vLLM engines start (about a minute and a half on 2 cores)
+FLAGS = numerics.cpu_flags()
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(" avx2" not in flags(), reason="portable numerics pin x86-64 CPUs with AVX2")]
+              pytest.mark.skipif("avx2" not in FLAGS, reason="portable numerics pin x86-64 CPUs with AVX2")]
 
 
 def run(code: str, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -67,13 +60,13 @@ def test_greedy_decoding_is_the_same_on_an_avx2_cpu_in_portable_mode():
     here = decoded(model, "portable")
     assert here["kernels"] == ["_C_AVX2"]
     assert decoded(model, "portable", MKL_ENABLE_INSTRUCTIONS="AVX2") == here
-    if " avx512f" in flags():  # vLLM's own choice on this CPU, and what it computes
+    if "avx512f" in FLAGS:  # vLLM's own choice on this CPU, and what it computes
         native = decoded(model, "native")
         assert native["kernels"] != ["_C_AVX2"] and native["digest"] != here["digest"]
 
 
 def test_kernels_loaded_before_the_switch_are_refused():
-    if " avx512f" not in flags():
+    if "avx512f" not in FLAGS:
         pytest.skip("on an AVX2-only CPU vLLM's own kernels are the AVX2 ones")
     done = run("import os, vllm._custom_ops; os.environ['ATEN_CPU_CAPABILITY'] = 'avx2'; "
                "from services.engines.llm import vllm_kernels; vllm_kernels()")

@@ -44,15 +44,8 @@ print(h.hexdigest(), torch.backends.cpu.get_cpu_capability())
 """
 
 
-def flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return ""
-
-
-needs_avx2 = pytest.mark.skipif(" avx2" not in flags(), reason="portable numerics pin x86-64 CPUs with AVX2")
+FLAGS = numerics.cpu_flags()
+needs_avx2 = pytest.mark.skipif("avx2" not in FLAGS, reason="portable numerics pin x86-64 CPUs with AVX2")
 
 
 def run(code: str, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -73,14 +66,14 @@ def test_training_computes_the_same_bytes_on_an_avx2_cpu_in_portable_mode():
     here, capability = trained("portable")
     assert capability == "AVX2"
     assert trained("portable", MKL_ENABLE_INSTRUCTIONS="AVX2") == (here, "AVX2")
-    if " avx512f" in flags():  # the CPU's own kernels sum in another order: what the mode exists to pin
+    if "avx512f" in FLAGS:  # the CPU's own kernels sum in another order: what the mode exists to pin
         native, capability = trained("native")
         assert capability.startswith("AVX512") and native != here
         assert trained("native", MKL_ENABLE_INSTRUCTIONS="AVX2", ATEN_CPU_CAPABILITY="avx2")[0] != native
 
 
 @needs_avx2
-@pytest.mark.skipif(" avx512f" not in flags(), reason="on an AVX2-only CPU torch's own kernels are the AVX2 ones")
+@pytest.mark.skipif("avx512f" not in FLAGS, reason="on an AVX2-only CPU torch's own kernels are the AVX2 ones")
 def test_switching_after_torch_chose_its_kernels_is_refused():
     done = run("import os, torch; torch.ones(64).sum(); from alarm import numerics\n"
                "try:\n    numerics.make_portable()\nexcept RuntimeError as e:\n"
