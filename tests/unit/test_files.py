@@ -67,3 +67,60 @@ def test_with_working_locks_one_process_builds_and_the_others_wait(tmp_path):
 def test_without_locks_every_builder_gets_the_one_published_folder(tmp_path, attempt):
     owners, builds = build_concurrently(tmp_path, 4, nolock=True)
     assert len(owners) == 1 and owners <= set(builds)  # all read the same complete folder, whoever built it
+
+
+# A builder killed mid-build, as an interrupted teacher build: its staged folder and the copy its build keeps beside
+# it under the staged folder's name (the teacher's best attempt so far) are left behind.
+KILLED = textwrap.dedent("""
+    import shutil, sys, time
+    from pathlib import Path
+    from alarm.files import build_once
+
+    dest = Path(sys.argv[1])
+
+    def build(tmp):
+        (tmp / "weights.bin").write_bytes(b"0" * 1000)
+        shutil.copytree(tmp, tmp.parent / f".{tmp.name}-best")
+        (dest.parent / "started").touch()
+        time.sleep(120)
+
+    build_once(dest, build)
+""")
+
+
+def test_the_next_build_removes_what_a_killed_build_left_and_nothing_else(tmp_path):
+    import os
+    import socket
+    import time
+
+    from alarm.files import BUILDER, build_once
+
+    dest = tmp_path / "cache" / "ckpt"
+    dest.parent.mkdir(parents=True)
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, str(dest)], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):  # bounded: 60 s
+            if (dest.parent / "started").exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert (dest.parent / "started").exists(), proc.stderr.read() if proc.poll() is not None else "not started"
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    left = sorted(p.name for p in dest.parent.iterdir() if "tmp" in p.name)
+    assert len(left) == 2 and left[0].startswith("..ckpt.tmp-") and left[0].endswith("-best"), left
+    # Others' folders: a live build of this machine, a build on another machine sharing the cache, an unmarked one.
+    kept = {".ckpt.tmp-live": f"{socket.gethostname()} {os.getpid()}", ".ckpt.tmp-elsewhere": "other-host 1",
+            ".ckpt.tmp-unmarked": None}
+    for name, builder in kept.items():
+        (dest.parent / name).mkdir()
+        if builder:
+            (dest.parent / name / BUILDER).write_text(builder)
+
+    def build(tmp):
+        (tmp / "config.json").write_text("{}")
+
+    assert build_once(dest, build) == dest
+    assert sorted(p.name for p in dest.iterdir()) == ["config.json"]  # the builder's record is not published
+    assert sorted(p.name for p in dest.parent.iterdir() if "tmp" in p.name) == sorted(kept)
