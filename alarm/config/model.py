@@ -144,6 +144,12 @@ class SummaryConfig(Strict):
         "summed over the clip's valid frames, is projected to the LLM's width. Attention averages, so it can tell "
         "how much of a clip is a beep, not how many beeps there are; a sum of onsets can. Needs `tokens` >= 1."
     )
+    count_head: Literal["norm", "mlp"] = Field(
+        "norm", description="How `count`'s summed output becomes its token: `norm`, LayerNorm then Linear (the "
+        "first design; a LayerNorm is scale-invariant, so a sum that grows with the number of events reaches the LLM "
+        "only through ratios between its parts), or `mlp`, Linear-GELU-Linear, which keeps the magnitude: thresholds "
+        "on the sum map 1, 2, 3 events to different directions. Adapters trained with one do not load with the other."
+    )
     drop_frames: float = Field(
         0.0, ge=0.0, lt=1.0, description="Training only: the probability that a training clip's frames are zeroed "
         "(its positions kept), so that the LLM gets that clip through its summary tokens alone and learns to read "

@@ -174,13 +174,13 @@ class Summary(nn.Module):
     """
 
     def __init__(self, dim: int, tokens: int, heads: int, reads: str = "fused", kv_dim: int | None = None,
-                 count: bool = False, drop_frames: float = 0.0):
+                 count: bool = False, drop_frames: float = 0.0, count_head: str = "norm"):
         super().__init__()
         self.tokens, self.reads = tokens + int(count), reads  # positions added per item
         self.drop_frames = drop_frames
         self.queries = nn.Parameter(torch.randn(tokens, dim) * 0.02)
         self.read = PerceiverLayer(dim, heads, 0.0, kv_dim=kv_dim or dim)
-        self.count = Count(kv_dim or dim, dim) if count else None
+        self.count = Count(kv_dim or dim, dim, count_head) if count else None
 
     def forward(self, frames: torch.Tensor, lens: torch.Tensor,
                 source: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,7 +208,9 @@ class Summary(nn.Module):
 class Count(nn.Module):
     """`summary.count`'s token: a width-3 convolution (it sees a frame and its neighbours, so it can fire on an
     onset) and a GELU per frame, summed over the item's valid frames (padding contributes nothing), scaled by
-    1/`PER`, normalised and projected: a sum grows with the number of events, where attention's average cannot.
+    1/`PER`, then made a token by `head` (`summary.count_head`): a sum grows with the number of events, where
+    attention's average cannot. "norm" (LayerNorm, Linear) loses that growth, a LayerNorm being scale-invariant;
+    "mlp" (Linear, GELU, Linear) keeps it.
 
     Shapes:
         kv (B, T, D_in) (zero past each item's length), mask (B, T) -> (B, D)
@@ -216,11 +218,16 @@ class Count(nn.Module):
 
     PER = 16.0  # a frame scale, so that the sum over a clip of a few hundred frames starts near unit size
 
-    def __init__(self, d_in: int, dim: int):
+    def __init__(self, d_in: int, dim: int, head: str = "norm"):
         super().__init__()
         self.norm = nn.LayerNorm(d_in)
         self.detect = nn.Conv1d(d_in, dim, kernel_size=3, padding=1)
-        self.out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
+        if head == "norm":
+            self.out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
+        elif head == "mlp":
+            self.out = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
+        else:
+            raise ValueError(f"count head must be 'norm' or 'mlp', got {head!r}")
 
     def events(self, kv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The scaled sum of the detector's output over each item's valid frames, (B, D)."""
@@ -253,7 +260,8 @@ def build_audio_adapter(cfg: ModelConfig, enc_dims: dict[str, int] | None = None
     fusion = FUSIONS[cfg.fusion.kind](cfg.fusion, dims, d_llm)
     s = cfg.summary
     kv_dim = None if s.reads == "fused" else enc_dims[s.reads]
-    summary = Summary(d_llm, s.tokens, s.heads, s.reads, kv_dim, s.count, s.drop_frames) if s.tokens else None
+    summary = (Summary(d_llm, s.tokens, s.heads, s.reads, kv_dim, s.count, s.drop_frames, s.count_head)
+               if s.tokens else None)
     return AudioAdapter(adapters, fusion, mix, d_llm, cfg.separator_init_std, summary)
 
 

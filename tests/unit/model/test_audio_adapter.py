@@ -220,6 +220,33 @@ def test_the_count_token_adds_one_position_and_sums_the_events_it_detects():
     torch.testing.assert_close(three, one)
 
 
+def test_the_mlp_count_head_keeps_the_number_of_events_that_the_norm_head_loses():
+    """`summary.count_head`: with a detector that fires on events alone, the sum is k times one event's output. A
+    LayerNorm first (`norm`) gives the same token for every k; `mlp` gives each k its own. The option reaches the
+    built adapter, and an adapter trained with one head does not fit a model with the other."""
+    from alarm.model.audio_adapter import Count
+    from alarm.model.checkpoint import fit_problems
+
+    torch.manual_seed(0)
+    event = torch.randn(16)
+    tokens = {}
+    for head in ("norm", "mlp"):
+        count = Count(8, 16, head)
+        tokens[head] = [count.out(k * event[None])[0] for k in (1, 2, 3)]
+    for k in (1, 2):
+        torch.testing.assert_close(tokens["norm"][k], tokens["norm"][0], rtol=1e-4, atol=1e-4)
+        assert (tokens["mlp"][k] - tokens["mlp"][0]).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="count head must be 'norm' or 'mlp'"):
+        Count(8, 16, "max")
+
+    cfg = tiny_cfg("sum", encoders=("whisper",), summary=2, reads="whisper", count=True)
+    mlp = ModelConfig.model_validate({**cfg.model_dump(), "summary": {**cfg.summary.model_dump(), "count_head": "mlp"}})
+    assert cfg.summary.count_head == "norm"
+    assert isinstance(build_audio_adapter(mlp).summary.count.out[1], torch.nn.GELU)
+    assert isinstance(build_audio_adapter(cfg).summary.count.out[0], torch.nn.LayerNorm)
+    assert [p for p in fit_problems(mlp, cfg, rebuild=True) if "count_head" in p], fit_problems(mlp, cfg, rebuild=True)
+
+
 def test_dropped_frames_are_zeroed_in_training_only_and_the_summary_still_reads_them():
     """`summary.drop_frames`: in training mode some clips reach the LLM as zero frames plus their summary tokens,
     which are those of the intact clip; the rest are untouched, and eval mode never drops."""

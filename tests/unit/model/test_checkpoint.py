@@ -247,7 +247,7 @@ def test_summary_tokens_round_trip_and_must_match_when_rebuilt(tmp_path, reads):
     dropped = cfg.model_copy(update={"summary": summary.model_copy(update={"drop_frames": 0.5})})
     assert ckpt.fit_problems(dropped, cfg, rebuild=True) == []  # trained dropping frames: the same weights
     assert ckpt.fit_problems(cfg, plain, rebuild=True) == [
-        f"summary: checkpoint {{'tokens': 2, 'heads': 2, 'reads': {reads!r}, 'count': False}}, config {{'tokens': 0, 'heads': 4, "
-        "'reads': 'fused', 'count': False}"]
+        f"summary: checkpoint {{'tokens': 2, 'heads': 2, 'reads': {reads!r}, 'count': False, 'count_head': 'norm'}}, "
+        "config {'tokens': 0, 'heads': 4, 'reads': 'fused', 'count': False, 'count_head': 'norm'}"]
     with pytest.raises(CheckpointMismatch, match="summary: checkpoint"):
         load_adapter(folder, plain)
