@@ -4,9 +4,12 @@ may build, and still exactly one complete folder is published and nobody fails o
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -89,10 +92,6 @@ KILLED = textwrap.dedent("""
 
 
 def test_the_next_build_removes_what_a_killed_build_left_and_nothing_else(tmp_path):
-    import os
-    import socket
-    import time
-
     from alarm.files import BUILDER, build_once
 
     dest = tmp_path / "cache" / "ckpt"

@@ -66,6 +66,7 @@ def test_training_computes_the_same_bytes_on_an_avx2_cpu_in_portable_mode():
     here, capability = trained("portable")
     assert capability == "AVX2"
     assert trained("portable", MKL_ENABLE_INSTRUCTIONS="AVX2") == (here, "AVX2")
+    assert trained("portable") == (here, "AVX2")  # and again here
     if "avx512f" in FLAGS:  # the CPU's own kernels sum in another order: what the mode exists to pin
         native, capability = trained("native")
         assert capability.startswith("AVX512") and native != here
