@@ -22,7 +22,7 @@ from alarm.training.trainer import plan_total_steps
 from services.connect import check_shared_paths, gpu_options, init_ray, real_gpus
 from services.errors import alarm_error_in
 from services.storage import INDEX, RunStore, fingerprint
-from services.train.data import audio_paths, build_split, count_examples, open_corpus
+from services.train.data import audio_paths, build_splits, count_examples, open_corpus
 from services.train.worker import METRICS, train_loop
 
 log = logging.getLogger(__name__)
@@ -69,10 +69,8 @@ def run(cfg: TrainConfig, callbacks: list | None = None) -> dict:
             resolve_checkpoint(uri, expect=["adapter.safetensors", "model_config.json"])
     init_ray(cfg.ray, log_to_driver=True)  # the workers print the progress lines
     with bad_data_as_input_errors():  # encoders.cache materializes the states here, on the driver
-        datasets = {"train": build_split(cfg, corpus, "train", rows=n_train),
-                    # no validation rows (tiny corpora): evaluate on a fixed slice of train, and say so in the summary
-                    "val": build_split(cfg, corpus, "validation" if n_val else "train", rows=n_val or n_train,
-                                       limit=cfg.eval_batches * cfg.batch.per_worker * max(cfg.workers.num_workers, 1))}
+        # no validation rows (tiny corpora): evaluate on a fixed slice of train, and say so in the summary
+        datasets = build_splits(cfg, corpus, n_train, n_val)
     # A worker's GPU: Ray Train's own (CUDA, NCCL), or on a local multi-node cluster the stand-in resource, with
     # the work on CPU (gloo).
     gpu = cfg.workers.use_gpu and real_gpus()

@@ -105,7 +105,7 @@ def test_the_adapter_is_a_function_of_the_rows_whatever_their_layout_or_cache(ra
     def never(*a, **k):
         raise AssertionError("a finished run built its datasets again")
 
-    monkeypatch.setattr(train_driver, "build_split", never)
+    monkeypatch.setattr(train_driver, "build_splits", never)
     c_cfg = train_cfg(tiny_corpus, tmp_path / "c", "max_steps=4", *runs["c"][1])
     assert train_driver.run(c_cfg) == out["c"]
     with pytest.raises(AssertionError, match="built its datasets again"):  # more steps: it does train on
