@@ -38,7 +38,8 @@ class EncoderPoolConfig(Strict):
     batch_size: int = Field(8, gt=0, description="Clips per encoder call.")
     cache: bool = Field(
         False, description="Encode every clip once, keep the states in the Ray object store and reuse them every "
-        "epoch (small corpora: the states of all clips must fit; the encoder actors are released before training)."
+        "epoch (small corpora: the states of all clips must fit; the encoder actors are released before training). "
+        "The train and validation splits are encoded in one pass, by one set of encoder actors."
     )
     cache_dir: str | None = Field(
         None, description="A local folder (on every node) holding each clip's states by a hash of the encoder and "
