@@ -155,10 +155,10 @@ def build_splits(cfg: TrainConfig, store: RunStore, n_train: int, n_val: int) ->
 
     Streamed (`encoders.cache` off), each split is its own pipeline, run again every epoch. Materialized, both
     come from one pass: the kept rows of both splits in key order, then split. One set of encoder actors instead
-    of two: starting them is most of what a small corpus costs (4 encoders, 24 clips: 38 s for the 21 train rows,
-    then 30 s for the 3 validation rows). A clip's states do not depend on which clips share its batch, so the splits hold
-    the bytes two passes would. "val" is copied out (a few batches); "train" is a filter over the pass's blocks,
-    run each epoch, so the states are held once, not twice."""
+    of two: starting them is most of what a small corpus costs (4 encoders, 24 clips: 38 s for the 21 train
+    rows, then 30 s for the 3 validation rows). A clip's states do not depend on which clips share its batch,
+    so the splits hold the bytes two passes would. "val" is copied out (a few batches); "train" is a filter
+    over the pass's blocks, run each epoch, so the states are held once, not twice."""
     from ray.data.expressions import col
 
     val_split = "validation" if n_val else "train"
