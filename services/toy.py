@@ -21,9 +21,21 @@ from alarm.files import atomic_write
 
 @dataclass(frozen=True)
 class Size:
-    train_per_type: int  # training questions per question type (`alarm.toy.world.train_items`)
+    train_per_type: int  # training questions of every question type (`alarm.toy.world.train_items`)...
     per_type: int  # held-out questions per question type
     epochs: float
+    train_types: tuple[tuple[str, int], ...] = ()  # ...but these types' own numbers, e.g. (("loudness", 225),)
+
+    def train_quota(self) -> dict[str, int]:
+        """Training questions per question type, every type named."""
+        from alarm.toy.world import QTYPES
+
+        return {**dict.fromkeys(QTYPES, self.train_per_type), **dict(self.train_types)}
+
+    def record(self) -> dict:
+        """The size as JSON (`size.json`, the report)."""
+        return {"train_per_type": self.train_per_type, "train_types": dict(self.train_types),
+                "per_type": self.per_type, "epochs": self.epochs}
 
 
 SIZES = {"full": Size(train_per_type=150, per_type=32, epochs=12),
@@ -85,7 +97,7 @@ def run_seed(out: Path, size: Size, seed: int, teacher: str | None, states: Path
         teacher_dir = resolve_checkpoint(teacher)
         whisper_dir = resolve_checkpoint(ENCODER)
     with _stage(times, "data", seed):
-        questions = train_items(sources(seed)["train clips"], size.train_per_type)
+        questions = train_items(sources(seed)["train clips"], size.train_quota())
         held_out = eval_items(sources(seed)["held-out clips"], size.per_type)
         manifest = write_source(out / "data" / "train", questions)
         meta = write_benchmark(out / "data" / "eval", held_out)
@@ -113,7 +125,7 @@ def run_seed(out: Path, size: Size, seed: int, teacher: str | None, states: Path
     with _stage(times, "eval", seed):
         runs, text_identical = asyncio.run(_evaluate(out, meta, held_out, adapters, teacher))
     result = {
-        "seed": seed, "size": {**size.__dict__, "train_clips": len({it.clip for it in questions})},
+        "seed": seed, "size": {**size.record(), "train_clips": len({it.clip for it in questions})},
         "corpus": _corpus_facts(corpora), "train": trained,
         "eval": {"items": len(held_out), "per_type": size.per_type, "chance": _chance(held_out)},
         "per_type": _per_type(runs), "runs": {k: _totals(v) for k, v in runs.items()},
@@ -137,14 +149,16 @@ def check_size(out: Path, size: Size) -> None:
     from alarm.errors import InvalidInput
 
     path = out / "size.json"
-    want = {**size.__dict__, "numerics": "portable" if numerics.portable() else "native"}
+    want = {**size.record(), "numerics": "portable" if numerics.portable() else "native"}
     if path.exists():
         had = json.loads(path.read_text())
         had.setdefault("numerics", "native")  # runs from before the mode existed
+        had.setdefault("train_types", {})  # runs from before types had their own numbers
         if had != want:
             diff = ", ".join(f"{k} {had.get(k)} -> {want[k]}" for k in want if had.get(k) != want[k])
             raise InvalidInput(f"{out} holds a toy run of another size or numerics mode ({diff}); resume it with the "
-                               f"same --size, --train-per-type, --epochs and --numerics, or give another --out")
+                               f"same --size, --train-per-type, --train-type, --epochs and --numerics, or give another "
+                               f"--out")
         return
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(want) + "\n")

@@ -4,6 +4,7 @@
     python -m alarm.toy --seeds 3            # seeds 0, 1, 2: mean and worst per question type, 95% intervals
     python -m alarm.toy --seed 4 --size small
     python -m alarm.toy --train-per-type 300 --epochs 6   # twice the training questions, half the passes
+    python -m alarm.toy --train-type count=225            # one type's own number of training questions
     python -m alarm.toy --numerics native    # the CPU's own kernels (default portable: the same bytes on any
                                              # x86-64 CPU with AVX2, `alarm.numerics`)
 
@@ -11,8 +12,8 @@ Per world seed (the clips, the questions and the teacher's data all follow it), 
 code path on the `toy` presets:
 1. teacher   a tiny Qwen3 trained on text only (`tiny://qwen3-teacher` for seed 0, cached after the first build);
              `pretrained://whisper-tiny.en`, the real Whisper tiny.en encoder (converted once).
-2. data      the same number of training questions of every type (8 types, `alarm.toy.world.train_items`: the
-             clips in order until the rarest type has its share), and a held-out MMAU-format benchmark with the
+2. data      the training questions of every type (8 types, `alarm.toy.world.train_items`: the clips in
+             order until the rarest type has its share), and a held-out MMAU-format benchmark with the
              same number of questions of every type, each on its own clip.
 3. generate  `alarm.generate`: R0 from the descriptions, then self-rephrasing (R); and R0 alone (the ablation).
 4. train     `alarm.train` on R and on R0; the second run reads the encoder states the first cached on disk.
@@ -33,6 +34,7 @@ from pathlib import Path
 
 from alarm.errors import AlarmError
 from alarm.toy.report import render
+from alarm.toy.world import QTYPES
 from services.toy import SIZES, run, use_portable_numerics
 
 
@@ -43,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="the (first) world seed: clips, questions, teacher data")
     p.add_argument("--seeds", type=int, default=1, help="how many world seeds, from --seed on")
     p.add_argument("--train-per-type", type=int, default=None, metavar="N",
-                   help="training questions of every type (default: the size's; full 150, small 36)")
+                   help="training questions of every type, the size's own per-type numbers included (default: the "
+                        "size's; full 150, small 36)")
+    p.add_argument("--train-type", action="append", default=[], metavar="TYPE=N",
+                   help="training questions of one question type (repeat for more types); every other type keeps "
+                        "--train-per-type's number")
     p.add_argument("--epochs", type=float, default=None, help="passes over the corpus for each adapter (default: "
                                                                "the size's; full 12, small 6)")
     p.add_argument("--teacher", default=None, help="the frozen LLM for every seed (default: the toy teacher built "
@@ -59,9 +65,17 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--train-per-type must be >= 1, found {args.train_per_type}")
     if args.epochs is not None and not 0 < args.epochs < float("inf"):
         p.error(f"--epochs must be a number > 0, found {args.epochs}")
+    own = {}
+    for given in args.train_type:
+        qtype, _, n = given.partition("=")
+        if qtype not in QTYPES or not n.isdigit() or int(n) < 1:
+            p.error(f"--train-type takes TYPE=N with TYPE one of {', '.join(QTYPES)} and N >= 1, found {given!r}")
+        own[qtype] = int(n)
     size = SIZES[args.size]
     if args.train_per_type is not None:
-        size = dataclasses.replace(size, train_per_type=args.train_per_type)
+        size = dataclasses.replace(size, train_per_type=args.train_per_type, train_types=())
+    if own:
+        size = dataclasses.replace(size, train_types=tuple({**dict(size.train_types), **own}.items()))
     if args.epochs is not None:
         size = dataclasses.replace(size, epochs=args.epochs)
     if args.numerics == "portable":

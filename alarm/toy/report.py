@@ -107,6 +107,14 @@ def _ci(p: float, ci: tuple[float, float]) -> str:
     return f"{p:.1%} ({ci[0]:.0%}-{ci[1]:.0%})"
 
 
+def _quota(size: dict) -> str:
+    """The training questions of each type, as ' (150 per type; loudness 225)'; '' for results without them."""
+    if "train_per_type" not in size:
+        return ""
+    own = "".join(f"; {q} {n}" for q, n in size.get("train_types", {}).items())
+    return f" ({size['train_per_type']} per type{own})"
+
+
 def render(s: dict) -> str:
     """The report as Markdown."""
     first = s["results"][0]
@@ -115,8 +123,8 @@ def render(s: dict) -> str:
         "# ALARM toy world",
         "",
         f"World seed{'s' if len(s['seeds']) > 1 else ''} {seeds}: {first['size']['train_clips']} training clips -> "
-        f"{first['corpus']['rows']} questions; {first['eval']['items']} held-out questions ({first['eval']['per_type']} "
-        f"per type, each on its own clip); chance {first['eval']['chance']:.1%}.",
+        f"{first['corpus']['rows']} questions{_quota(first['size'])}; {first['eval']['items']} held-out questions "
+        f"({first['eval']['per_type']} per type, each on its own clip); chance {first['eval']['chance']:.1%}.",
         "",
         "## Audio only, per question type (the adapter trained on R, thinking budget 256)",
         "",

@@ -2,6 +2,7 @@
 
     items = toy_items(seed, 3)          # every question clip 3 of world `seed` supports
     train = train_items(seed, 150)      # 150 questions of each type, in clip order (the training rows)
+    train = train_items(seed, {**dict.fromkeys(QTYPES, 150), "loudness": 225})   # or a number per type
     held_out = eval_items(seed, 32)     # 32 questions of each type, one per clip (the held-out benchmark)
 
 Clips come from the synthetic source (8 kinds, `alarm.corpus.synthetic`) and their descriptions from the corpus
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -302,22 +303,31 @@ def toy_items(seed: int, index: int) -> list[ToyItem]:
     return [it for q in QTYPES if (it := ask(c, q, _rng(seed, c, q))) is not None]
 
 
-def train_items(seed: int, per_type: int) -> list[ToyItem]:
-    """Every question of source `seed`'s clips, in clip order, until each type has `per_type` of them: a type
-    that every kind supports (kind, loudness, duration) stops early, while the clips go on until the rarest
-    (count: beeps only) has as many. All questions of the first 400 clips, by contrast, give 400 of "kind" and
-    44 of "count". A clip none of whose questions is still needed is left out."""
-    need = dict.fromkeys(QTYPES, per_type)
+def train_items(seed: int, per_type: int | Mapping[str, int]) -> list[ToyItem]:
+    """Every question of source `seed`'s clips, in clip order, until each type has its number of them (`per_type`:
+    one for every type, or one per type, every type named): a type that every kind supports (kind, loudness,
+    duration) stops early, while the clips go on until the rarest (count: beeps only) has its share. All questions
+    of the first 400 clips, by contrast, give 400 of "kind" and 44 of "count". A clip none of whose questions is
+    still needed is left out. Each type's questions are its first ones in clip order whatever the other types'
+    numbers, so raising one type's number adds questions and clips, and changes no other type's.
+
+    Raises:
+        ValueError: `per_type` does not name every type once with a number >= 1.
+    """
+    need = dict.fromkeys(QTYPES, per_type) if isinstance(per_type, int) else dict(per_type)
+    if set(need) != set(QTYPES) or not all(isinstance(n, int) and n >= 1 for n in need.values()):
+        raise ValueError(f"training questions per type must be a number >= 1 for each of {', '.join(QTYPES)}; "
+                         f"found {per_type}")
     chosen: list[ToyItem] = []
-    index = 0
+    index, most = 0, max(need.values())
     while any(need.values()):
         for it in toy_items(seed, index):
             if need[it.qtype]:
                 need[it.qtype] -= 1
                 chosen.append(it)
         index += 1
-        if index > 40 * per_type:
-            raise RuntimeError(f"source {seed} does not yield {per_type} questions of every type: {need}")
+        if index > 40 * most:
+            raise RuntimeError(f"source {seed} does not yield the training questions asked: still missing {need}")
     return chosen
 
 

@@ -79,8 +79,13 @@ def test_the_report_names_every_figure():
                    "| leak after rephrasing (lexical / held-out judge) | 0.0% / 0.0% | 0.0% / 0.0% |",
                    "| the teacher's answers to its own held-out description questions, every type (worst: kind, "
                    "seed 0): what its students can learn | 100.0% | >= 100% | met |",
-                   "| teacher sha256 | ab12 | ab12 |", "| total (s) | 451.0 | 451.0 |", "Targets NOT met."):
+                   "| teacher sha256 | ab12 | ab12 |", "| total (s) | 451.0 | 451.0 |", "Targets NOT met.",
+                   "World seeds 0, 1: 400 training clips -> 1347 questions; 256 held-out questions (32 per type"):
         assert needle in text, needle
+    results = [seed_result(0)]
+    results[0]["size"] |= {"train_per_type": 150, "train_types": {"loudness": 225}}
+    assert "400 training clips -> 1347 questions (150 per type; loudness 225); 256 held-out" in render(
+        summarize(results))
 
 
 @pytest.fixture(autouse=True)
@@ -124,11 +129,19 @@ def test_the_command_sets_the_training_size_and_checks_it(monkeypatch, capsys):
     assert main(["--train-per-type", "300", "--epochs", "6"]) == 0
     assert (sizes[0].train_per_type, sizes[0].epochs, sizes[0].per_type) == (300, 6, SIZES["full"].per_type)
     assert main(["--size", "small"]) == 0 and sizes[1] == SIZES["small"]
-    for bad in (["--train-per-type", "0"], ["--epochs", "0"], ["--epochs", "nan"], ["--epochs", "inf"]):
+    assert main(["--train-type", "count=225", "--train-type", "pitch=100"]) == 0
+    assert sizes[2].train_quota() == {**SIZES["full"].train_quota(), "count": 225, "pitch": 100}
+    assert main(["--train-per-type", "40", "--train-type", "count=60"]) == 0  # one number for all, then count's
+    assert sizes[3].train_quota() == {**dict.fromkeys(SIZES["full"].train_quota(), 40), "count": 60}
+    for bad in (["--train-per-type", "0"], ["--epochs", "0"], ["--epochs", "nan"], ["--epochs", "inf"],
+                ["--train-type", "count"], ["--train-type", "beeps=3"], ["--train-type", "count=0"],
+                ["--train-type", "count=-2"]):
         with pytest.raises(SystemExit) as e:
             main(bad)
         assert e.value.code == 2
-    assert "--epochs must be a number > 0" in capsys.readouterr().err and len(sizes) == 2
+    err = capsys.readouterr().err
+    assert "--epochs must be a number > 0" in err and len(sizes) == 4
+    assert "--train-type takes TYPE=N with TYPE one of kind, pitch, loudness" in err and "'beeps=3'" in err
 
 
 def test_a_resumed_seed_folder_keeps_its_size_and_numerics(tmp_path, monkeypatch):
@@ -142,7 +155,7 @@ def test_a_resumed_seed_folder_keeps_its_size_and_numerics(tmp_path, monkeypatch
     check_size(tmp_path, SIZES["full"])  # the same size resumes
     with pytest.raises(InvalidInput, match=r"train_per_type 150 -> 300, epochs 12 -> 6.*another --out"):
         check_size(tmp_path, Size(train_per_type=300, per_type=32, epochs=6))
-    saved = '{"train_per_type": 150, "per_type": 32, "epochs": 12, "numerics": "native"}\n'
+    saved = '{"train_per_type": 150, "train_types": {}, "per_type": 32, "epochs": 12, "numerics": "native"}\n'
     assert (tmp_path / "size.json").read_text() == saved
     for k, v in numerics.PORTABLE.items():  # the environment `use_portable_numerics` sets, without its effects
         monkeypatch.setenv(k, v)
@@ -154,7 +167,9 @@ def test_a_resumed_seed_folder_keeps_its_size_and_numerics(tmp_path, monkeypatch
     with pytest.raises(InvalidInput, match=r"numerics native -> portable"):
         check_size(tmp_path / "old", SIZES["full"])
     monkeypatch.delenv("MKL_CBWR")
-    check_size(tmp_path / "old", SIZES["full"])
+    check_size(tmp_path / "old", SIZES["full"])  # recorded before types had their own numbers: none had
+    with pytest.raises(InvalidInput, match=r"train_types \{\} -> \{'loudness': 225\}.*--train-type"):
+        check_size(tmp_path / "old", Size(train_per_type=150, per_type=32, epochs=12, train_types=(("loudness", 225),)))
 
 
 def test_a_rerun_that_only_checks_keeps_the_stage_times_of_the_run_that_did_the_work(tmp_path):

@@ -127,6 +127,17 @@ def test_training_items_balance_the_types_in_clip_order(world):
     assert [int(it.clip[-6:]) for it in items] == sorted(int(it.clip[-6:]) for it in items)
 
 
+def test_a_type_given_its_own_number_of_training_items_adds_its_next_questions_only(world):
+    base = train_items(5, 12)
+    more = train_items(5, {**dict.fromkeys(QTYPES, 12), "loudness": 18})
+    assert Counter(it.qtype for it in more) == {**dict.fromkeys(QTYPES, 12), "loudness": 18}
+    assert [it for it in more if it.qtype != "loudness"] == [it for it in base if it.qtype != "loudness"]
+    assert [it for it in more if it.qtype == "loudness"] == [it for it in world if it.qtype == "loudness"][:18]
+    for bad in ({"loudness": 18}, {**dict.fromkeys(QTYPES, 12), "pitch": 0}, {**dict.fromkeys(QTYPES, 12), "x": 3}, 0):
+        with pytest.raises(ValueError, match="a number >= 1 for each of kind, pitch"):
+            train_items(5, bad)
+
+
 def test_the_corpus_manifest_reproduces_descriptions_and_prompts(tmp_path):
     """Read back through the corpus' own manifest reader and describer, each row carries exactly the description
     and question the teacher answers (so R0 is what the teacher learned to answer); a clip's questions share its
