@@ -74,8 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     size = SIZES[args.size]
     if args.train_per_type is not None:
         size = dataclasses.replace(size, train_per_type=args.train_per_type, train_types=())
-    if own:
-        size = dataclasses.replace(size, train_types=tuple({**dict(size.train_types), **own}.items()))
+    if own:  # a type given the number every type has is no type of its own (size.json records the same size)
+        merged = {**dict(size.train_types), **own}
+        size = dataclasses.replace(size, train_types=tuple((q, n) for q, n in merged.items()
+                                                           if n != size.train_per_type))
     if args.epochs is not None:
         size = dataclasses.replace(size, epochs=args.epochs)
     if args.numerics == "portable":

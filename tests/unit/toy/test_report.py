@@ -133,6 +133,7 @@ def test_the_command_sets_the_training_size_and_checks_it(monkeypatch, capsys):
     assert sizes[2].train_quota() == {**SIZES["full"].train_quota(), "count": 225, "pitch": 100}
     assert main(["--train-per-type", "40", "--train-type", "count=60"]) == 0  # one number for all, then count's
     assert sizes[3].train_quota() == {**dict.fromkeys(SIZES["full"].train_quota(), 40), "count": 60}
+    assert main(["--train-type", f"count={SIZES['full'].train_per_type}"]) == 0 and sizes[4] == SIZES["full"]
     for bad in (["--train-per-type", "0"], ["--epochs", "0"], ["--epochs", "nan"], ["--epochs", "inf"],
                 ["--train-type", "count"], ["--train-type", "beeps=3"], ["--train-type", "count=0"],
                 ["--train-type", "count=-2"]):
@@ -140,7 +141,7 @@ def test_the_command_sets_the_training_size_and_checks_it(monkeypatch, capsys):
             main(bad)
         assert e.value.code == 2
     err = capsys.readouterr().err
-    assert "--epochs must be a number > 0" in err and len(sizes) == 4
+    assert "--epochs must be a number > 0" in err and len(sizes) == 5
     assert "--train-type takes TYPE=N with TYPE one of kind, pitch, loudness" in err and "'beeps=3'" in err
 
 
