@@ -1,5 +1,5 @@
-"""Portable CPU numerics: the same float results from the same code, seeds and thread counts on any x86-64 CPU
-with AVX2, whatever wider vector units it also has.
+"""Portable CPU numerics: the same float results from the same code, seeds and thread counts on any Intel x86-64
+CPU with AVX2, whatever wider vector units it also has (on other vendors' CPUs, see below).
 
     numerics.make_portable()   # before torch computes anything in this process; children inherit it
     numerics.describe()        # what the results of this process depend on, for a report
@@ -16,12 +16,24 @@ speed: a small training run took 19% longer on an AVX-512 CPU.
 What it does not cover: the number of threads (a reduction split over 2 threads sums in another order than
 over 1; MKL reproduces only for a fixed count), the versions of torch and vLLM, and an engine core vLLM runs
 in a second process (`VLLM_ENABLE_V1_MULTIPROCESSING=1`), which loads the kernels of its CPU.
+
+Nor CPUs of other vendors than Intel. MKL honours a named branch such as AVX2 on Intel CPUs only; on any other
+CPU the same `MKL_CBWR` runs its AUTO branch, MKL's own dispatch for that CPU (Intel's oneMKL developer guide,
+"Getting Started with Conditional Numerical Reproducibility"; MKL_VERBOSE=1 prints the branch a call used:
+`CNR:AUTO,STRICT` on an AMD EPYC). An AMD machine in portable mode therefore computes the same bytes run after
+run, but not an Intel machine's: a toy teacher built there differed from the Intel build of the same code at its
+first attempt. `mkl_branch()` says which applies, `describe()` records it, and `make_portable()` warns. MKL's
+COMPATIBLE branch (SSE2) is the one it documents for every vendor, at about 2.4 times the time of a toy LLM's
+training step on an AMD EPYC, so the mode does not use it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
+
+log = logging.getLogger(__name__)
 
 PORTABLE = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
@@ -54,6 +66,18 @@ def make_portable() -> None:
         raise RuntimeError(f"torch chose its {torch.backends.cpu.get_cpu_capability()} kernels before portable "
                            f"numerics were set: call alarm.numerics.make_portable() before torch computes anything, or "
                            f"export {' '.join(f'{k}={v}' for k, v in PORTABLE.items())} before starting Python")
+    if mkl_branch() != "AVX2":
+        log.warning("portable numerics on a CPU of vendor %r: MKL pins its AVX2 branch on Intel CPUs only and runs "
+                    "its AUTO branch here, so this machine computes the same bytes run after run but not those of "
+                    "an Intel machine (the report's MKL branch row says so)", cpu_vendor() or "unknown")
+
+
+def mode() -> str:
+    """This process's mode as a run folder records it: "native", "portable", or "portable, MKL AUTO" where MKL
+    does not pin the mode's branch (a CPU of another vendor than Intel: its bytes are this machine's own)."""
+    if not portable():
+        return "native"
+    return "portable" if mkl_branch() == "AVX2" else f"portable, MKL {mkl_branch()}"
 
 
 def describe() -> dict:
@@ -64,18 +88,45 @@ def describe() -> dict:
     return {"numerics": "portable (AVX2 kernels)" if portable() else "native (the CPU's own kernels)",
             "torch": torch.__version__, "torch CPU capability": torch.backends.cpu.get_cpu_capability(),
             "torch threads (this process)": torch.get_num_threads(),
-            **{k: os.environ.get(k, "") for k in PORTABLE}}
+            **{k: os.environ.get(k, "") for k in PORTABLE},
+            "CPU vendor": cpu_vendor() or "unknown", "MKL branch": mkl_branch()}
+
+
+def mkl_branch() -> str:
+    """The code branch MKL computes with in this process's environment: the branch `MKL_CBWR` names where MKL
+    honours it (COMPATIBLE and AUTO on any CPU, the others on Intel CPUs only), otherwise AUTO; "off" where
+    `MKL_CBWR` is unset (no reproducibility mode: MKL's dispatch, run to run as well). Intel documents that a
+    named branch falls back to AUTO on other vendors' CPUs; `tests/unit/test_numerics.py` checks this against
+    what MKL_VERBOSE prints on the machine running it."""
+    setting = os.environ.get("MKL_CBWR", "")
+    if not setting:
+        return "off"
+    branch = setting.split(",")[0].strip().upper().removeprefix("BRANCH=")
+    if branch in ("AUTO", "COMPATIBLE") or cpu_vendor() == "GenuineIntel":
+        return branch
+    return "AUTO"
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor as Linux's /proc/cpuinfo names it ("GenuineIntel", "AuthenticAMD"); "" where it cannot
+    be read."""
+    return _cpuinfo_field("vendor_id")
 
 
 def cpu_flags() -> set[str]:
     """The CPU's feature flags ("avx2", "avx512f", ...) from Linux's /proc/cpuinfo; empty where it cannot be
     read."""
+    return set(_cpuinfo_field("flags").split())
+
+
+def _cpuinfo_field(name: str) -> str:
+    """The first CPU's `name` line of /proc/cpuinfo, its value stripped; "" where there is none."""
     try:
         with open("/proc/cpuinfo") as f:
-            line = next((line for line in f if line.startswith("flags")), "")
+            line = next((line for line in f if line.split(":")[0].strip() == name), "")
     except OSError:
-        return set()
-    return set(line.partition(":")[2].split())
+        return ""
+    return line.partition(":")[2].strip()
 
 
 def _has_avx2() -> bool:

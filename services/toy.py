@@ -51,7 +51,8 @@ PORTABLE_THREADS = 2  # torch threads of this process in portable numerics (the 
 def use_portable_numerics() -> None:
     """Portable numerics (`alarm.numerics`) for this process and every Ray worker it starts, and a fixed
     number of threads here: the other stages' threads follow their presets' CPUs (Ray sets OMP_NUM_THREADS),
-    the teacher's build runs on one. So on any x86-64 CPU with AVX2 the same command computes the same bytes.
+    the teacher's build runs on one. So on any Intel x86-64 CPU with AVX2 the same command computes the same
+    bytes (on another vendor's CPU, the same bytes run after run there: `alarm.numerics`).
     Call it before this process computes anything with torch or starts Ray."""
     import torch
 
@@ -140,7 +141,8 @@ def run_seed(out: Path, size: Size, seed: int, teacher: str | None, states: Path
 def check_size(out: Path, size: Size) -> None:
     """Records the seed folder's size and numerics mode (`size.json`), or checks that a resumed run keeps
     them: the data stage rewrites the training manifest, and a corpus resumed over another manifest would mix
-    two sets of questions; stages run in another numerics mode would mix two machines' worth of float results.
+    two sets of questions; stages run in another numerics mode (or portable mode on another vendor's CPU,
+    `alarm.numerics.mode`) would mix two machines' worth of float results.
 
     Raises:
         InvalidInput: `out` holds a run of another size or numerics mode.
@@ -149,7 +151,7 @@ def check_size(out: Path, size: Size) -> None:
     from alarm.errors import InvalidInput
 
     path = out / "size.json"
-    want = {**size.record(), "numerics": "portable" if numerics.portable() else "native"}
+    want = {**size.record(), "numerics": numerics.mode()}
     if path.exists():
         had = json.loads(path.read_text())
         had.setdefault("numerics", "native")  # runs from before the mode existed

@@ -6,7 +6,7 @@
     python -m alarm.toy --train-per-type 300 --epochs 6   # twice the training questions, half the passes
     python -m alarm.toy --train-type count=225            # one type's own number of training questions
     python -m alarm.toy --numerics native    # the CPU's own kernels (default portable: the same bytes on any
-                                             # x86-64 CPU with AVX2, `alarm.numerics`)
+                                             # Intel x86-64 CPU with AVX2, `alarm.numerics`)
 
 Per world seed (the clips, the questions and the teacher's data all follow it), each stage the real command's
 code path on the `toy` presets:
@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
                                                    "for each seed)")
     p.add_argument("--numerics", choices=("portable", "native"), default="portable",
                    help="portable (default): torch, MKL, oneDNN and vLLM on their AVX2 kernels and fixed threads, so "
-                        "any x86-64 CPU with AVX2 gives the same bytes; native: the CPU's own kernels (faster, but "
-                        "another CPU gives other teachers and adapters)")
+                        "any Intel x86-64 CPU with AVX2 gives the same bytes (another vendor's CPU: its own, the same "
+                        "run after run); native: the CPU's own kernels (faster, but another CPU gives other teachers "
+                        "and adapters)")
     args = p.parse_args(argv)
     if args.seeds < 1 or args.seed < 0:
         p.error(f"--seeds must be >= 1 and --seed >= 0, found {args.seeds} and {args.seed}")

@@ -10,6 +10,7 @@ chosen once per process.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -90,3 +91,37 @@ def test_the_mode_is_read_from_the_environment(monkeypatch):
     assert numerics.portable() and numerics.describe()["numerics"].startswith("portable")
     monkeypatch.setenv("MKL_CBWR", "AUTO")  # one of them otherwise: not portable
     assert not numerics.portable() and numerics.describe()["MKL_CBWR"] == "AUTO"
+
+
+def test_mkl_pins_a_named_branch_on_intel_cpus_only(monkeypatch):
+    monkeypatch.delenv("MKL_CBWR", raising=False)
+    assert numerics.mkl_branch() == "off"
+    cases = {("GenuineIntel", "AVX2,STRICT"): "AVX2", ("AuthenticAMD", "AVX2,STRICT"): "AUTO",
+             ("AuthenticAMD", "BRANCH=COMPATIBLE,STRICT"): "COMPATIBLE", ("", "AVX2"): "AUTO",
+             ("GenuineIntel", "branch=avx512"): "AVX512", ("HygonGenuine", "AUTO"): "AUTO"}
+    for (vendor, setting), branch in cases.items():
+        monkeypatch.setattr(numerics, "cpu_vendor", lambda v=vendor: v)
+        monkeypatch.setenv("MKL_CBWR", setting)
+        assert numerics.mkl_branch() == branch, (vendor, setting)
+    assert numerics.describe()["MKL branch"] == "AUTO" and numerics.describe()["CPU vendor"] == "HygonGenuine"
+
+
+MKL_CALL = """
+from alarm import numerics
+import torch
+torch.ones(64, 64) @ torch.ones(64, 64)
+print("BRANCH", numerics.mkl_branch())
+"""
+
+
+@pytest.mark.parametrize("setting", ["AVX2,STRICT", "COMPATIBLE,STRICT"])
+def test_the_branch_recorded_is_the_one_mkl_reports_on_this_cpu(setting):
+    """What `mkl_branch` says (Intel's documented rule) against what MKL prints it used (MKL_VERBOSE), here: on an
+    Intel CPU the AVX2 branch, on an AMD one AUTO (portable mode's setting), COMPATIBLE on either."""
+    done = run(MKL_CALL, MKL_CBWR=setting, MKL_VERBOSE="1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    used = re.findall(r"CNR:([A-Z0-9_]+)", done.stdout + done.stderr)
+    if not used:
+        pytest.skip("this torch build does not use MKL for matrix products")
+    said = done.stdout.split("BRANCH")[-1].split()[0]
+    assert set(used) == {said}, (used, said)

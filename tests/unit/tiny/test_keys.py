@@ -102,3 +102,19 @@ def test_portable_numerics_move_every_key_and_native_keeps_them(cache, before, m
     assert all(key(name) != native[name] for name in native)
     monkeypatch.delenv("MKL_CBWR")
     assert {name: key(name) for name in native} == native
+
+
+def test_another_vendors_cpu_moves_portable_keys_only(cache, before, monkeypatch):
+    """MKL runs its AUTO branch on a CPU of another vendor than Intel: a portable build there is not the Intel
+    machines' bytes and gets a key of its own; Intel keys and native keys stay as they were."""
+    from alarm import numerics
+
+    monkeypatch.setenv("ALARM_CACHE", str(cache))
+    monkeypatch.setattr(numerics, "cpu_vendor", lambda: "AuthenticAMD")
+    assert key("qwen3-teacher") == before  # native: the CPU's own kernels either way
+    for k, v in numerics.PORTABLE.items():
+        monkeypatch.setenv(k, v)
+    amd = key("qwen3-teacher")
+    monkeypatch.setattr(numerics, "cpu_vendor", lambda: "GenuineIntel")
+    intel = key("qwen3-teacher")
+    assert len({amd, intel, before}) == 3

@@ -152,6 +152,7 @@ def test_a_resumed_seed_folder_keeps_its_size_and_numerics(tmp_path, monkeypatch
 
     for k in numerics.PORTABLE:
         monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(numerics, "cpu_vendor", lambda: "GenuineIntel")
     check_size(tmp_path, SIZES["full"])
     check_size(tmp_path, SIZES["full"])  # the same size resumes
     with pytest.raises(InvalidInput, match=r"train_per_type 150 -> 300, epochs 12 -> 6.*another --out"):
@@ -163,6 +164,11 @@ def test_a_resumed_seed_folder_keeps_its_size_and_numerics(tmp_path, monkeypatch
     with pytest.raises(InvalidInput, match=r"numerics native -> portable.*--numerics"):
         check_size(tmp_path, SIZES["full"])
     assert (tmp_path / "size.json").read_text() == saved
+    check_size(tmp_path / "intel", SIZES["full"])
+    monkeypatch.setattr(numerics, "cpu_vendor", lambda: "AuthenticAMD")  # MKL's AUTO branch: not Intel's bytes
+    with pytest.raises(InvalidInput, match=r"numerics portable -> portable, MKL AUTO"):
+        check_size(tmp_path / "intel", SIZES["full"])
+    monkeypatch.setattr(numerics, "cpu_vendor", lambda: "GenuineIntel")
     (tmp_path / "old").mkdir()  # a folder from before the mode was recorded resumes natively only
     (tmp_path / "old" / "size.json").write_text('{"train_per_type": 150, "per_type": 32, "epochs": 12}\n')
     with pytest.raises(InvalidInput, match=r"numerics native -> portable"):
