@@ -94,17 +94,20 @@ def describe() -> dict:
 
 def mkl_branch() -> str:
     """The code branch MKL computes with in this process's environment: the branch `MKL_CBWR` names where MKL
-    honours it (COMPATIBLE and AUTO on any CPU, the others on Intel CPUs only), otherwise AUTO; "off" where
-    `MKL_CBWR` is unset (no reproducibility mode: MKL's dispatch, run to run as well). Intel documents that a
-    named branch falls back to AUTO on other vendors' CPUs; `tests/unit/test_numerics.py` checks this against
-    what MKL_VERBOSE prints on the machine running it."""
+    honours it (COMPATIBLE and AUTO on any CPU, AVX2 on Intel CPUs with AVX2, the others on Intel CPUs),
+    otherwise AUTO; "off" where `MKL_CBWR` is unset (no reproducibility mode: MKL's own dispatch, whose results
+    may differ from run to run). Intel documents that a named branch falls back to AUTO on other vendors' CPUs
+    and on Intel CPUs without its instructions; `tests/unit/test_numerics.py` checks this against what
+    MKL_VERBOSE prints on the machine running it."""
     setting = os.environ.get("MKL_CBWR", "")
     if not setting:
         return "off"
     branch = setting.split(",")[0].strip().upper().removeprefix("BRANCH=")
-    if branch in ("AUTO", "COMPATIBLE") or cpu_vendor() == "GenuineIntel":
+    if branch in ("AUTO", "COMPATIBLE"):
         return branch
-    return "AUTO"
+    if cpu_vendor() != "GenuineIntel" or (branch == "AVX2" and "avx2" not in cpu_flags()):
+        return "AUTO"
+    return branch
 
 
 def cpu_vendor() -> str:

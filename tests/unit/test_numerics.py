@@ -99,11 +99,16 @@ def test_mkl_pins_a_named_branch_on_intel_cpus_only(monkeypatch):
     cases = {("GenuineIntel", "AVX2,STRICT"): "AVX2", ("AuthenticAMD", "AVX2,STRICT"): "AUTO",
              ("AuthenticAMD", "BRANCH=COMPATIBLE,STRICT"): "COMPATIBLE", ("", "AVX2"): "AUTO",
              ("GenuineIntel", "branch=avx512"): "AVX512", ("HygonGenuine", "AUTO"): "AUTO"}
+    monkeypatch.setattr(numerics, "cpu_flags", lambda: {"sse2", "avx", "avx2", "fma"})
     for (vendor, setting), branch in cases.items():
         monkeypatch.setattr(numerics, "cpu_vendor", lambda v=vendor: v)
         monkeypatch.setenv("MKL_CBWR", setting)
         assert numerics.mkl_branch() == branch, (vendor, setting)
     assert numerics.describe()["MKL branch"] == "AUTO" and numerics.describe()["CPU vendor"] == "HygonGenuine"
+    monkeypatch.setattr(numerics, "cpu_vendor", lambda: "GenuineIntel")  # an Intel CPU without AVX2: AUTO too
+    monkeypatch.setattr(numerics, "cpu_flags", lambda: {"sse2", "avx"})
+    monkeypatch.setenv("MKL_CBWR", "AVX2,STRICT")
+    assert numerics.mkl_branch() == "AUTO"
 
 
 MKL_CALL = """
