@@ -67,17 +67,28 @@ def make_portable() -> None:
                            f"numerics were set: call alarm.numerics.make_portable() before torch computes anything, or "
                            f"export {' '.join(f'{k}={v}' for k, v in PORTABLE.items())} before starting Python")
     if mkl_branch() != "AVX2":
-        log.warning("portable numerics on a CPU of vendor %r: MKL pins its AVX2 branch on Intel CPUs only and runs "
-                    "its AUTO branch here, so this machine computes the same bytes run after run but not those of "
-                    "an Intel machine (the report's MKL branch row says so)", cpu_vendor() or "unknown")
+        log.warning("portable numerics: MKL pins its AVX2 branch on Intel CPUs with AVX2 only, and this CPU (%s) "
+                    "gets its AUTO branch, so this machine computes the same bytes run after run but not those of an "
+                    "Intel machine (the report's MKL branch row says so)", machine())
 
 
 def mode() -> str:
-    """This process's mode as a run folder records it: "native", "portable", or "portable, MKL AUTO" where MKL
-    does not pin the mode's branch (a CPU of another vendor than Intel: its bytes are this machine's own)."""
+    """This process's mode as a run folder records it: "native", "portable", or "portable, MKL AUTO (<machine>)"
+    where MKL does not pin the mode's branch (a CPU of another vendor than Intel): AUTO is MKL's dispatch for that
+    CPU, so its results are those of CPUs of the same vendor, family and model (`machine`), as far as MKL goes."""
     if not portable():
         return "native"
-    return "portable" if mkl_branch() == "AVX2" else f"portable, MKL {mkl_branch()}"
+    return "portable" if mkl_branch() == "AVX2" else f"portable, MKL {mkl_branch()} ({machine()})"
+
+
+def machine() -> str:
+    """The CPU as MKL's AUTO branch tells CPUs apart, as far as Linux shows it: vendor, family and model, and
+    whether it has AVX-512 (e.g. "AuthenticAMD family 25 model 1"); "unknown CPU" without /proc/cpuinfo."""
+    vendor = cpu_vendor()
+    if not vendor:
+        return "unknown CPU"
+    avx512 = " with AVX-512" if "avx512f" in cpu_flags() else ""
+    return f"{vendor} family {_cpuinfo_field('cpu family')} model {_cpuinfo_field('model')}{avx512}"
 
 
 def describe() -> dict:
@@ -85,11 +96,12 @@ def describe() -> dict:
     uses, its threads, and the variables of `PORTABLE` as set."""
     import torch
 
-    return {"numerics": "portable (AVX2 kernels)" if portable() else "native (the CPU's own kernels)",
+    mkl = "" if mkl_branch() == "AVX2" else f"; MKL's {mkl_branch()} branch"
+    return {"numerics": f"portable (AVX2 kernels{mkl})" if portable() else "native (the CPU's own kernels)",
             "torch": torch.__version__, "torch CPU capability": torch.backends.cpu.get_cpu_capability(),
             "torch threads (this process)": torch.get_num_threads(),
             **{k: os.environ.get(k, "") for k in PORTABLE},
-            "CPU vendor": cpu_vendor() or "unknown", "MKL branch": mkl_branch()}
+            "CPU": machine(), "MKL branch": mkl_branch()}
 
 
 def mkl_branch() -> str:
@@ -99,20 +111,24 @@ def mkl_branch() -> str:
     may differ from run to run). Intel documents that a named branch falls back to AUTO on other vendors' CPUs
     and on Intel CPUs without its instructions; `tests/unit/test_numerics.py` checks this against what
     MKL_VERBOSE prints on the machine running it."""
-    setting = os.environ.get("MKL_CBWR", "")
-    if not setting:
+    branch = os.environ.get("MKL_CBWR", "").split(",")[0].strip().upper().removeprefix("BRANCH=")
+    if branch in ("", "OFF"):
         return "off"
-    branch = setting.split(",")[0].strip().upper().removeprefix("BRANCH=")
     if branch in ("AUTO", "COMPATIBLE"):
         return branch
-    if cpu_vendor() != "GenuineIntel" or (branch == "AVX2" and "avx2" not in cpu_flags()):
-        return "AUTO"
+    needs = _BRANCH_FLAGS.get(branch)
+    if cpu_vendor() != "GenuineIntel" or needs is None or not needs <= cpu_flags():
+        return "AUTO"  # another vendor's CPU, a branch MKL does not know, or one this CPU cannot run
     return branch
+
+
+_BRANCH_FLAGS = {"SSE2": {"sse2"}, "SSE4_2": {"sse4_2"}, "AVX": {"avx"}, "AVX2": {"avx2"},
+                 "AVX512": {"avx512f"}, "AVX512_E1": {"avx512f", "avx512_vnni"}}  # what each named branch runs on
 
 
 def cpu_vendor() -> str:
     """The CPU's vendor as Linux's /proc/cpuinfo names it ("GenuineIntel", "AuthenticAMD"); "" where it cannot
-    be read."""
+    be read (another OS: `mkl_branch` then takes the CPU for another vendor's, and portable keys are its own)."""
     return _cpuinfo_field("vendor_id")
 
 

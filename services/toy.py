@@ -159,8 +159,8 @@ def check_size(out: Path, size: Size) -> None:
         if had != want:
             diff = ", ".join(f"{k} {had.get(k)} -> {want[k]}" for k in want if had.get(k) != want[k])
             raise InvalidInput(f"{out} holds a toy run of another size or numerics mode ({diff}); resume it with the "
-                               f"same --size, --train-per-type, --train-type, --epochs and --numerics, or give another "
-                               f"--out")
+                               f"same --size, --train-per-type, --train-type, --epochs and --numerics on a machine whose "
+                               f"CPU computes as the one it started on (`alarm.numerics.mode`), or give another --out")
         return
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(want) + "\n")

@@ -33,7 +33,7 @@ def cache_key(name: str, build: Callable[[Path, int], None], seed: int) -> str:
     """Short hash of what the bytes of tiny checkpoint `name`, made by `build(out, seed)`, depend on: its
     builder's module source, and what that module's optional `key_inputs(seed)` adds (other code, the
     architecture, a digest of the training data); in portable numerics (`alarm.numerics`), that mode, and MKL's
-    branch where it is not the mode's (a CPU of another vendor than Intel). An
+    branch and the CPU where the branch is not the mode's (a CPU of another vendor than Intel). An
     encoder's also covers the shared checkpoint writers and its record's tiny config."""
     module = importlib.import_module(build.__module__)
     parts: list[bytes | str] = [inspect.getsource(module)]
@@ -42,8 +42,8 @@ def cache_key(name: str, build: Callable[[Path, int], None], seed: int) -> str:
     parts += getattr(module, "key_inputs", lambda seed: [])(seed)
     if numerics.portable():  # other kernels, other bytes (native builds keep the keys they had)
         parts.append(json.dumps(numerics.PORTABLE, sort_keys=True))
-        if numerics.mkl_branch() != "AVX2":  # not Intel: MKL's own branch, not the Intel machines' bytes
-            parts.append(f"MKL branch {numerics.mkl_branch()}")
+        if numerics.mkl_branch() != "AVX2":  # not Intel: MKL's dispatch for this CPU, not the Intel machines' bytes
+            parts.append(numerics.mode())
     h = hashlib.sha256()
     for part in parts:
         data = part.encode() if isinstance(part, str) else part

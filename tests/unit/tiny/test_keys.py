@@ -4,6 +4,8 @@ in a module that produces the teacher's data must not cost a ~4-minute rebuild).
 from __future__ import annotations
 
 import inspect
+import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -110,11 +112,39 @@ def test_another_vendors_cpu_moves_portable_keys_only(cache, before, monkeypatch
     from alarm import numerics
 
     monkeypatch.setenv("ALARM_CACHE", str(cache))
+    monkeypatch.setattr(numerics, "cpu_flags", lambda: {"sse2", "avx", "avx2", "fma"})
     monkeypatch.setattr(numerics, "cpu_vendor", lambda: "AuthenticAMD")
     assert key("qwen3-teacher") == before  # native: the CPU's own kernels either way
     for k, v in numerics.PORTABLE.items():
         monkeypatch.setenv(k, v)
     amd = key("qwen3-teacher")
+    monkeypatch.setattr(numerics, "cpu_flags", lambda: {"sse2", "avx", "avx2", "fma", "avx512f"})
+    assert key("qwen3-teacher") != amd  # MKL's AUTO dispatch differs by CPU: an AVX-512 AMD CPU is another
     monkeypatch.setattr(numerics, "cpu_vendor", lambda: "GenuineIntel")
     intel = key("qwen3-teacher")
     assert len({amd, intel, before}) == 3
+    hashed = []  # and the Intel key is the mode's alone, as before vendors were told apart
+    real = keys.hashlib.sha256
+    monkeypatch.setattr(keys, "hashlib", SimpleNamespace(sha256=lambda *a: _Recorder(real(*a), hashed)))
+    assert key("qwen3-teacher") == intel and not any(part[8:].startswith(b"portable, MKL") for part in hashed)
+    assert any(json.dumps(numerics.PORTABLE, sort_keys=True).encode() in part for part in hashed)
+    monkeypatch.setattr(numerics, "cpu_vendor", lambda: "AuthenticAMD")  # what the AMD key hashed beside it
+    monkeypatch.setattr(numerics, "cpu_flags", lambda: {"sse2", "avx", "avx2", "fma"})
+    hashed.clear()
+    assert key("qwen3-teacher") == amd
+    assert any(part[8:].startswith(b"portable, MKL AUTO (AuthenticAMD family") for part in hashed)
+
+
+class _Recorder:
+    def __init__(self, h, parts: list):
+        self.h, self.parts = h, parts
+
+    def update(self, data: bytes) -> None:
+        self.parts.append(bytes(data))
+        self.h.update(data)
+
+    def hexdigest(self) -> str:
+        return self.h.hexdigest()
+
+    def digest(self) -> bytes:
+        return self.h.digest()

@@ -153,6 +153,7 @@ def test_a_resumed_seed_folder_keeps_its_size_and_numerics(tmp_path, monkeypatch
     for k in numerics.PORTABLE:
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setattr(numerics, "cpu_vendor", lambda: "GenuineIntel")
+    monkeypatch.setattr(numerics, "cpu_flags", lambda: {"sse2", "avx", "avx2", "fma"})
     check_size(tmp_path, SIZES["full"])
     check_size(tmp_path, SIZES["full"])  # the same size resumes
     with pytest.raises(InvalidInput, match=r"train_per_type 150 -> 300, epochs 12 -> 6.*another --out"):
