@@ -29,6 +29,7 @@ training step on an AMD EPYC, so the mode does not use it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -138,6 +139,7 @@ def cpu_flags() -> set[str]:
     return set(_cpuinfo_field("flags").split())
 
 
+@functools.cache  # the CPU does not change under a process (read for every tiny checkpoint's key)
 def _cpuinfo_field(name: str) -> str:
     """The first CPU's `name` line of /proc/cpuinfo, its value stripped; "" where there is none."""
     try:

@@ -42,7 +42,7 @@ def cache_key(name: str, build: Callable[[Path, int], None], seed: int) -> str:
     parts += getattr(module, "key_inputs", lambda seed: [])(seed)
     if numerics.portable():  # other kernels, other bytes (native builds keep the keys they had)
         parts.append(json.dumps(numerics.PORTABLE, sort_keys=True))
-        if numerics.mkl_branch() != "AVX2":  # not Intel: MKL's dispatch for this CPU, not the Intel machines' bytes
+        if numerics.mode() != "portable":  # not Intel: MKL's dispatch for this CPU, not the Intel machines' bytes
             parts.append(numerics.mode())
     h = hashlib.sha256()
     for part in parts:
