@@ -19,15 +19,23 @@ R0 bodies because training draws them at random (`self_generation_chat`, `rephra
 vocabulary, natural phrases, perturbed copies of the two texts as distractors); every third step is one long
 sequence (800-3,900 tokens), so the condition holds over the corpus' ~2,200-token rephrase prompts and beyond.
 
-Training is plain PyTorch, ~40 s on one thread, deterministic (same seed -> same bytes): 400 fixed steps of AdamW
-on the body and a lazy Adam on the tied embedding rows a step touches (`alarm.tiny.lm.train_sampled`). The loss
-covers the assistant tokens only, with a sampled softmax (exact over every output token and every token in the
-batch, uniform negatives for the rest with a log(|R|/K) correction), since 151,936-way logits would otherwise
-dominate the CPU time.
+Training is plain PyTorch, deterministic (same seed -> same bytes on one machine): 400 fixed steps of AdamW on the
+body and a lazy Adam on the tied embedding rows a step touches (`alarm.tiny.lm.train_sampled`), ~40 s on one thread
+of an Intel Xeon and ~90 s on an AMD EPYC. The loss covers the assistant tokens only, with a sampled softmax (exact
+over every output token and every token in the batch, uniform negatives for the rest with a log(|R|/K)
+correction), since 151,936-way logits would otherwise dominate the CPU time.
+
+Training draws word soup; the corpus and users send natural text. So `build` then checks the model on held-out
+natural chats (`check_chats`: few-shot rephrase prompts of 4 to 10 natural examples, up to ~2,200 tokens, and
+natural self-generation and served questions) and trains it again from another initialisation where greedy
+decoding misses one. Whether a 2-layer model resists copying its few-shot examples is float noise: the build of
+seed 0 that passes on Intel Xeons rewrote its answer after 6 natural examples when built on an AMD EPYC.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import random
 import re
 from pathlib import Path
@@ -35,6 +43,8 @@ from pathlib import Path
 from alarm.config import GENERATION_SYSTEM_PROMPT
 from alarm.tiny.keys import data_digest, memo, source_of
 from alarm.tiny.lm import Batches, one_deterministic_thread, train_sampled
+
+log = logging.getLogger(__name__)
 
 # -- the two learned outputs (what follows the generation prompt `<|im_start|>assistant\n<think>\n`) ------------
 
@@ -66,6 +76,8 @@ STEPS = 400
 SHORT_BATCH = 8  # sequences per step, up to ~420 tokens each
 LONG_EVERY = 3  # every 3rd step is one long sequence (800-3,900 tokens) instead
 LR = 1e-2
+ATTEMPTS = 3  # trainings at most, until one passes `check` (`build`)
+ATTEMPT_SEED_STRIDE = 7919  # attempt k initialises and samples negatives from seed + k * stride (same data)
 
 
 def expected_output(messages: list[dict]) -> str:
@@ -293,22 +305,162 @@ def training_batches(tok, seed: int) -> Batches:
     ]
 
 
-def build(out: Path, seed: int = 0) -> None:
+def train(out: Path, seed: int = 0, attempt: int = 0) -> None:
     """Write the tiny Qwen3 (config, tokenizer, generation config as `alarm.tiny.qwen3.build`), trained on the
-    formats."""
+    formats; `attempt` draws another initialisation and other sampled negatives for the same data."""
     import torch
     from transformers import AutoTokenizer, Qwen3ForCausalLM
 
     from alarm.tiny import qwen3
 
     out = Path(out)
-    qwen3.build(out, seed)  # config, random init, generation config, tokenizer files
-    with one_deterministic_thread():
-        tok = AutoTokenizer.from_pretrained(str(out))
-        model = Qwen3ForCausalLM.from_pretrained(str(out), dtype=torch.float32, attn_implementation="sdpa")
-        out_ids = sorted({i for o in OUTPUTS for i in tok.encode(o + EOS, add_special_tokens=False)})
-        train_sampled(model, tok, training_batches(tok, seed), out_ids, seed, lr_max=LR)
-        model.eval().save_pretrained(str(out), safe_serialization=True)
+    qwen3.build(out, seed + ATTEMPT_SEED_STRIDE * attempt)  # config, random init, generation config, tokenizer
+    tok = AutoTokenizer.from_pretrained(str(out))
+    model = Qwen3ForCausalLM.from_pretrained(str(out), dtype=torch.float32, attn_implementation="sdpa")
+    out_ids = sorted({i for o in OUTPUTS for i in tok.encode(o + EOS, add_special_tokens=False)})
+    train_sampled(model, tok, training_batches(tok, seed), out_ids, seed + ATTEMPT_SEED_STRIDE * attempt,
+                  lr_max=LR)
+    model.eval().save_pretrained(str(out), safe_serialization=True)
+
+
+def build(out: Path, seed: int = 0) -> None:
+    """`tiny://qwen3-scripted`: `train` on one thread with deterministic kernels, then `check`, written to
+    `check.json`; a build that misses a held-out chat is trained again from another initialisation, at most
+    `ATTEMPTS` times, and if none passes the one that missed fewest is kept, with a warning (the tests that use
+    it then fail on the chats it misses)."""
+    import shutil
+
+    out = Path(out)
+    best, best_dir = None, out.parent / f".{out.name}-best"
+    for attempt in range(ATTEMPTS):
+        with one_deterministic_thread():
+            train(out, seed, attempt)
+            checked = check(out)
+        (out / "check.json").write_text(json.dumps({**checked, "attempts": attempt + 1}, indent=1) + "\n")
+        missed = {kind: f"{hits} of {n}" for kind, (hits, n) in checked.items() if hits < n}
+        if not missed:
+            break
+        log.warning("the scripted tiny Qwen3 (seed %d, attempt %d of %d) misses held-out chats (greedy answers "
+                    "right): %s; %s", seed, attempt + 1, ATTEMPTS, ", ".join(f"{k} {v}" for k, v in missed.items()),
+                    "training it again from another initialisation" if attempt + 1 < ATTEMPTS else
+                    "keeping the build that missed fewest")
+        score = sum(hits for hits, _ in checked.values())
+        if best is None or score > best:
+            best = score
+            shutil.rmtree(best_dir, ignore_errors=True)
+            shutil.copytree(out, best_dir)
+    else:
+        if best is not None and best > score:  # the last build is not the best: put the best back
+            shutil.rmtree(out)
+            shutil.copytree(best_dir, out)
+            result = json.loads((out / "check.json").read_text())
+            (out / "check.json").write_text(json.dumps({**result, "attempts": ATTEMPTS}, indent=1) + "\n")
+    shutil.rmtree(best_dir, ignore_errors=True)
+
+
+# -- the build's check: held-out natural chats -------------------------------------------------------------------
+# Worded unlike the training data (no word soup) and unlike the tests' held-out chats (tests/unit/tiny), so that
+# those stay held out from the build as well.
+
+_CHECK_SOUNDS = (
+    ("a cat meowing", "cat, meow", 2), ("waves breaking on a beach", "ocean waves", 12),
+    ("a phone ringing", "ringtone", 5), ("a crowd cheering", "crowd, cheering", 7), ("a piano chord", "piano", 3),
+    ("wind in the trees", "wind, rustling leaves", 11), ("footsteps on gravel", "footsteps", 6),
+    ("a clock ticking", "clock tick", 9), ("a helicopter passing overhead", "helicopter", 14),
+    ("a man coughing", "male cough", 1),
+)
+_CHECK_SYSTEM = (
+    "Below is an answer that a language model wrote after reading a text version of an audio clip: captions, "
+    "sound-event tags with start and end times, and recording details. Rewrite it as an audio model that listened "
+    "to the clip would have written it. Keep its reasoning, its structure and its conclusion. Say how things "
+    "sound, never what a caption, tag or list says. Give the rewrite inside <answer> tags."
+)
+_CHECK_RULES = (
+    "Say 'I can hear' where the answer says 'the caption says'.", "Turn start and end times into moments in the "
+    "clip.", "Describe the sound behind each tag.", "Stay as certain or uncertain as the answer is.",
+    "Add nothing that the answer does not contain.", "Leave the renamed reasoning tags where they are.",
+    "If the answer stops mid-sentence, stop there too.", "Keep counts, durations and tempos unchanged.",
+)
+_CHECK_R0S = (
+    SELF_GENERATION_OUTPUT,
+    "Let me see. The tags list a siren and then a dog, and the caption says the siren is loud. The user asks "
+    "which comes first, so from the timestamps",  # cut off mid-reasoning
+    "First, the caption mentions rain.\n</think>\n\nThe clip is rain, per the caption.",
+)
+_CHECK_QUESTIONS = (
+    ("[00:00-00:03] |glass breaking| (duration: 3s)\n[00:03-00:08] |alarm beeping| (duration: 5s, loudness: loud)",
+     "What happened, and in what order?", DEFAULT_SYSTEM_PROMPT),
+    ("[00:00-00:12] |male speech| (duration: 12s, language: German, transcript: guten Morgen)",
+     "Who is speaking, and what do they say?", None),
+    ("[00:00-00:30] |orchestra| (duration: 30s, tempo: 120 bpm, key: D major)", "Describe the music.",
+     "You answer questions about sounds."),
+)
+_CHECK_HEARD = ("Tell me about this audio.", "Is this clip recorded indoors or outdoors?",
+                "How many speakers are there, and what do they talk about?")
+CHECK_REPHRASE = 24  # rephrase chats in `check_chats`
+
+
+def _check_shot(heard: str, tags: str, secs: int) -> list[dict]:
+    r0 = (f"Let me see. The tags read |{tags}|, from 0s to {secs}s, and the caption calls it {heard}. The "
+          f"recording details say it was made indoors, so the answer is {heard}.\n</think>\n\n"
+          f"It is {heard}, about {secs} seconds long, recorded indoors according to the details.")
+    rewrite = (f"<answer>\nLet me see. I can hear {heard} from the start, for about {secs} seconds, and the room "
+               f"sounds like it is indoors, so the answer is {heard}.\n</text_llm_reasoning>\n\nIt is {heard}, "
+               f"about {secs} seconds long, and it sounds like it was recorded indoors.\n</answer>")
+    return [{"role": "user", "content": _check_rephrase_turn(r0)}, {"role": "assistant", "content": rewrite}]
+
+
+def _check_rephrase_turn(r0: str) -> str:
+    body = "<text_llm_reasoning>\n" + r0.replace("</think>", "</text_llm_reasoning>")
+    return f"Here is the answer to rewrite:\n{REPHRASE_MARKER}\n{body}\n{REPHRASE_MARKER_END}"
+
+
+def check_chats() -> dict[str, list[list[dict]]]:
+    """The held-out chats `check` decodes, by kind: "rephrase" (a system prompt with 0 to 24 rules, 4 to 10
+    natural few-shot examples, 900 to 2,200 tokens in all), "self-generation" and "heard" (a served question)."""
+    rng = random.Random(20261208)
+    rephrase = []
+    for i in range(CHECK_REPHRASE):
+        rules = rng.choice((0, 8, 24))
+        system = _CHECK_SYSTEM + ("\n\nRules:\n" + "\n".join(
+            f"- {_CHECK_RULES[k % len(_CHECK_RULES)]}" for k in range(rules)) if rules else "")
+        msgs = [{"role": "system", "content": system}]
+        for sound in rng.sample(_CHECK_SOUNDS, k=4 + i % 7):
+            msgs += _check_shot(*sound)
+        r0 = _CHECK_R0S[i % len(_CHECK_R0S)]
+        msgs.append({"role": "user", "content": _check_rephrase_turn(r0) + "\n\nWrite it as someone who heard "
+                                                                             "the clip."})
+        rephrase.append(msgs)
+    self_generation = [
+        ([{"role": "system", "content": system}] if system else [])
+        + [{"role": "user", "content": f"{DESCRIPTION_MARKER}{description}<end_audio>\n\n{question}"}]
+        for description, question, system in _CHECK_QUESTIONS
+    ]
+    heard = [[{"role": "user", "content": q}] for q in _CHECK_HEARD]
+    return {"rephrase": rephrase, "self-generation": self_generation, "heard": heard}
+
+
+def check(folder: Path) -> dict[str, tuple[int, int]]:
+    """How many of `check_chats`' chats the model in `folder` answers with `expected_output` under greedy decoding,
+    per kind: (right, asked). One forward pass per chat over prompt + expected output + `<|im_end|>`: greedy
+    decoding gives the expected output exactly when every next-token argmax along it is the expected token."""
+    import torch
+    from transformers import AutoTokenizer, Qwen3ForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    model = Qwen3ForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    result = {}
+    for kind, chats in check_chats().items():
+        hits = 0
+        for msgs in chats:
+            prompt = tok.encode(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True),
+                                add_special_tokens=False)
+            out = tok.encode(expected_output(msgs) + EOS, add_special_tokens=False)
+            with torch.no_grad():
+                logits = model(torch.tensor([prompt + out[:-1]]), logits_to_keep=len(out)).logits[0]
+            hits += logits.argmax(-1).tolist() == out
+        result[kind] = (hits, len(chats))
+    return result
 
 
 def key_inputs(seed: int) -> list[bytes | str]:

@@ -3,6 +3,8 @@ served request: no description in text) in heard wording, on held-out chats."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from alarm.tiny.scripted import (
@@ -199,13 +201,78 @@ def test_recipe_sampling_mostly_keeps_the_format(scripted):
 
 
 def test_same_seed_same_bytes(tmp_path, monkeypatch):
-    """Two builds of the same seed give the same bytes (20 of the 400 steps: the routine is what is checked, in a
-    twentieth of the time); another seed gives others."""
+    """Two trainings of the same seed and attempt give the same bytes (5 of the 400 steps: the routine is what is
+    checked, in a fraction of the time); another seed or another attempt gives others."""
+    from alarm.tiny import scripted
+    from alarm.tiny.lm import one_deterministic_thread
+
+    monkeypatch.setattr(scripted, "STEPS", 5)
+    runs = {"a": (0, 0), "b": (0, 0), "c": (1, 0), "d": (0, 1)}
+    with one_deterministic_thread():
+        for name, (seed, attempt) in runs.items():
+            scripted.train(tmp_path / name, seed, attempt)
+    weights = {n: (tmp_path / n / "model.safetensors").read_bytes() for n in runs}
+    assert weights["a"] == weights["b"]
+    assert len({weights[n] for n in "acd"}) == 3
+
+
+def test_the_check_passes_the_built_model_and_fails_an_untrained_one(scripted):
+    from alarm.tiny import ensure_tiny
+    from alarm.tiny.scripted import check, check_chats
+
+    folder, _, _ = scripted
+    asked = {kind: len(chats) for kind, chats in check_chats().items()}
+    assert asked["rephrase"] >= 20 and json.loads((folder / "check.json").read_text())["attempts"] >= 1
+    assert check(folder) == {kind: (n, n) for kind, n in asked.items()}
+    assert check(ensure_tiny("qwen3")) == {kind: (0, n) for kind, n in asked.items()}  # random weights
+    seen = {m["content"] for chats in check_chats().values() for chat in chats for m in chat}
+    held_out = {m["content"] for case in SELF_GENERATION_CASES + HEARD_CASES + REPHRASE_CASES for m in case}
+    assert seen & held_out == {DEFAULT_SYSTEM_PROMPT}  # the corpus' system turn, in both on purpose
+
+
+def _fake_checks(monkeypatch, rephrased: list[int]) -> list[str]:
+    """`scripted.build` on 5 training steps, its check answering `rephrased[k]` of 24 rephrase chats at attempt k;
+    returns the sha256 of the weights each check saw."""
+    import hashlib
+
     from alarm.tiny import scripted
 
-    monkeypatch.setattr(scripted, "STEPS", 20)
-    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        scripted.build(tmp_path / name, seed)
-    weights = {n: (tmp_path / n / "model.safetensors").read_bytes() for n in "abc"}
-    assert weights["a"] == weights["b"] != weights["c"]
+    monkeypatch.setattr(scripted, "STEPS", 5)
+    answers, seen = iter(rephrased), []
 
+    def check(folder):
+        seen.append(hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest())
+        return {"rephrase": (next(answers), 24), "heard": (3, 3)}
+
+    monkeypatch.setattr(scripted, "check", check)
+    return seen
+
+
+def _sha(folder) -> str:
+    import hashlib
+
+    return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_a_build_that_misses_a_held_out_chat_is_trained_again(tmp_path, monkeypatch, caplog):
+    from alarm.tiny import scripted
+
+    seen = _fake_checks(monkeypatch, [21, 24])
+    scripted.build(tmp_path / "m", 0)
+    assert json.loads((tmp_path / "m" / "check.json").read_text()) == {"rephrase": [24, 24], "heard": [3, 3],
+                                                                       "attempts": 2}
+    assert "attempt 1 of 3" in caplog.text and "rephrase 21 of 24" in caplog.text and "attempt 2" not in caplog.text
+    assert len(set(seen)) == 2 and _sha(tmp_path / "m") == seen[1]  # trained again from another initialisation
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no copy of a best build left behind
+
+
+def test_when_no_build_passes_the_one_that_missed_fewest_is_kept(tmp_path, monkeypatch, caplog):
+    from alarm.tiny import scripted
+
+    seen = _fake_checks(monkeypatch, [20, 23, 22])
+    scripted.build(tmp_path / "m", 0)
+    assert json.loads((tmp_path / "m" / "check.json").read_text()) == {"rephrase": [23, 24], "heard": [3, 3],
+                                                                       "attempts": 3}
+    assert "keeping the build that missed fewest" in caplog.text
+    assert len(set(seen)) == 3 and _sha(tmp_path / "m") == seen[1]
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
