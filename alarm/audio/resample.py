@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.signal import firwin, resample_poly
 
 from alarm.errors import ConfigError
 from alarm.types import Waveform
@@ -60,6 +59,8 @@ def resample(wave: Waveform, rate: int, quality: Quality = "high") -> Waveform:
         return wave
     g = math.gcd(wave.sample_rate, rate)
     up, down = rate // g, wave.sample_rate // g
+    from scipy.signal import resample_poly  # 1.4 s to import: only where a clip needs resampling
+
     h = kernel(up, down, quality)
     x = np.asarray(wave.samples, dtype=np.float32)
     y = resample_poly(x, up, down, window=h)  # scipy scales h by `up` itself
@@ -81,6 +82,8 @@ def kernel(up: int, down: int, quality: Quality = "high") -> np.ndarray:
         raise ConfigError(
             f"unknown resample quality {quality!r}; expected one of {sorted(DESIGNS)} (audio.resample_quality)"
         )
+    from scipy.signal import firwin
+
     d = DESIGNS[quality]
     max_rate = max(up, down)
     taps = 2 * d.zero_crossings * max_rate + 1

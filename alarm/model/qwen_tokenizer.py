@@ -7,6 +7,7 @@ at their real ids, so token ids match the hub tokenizer of Qwen/Qwen3-4B-Thinkin
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -76,6 +77,7 @@ def qwen_bpe_file() -> Path:
     return path
 
 
+@functools.cache  # ~6 s; a process that builds several tiny Qwen3s (attempts, tests) builds it once
 def build_qwen3_tokenizer_json() -> str:
     """The Qwen3 fast-tokenizer definition (`tokenizer.json` contents)."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
