@@ -233,15 +233,13 @@ def test_the_check_passes_the_built_model_and_fails_an_untrained_one(scripted):
 def _fake_checks(monkeypatch, rephrased: list[int]) -> list[str]:
     """`scripted.build` on 5 training steps, its check answering `rephrased[k]` of 24 rephrase chats at attempt k;
     returns the sha256 of the weights each check saw."""
-    import hashlib
-
     from alarm.tiny import scripted
 
     monkeypatch.setattr(scripted, "STEPS", 5)
     answers, seen = iter(rephrased), []
 
     def check(folder):
-        seen.append(hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest())
+        seen.append(_sha(folder))
         return {"rephrase": (next(answers), 24), "heard": (3, 3)}
 
     monkeypatch.setattr(scripted, "check", check)
